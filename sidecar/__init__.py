@@ -1,0 +1,3 @@
+"""Custos sidecar: a transparent OpenAI-compatible proxy with compliance stages."""
+
+__version__ = "0.1.0"

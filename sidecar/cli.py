@@ -1,0 +1,79 @@
+"""The ``custos`` command line. Each feature registers its own subcommands from its own module.
+
+Conventions: a handler returns an exit code; a problem with the user's input raises ``UsageError``
+(printed as one clear line, exit 2); nothing prints a traceback to the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from .config import ConfigError
+
+# Modules with a ``register(subparsers)`` function, one per feature.
+COMMAND_MODULES: list[str] = [
+    "sidecar.commands.serve",
+    "inference.cli",
+    "bench.cli",
+]
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed without a traceback, exit code 2."""
+
+
+class CustosArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors also exit 2, in our format
+        self.print_usage(sys.stderr)
+        print(f"custos: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = CustosArgumentParser(
+        prog="custos",
+        description="Compliance and observability sidecar for self-hosted LLMs.",
+    )
+    parser.add_argument("--version", action="version", version=f"custos {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CustosArgumentParser)
+    sub.required = True
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # that feature is not part of this installation
+            raise
+        module.register(sub)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, ConfigError) as exc:
+        print(f"custos: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""One validated YAML file with environment overrides.
+
+``load_config(path)`` reads the YAML file (or nothing: the defaults serve the embedded setup), applies
+``CUSTOS_<SECTION>__<FIELD>=value`` environment overrides (values parsed as YAML scalars, so
+``CUSTOS_SERVER__PORT=9090`` is an int) and validates everything into typed models. Any problem raises
+``ConfigError`` naming the field, the value and what is wrong.
+
+Each feature owns its section model in its own module; this file only assembles them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+
+ENV_PREFIX = "CUSTOS_"
+ENV_CONFIG_PATH = "CUSTOS_CONFIG"
+# Variables with the prefix that are not config overrides.
+_ENV_NOT_OVERRIDES = {"CUSTOS_CONFIG", "CUSTOS_CACHE", "CUSTOS_VENV", "CUSTOS_PYTHON"}
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ServerConfig(Section):
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = False
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="larger bodies get 413")
+    admin_enabled: bool = True
+
+
+class UpstreamConfig(Section):
+    url: HttpUrl = HttpUrl("http://127.0.0.1:8000")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(600.0, gt=0, description="max wait between bytes from upstream")
+    max_connections: int = Field(256, ge=1)
+    keepalive_timeout_s: float = Field(60.0, gt=0)
+    ready_timeout_s: float = Field(2.0, gt=0, description="timeout of the /ready upstream check")
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: HttpUrl) -> HttpUrl:
+        if value.scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+class StateConfig(Section):
+    dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("CUSTOS_STATE_DIR", "~/.local/state/custos")).expanduser(),
+        description="keys, audit spool, alert state",
+    )
+
+
+class Config(Section):
+    server: ServerConfig = ServerConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    state: StateConfig = Field(default_factory=StateConfig)
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for a human: field, value, reason."""
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in _ENV_NOT_OVERRIDES or "__" not in key:
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
+        node = overrides
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[parts[-1]] = _parse_scalar(raw)
+    return overrides
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(error: dict[str, Any], source: str) -> str:
+    loc = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    msg = error["msg"]
+    if error["type"] == "extra_forbidden":
+        return f"{source}: {loc}: unknown option (check the spelling; see custos.example.yaml)"
+    value = error.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    return f"{source}: {loc}: value {shown} is invalid: {msg}"
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    if path is None:
+        path = environ.get(ENV_CONFIG_PATH) or None
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path).expanduser()
+        source = str(p)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: config file not found") from None
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read config file: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        data = loaded
+    overrides = env_overrides(environ)
+    if overrides:
+        data = _merge(data, overrides)
+        source = f"{source} + environment"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e, source) for e in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

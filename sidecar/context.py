@@ -1,0 +1,187 @@
+"""The per-request context that flows through every stage.
+
+Stages communicate only through this object: each reads what earlier stages wrote and adds its own
+results (identity, decision, redaction counts, usage, hashes) for later stages such as metrics and audit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .errors import ProxyError, bad_request
+
+# Routes whose bodies must be JSON objects, mapped to the OpenTelemetry GenAI operation name.
+INFERENCE_ROUTES: dict[str, str] = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "text_completion",
+    "/v1/embeddings": "embeddings",
+}
+KNOWN_ROUTES: frozenset[str] = frozenset({*INFERENCE_ROUTES, "/v1/models"})
+
+
+@dataclass(slots=True)
+class Identity:
+    subject: str
+    roles: tuple[str, ...] = ()
+    claims: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Decision:
+    allowed: bool
+    permission: str
+    rule: str
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class RequestContext:
+    """Everything known about one request. Slots keep it cheap to build on the hot path."""
+
+    __slots__ = (
+        "_json",
+        "body",
+        "body_modified",
+        "cancelled",
+        "client_ip",
+        "decision",
+        "error",
+        "extras",
+        "finish_reasons",
+        "first_byte_at",
+        "headers",
+        "identity",
+        "method",
+        "model",
+        "operation",
+        "output_sha256",
+        "path",
+        "prompt_sha256",
+        "query",
+        "redactions",
+        "request_id",
+        "response_bytes",
+        "response_headers",
+        "response_kind",
+        "route",
+        "started",
+        "started_wall",
+        "status",
+        "stream",
+        "trace_id",
+        "upstream_headers",
+        "upstream_status",
+        "usage",
+        "finished",
+    )
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        client_ip: str,
+        body: bytes = b"",
+    ) -> None:
+        self.request_id = request_id
+        self.method = method
+        self.path = path
+        self.query = query
+        # Incoming headers, names lower-case, hop-by-hop headers already removed.
+        self.headers = headers
+        self.client_ip = client_ip
+        self.body = body
+        self._json: Any = _UNPARSED
+        self.body_modified = False
+        self.started = time.perf_counter()
+        self.started_wall = time.time()
+        self.finished: float | None = None
+        self.route = path if path in KNOWN_ROUTES else "other"
+        self.operation = INFERENCE_ROUTES.get(path, "models" if path == "/v1/models" else "other")
+        self.model: str | None = None
+        self.stream = False
+        self.identity: Identity | None = None
+        self.decision: Decision | None = None
+        # Extra headers the forward step sends upstream (e.g. X-Custos-Subject).
+        self.upstream_headers: list[tuple[bytes, bytes]] = []
+        self.redactions: dict[str, int] = {}
+        self.status: int | None = None
+        self.upstream_status: int | None = None
+        self.response_headers: list[tuple[bytes, bytes]] = []
+        # "json", "sse" or "other": how filters should read the response body.
+        self.response_kind = "other"
+        self.response_bytes = 0
+        self.error: ProxyError | None = None
+        self.cancelled = False
+        self.usage = Usage()
+        self.finish_reasons: list[str] = []
+        self.first_byte_at: float | None = None
+        self.prompt_sha256: str | None = None
+        self.output_sha256: str | None = None
+        self.trace_id: str | None = None
+        # Private per-stage state, keyed by stage name.
+        self.extras: dict[str, Any] = {}
+
+    # -- body helpers -------------------------------------------------------------------------
+    @property
+    def json(self) -> Any:
+        """The request body parsed as JSON (None when the body is empty). 400 when malformed."""
+        if self._json is _UNPARSED:
+            if not self.body:
+                self._json = None
+            else:
+                try:
+                    self._json = orjson.loads(self.body)
+                except orjson.JSONDecodeError as exc:
+                    raise bad_request(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+        return self._json
+
+    def set_json(self, value: Any) -> None:
+        """Replace the JSON body; the forward step re-serializes it."""
+        self._json = value
+        self.body_modified = True
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def outgoing_body(self) -> bytes:
+        if self.body_modified:
+            self.body = orjson.dumps(self._json)
+            self.body_modified = False
+        return self.body
+
+    @property
+    def elapsed(self) -> float:
+        end = self.finished if self.finished is not None else time.perf_counter()
+        return end - self.started
+
+    @property
+    def outcome(self) -> str:
+        """ECS-style event outcome."""
+        if self.cancelled:
+            return "unknown"
+        if self.status is not None and self.status < 400 and self.error is None:
+            return "success"
+        return "failure"
+
+
+class _Unparsed:
+    __slots__ = ()
+
+
+_UNPARSED = _Unparsed()

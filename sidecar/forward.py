@@ -1,0 +1,241 @@
+"""The forward step: one pooled keep-alive client to the upstream, streaming both ways.
+
+The upstream's status, headers and body come back unchanged except hop-by-hop headers (and
+Content-Length, recomputed when a response filter changed the body). SSE and other non-JSON bodies
+are relayed chunk by chunk as they arrive, never buffered whole. A client that goes away cancels the
+upstream request: the connection to the upstream is closed, so vLLM aborts the generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from .config import UpstreamConfig
+from .context import RequestContext
+from .errors import ProxyError
+from .stage import ResponseFilter
+
+log = logging.getLogger("custos.forward")
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+# RFC 9110 section 7.6.1 hop-by-hop headers, plus those the client library sets itself.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+    }
+)
+
+
+def strip_hop_by_hop(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Drop hop-by-hop headers, including any named in the Connection header."""
+    extra: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            extra.update(v.strip().lower() for v in value.split(b","))
+    return [(n, v) for n, v in headers if (low := n.lower()) not in HOP_BY_HOP and low not in extra]
+
+
+class UpstreamClient:
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.config = config
+        self.base_url = str(config.url).rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.config.max_connections,
+                keepalive_timeout=self.config.keepalive_timeout_s,
+                ttl_dns_cache=300,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # Bodies pass through byte for byte: no decompression, no cookie handling.
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            )
+            self._timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=self.config.connect_timeout_s, sock_read=self.config.read_timeout_s
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def get_json(self, path: str, timeout_s: float) -> tuple[int, Any]:
+        async with self.session.get(
+            self.base_url + path, timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as resp:
+            body = await resp.read()
+            try:
+                return resp.status, orjson.loads(body)
+            except ValueError:
+                return resp.status, None
+
+    async def forward(
+        self,
+        ctx: RequestContext,
+        send: Send,
+        receive: Receive,
+        filters_for: Callable[[RequestContext], list[ResponseFilter]],
+    ) -> None:
+        url = self.base_url + ctx.path
+        if ctx.query:
+            url += "?" + ctx.query.decode("latin-1")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers]
+        headers.extend((k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.upstream_headers)
+        body = ctx.outgoing_body()
+        try:
+            resp = await self.session.request(
+                ctx.method, url, data=body or None, headers=headers, timeout=self._timeout,
+                allow_redirects=False,
+            )
+        except asyncio.TimeoutError:
+            raise _upstream_timeout() from None
+        except aiohttp.ClientConnectorError as exc:
+            raise ProxyError(
+                502,
+                f"The upstream model server at {self.base_url} is unreachable: {exc.os_error.strerror or exc}",
+                type="upstream_error",
+                code="upstream_unreachable",
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise _upstream_failed(exc) from None
+        try:
+            await self._relay(ctx, resp, send, receive, filters_for)
+        finally:
+            if ctx.error is None and not ctx.cancelled:
+                resp.release()  # back to the keep-alive pool
+            else:
+                resp.close()
+
+    async def _relay(
+        self,
+        ctx: RequestContext,
+        resp: aiohttp.ClientResponse,
+        send: Send,
+        receive: Receive,
+        filters_for: Callable[[RequestContext], list[ResponseFilter]],
+    ) -> None:
+        ctx.upstream_status = resp.status
+        raw = list(resp.raw_headers)
+        content_type = resp.headers.get("Content-Type", "")
+        if content_type.startswith("text/event-stream"):
+            ctx.response_kind = "sse"
+        elif content_type.startswith("application/json"):
+            ctx.response_kind = "json"
+        ctx.response_headers = strip_hop_by_hop(raw)
+        filters = filters_for(ctx)
+        if ctx.response_kind == "json":
+            try:
+                data = await resp.read()
+            except asyncio.TimeoutError:
+                raise _upstream_timeout() from None
+            except aiohttp.ClientError as exc:
+                raise _upstream_failed(exc) from None
+            for f in filters:
+                data = f.feed(data) + f.flush()
+            ctx.status = resp.status
+            out_headers = [*ctx.response_headers, (b"content-length", str(len(data)).encode())]
+            await send({"type": "http.response.start", "status": resp.status, "headers": out_headers})
+            ctx.first_byte_at = ctx.first_byte_at or _now()
+            ctx.response_bytes = len(data)
+            await send({"type": "http.response.body", "body": data})
+            return
+        ctx.status = resp.status
+        await send({"type": "http.response.start", "status": resp.status, "headers": ctx.response_headers})
+        stream = asyncio.ensure_future(self._stream_body(ctx, resp, send, filters))
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait((stream, watcher), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not stream.done():
+                # The client went away: stop reading; closing the response drops the upstream
+                # connection, which makes vLLM (and our CPU engine) abort the generation.
+                ctx.cancelled = True
+                stream.cancel()
+                resp.close()
+                await asyncio.gather(stream, return_exceptions=True)
+            watcher.cancel()
+        if not ctx.cancelled:
+            exc = stream.exception()
+            if exc is not None:
+                raise exc
+
+    async def _stream_body(
+        self, ctx: RequestContext, resp: aiohttp.ClientResponse, send: Send, filters: list[ResponseFilter]
+    ) -> None:
+        try:
+            async for chunk in resp.content.iter_any():
+                for f in filters:
+                    chunk = f.feed(chunk)
+                if chunk:
+                    if ctx.first_byte_at is None:
+                        ctx.first_byte_at = _now()
+                    ctx.response_bytes += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            # Headers are already sent: the best we can do is end the stream with an error event.
+            err = _upstream_timeout() if isinstance(exc, asyncio.TimeoutError) else _upstream_failed(exc)
+            ctx.error = err
+            log.warning("upstream stream broke for request %s: %s", ctx.request_id, err.message)
+            tail = b""
+            for f in filters:
+                tail = f.feed(tail) + f.flush()
+            if ctx.response_kind == "sse":
+                tail += b"data: " + err.body() + b"\n\n"
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+            return
+        tail = b""
+        for f in filters:
+            tail = f.feed(tail) + f.flush()
+        ctx.response_bytes += len(tail)
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+_now = time.perf_counter
+
+
+def _upstream_timeout() -> ProxyError:
+    return ProxyError(
+        504, "The upstream model server did not answer in time.", type="upstream_error", code="upstream_timeout"
+    )
+
+
+def _upstream_failed(exc: BaseException) -> ProxyError:
+    return ProxyError(
+        502,
+        f"The upstream model server failed: {type(exc).__name__}: {exc}",
+        type="upstream_error",
+        code="upstream_error",
+    )

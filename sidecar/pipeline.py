@@ -1,0 +1,115 @@
+"""The request path as a chain of stages (see ``sidecar.stage`` for the contract).
+
+``STAGES`` lists each stage's builder by import path, in request order. A builder takes the validated
+``Config`` and returns a ``Stage`` or ``None`` (switched off). Adding a stage is one line here; no
+other stage changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from .config import Config
+from .context import RequestContext
+from .errors import ProxyError
+from .forward import Receive, Send, UpstreamClient
+from .stage import ResponseFilter, Stage
+
+log = logging.getLogger("custos.pipeline")
+
+STAGES: list[str] = [
+    "sidecar.stages.metrics:build",
+    "sidecar.stages.parse:build",
+    "sidecar.stages.observe:build",
+]
+
+StageSpan = Callable[[RequestContext, str], AbstractContextManager[Any]]
+
+
+def _no_span(ctx: RequestContext, name: str) -> AbstractContextManager[Any]:
+    return nullcontext()
+
+
+def build_stages(config: Config, names: list[str] | None = None) -> list[Stage]:
+    stages: list[Stage] = []
+    for ref in STAGES if names is None else names:
+        module_name, _, attr = ref.partition(":")
+        builder = getattr(importlib.import_module(module_name), attr or "build")
+        stage = builder(config)
+        if stage is not None:
+            stages.append(stage)
+    return stages
+
+
+class Pipeline:
+    def __init__(self, stages: list[Stage], upstream: UpstreamClient) -> None:
+        self.stages = stages
+        self.upstream = upstream
+        # Built once: which stages take part in each phase (most stages use only one or two).
+        self._request_stages = [s for s in stages if type(s).on_request is not Stage.on_request]
+        self._filter_stages = [s for s in stages if type(s).response_filter is not Stage.response_filter]
+        self._complete_stages = [s for s in reversed(stages) if type(s).on_complete is not Stage.on_complete]
+        # A tracing stage may install a span factory at startup to get one child span per stage.
+        self.stage_span: StageSpan = _no_span
+
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    def filters_for(self, ctx: RequestContext) -> list[ResponseFilter]:
+        filters = []
+        for stage in self._filter_stages:
+            f = stage.response_filter(ctx)
+            if f is not None:
+                filters.append(f)
+        return filters
+
+    async def run(self, ctx: RequestContext, send: Send, receive: Receive) -> None:
+        span = self.stage_span
+        try:
+            for stage in self._request_stages:
+                if span is _no_span:
+                    await stage.on_request(ctx)
+                else:
+                    with span(ctx, stage.name):
+                        await stage.on_request(ctx)
+            with span(ctx, "upstream"):
+                await self.upstream.forward(ctx, send, receive, self.filters_for)
+        except ProxyError as exc:
+            ctx.error = exc
+            if ctx.status is None:  # nothing sent to the client yet
+                ctx.status = exc.status
+                await send_error(send, exc)
+        except asyncio.CancelledError:
+            ctx.cancelled = True
+            raise
+        except Exception:
+            log.exception("internal error on request %s", ctx.request_id)
+            ctx.error = ProxyError(500, "Internal error in the Custos sidecar.", type="server_error", code="internal")
+            if ctx.status is None:
+                ctx.status = 500
+                await send_error(send, ctx.error)
+        finally:
+            await self.complete(ctx)
+
+    async def complete(self, ctx: RequestContext) -> None:
+        """Run every stage's ``on_complete``; one failing stage never stops the others."""
+        ctx.finished = time.perf_counter()
+        for stage in self._complete_stages:
+            try:
+                await stage.on_complete(ctx)
+            except Exception:
+                log.exception("stage %s failed in on_complete for request %s", stage.name, ctx.request_id)
+
+
+async def send_error(send: Send, exc: ProxyError) -> None:
+    body = exc.body()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers.extend(exc.headers)
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

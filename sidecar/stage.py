@@ -1,0 +1,57 @@
+"""The stage contract. A stage is one module with one job in the request path.
+
+Lifecycle of a request through a pipeline of stages ``[s1, s2, ..., sn]``:
+
+1. ``on_request(ctx)`` for s1..sn in order. A stage may enrich ``ctx`` or raise ``ProxyError`` to
+   end the request (deny, reject). Later stages' ``on_request`` then do not run.
+2. The request is forwarded upstream (``sidecar.forward``).
+3. ``response_filter(ctx)`` is asked of s1..sn once the upstream status and headers are known; every
+   filter returned sees the response body in that order: filter i's output is filter i+1's input, and
+   the last filter's output is exactly what the client receives. Filters that only observe return
+   their input unchanged.
+4. ``on_complete(ctx)`` for sn..s1 (reverse order, like unwinding middleware) — always, also for
+   denied, failed and cancelled requests. Exceptions here are logged, never shown to the client.
+
+``startup(app)``/``shutdown()`` run once per process for background work (key refresh, shipping,
+sampling). Nothing in a stage blocks the event loop: disk, fsync and NVML work go to threads.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .context import RequestContext
+
+
+class ResponseFilter:
+    """Sees the response body as it passes. JSON bodies arrive as one ``feed``; SSE bodies chunk by
+    chunk as the upstream sends them. A filter may hold bytes back (to finish an entity that is split
+    across chunks) and must release them in ``flush``."""
+
+    __slots__ = ()
+
+    def feed(self, chunk: bytes) -> bytes:
+        return chunk
+
+    def flush(self) -> bytes:
+        return b""
+
+
+class Stage:
+    name: ClassVar[str] = "stage"
+
+    async def startup(self, app: Any) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    async def on_request(self, ctx: RequestContext) -> None:
+        return None
+
+    def response_filter(self, ctx: RequestContext) -> ResponseFilter | None:
+        return None
+
+    async def on_complete(self, ctx: RequestContext) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""Request-path stages, one module each. See ``sidecar.stage`` for the contract."""

@@ -1,0 +1,31 @@
+"""Parse stage: inference calls must carry a JSON object; read the model and the stream flag."""
+
+from __future__ import annotations
+
+from ..config import Config
+from ..context import INFERENCE_ROUTES, RequestContext
+from ..errors import bad_request
+from ..stage import Stage
+
+
+class ParseStage(Stage):
+    name = "parse"
+
+    async def on_request(self, ctx: RequestContext) -> None:
+        if ctx.method != "POST" or ctx.path not in INFERENCE_ROUTES:
+            return
+        body = ctx.json  # raises 400 with the parser's reason when malformed
+        if not isinstance(body, dict):
+            raise bad_request("Request body must be a JSON object.", code="invalid_json")
+        model = body.get("model")
+        if model is not None and not isinstance(model, str):
+            raise bad_request("'model' must be a string.", param="model")
+        ctx.model = model
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool) and stream is not None:
+            raise bad_request("'stream' must be a boolean.", param="stream")
+        ctx.stream = bool(stream)
+
+
+def build(config: Config) -> Stage:
+    return ParseStage()

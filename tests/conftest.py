@@ -1,0 +1,151 @@
+"""Fixtures shared by every test area: the real CPU engine with the tiny model, and real sidecars.
+
+Every sidecar a test starts is a real `custos serve` process on a free local port. Tests send
+``sidecar.headers`` with every proxied request, so stages that need credentials (JWT) get them
+from this one place.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.procs import CACHE, ManagedProcess, custos_cmd, free_port, wait_http
+
+TINY_MODEL_NAME = "custos-tiny"
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """A tiny random-weight model, built once per machine into the cache (seconds on a CPU)."""
+    from inference.tiny import TINY_MODEL_VERSION
+
+    target = CACHE / "models" / f"tiny-{TINY_MODEL_VERSION}"
+    if not (target / "config.json").exists():
+        subprocess.run(custos_cmd("inference", "make-tiny-model", str(target)), check=True, timeout=600)
+    return target
+
+
+@dataclass
+class Engine:
+    url: str
+    port: int
+    process: ManagedProcess
+    model: str = TINY_MODEL_NAME
+
+
+def start_engine(model_dir: Path, *extra: str, env: dict[str, str] | None = None) -> Engine:
+    port = free_port()
+    proc = ManagedProcess(
+        "engine",
+        custos_cmd("inference", "serve", "--engine", "transformers", "--model", str(model_dir),
+                   "--served-model-name", TINY_MODEL_NAME, "--host", "127.0.0.1", "--port", str(port), *extra),
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/v1/models", timeout=180, proc=proc.proc)
+    except Exception:
+        proc.stop()
+        raise RuntimeError(f"engine failed to start; log:\n{proc.log()[-4000:]}") from None
+    return Engine(url=url, port=port, process=proc)
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_model_dir: Path) -> Iterator[Engine]:
+    """The project's own CPU inference server with the tiny model, shared by the whole session."""
+    eng = start_engine(tiny_model_dir)
+    yield eng
+    eng.process.stop()
+
+
+@dataclass
+class Sidecar:
+    url: str
+    port: int
+    process: ManagedProcess
+    config_path: Path
+    config: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def openai_client(self, **kwargs: Any):
+        import openai
+
+        api_key = self.headers.get("Authorization", "Bearer unused").removeprefix("Bearer ")
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, **kwargs)
+
+    def stop(self) -> int | None:
+        return self.process.stop()
+
+
+def sidecar_base_config(state_dir: Path, upstream_url: str) -> dict[str, Any]:
+    """The config every test sidecar starts from; tests merge their own sections on top."""
+    return {
+        "server": {"host": "127.0.0.1"},
+        "upstream": {"url": upstream_url},
+        "state": {"dir": str(state_dir)},
+    }
+
+
+def default_headers(config: dict[str, Any], state_dir: Path) -> dict[str, str]:
+    """Headers a well-behaved client sends to a sidecar started with ``config``."""
+    return {}
+
+
+@pytest.fixture
+def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., Sidecar]]:
+    """Factory: ``start_sidecar(upstream_url, config={...}, env={...})`` starts a real sidecar process."""
+    started: list[Sidecar] = []
+
+    def _start(upstream_url: str, config: dict[str, Any] | None = None, *, env: dict[str, str] | None = None,
+               port: int | None = None, name: str = "sidecar", wait: bool = True) -> Sidecar:
+        port = port or free_port()
+        state_dir = tmp_path / "state"
+        cfg = deep_merge(sidecar_base_config(state_dir, upstream_url), config or {})
+        cfg.setdefault("server", {})["port"] = port
+        cfg_path = tmp_path / f"{name}-{port}.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        proc = ManagedProcess(name, custos_cmd("serve", "--config", str(cfg_path)), env=env)
+        url = f"http://127.0.0.1:{port}"
+        if wait:
+            try:
+                wait_http(url + "/health", timeout=60, proc=proc.proc)
+            except Exception:
+                proc.stop()
+                raise RuntimeError(f"sidecar failed to start; log:\n{proc.log()[-4000:]}") from None
+        sc = Sidecar(url=url, port=port, process=proc, config_path=cfg_path, config=cfg,
+                     headers=default_headers(cfg, state_dir))
+        started.append(sc)
+        return sc
+
+    yield _start
+    for sc in started:
+        sc.stop()
+
+
+@pytest.fixture
+def sidecar(engine: Engine, start_sidecar: Callable[..., Sidecar]) -> Sidecar:
+    """A sidecar with every default stage, in front of the real CPU engine."""
+    return start_sidecar(engine.url)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"custos cache: {CACHE}; test logs: {os.environ.get('CUSTOS_TEST_LOGS', '/tmp/custos-test-logs')}"

@@ -1,0 +1,1 @@
+"""Shared test helpers: start real processes on free local ports and wait for them."""
