@@ -15,18 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+from pydantic import Field, HttpUrl, ValidationError, field_validator
+
+from .section import Section
 
 ENV_PREFIX = "CUSTOS_"
 ENV_CONFIG_PATH = "CUSTOS_CONFIG"
 # Variables with the prefix that are not config overrides.
 _ENV_NOT_OVERRIDES = {"CUSTOS_CONFIG", "CUSTOS_CACHE", "CUSTOS_VENV", "CUSTOS_PYTHON"}
-
-
-class Section(BaseModel):
-    """Base for every config section: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class ServerConfig(Section):
@@ -63,9 +59,10 @@ class StateConfig(Section):
 
 
 class Config(Section):
-    server: ServerConfig = ServerConfig()
-    upstream: UpstreamConfig = UpstreamConfig()
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    # Feature sections (one line each; the models live in the feature's own module):
 
 
 class ConfigError(Exception):
