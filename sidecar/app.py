@@ -156,7 +156,11 @@ class CustosApp:
         )
         ctx.upstream_headers.append((b"x-request-id", rid))
         try:
-            if declared_length is not None and declared_length.isdigit() and int(declared_length) > self.max_body:
+            if (
+                declared_length is not None
+                and declared_length.isdigit()
+                and int(declared_length) > self.max_body
+            ):
                 raise _too_large(self.max_body)
             ctx.body = await _read_body(receive, self.max_body)
         except ProxyError as exc:

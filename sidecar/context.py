@@ -57,6 +57,7 @@ class RequestContext:
         "error",
         "extras",
         "finish_reasons",
+        "finished",
         "first_byte_at",
         "headers",
         "identity",
@@ -81,7 +82,6 @@ class RequestContext:
         "upstream_headers",
         "upstream_status",
         "usage",
-        "finished",
     )
 
     def __init__(

@@ -110,15 +110,20 @@ class UpstreamClient:
         body = ctx.outgoing_body()
         try:
             resp = await self.session.request(
-                ctx.method, url, data=body or None, headers=headers, timeout=self._timeout,
+                ctx.method,
+                url,
+                data=body or None,
+                headers=headers,
+                timeout=self._timeout,
                 allow_redirects=False,
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise _upstream_timeout() from None
         except aiohttp.ClientConnectorError as exc:
             raise ProxyError(
                 502,
-                f"The upstream model server at {self.base_url} is unreachable: {exc.os_error.strerror or exc}",
+                f"The upstream model server at {self.base_url} is unreachable: "
+                f"{exc.os_error.strerror or exc}",
                 type="upstream_error",
                 code="upstream_unreachable",
             ) from None
@@ -152,7 +157,7 @@ class UpstreamClient:
         if ctx.response_kind == "json":
             try:
                 data = await resp.read()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise _upstream_timeout() from None
             except aiohttp.ClientError as exc:
                 raise _upstream_failed(exc) from None
@@ -197,7 +202,7 @@ class UpstreamClient:
                         ctx.first_byte_at = _now()
                     ctx.response_bytes += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             # Headers are already sent: the best we can do is end the stream with an error event.
             err = _upstream_timeout() if isinstance(exc, asyncio.TimeoutError) else _upstream_failed(exc)
             ctx.error = err
@@ -228,7 +233,10 @@ _now = time.perf_counter
 
 def _upstream_timeout() -> ProxyError:
     return ProxyError(
-        504, "The upstream model server did not answer in time.", type="upstream_error", code="upstream_timeout"
+        504,
+        "The upstream model server did not answer in time.",
+        type="upstream_error",
+        code="upstream_timeout",
     )
 
 

@@ -90,7 +90,9 @@ class Pipeline:
             raise
         except Exception:
             log.exception("internal error on request %s", ctx.request_id)
-            ctx.error = ProxyError(500, "Internal error in the Custos sidecar.", type="server_error", code="internal")
+            ctx.error = ProxyError(
+                500, "Internal error in the Custos sidecar.", type="server_error", code="internal"
+            )
             if ctx.status is None:
                 ctx.status = 500
                 await send_error(send, ctx.error)

@@ -56,8 +56,21 @@ def start_engine(model_dir: Path, *extra: str, env: dict[str, str] | None = None
     port = free_port()
     proc = ManagedProcess(
         "engine",
-        custos_cmd("inference", "serve", "--engine", "transformers", "--model", str(model_dir),
-                   "--served-model-name", TINY_MODEL_NAME, "--host", "127.0.0.1", "--port", str(port), *extra),
+        custos_cmd(
+            "inference",
+            "serve",
+            "--engine",
+            "transformers",
+            "--model",
+            str(model_dir),
+            "--served-model-name",
+            TINY_MODEL_NAME,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *extra,
+        ),
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
@@ -115,8 +128,15 @@ def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., Sidecar]]:
     """Factory: ``start_sidecar(upstream_url, config={...}, env={...})`` starts a real sidecar process."""
     started: list[Sidecar] = []
 
-    def _start(upstream_url: str, config: dict[str, Any] | None = None, *, env: dict[str, str] | None = None,
-               port: int | None = None, name: str = "sidecar", wait: bool = True) -> Sidecar:
+    def _start(
+        upstream_url: str,
+        config: dict[str, Any] | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        name: str = "sidecar",
+        wait: bool = True,
+    ) -> Sidecar:
         port = port or free_port()
         state_dir = tmp_path / "state"
         cfg = deep_merge(sidecar_base_config(state_dir, upstream_url), config or {})
@@ -131,8 +151,14 @@ def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., Sidecar]]:
             except Exception:
                 proc.stop()
                 raise RuntimeError(f"sidecar failed to start; log:\n{proc.log()[-4000:]}") from None
-        sc = Sidecar(url=url, port=port, process=proc, config_path=cfg_path, config=cfg,
-                     headers=default_headers(cfg, state_dir))
+        sc = Sidecar(
+            url=url,
+            port=port,
+            process=proc,
+            config_path=cfg_path,
+            config=cfg,
+            headers=default_headers(cfg, state_dir),
+        )
         started.append(sc)
         return sc
 

@@ -10,10 +10,15 @@ from ..config import load_config
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the sidecar proxy in front of the configured upstream")
-    p.add_argument("--config", metavar="PATH", help="YAML config file (default: $CUSTOS_CONFIG or built-in defaults)")
+    p.add_argument(
+        "--config", metavar="PATH", help="YAML config file (default: $CUSTOS_CONFIG or built-in defaults)"
+    )
     p.add_argument("--host", help="override server.host")
     p.add_argument("--port", type=int, help="override server.port")
     p.add_argument("--workers", type=int, help="override server.workers")
+    p.add_argument(
+        "--gpu-sim", metavar="FILE", help="simulate GPUs from a scenario file (sets gpu.simulation)"
+    )
     p.set_defaults(func=run_serve)
 
 
@@ -28,6 +33,21 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.config:
         # Workers re-read the same file through the app factory.
         os.environ["CUSTOS_CONFIG"] = os.path.abspath(args.config)
+    if getattr(args, "gpu_sim", None):
+        # Workers read it as a config override; the scenario is checked here first (exit 2 when bad).
+        from ..gpu.sim import load_scenario
+
+        os.environ["CUSTOS_GPU__SIMULATION"] = os.path.abspath(args.gpu_sim)
+        load_scenario(args.gpu_sim)
+    if workers > 1:
+        # Metrics from all workers are summed through shared files (prometheus-client multiprocess
+        # mode): the directory must be set before the workers import prometheus-client.
+        import atexit
+
+        from ..metrics.render import prepare_multiprocess_dir, remove_multiprocess_dir
+
+        mp_dir = prepare_multiprocess_dir(config.metrics.multiprocess_dir)
+        atexit.register(remove_multiprocess_dir, mp_dir, config.metrics.multiprocess_dir)
     uvicorn.run(
         "sidecar.app:create_app",
         factory=True,

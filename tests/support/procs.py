@@ -52,17 +52,28 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
 class ManagedProcess:
     """A child process in its own process group, with its output in a log file for post-mortems."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None,
-                 cwd: str | Path | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         log_dir = log_dir or Path(os.environ.get("CUSTOS_TEST_LOGS", "/tmp/custos-test-logs"))
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            self.argv, env=full_env, cwd=str(cwd or REPO), stdout=self._log, stderr=subprocess.STDOUT,
+            self.argv,
+            env=full_env,
+            cwd=str(cwd or REPO),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
