@@ -17,6 +17,12 @@ from .config import ConfigError
 # Modules with a ``register(subparsers)`` function, one per feature.
 COMMAND_MODULES: list[str] = [
     "sidecar.commands.serve",
+    "sidecar.commands.redact",
+    "sidecar.commands.audit",
+    "sidecar.commands.token",
+    "sidecar.commands.policy",
+    "sidecar.commands.up",
+    "alerting.cli",
     "inference.cli",
     "bench.cli",
 ]
@@ -76,4 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m sidecar.cli` this file runs as `__main__`, a second copy of the module whose
+    # UsageError is not the one commands raise; run the real module's main instead.
+    from sidecar.cli import main as _main
+
+    sys.exit(_main())

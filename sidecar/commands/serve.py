@@ -35,9 +35,9 @@ def run_serve(args: argparse.Namespace) -> int:
         os.environ["CUSTOS_CONFIG"] = os.path.abspath(args.config)
     if getattr(args, "gpu_sim", None):
         # Workers read it as a config override; the scenario is checked here first (exit 2 when bad).
-        from ..gpu.sim import load_scenario
+        from ..gpu.sim import load_scenario, resolve_scenario
 
-        os.environ["CUSTOS_GPU__SIMULATION"] = os.path.abspath(args.gpu_sim)
+        os.environ["CUSTOS_GPU__SIMULATION"] = resolve_scenario(args.gpu_sim)
         load_scenario(args.gpu_sim)
     if workers > 1:
         # Metrics from all workers are summed through shared files (prometheus-client multiprocess
@@ -48,9 +48,16 @@ def run_serve(args: argparse.Namespace) -> int:
 
         mp_dir = prepare_multiprocess_dir(config.metrics.multiprocess_dir)
         atexit.register(remove_multiprocess_dir, mp_dir, config.metrics.multiprocess_dir)
+    # Build the stages here so that a bad policy or key file fails now with exit 2, not inside a
+    # worker; with one worker this very app is served.
+    from ..app import CustosApp
+    from ..pipeline import build_stages
+
+    config = load_config(args.config)  # again: --gpu-sim may have added an override
+    app = CustosApp(config, build_stages(config))
     uvicorn.run(
-        "sidecar.app:create_app",
-        factory=True,
+        app if workers == 1 else "sidecar.app:create_app",
+        factory=workers > 1,
         host=host,
         port=port,
         workers=workers,

@@ -124,7 +124,7 @@ def test_engine_killed_mid_stream_ends_stream_with_error(start_sidecar, tiny_mod
     eng = start_engine(tiny_model_dir)
     try:
         sc = start_sidecar(eng.url)
-        body = {**CHAT, "max_tokens": 4000, "stream": True, "ignore_eos": True}
+        body = {**CHAT, "max_tokens": 1900, "stream": True, "ignore_eos": True}
         lines: list[str] = []
         with httpx.stream(
             "POST", sc.url + "/v1/chat/completions", json=body, headers=sc.headers, timeout=60
