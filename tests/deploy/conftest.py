@@ -1,0 +1,340 @@
+"""The live stack the dashboard checks run against, built once per session from real processes:
+
+- the CPU engine (the shared ``engine`` fixture) and a real Elasticsearch (``tests/es_node``);
+- sidecar "main" in front of the engine: GPU simulation (tests/deploy/data/gpu-dashboard.yaml), audit
+  shipped to Elasticsearch, its alert engine notifying a live webhook and a dead one;
+- sidecar "broken" in front of a port where nothing listens (502s: upstream errors, 5xx), shipping
+  audit records to a dead Elasticsearch and evaluating a rule group against a dead Prometheus;
+- ``/usr/bin/prometheus`` scraping both sidecars (job ``custos``) and the engine (job ``upstream``)
+  every second and evaluating the exported alert rules;
+- traffic: chat (plain and streamed), completions, models, PII in prompts, several users,
+  unauthenticated callers (an auth-failure spike that fires an alert) and RBAC denials.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import Engine, deep_merge, default_headers, mint_token, sidecar_base_config
+from tests.support.procs import ManagedProcess, custos_cmd, free_port, wait_http
+
+from .tools import CHART
+
+DATA = Path(__file__).parent / "data"
+RULES = CHART / "files" / "prometheus" / "custos-rules.yml"
+USERS = ("alice", "bob")
+PII_PROMPT = (
+    "Please write back to alice.smith@example.com or call +1 415 555 0100 about card 4111 1111 1111 1111."
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # On a fresh machine the first test builds helm from source (deploy/tools/install.sh, minutes on
+    # two cores) and Elasticsearch's launcher: more than the suite's default per-test timeout.
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.timeout(1800))
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        try:
+            _Hook.received.append(json.loads(body))
+        except ValueError:
+            _Hook.received.append({"raw": body.decode(errors="replace")})
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+@dataclass
+class Prometheus:
+    url: str
+    process: ManagedProcess
+
+    def get(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params, doseq=True)
+        with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=30) as resp:
+            doc = json.loads(resp.read())
+        assert doc["status"] == "success", doc
+        return doc["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        return self.get("/api/v1/query", query=expr)["result"]
+
+    def series(self, metric: str) -> list[dict[str, Any]]:
+        start = str(time.time() - 600)
+        return self.get("/api/v1/series", **{"match[]": metric, "start": start})
+
+    def label_values(self, label: str, match: str) -> list[str]:
+        return self.get(
+            f"/api/v1/label/{label}/values", **{"match[]": match, "start": str(time.time() - 600)}
+        )
+
+
+@dataclass
+class LiveStack:
+    engine: Engine
+    es_url: str
+    prometheus: Prometheus
+    main_url: str
+    broken_url: str
+    headers: dict[str, str]
+    hook_received: list[dict[str, Any]]
+    requests_sent: int = 0
+    subjects: set[str] = field(default_factory=set)
+
+
+def start_prometheus(workdir: Path, targets: dict[str, list[str]]) -> Prometheus:
+    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+    port = free_port()
+    rules = workdir / "rules.yml"
+    shutil.copy(RULES, rules)
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": hosts}]} for job, hosts in targets.items()
+        ],
+    }
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    proc = ManagedProcess(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=1h",
+        ],
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/-/ready", timeout=60, proc=proc.proc)
+    return Prometheus(url=url, process=proc)
+
+
+def _start_sidecar(
+    workdir: Path, name: str, upstream: str, extra: dict[str, Any]
+) -> tuple[ManagedProcess, str, dict]:
+    port = free_port()
+    state = workdir / f"state-{name}"
+    cfg = deep_merge(sidecar_base_config(state, upstream), extra)
+    cfg.setdefault("server", {})["port"] = port
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = ManagedProcess(f"sidecar-{name}", custos_cmd("serve", "--config", str(path)))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/health", timeout=60, proc=proc.proc)
+    except Exception:
+        proc.stop()
+        raise RuntimeError(f"sidecar {name} failed to start; log:\n{proc.log()[-4000:]}") from None
+    return proc, url, default_headers(cfg, state)
+
+
+def _traffic(stack: LiveStack) -> None:
+    model = stack.engine.model
+    chat = {"model": model, "messages": [{"role": "user", "content": PII_PROMPT}], "max_tokens": 8}
+    with httpx.Client(timeout=120) as client:
+
+        def send(
+            method: str, url: str, headers: dict[str, str], body: Any = None, stream: bool = False
+        ) -> int:
+            stack.requests_sent += 1
+            if stream:
+                with client.stream(method, url, headers=headers, json=body) as resp:
+                    for _ in resp.iter_bytes():
+                        pass
+                    return resp.status_code
+            return client.request(method, url, headers=headers, json=body).status_code
+
+        main = stack.main_url
+        for user in USERS:
+            hdrs = {"Authorization": f"Bearer {mint_token(user, ['tester'])}"}
+            stack.subjects.add(user)
+            assert send("POST", f"{main}/v1/chat/completions", hdrs, chat) == 200
+            assert (
+                send("POST", f"{main}/v1/chat/completions", hdrs, {**chat, "stream": True}, stream=True)
+                == 200
+            )
+        assert (
+            send(
+                "POST",
+                f"{main}/v1/completions",
+                stack.headers,
+                {"model": model, "prompt": "Mail bob@example.org", "max_tokens": 8},
+            )
+            == 200
+        )
+        assert send("GET", f"{main}/v1/models", stack.headers) == 200
+        # RBAC: a viewer may list models but not invoke one.
+        viewer = {"Authorization": f"Bearer {mint_token('carol', ['viewer'])}"}
+        stack.subjects.add("carol")
+        for _ in range(3):
+            assert send("POST", f"{main}/v1/chat/completions", viewer, chat) == 403
+        # Authentication failures, in two bursts so Prometheus sees the counter rise (alert rule).
+        # The same failure reason in both bursts: the series must exist before the spike to show an increase.
+        bad = {"Authorization": "Bearer not-a-jwt"}
+        for _ in range(2):
+            assert send("POST", f"{main}/v1/chat/completions", {}, chat) == 401
+            assert send("POST", f"{main}/v1/chat/completions", bad, chat) == 401
+        _wait_for(stack.prometheus, 'custos_auth_failures_total{reason="malformed"} >= 2')
+        for _ in range(30):
+            assert send("POST", f"{main}/v1/chat/completions", bad, chat) == 401
+        # The upstream of "broken" is down: 502s.
+        for _ in range(3):
+            assert send("POST", f"{stack.broken_url}/v1/chat/completions", stack.headers, chat) == 502
+
+
+@pytest.fixture(scope="session")
+def es_url() -> Iterator[str]:
+    from tests.es_node import start_elasticsearch
+
+    node = start_elasticsearch()
+    yield node.url
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def live_stack(engine: Engine, es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    workdir = tmp_path_factory.mktemp("live-stack")
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    procs: list[ManagedProcess] = []
+    try:
+        main_cfg = {
+            "gpu": {"simulation": str(DATA / "gpu-dashboard.yaml"), "interval_s": 1},
+            "audit": {
+                "elasticsearch": {"hosts": [es_url]},
+                "checkpoint_every": 5,
+                "checkpoint_interval_s": 2,
+            },
+            "alerting": {
+                "evaluation_interval": "1s",
+                "route": {
+                    "receiver": "hook",
+                    "group_by": ["alertname"],
+                    "group_wait": "1s",
+                    "group_interval": "1s",
+                    "repeat_interval": "1h",
+                    "routes": [
+                        {"matchers": ['alertname=~".+"'], "receiver": "dead", "continue": True},
+                        {"matchers": ['alertname=~".+"'], "receiver": "hook"},
+                    ],
+                },
+                "receivers": [
+                    {
+                        "name": "hook",
+                        "webhook_configs": [{"url": f"http://127.0.0.1:{hook.server_port}/hook"}],
+                    },
+                    {"name": "dead", "webhook_configs": [{"url": f"http://127.0.0.1:{free_port()}/gone"}]},
+                ],
+                "retry": {"max_attempts": 1, "initial_backoff_s": 0.1},
+            },
+        }
+        main, main_url, headers = _start_sidecar(workdir, "main", engine.url, main_cfg)
+        procs.append(main)
+        broken, broken_url, _ = _start_sidecar(
+            workdir,
+            "broken",
+            f"http://127.0.0.1:{free_port()}",
+            {
+                "gpu": {"enabled": False},
+                # Faults on purpose: Elasticsearch and the rules' Prometheus are down (ship and
+                # rule-evaluation failures must have series for the dashboards).
+                "audit": {
+                    "elasticsearch": {"hosts": [f"http://127.0.0.1:{free_port()}"], "backoff_max_s": 1}
+                },
+                "alerting": {
+                    "rules": [str(DATA / "fleet-rules.yaml")],
+                    "evaluation_interval": "1s",
+                    "prometheus": {"url": f"http://127.0.0.1:{free_port()}", "timeout_s": 1},
+                },
+            },
+        )
+        procs.append(broken)
+        host = lambda url: url.removeprefix("http://")  # noqa: E731
+        prom = start_prometheus(
+            workdir, {"custos": [host(main_url), host(broken_url)], "upstream": [host(engine.url)]}
+        )
+        procs.append(prom.process)
+        stack = LiveStack(
+            engine=engine,
+            es_url=es_url,
+            prometheus=prom,
+            main_url=main_url,
+            broken_url=broken_url,
+            headers=headers,
+            hook_received=_Hook.received,
+        )
+        _traffic(stack)
+        _settle(stack)
+        yield stack
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        hook.shutdown()
+
+
+def _wait_for(prom: Prometheus, expr: str, timeout: float = 60.0) -> None:
+    """Until Prometheus has scraped what the traffic did so far (scrapes can be slow on a busy machine)."""
+    deadline = time.monotonic() + timeout
+    while not prom.query(expr):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Prometheus never saw {expr}")
+        time.sleep(0.5)
+
+
+def _settle(stack: LiveStack, timeout: float = 90.0) -> None:
+    """Wait until Prometheus has the traffic, the alerts fired and notifications went out."""
+    prom = stack.prometheus
+    checks = {
+        "requests scraped": "sum(custos_requests_total) > 0",
+        "Prometheus alert firing": 'ALERTS{alertstate="firing"}',
+        "in-process alert firing": 'custos_alerts{state="firing"} > 0',
+        "notification sent": "custos_alert_notifications_total > 0",
+        "notification failed": "custos_alert_notifications_failed_total > 0",
+        "audit shipped": "custos_audit_shipped_total > 0",
+        "audit ship failed": "custos_audit_ship_failures_total > 0",
+        "rule evaluation failed": "custos_alert_rule_evaluation_failures_total > 0",
+        "xid seen": "custos_gpu_xid_errors_total > 0",
+        "two rate samples": "count_over_time(custos_build_info[1m]) > 5",
+    }
+    deadline = time.monotonic() + timeout
+    pending = dict(checks)
+    while pending and time.monotonic() < deadline:
+        for name, expr in list(pending.items()):
+            if prom.query(expr):
+                del pending[name]
+        time.sleep(1)
+    if pending:
+        diagnostics = {
+            expr: prom.query(expr)
+            for expr in (
+                "sum(increase(custos_auth_failures_total[5m]))",
+                "custos_auth_failures_total",
+                "ALERTS",
+                "prometheus_rule_evaluation_failures_total",
+            )
+        }
+        raise AssertionError(f"live stack never reached: {sorted(pending)}; diagnostics: {diagnostics}")
