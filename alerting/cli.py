@@ -1,0 +1,367 @@
+"""``custos alerts ...``: export, check and test rules; manage silences.
+
+    custos alerts export [--format prometheus|prometheusrule] [--rules FILE ...]
+    custos alerts check [FILE ...] [--config PATH]
+    custos alerts test --rules FILE --scenario FILE [--config PATH] [--deliver] [--json]
+    custos alerts send-test --receiver NAME [--config PATH]
+    custos alerts list [--config PATH | --state-dir DIR | --url URL]
+    custos alerts silence add MATCHER ... (--duration 2h | --until TIME) --comment TEXT [--author NAME]
+    custos alerts silence list [--all]
+    custos alerts silence expire ID
+
+Silences go to the state dir (``state.dir`` of the config, shared with the running sidecar) or, with
+``--url``, to a sidecar's admin API (``--token`` or ``$CUSTOS_TOKEN`` for the Bearer token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from sidecar.cli import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("alerts", help="alert rules, replays and silences")
+    asub = p.add_subparsers(dest="alerts_command", metavar="ACTION", parser_class=type(p))
+    asub.required = True
+
+    e = asub.add_parser("export", help="print the rules as a Prometheus rule file or PrometheusRule manifest")
+    e.add_argument("--format", choices=["prometheus", "prometheusrule"], default="prometheus")
+    e.add_argument("--rules", nargs="+", metavar="FILE", help="rule files (default: the built-in rules)")
+    e.add_argument("--name", default="custos-alerts", help="metadata.name of the PrometheusRule")
+    e.add_argument("--namespace", help="metadata.namespace of the PrometheusRule")
+    e.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="extra metadata label (e.g. release=prometheus for the Operator's ruleSelector)",
+    )
+    e.set_defaults(func=_guard(cmd_export))
+
+    c = asub.add_parser("check", help="validate rule files (and the alerting config with --config)")
+    c.add_argument("files", nargs="*", metavar="FILE", help="rule files (default: the built-in rules)")
+    c.add_argument("--config", metavar="PATH", help="also check this config's alerting section")
+    c.set_defaults(func=_guard(cmd_check))
+
+    t = asub.add_parser(
+        "test", help="replay a scenario in accelerated time: which alerts fire, when, to whom"
+    )
+    t.add_argument(
+        "--rules", nargs="+", metavar="FILE", help="rule files (default: the config's or built-in)"
+    )
+    t.add_argument(
+        "--scenario",
+        required=True,
+        metavar="FILE",
+        help="scenario (series in promtool notation), GPU simulation file or promtool test file",
+    )
+    t.add_argument("--config", metavar="PATH", help="config whose alerting routes/receivers to use")
+    t.add_argument("--deliver", action="store_true", help="really send notifications to the receivers")
+    t.add_argument("--json", action="store_true", help="print events as JSON lines")
+    t.set_defaults(func=_guard(cmd_test))
+
+    st = asub.add_parser("send-test", help="send a test notification through a receiver's integrations")
+    st.add_argument("--receiver", required=True, help="receiver name from the config")
+    st.add_argument("--config", metavar="PATH", help="config with the alerting receivers")
+    st.add_argument("--resolved", action="store_true", help="send it as a resolved notification")
+    st.set_defaults(func=_guard(cmd_send_test))
+
+    ls = asub.add_parser("list", help="list pending/firing/resolved alerts")
+    _target_args(ls)
+    ls.set_defaults(func=_guard(cmd_list))
+
+    s = asub.add_parser("silence", help="add, list or expire silences")
+    ssub = s.add_subparsers(dest="silence_command", metavar="ACTION", parser_class=type(p))
+    ssub.required = True
+    sa = ssub.add_parser("add", help='silence alerts matching all MATCHERs, e.g. alertname="X" gpu="0"')
+    sa.add_argument("matchers", nargs="+", metavar="MATCHER")
+    sa.add_argument("--duration", help="how long, e.g. 2h (default 1h unless --until)")
+    sa.add_argument("--until", help="end time, RFC 3339 (e.g. 2026-12-01T08:00:00Z)")
+    sa.add_argument("--start", help="start time, RFC 3339 (default: now)")
+    sa.add_argument("--comment", required=True, help="why (shown to on-call colleagues)")
+    sa.add_argument("--author", default=None, help="who (default: your user name)")
+    _target_args(sa)
+    sa.set_defaults(func=_guard(cmd_silence_add))
+    sl = ssub.add_parser("list", help="list silences (active and pending; --all for expired too)")
+    sl.add_argument("--all", action="store_true")
+    _target_args(sl)
+    sl.set_defaults(func=_guard(cmd_silence_list))
+    sx = ssub.add_parser("expire", help="end a silence now")
+    sx.add_argument("id", help="silence id (a unique prefix is enough)")
+    _target_args(sx)
+    sx.set_defaults(func=_guard(cmd_silence_expire))
+
+
+def _guard(handler: Any) -> Any:
+    """Report usage and config errors here too: under ``python -m sidecar.cli`` the CLI's ``main`` lives
+    in ``__main__`` and catches its own copy of ``UsageError``, not the one raised here."""
+
+    def run(args: argparse.Namespace) -> int:
+        from sidecar.config import ConfigError
+
+        try:
+            return handler(args)
+        except (UsageError, ConfigError) as exc:
+            print(f"custos: error: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="PATH", help="config whose state.dir holds the silences")
+    p.add_argument("--state-dir", metavar="DIR", help="state dir (overrides the config's)")
+    p.add_argument("--url", help="a running sidecar's base URL: use its admin API instead of the state dir")
+    p.add_argument("--token", help="Bearer token for --url (default: $CUSTOS_TOKEN)")
+
+
+# -- export / check ---------------------------------------------------------------------------------
+def _load_groups(files: list[str] | None) -> Any:
+    from .rules import RuleError, load_rule_files
+
+    try:
+        return load_rule_files(files or None)
+    except RuleError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .rules import export
+
+    groups = _load_groups(args.rules)
+    labels = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--label {item!r}: expected KEY=VALUE")
+        labels[key] = value
+    sys.stdout.write(export(groups, args.format, name=args.name, namespace=args.namespace, labels=labels))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from . import promql
+    from .rules import rule_count
+
+    groups = _load_groups(args.files)
+    alerts, records = rule_count(groups)
+    if args.config:
+        from sidecar.config import load_config
+
+        load_config(args.config)  # ConfigError -> exit 2 with the field named
+    names = sorted(
+        {n for g in groups for r in g.rules if r.node is not None for n in promql.metric_names(r.node)}
+    )
+    where = ", ".join(args.files) if args.files else "built-in rules"
+    print(f"OK: {where}: {len(groups)} group(s), {alerts} alerting rule(s), {records} recording rule(s)")
+    print("metrics read: " + ", ".join(names))
+    return 0
+
+
+# -- test (replay) ----------------------------------------------------------------------------------
+def _alerting_config(path: str | None) -> Any:
+    from sidecar.config import load_config
+
+    from .config import AlertingConfig
+
+    if path:
+        return load_config(path).alerting
+    return AlertingConfig()
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from .replay import Replay, ScenarioError, format_events, load_scenario
+
+    cfg = _alerting_config(args.config)
+    groups = _load_groups(args.rules or cfg.rules or None)
+    try:
+        scenario = load_scenario(args.scenario)
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+    replay = Replay(cfg, groups, scenario, deliver=args.deliver)
+    events = asyncio.run(replay.run())
+    if args.json:
+        for e in events:
+            print(
+                json.dumps(
+                    {"at_s": e.at, "event": e.kind, "alert": e.alert, "labels": e.labels, "detail": e.detail},
+                    ensure_ascii=False,
+                )
+            )
+    else:
+        from .promql import format_duration
+
+        length, step = format_duration(scenario.length_s), format_duration(replay.service.interval_s)
+        print(f"replayed {length} in steps of {step} ({sum(len(g.rules) for g in groups)} rules)")
+        print(format_events(events) if events else "no alerts fired")
+    return 0
+
+
+def cmd_send_test(args: argparse.Namespace) -> int:
+    from .receivers import Notifier, send_test
+
+    cfg = _alerting_config(args.config)
+    names = [r.name for r in cfg.receivers]
+    if args.receiver not in names:
+        raise UsageError(f"--receiver {args.receiver!r}: no such receiver (have: {', '.join(names)})")
+
+    async def go() -> dict[str, bool]:
+        notifier = Notifier(cfg)
+        try:
+            return await send_test(notifier, args.receiver, status="resolved" if args.resolved else "firing")
+        finally:
+            await notifier.close()
+
+    results = asyncio.run(go())
+    for name, ok in results.items():
+        print(f"{name}: {'delivered' if ok else 'FAILED (see the log above)'}")
+    return 0 if all(results.values()) else 1
+
+
+# -- silences and alerts ----------------------------------------------------------------------------
+def _state_dir(args: argparse.Namespace) -> Path:
+    if args.state_dir:
+        return Path(args.state_dir).expanduser() / "alerting"
+    from sidecar.config import load_config
+
+    return Path(load_config(args.config).state.dir).expanduser() / "alerting"
+
+
+def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    token = args.token or os.environ.get("CUSTOS_TOKEN")
+    url = args.url.rstrip("/") + "/admin/alerts" + path
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            msg = json.loads(exc.read())["error"]["message"]
+        except Exception:
+            msg = exc.reason
+        raise UsageError(f"{url}: HTTP {exc.code}: {msg}") from None
+    except OSError as exc:
+        raise UsageError(f"{url}: cannot connect: {exc}") from None
+
+
+def _ts(text: str, what: str) -> float:
+    from .model import parse_iso
+
+    try:
+        return parse_iso(text)
+    except ValueError:
+        raise UsageError(f"--{what} {text!r}: expected an RFC 3339 time like 2026-12-01T08:00:00Z") from None
+
+
+def cmd_silence_add(args: argparse.Namespace) -> int:
+    from .model import iso
+    from .promql import parse_duration
+    from .silences import SilenceError, SilenceStore
+
+    now = time.time()
+    start = _ts(args.start, "start") if args.start else now
+    if args.until and args.duration:
+        raise UsageError("give --duration or --until, not both")
+    if args.until:
+        end = _ts(args.until, "until")
+    else:
+        try:
+            end = start + parse_duration(args.duration or "1h")
+        except ValueError as exc:
+            raise UsageError(f"--duration: {exc}") from None
+    author = args.author or getpass.getuser()
+    if args.url:
+        doc = _api(
+            args,
+            "POST",
+            "/silences",
+            {
+                "matchers": args.matchers,
+                "startsAt": iso(start),
+                "endsAt": iso(end),
+                "comment": args.comment,
+                "createdBy": author,
+            },
+        )
+        print(doc["silenceID"])
+        return 0
+    try:
+        s = SilenceStore(_state_dir(args) / "silences.json").add(
+            args.matchers, end, created_by=author, comment=args.comment, starts_at=start, now=now
+        )
+    except SilenceError as exc:
+        raise UsageError(str(exc)) from None
+    print(s.id)
+    return 0
+
+
+def cmd_silence_list(args: argparse.Namespace) -> int:
+    from .silences import SilenceStore
+
+    now = time.time()
+    if args.url:
+        docs = _api(args, "GET", "/silences")["silences"]
+    else:
+        docs = [s.to_json(now) for s in SilenceStore(_state_dir(args) / "silences.json").list()]
+    rows = [d for d in docs if args.all or d["status"]["state"] != "expired"]
+    if not rows:
+        print("no silences")
+        return 0
+    print(f"{'ID':<12} {'STATE':<8} {'ENDS':<24} {'BY':<12} MATCHERS / COMMENT")
+    for d in sorted(rows, key=lambda d: d["endsAt"]):
+        print(
+            f"{d['id'][:12]:<12} {d['status']['state']:<8} {d['endsAt']:<24} {d['createdBy'][:12]:<12} "
+            f"{' '.join(d['matchers'])}  # {d['comment']}"
+        )
+    return 0
+
+
+def cmd_silence_expire(args: argparse.Namespace) -> int:
+    from .silences import SilenceError, SilenceStore
+
+    if args.url:
+        doc = _api(args, "DELETE", f"/silences/{args.id}")
+    else:
+        try:
+            doc = SilenceStore(_state_dir(args) / "silences.json").expire(args.id).to_json(time.time())
+        except SilenceError as exc:
+            raise UsageError(str(exc)) from None
+    print(f"expired {doc['id']}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .api import _alert_doc
+    from .state import read_json
+
+    if args.url:
+        docs = _api(args, "GET", "")["alerts"]
+    else:
+        docs = [
+            _alert_doc(r, None, []) for r in read_json(_state_dir(args) / "alerts.json", {}).get("alerts", [])
+        ]
+    if not docs:
+        print("no alerts")
+        return 0
+    for d in docs:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(d["labels"].items()) if k != "alertname")
+        print(
+            f"{d['state']:<10} {d['labels'].get('alertname', '')}{{{labels}}}  since {d['activeAt']}  "
+            f"{d['annotations'].get('summary', '')}"
+        )
+    return 0

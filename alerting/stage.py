@@ -1,0 +1,77 @@
+"""The ``alerting`` stage: no per-request hooks, only a background service and the admin API.
+
+``build(config)`` is listed in ``sidecar.pipeline.STAGES``. At startup one process per state dir
+(the lock holder among uvicorn workers) runs the engine; every process mounts ``/admin/alerts``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sidecar.stage import Stage
+
+from .api import PREFIX, AlertsAPI, make_authorizer
+from .service import AlertingService, build_service, leader_lock
+from .silences import SilenceStore
+from .state import Leader
+
+log = logging.getLogger("custos.alerting")
+
+
+class AlertingStage(Stage):
+    name = "alerting"
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        # Built now so rule-file and template errors fail `custos serve` at startup, not later.
+        self.service: AlertingService | None = build_service(config)
+        self.leader: Leader | None = None
+        self.state_dir = Path(config.state.dir).expanduser() / "alerting"
+
+    async def startup(self, app: Any) -> None:
+        cfg = self.config.alerting
+        self.leader = leader_lock(self.config)
+        state_dir = self.state_dir
+        try:
+            leading = self.leader.acquire()
+        except OSError as exc:
+            # Alerting must work even when the state dir is unusable; it just cannot persist.
+            log.error(
+                "alert state dir %s unusable (%s): alerts and silences will not survive a restart",
+                state_dir,
+                exc,
+            )
+            leading, self.leader = True, None
+        if leading:
+            assert self.service is not None
+            render = getattr(app, "render_metrics", None)
+            self.service.self_metrics = render
+            self.service.start()
+            log.info(
+                "alert engine started: %d rule group(s), every %s, state in %s",
+                len(self.service.groups),
+                cfg.evaluation_interval,
+                state_dir,
+            )
+        else:
+            log.info("alert engine runs in another worker (lock %s held)", self.leader.path)
+            self.service = None
+        if cfg.admin.enabled and hasattr(app, "mount"):
+            silences = self.service.silences if self.service else SilenceStore(state_dir / "silences.json")
+            api = AlertsAPI(self.service, silences, make_authorizer(app, cfg.admin), cfg.admin, state_dir)
+            app.mount(PREFIX, api)
+
+    async def shutdown(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+        if self.leader is not None:
+            self.leader.release()
+
+
+def build(config: Any) -> Stage | None:
+    alerting = getattr(config, "alerting", None)
+    if alerting is None or not alerting.enabled:
+        return None
+    return AlertingStage(config)
