@@ -8,8 +8,10 @@ from this one place.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,12 +117,53 @@ def sidecar_base_config(state_dir: Path, upstream_url: str) -> dict[str, Any]:
         "server": {"host": "127.0.0.1"},
         "upstream": {"url": upstream_url},
         "state": {"dir": str(state_dir)},
+        # Identity: trust the suite's test key; the test policy gives role `tester` everything.
+        "auth": {"keys": [{"kid": TEST_KEY_ID, "path": str(test_signing_key()[1]), "algorithms": ["EdDSA"]}]},
+        "rbac": {"policy_file": str(TEST_POLICY)},
     }
 
 
 def default_headers(config: dict[str, Any], state_dir: Path) -> dict[str, str]:
     """Headers a well-behaved client sends to a sidecar started with ``config``."""
-    return {}
+    auth = config.get("auth") or {}
+    if auth.get("enabled", True) is False:
+        return {}
+    issuer = _first(auth.get("issuer")) or "custos-test"
+    token = mint_token(audience=_first(auth.get("audience")), issuer=issuer)
+    return {"Authorization": f"Bearer {token}"}
+
+
+# -- identity for tests: one Ed25519 key per test process, trusted by every test sidecar ----------
+TEST_KEY_ID = "custos-test"
+TEST_ROLE = "tester"
+TEST_POLICY = Path(__file__).parent / "identity" / "data" / "test-policy.yaml"
+
+
+@functools.cache
+def test_signing_key() -> tuple[Any, Path]:
+    """(private key, path of its public PEM); made once per process, never written to the repo."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    pub = Path(tempfile.mkdtemp(prefix="custos-test-key-")) / "test-key.pub.pem"
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key, pub
+
+
+def mint_token(subject: str = "test-user", roles: list[str] | tuple[str, ...] = (TEST_ROLE,), *,
+               ttl_s: int = 6 * 3600, audience: str | None = None, issuer: str | None = "custos-test",
+               **claims: Any) -> str:
+    """A token the test sidecars accept, e.g. ``mint_token("alice", ["analyst"])``."""
+    from sidecar.auth.devkey import mint_token as _mint
+
+    return _mint(test_signing_key()[0], subject=subject, roles=list(roles), ttl_s=ttl_s, algorithm="EdDSA",
+                 issuer=issuer, audience=audience, kid=TEST_KEY_ID, extra=claims or None)
+
+
+def _first(value: Any) -> Any:
+    return value[0] if isinstance(value, list) and value else value or None
 
 
 @pytest.fixture

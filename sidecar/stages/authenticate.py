@@ -1,0 +1,141 @@
+"""Authenticate stage: a valid Bearer JWT or 401. Sets ``ctx.identity`` and tells the upstream who
+is calling (``X-Custos-Subject``, ``X-Custos-Roles``; the app core strips client-sent ones first).
+
+On failure the reason label goes into ``ctx.extras["auth.failure"]`` for metrics and audit; the
+token itself is never logged, echoed or kept (the cache is keyed by its hash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from urllib.parse import quote
+
+from ..auth.config import AuthConfig
+from ..auth.keys import JwksSource, KeyError_, static_keys
+from ..auth.verifier import AuthFailure, TokenVerifier
+from ..config import Config, ConfigError
+from ..context import Identity, RequestContext
+from ..errors import unauthorized
+from ..stage import Stage
+
+log = logging.getLogger("custos.auth")
+
+_SAFE = "@._-+:/=!$&'()*,;~"  # header values stay readable for ordinary subjects; anything else is %-encoded
+
+
+def identity_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
+    roles = ",".join(quote(r, safe=_SAFE.replace(",", "")) for r in identity.roles)
+    return [
+        (b"x-custos-subject", quote(identity.subject, safe=_SAFE).encode()),
+        (b"x-custos-roles", roles.encode()),
+    ]
+
+
+class AuthenticateStage(Stage):
+    name = "authenticate"
+
+    def __init__(self, cfg: AuthConfig, verifier: TokenVerifier) -> None:
+        self.cfg = cfg
+        self.verifier = verifier
+        self._tasks: list[asyncio.Task[None]] = []
+        self._headers: dict[tuple[str, tuple[str, ...]], list[tuple[bytes, bytes]]] = {}
+
+    async def startup(self, app: object) -> None:
+        sources = self.verifier.jwks
+        if not sources:
+            return
+        # First fetch before serving; an IdP that is down now is retried by the periodic refresh.
+        await asyncio.gather(*(s.refresh(force=True) for s in sources))
+        self.verifier.rebuild_index()
+        for src in sources:
+            self._tasks.append(asyncio.create_task(self._refresh_loop(src), name=f"jwks-refresh {src.url}"))
+
+    async def _refresh_loop(self, src: JwksSource) -> None:
+        while True:
+            await asyncio.sleep(src.cfg.refresh_interval_s)
+            try:
+                if await src.refresh(force=True):
+                    self.verifier.rebuild_index()
+            except Exception:
+                log.exception("JWKS refresh of %s failed", src.url)
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for src in self.verifier.jwks:
+            await src.close()
+
+    async def on_request(self, ctx: RequestContext) -> None:
+        raw = None
+        kept = []
+        for name, value in ctx.headers:
+            if name == b"authorization":
+                raw = value
+            else:
+                kept.append((name, value))
+        # The caller's credential is for us, not for the model server.
+        ctx.headers = kept
+        if raw is None:
+            self._fail(ctx, AuthFailure("missing_token", "Missing Bearer token in the Authorization header."))
+        scheme, _, token = raw.strip().partition(b" ")
+        token = token.strip()
+        if scheme.lower() != b"bearer" or not token:
+            self._fail(ctx, AuthFailure("malformed", "The Authorization header must be 'Bearer <token>'."))
+        try:
+            identity = await self.verifier.verify(token.decode("latin-1"))
+        except AuthFailure as failure:
+            self._fail(ctx, failure)
+        ctx.identity = identity
+        # Built once per caller: quoting the subject and roles costs more than the cache hit itself.
+        key = (identity.subject, identity.roles)
+        headers = self._headers.get(key)
+        if headers is None:
+            if len(self._headers) >= 10000:
+                self._headers.clear()
+            headers = self._headers[key] = identity_headers(identity)
+        ctx.upstream_headers.extend(headers)
+
+    @staticmethod
+    def _fail(ctx: RequestContext, failure: AuthFailure) -> None:
+        ctx.extras["auth.failure"] = failure.reason
+        raise unauthorized(failure.message, reason=failure.reason)
+
+
+class AnonymousStage(Stage):
+    """``auth.enabled: false``: every caller is the same anonymous identity (RBAC still applies)."""
+
+    name = "authenticate"
+
+    def __init__(self, roles: list[str]) -> None:
+        self.identity = Identity(subject="anonymous", roles=tuple(roles))
+        self.headers = identity_headers(self.identity)
+
+    async def on_request(self, ctx: RequestContext) -> None:
+        ctx.identity = self.identity
+        ctx.upstream_headers.extend(self.headers)
+
+
+def build_verifier(config: Config) -> TokenVerifier:
+    cfg = config.auth
+    try:
+        keys = static_keys(cfg, config.state.dir)
+    except (KeyError_, OSError, ValueError) as exc:
+        raise ConfigError(f"auth: {exc}") from None
+    if not keys and not cfg.jwks:
+        raise ConfigError("auth: no trusted keys (set auth.keys or auth.jwks, or auth.dev_key: true)")
+    return TokenVerifier(cfg, keys, [JwksSource(j) for j in cfg.jwks])
+
+
+def build(config: Config) -> Stage:
+    if not config.auth.enabled:
+        log.warning(
+            "authentication is disabled (auth.enabled: false): callers get roles %s",
+            config.auth.anonymous_roles,
+        )
+        return AnonymousStage(config.auth.anonymous_roles)
+    return AuthenticateStage(config.auth, build_verifier(config))
