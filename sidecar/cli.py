@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [
     "sidecar.commands.token",
     "sidecar.commands.policy",
     "sidecar.commands.up",
+    "sidecar.commands.gpu",
     "alerting.cli",
     "inference.cli",
     "bench.cli",

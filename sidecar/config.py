@@ -17,7 +17,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, HttpUrl, ValidationError, field_validator
 
+from alerting.config import AlertingConfig
+from inference.config import InferenceConfig
+
+from .gpu.config import GpuConfig
+from .metrics.config import MetricsConfig
+from .auth.config import AuthConfig
+from .rbac.config import RbacConfig
+from .audit.config import AuditConfig
+from .redaction.config import RedactionConfig
 from .section import Section
+from .tracing.config import TracingConfig
 
 ENV_PREFIX = "CUSTOS_"
 ENV_CONFIG_PATH = "CUSTOS_CONFIG"
@@ -53,7 +63,9 @@ class UpstreamConfig(Section):
 
 class StateConfig(Section):
     dir: Path = Field(
-        default_factory=lambda: Path(os.environ.get("CUSTOS_STATE_DIR", "~/.local/state/custos")).expanduser(),
+        default_factory=lambda: Path(
+            os.environ.get("CUSTOS_STATE_DIR", "~/.local/state/custos")
+        ).expanduser(),
         description="keys, audit spool, alert state",
     )
 
@@ -63,6 +75,15 @@ class Config(Section):
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     # Feature sections (one line each; the models live in the feature's own module):
+    redaction: RedactionConfig = Field(default_factory=RedactionConfig)
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    rbac: RbacConfig = Field(default_factory=RbacConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
 
 
 class ConfigError(Exception):
@@ -136,7 +157,9 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}"
+            )
         data = loaded
     overrides = env_overrides(environ)
     if overrides:

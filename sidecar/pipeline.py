@@ -25,8 +25,15 @@ log = logging.getLogger("custos.pipeline")
 
 STAGES: list[str] = [
     "sidecar.stages.metrics:build",
+    "sidecar.stages.tracing:build",
+    "sidecar.stages.authenticate:build",
     "sidecar.stages.parse:build",
+    "sidecar.stages.authorize:build",
+    "sidecar.stages.ratelimit:build",
+    "sidecar.stages.redact:build",
     "sidecar.stages.observe:build",
+    "sidecar.stages.audit:build",
+    "alerting.stage:build",
 ]
 
 StageSpan = Callable[[RequestContext, str], AbstractContextManager[Any]]

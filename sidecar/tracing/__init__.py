@@ -1,0 +1,2 @@
+"""OpenTelemetry tracing of proxied requests (``setup``); the stage is ``sidecar.stages.tracing``.
+Importing this package loads no OpenTelemetry code."""

@@ -1,0 +1,111 @@
+"""A real Prometheus (Debian package) scrapes a real sidecar and the real CPU engine; queries through
+its HTTP API return the series the dashboards and alerts use."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from sidecar.gpu.sim import SCENARIO_DIR
+from tests.support.procs import ManagedProcess, free_port, wait_http
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path):
+    if not Path(PROMETHEUS).exists():
+        pytest.skip("the prometheus binary is not installed (Debian package `prometheus`)")
+    procs: list[ManagedProcess] = []
+
+    def start(targets: dict[str, str]) -> str:
+        port = free_port()
+        cfg = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": [target]}]}
+                for job, target in targets.items()
+            ],
+        }
+        path = tmp_path / "prometheus.yml"
+        path.write_text(yaml.safe_dump(cfg))
+        proc = ManagedProcess(
+            "prometheus",
+            [
+                PROMETHEUS,
+                f"--config.file={path}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+        )
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/-/ready", timeout=60, proc=proc.proc)
+        return url
+
+    yield start
+    for p in procs:
+        p.stop()
+
+
+def query(prom: str, expr: str) -> list[dict]:
+    resp = httpx.get(prom + "/api/v1/query", params={"query": expr}, timeout=10)
+    resp.raise_for_status()
+    doc = resp.json()
+    assert doc["status"] == "success", doc
+    return doc["data"]["result"]
+
+
+def wait_value(prom: str, expr: str, want, timeout: float = 30.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    result: list[dict] = []
+    while time.monotonic() < deadline:
+        result = query(prom, expr)
+        if result and want(float(result[0]["value"][1])):
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"{expr} never satisfied the condition; last result {result}")
+
+
+def test_prometheus_scrapes_sidecar_and_engine(engine, start_sidecar, prometheus):
+    sidecar = start_sidecar(
+        engine.url, {"gpu": {"simulation": str(SCENARIO_DIR / "steady.yaml"), "interval_s": 0.5}}
+    )
+    n = 4
+    for _ in range(n):
+        resp = httpx.post(
+            sidecar.url + "/v1/chat/completions",
+            headers=sidecar.headers,
+            timeout=60,
+            json={"model": "custos-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        )
+        assert resp.status_code == 200
+    prom = prometheus({"custos": f"127.0.0.1:{sidecar.port}", "engine": f"127.0.0.1:{engine.port}"})
+
+    wait_value(prom, 'up{job="custos"}', lambda v: v == 1)
+    wait_value(prom, 'up{job="engine"}', lambda v: v == 1)
+    result = wait_value(
+        prom, 'sum(custos_requests_total{route="/v1/chat/completions",status_class="2xx"})', lambda v: v == n
+    )
+    assert float(result[0]["value"][1]) == n
+    by_model = query(prom, 'sum by (model, role) (custos_requests_total{status_class="2xx"})')
+    assert {(r["metric"]["model"], r["metric"]["role"]) for r in by_model} == {("custos-tiny", "tester")}
+    wait_value(prom, 'sum(custos_output_tokens_total{model="custos-tiny"})', lambda v: v >= n)
+    p95 = wait_value(
+        prom,
+        "histogram_quantile(0.95, sum by (le) (custos_request_duration_seconds_bucket))",
+        lambda v: 0 < v <= 120,
+    )
+    assert p95
+    # the engine's own (vLLM-compatible) metrics, scraped side by side
+    wait_value(prom, 'sum(vllm:request_success_total{job="engine"})', lambda v: v >= n)
+    # GPU telemetry (simulation) arrives through the sidecar's /metrics
+    gpus = wait_value(prom, 'count(custos_gpu_utilization_ratio{job="custos"})', lambda v: v == 2)
+    assert gpus
+    wait_value(prom, 'custos_gpu_collector_up{job="custos"}', lambda v: v == 1)
