@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model", metavar="DIR", help="local model directory (default: inference.model, else the tiny model)"
     )
-    p.add_argument("--gpu-sim", metavar="FILE", help="drive GPU telemetry from a simulation scenario file")
+    p.add_argument(
+        "--gpu-sim", metavar="FILE", help="GPU telemetry from a scenario file or a bundled name (gpu-lost)"
+    )
     p.add_argument(
         "--no-engine", action="store_true", help="do not start an engine; use upstream.url as it is"
     )
@@ -107,13 +109,12 @@ def run_up(args: argparse.Namespace) -> int:
             procs.append(("engine", engine))
             _wait(engine_url + "/v1/models", engine, "the inference engine", timeout=900)
             env["CUSTOS_UPSTREAM__URL"] = engine_url
-        if args.gpu_sim:
-            if not Path(args.gpu_sim).is_file():
-                raise UsageError(f"--gpu-sim: no such scenario file: {args.gpu_sim}")
-            env["CUSTOS_GPU__SIMULATION"] = os.path.abspath(args.gpu_sim)
         sidecar_cmd = [_python(), "-m", "sidecar.cli", "serve"]
         if args.config:
             sidecar_cmd += ["--config", os.path.abspath(args.config)]
+        if args.gpu_sim:
+            # `serve` resolves bundled scenario names and checks the file (exit 2 when bad).
+            sidecar_cmd += ["--gpu-sim", args.gpu_sim]
         sidecar = subprocess.Popen(sidecar_cmd, env=env, start_new_session=True)
         procs.append(("sidecar", sidecar))
         port = config.server.port

@@ -1,0 +1,601 @@
+"""The CPU engine's OpenAI-compatible HTTP server (Starlette on uvicorn), shaped like ``vllm serve``.
+
+Routes: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` (JSON or SSE streams ending with
+``data: [DONE]``, vLLM's chunk shapes), ``/health``, ``/version``, ``/metrics``. A client that goes
+away aborts its sequences (stream or not), which frees their batch slots at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from sidecar.errors import ProxyError, bad_request, error_body
+
+from .engine import Delta, Engine, Failure, RequestSink, Sequence, TokenLogprob
+from .protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    flatten_content,
+    model_not_found,
+    parse,
+    sampling_params,
+)
+
+log = logging.getLogger("custos.inference.server")
+
+# Prompts longer than this many characters are tokenized in a thread, off the event loop.
+_INLINE_TOKENIZE_CHARS = 4096
+
+
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type="application/json", headers=headers)
+
+
+def _error(exc: ProxyError) -> Response:
+    headers = {k.decode(): v.decode() for k, v in exc.headers}
+    return Response(
+        exc.body(), status_code=exc.status, media_type="application/json", headers=headers or None
+    )
+
+
+class EngineServer:
+    def __init__(self, engine: Engine, model_name: str, model_root: str) -> None:
+        self.engine = engine
+        self.model_name = model_name
+        self.model_root = model_root
+        self.created = int(time.time())
+        tok = engine.tokenizer
+        self.vocab_size = int(getattr(engine.model.config.get_text_config(), "vocab_size", 0) or len(tok))
+        self.has_chat_template = bool(getattr(tok, "chat_template", None))
+        self._token_texts: dict[int, str] = {}
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _check_model(self, requested: str | None) -> None:
+        if requested is not None and requested != self.model_name:
+            raise model_not_found(requested)
+
+    def _max_tokens(self, requested: int | None, prompt_len: int) -> int:
+        limit = self.engine.max_model_len
+        if prompt_len >= limit:
+            raise bad_request(
+                f"This model's maximum context length is {limit} tokens. However, your prompt has "
+                f"{prompt_len} tokens. Please reduce the length of the messages or prompt.",
+                code="context_length_exceeded",
+            )
+        if requested is None:
+            return limit - prompt_len
+        if prompt_len + requested > limit:
+            raise bad_request(
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{prompt_len + requested} tokens ({prompt_len} in the prompt, {requested} for the "
+                "completion). Please reduce the prompt or max_tokens.",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        return requested
+
+    async def _tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
+        tok = self.engine.tokenizer
+
+        def run() -> list[int]:
+            return list(tok(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+        if len(text) <= _INLINE_TOKENIZE_CHARS:
+            return run()
+        return await asyncio.to_thread(run)
+
+    async def _body(self, request: Request) -> Any:
+        raw = await request.body()
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise bad_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+
+    def _check_capacity(self) -> None:
+        if not self.engine.alive:
+            raise ProxyError(
+                503,
+                f"The engine is not running: {self.engine.failed}",
+                type="ServiceUnavailable",
+                code="engine_failed",
+            )
+        if self.engine.queue_full():
+            raise ProxyError(
+                503,
+                "The engine's queue is full; retry later.",
+                type="ServiceUnavailable",
+                code="queue_full",
+                headers=[(b"retry-after", b"1")],
+            )
+
+    # ---- routes ----------------------------------------------------------------------------
+    async def health(self, request: Request) -> Response:
+        if not self.engine.alive:
+            return _json({"status": "failed", "reason": self.engine.failed}, status=503)
+        return Response(b"", status_code=200)
+
+    async def version(self, request: Request) -> Response:
+        from sidecar import __version__
+
+        return _json({"version": __version__, "engine": "custos-transformers"})
+
+    async def metrics(self, request: Request) -> Response:
+        body = generate_latest(self.engine.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    async def models(self, request: Request) -> Response:
+        return _json({"object": "list", "data": [self._card()]})
+
+    async def model(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name != self.model_name:
+            return _error(model_not_found(name))
+        return _json(self._card())
+
+    def _card(self) -> dict[str, Any]:
+        return {
+            "id": self.model_name,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "custos",
+            "root": self.model_root,
+            "parent": None,
+            "max_model_len": self.engine.max_model_len,
+            "permission": [],
+        }
+
+    async def completions(self, request: Request) -> Response:
+        try:
+            req: CompletionRequest = parse(CompletionRequest, await self._body(request))
+            self._check_model(req.model)
+            self._check_capacity()
+            prompts = await self._completion_prompts(req)
+            groups = [(ids, text) for ids, text in prompts]
+            max_tokens = [self._max_tokens(req.max_tokens, len(ids)) for ids, _ in groups]
+            params = [sampling_params(req, m, self.vocab_size) for m in max_tokens]
+        except ProxyError as exc:
+            return _error(exc)
+        return await self._generate(request, req, groups, params, chat=False)
+
+    async def chat_completions(self, request: Request) -> Response:
+        try:
+            req: ChatCompletionRequest = parse(ChatCompletionRequest, await self._body(request))
+            self._check_model(req.model)
+            self._check_capacity()
+            if not self.has_chat_template:
+                raise bad_request(
+                    "This model has no chat template; use /v1/completions.", code="no_chat_template"
+                )
+            messages = flatten_content(req.messages)
+            try:
+                text = self.engine.tokenizer.apply_chat_template(
+                    messages,
+                    tokenize=False,
+                    add_generation_prompt=req.add_generation_prompt and not req.continue_final_message,
+                    continue_final_message=req.continue_final_message,
+                    **(req.chat_template_kwargs or {}),
+                )
+            except Exception as exc:  # a template error is the request's problem (e.g. roles out of order)
+                raise bad_request(
+                    f"messages: the chat template rejected them: {exc}", param="messages"
+                ) from None
+            # The template already holds any BOS the model wants.
+            ids = await self._tokenize(text, add_special_tokens=False)
+            requested = req.max_completion_tokens or req.max_tokens
+            params = [sampling_params(req, self._max_tokens(requested, len(ids)), self.vocab_size)]
+        except ProxyError as exc:
+            return _error(exc)
+        return await self._generate(request, req, [(ids, text)], params, chat=True)
+
+    async def _completion_prompts(self, req: CompletionRequest) -> list[tuple[list[int], str | None]]:
+        prompt = req.prompt
+        if isinstance(prompt, str):
+            items: list[Any] = [prompt]
+        elif prompt and all(isinstance(p, int) for p in prompt):
+            items = [prompt]
+        else:
+            items = list(prompt)
+        if not items:
+            raise bad_request("prompt: must not be empty.", param="prompt")
+        out: list[tuple[list[int], str | None]] = []
+        for item in items:
+            if isinstance(item, str):
+                ids = await self._tokenize(item, add_special_tokens=True)
+                if not ids:
+                    raise bad_request("prompt: must not be empty.", param="prompt")
+                out.append((ids, item))
+            else:
+                if not item:
+                    raise bad_request("prompt: a token id list must not be empty.", param="prompt")
+                if any(not 0 <= t < self.vocab_size for t in item):
+                    raise bad_request(
+                        f"prompt: token ids must be in 0..{self.vocab_size - 1}.", param="prompt"
+                    )
+                out.append((list(item), None))
+        return out
+
+    # ---- logprobs ----------------------------------------------------------------------------
+    def _token_text(self, token: int) -> str:
+        text = self._token_texts.get(token)
+        if text is None:
+            text = self.engine.tokenizer.decode([token])
+            if len(self._token_texts) < 200_000:
+                self._token_texts[token] = text
+        return text
+
+    def format_logprobs(self, entries: list[TokenLogprob], chat: bool, offset: int = 0) -> dict[str, Any]:
+        """OpenAI's logprobs object: chat's ``content`` list, or the legacy completions columns."""
+        if chat:
+            content = []
+            for token, logprob, alternatives in entries:
+                text = self._token_text(token)
+                content.append(
+                    {
+                        "token": text,
+                        "logprob": logprob,
+                        "bytes": list(text.encode()),
+                        "top_logprobs": [
+                            {"token": (t := self._token_text(a)), "logprob": lp, "bytes": list(t.encode())}
+                            for a, lp in alternatives
+                        ],
+                    }
+                )
+            return {"content": content}
+        tokens, token_logprobs, top, offsets = [], [], [], []
+        for token, logprob, alternatives in entries:
+            text = self._token_text(token)
+            tokens.append(text)
+            token_logprobs.append(logprob)
+            # vLLM's shape: the alternatives plus the chosen token.
+            top.append({**{self._token_text(a): lp for a, lp in alternatives}, text: logprob})
+            offsets.append(offset)
+            offset += len(text)
+        return {
+            "text_offset": offsets,
+            "token_logprobs": token_logprobs,
+            "tokens": tokens,
+            "top_logprobs": top,
+        }
+
+    # ---- generation ------------------------------------------------------------------------
+    async def _generate(
+        self,
+        request: Request,
+        req: Any,
+        prompts: list[tuple[list[int], str | None]],
+        params: list[Any],
+        *,
+        chat: bool,
+    ) -> Response:
+        sink = RequestSink(asyncio.get_running_loop())
+        sequences: list[Sequence] = []
+        for p, (ids, _) in enumerate(prompts):
+            for i in range(req.n):
+                sequences.append(Sequence(index=p * req.n + i, prompt_ids=ids, params=params[p], sink=sink))
+        prompt_tokens = sum(len(ids) for ids, _ in prompts)
+        prefix = "chatcmpl-" if chat else "cmpl-"
+        meta = {"id": prefix + uuid.uuid4().hex, "created": int(time.time()), "model": self.model_name}
+        echo: list[str | None] = [text if req.echo else None for _, text in prompts]
+        if chat:  # vLLM echoes the last message when it is the assistant's (continue_final_message)
+            last = req.messages[-1]
+            echo = [flatten_content([last])[0]["content"] if req.echo and last.role == "assistant" else None]
+        self.engine.submit(sequences)
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            continuous = bool(req.stream_options and req.stream_options.continuous_usage_stats)
+            return SSEResponse(
+                self,
+                sequences,
+                sink,
+                meta,
+                chat=chat,
+                n=req.n,
+                prompt_tokens=prompt_tokens,
+                include_usage=include_usage,
+                continuous=continuous,
+                echo=echo,
+            )
+        return await self._collect(
+            request, sequences, sink, meta, chat=chat, prompt_tokens=prompt_tokens, n=req.n, echo=echo
+        )
+
+    async def _collect(
+        self,
+        request: Request,
+        sequences: list[Sequence],
+        sink: RequestSink,
+        meta: dict,
+        *,
+        chat: bool,
+        prompt_tokens: int,
+        n: int,
+        echo: list[str | None],
+    ) -> Response:
+        texts = [""] * len(sequences)
+        finish: list[Delta | None] = [None] * len(sequences)
+        completion_tokens = [0] * len(sequences)
+        logprobs: list[list[TokenLogprob]] = [[] for _ in sequences]
+
+        async def gather() -> None:
+            remaining = len(sequences)
+            while remaining:
+                item = await sink.queue.get()
+                if isinstance(item, Failure):
+                    raise ProxyError(500, item.message, type="InternalServerError", code="engine_error")
+                texts[item.index] += item.text
+                completion_tokens[item.index] = item.completion_tokens
+                if item.logprobs:
+                    logprobs[item.index].extend(item.logprobs)
+                if item.finish_reason:
+                    finish[item.index] = item
+                    remaining -= 1
+
+        work = asyncio.ensure_future(gather())
+        gone = asyncio.ensure_future(_wait_disconnect(request.receive))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():  # the client went away: free the batch slots now
+                self.engine.abort(sequences)
+                work.cancel()
+                return Response(status_code=499)
+            work.result()
+        except ProxyError as exc:
+            return _error(exc)
+        except asyncio.CancelledError:  # shutting down past the grace period
+            self.engine.abort(sequences)
+            work.cancel()
+            return _error(
+                ProxyError(
+                    503, "The engine is shutting down.", type="ServiceUnavailable", code="shutting_down"
+                )
+            )
+        finally:
+            gone.cancel()
+        choices = []
+        for i, text in enumerate(texts):
+            done = finish[i]
+            prefix = echo[i // n] if i // n < len(echo) and echo[i // n] else ""
+            choice: dict[str, Any] = {"index": i}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": prefix + text, "tool_calls": []}
+            else:
+                choice["text"] = prefix + text
+            wanted = sequences[i].params.logprobs is not None
+            choice["logprobs"] = self.format_logprobs(logprobs[i], chat, len(prefix)) if wanted else None
+            choice["finish_reason"] = done.finish_reason if done else None
+            choice["stop_reason"] = done.stop_reason if done else None
+            choices.append(choice)
+        total = sum(completion_tokens)
+        doc = {
+            **meta,
+            "object": "chat.completion" if chat else "text_completion",
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "total_tokens": prompt_tokens + total,
+                "completion_tokens": total,
+            },
+        }
+        # Keep vLLM's key order: id, object, created, model.
+        doc = {"id": doc.pop("id"), "object": doc.pop("object"), **doc}
+        return _json(doc)
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class SSEResponse(Response):
+    """Server-sent events, one per produced piece of text; aborts the sequences when the client leaves."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        server: EngineServer,
+        sequences: list[Sequence],
+        sink: RequestSink,
+        meta: dict,
+        *,
+        chat: bool,
+        n: int,
+        prompt_tokens: int,
+        include_usage: bool,
+        continuous: bool,
+        echo: list[str | None],
+    ) -> None:
+        # No super().__init__: it would declare a Content-Length, and a stream has none.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        self.server = server
+        self.sequences = sequences
+        self.sink = sink
+        self.meta = meta
+        self.chat = chat
+        self.n = n
+        self.prompt_tokens = prompt_tokens
+        self.include_usage = include_usage
+        self.continuous = continuous
+        self.echo = echo
+        self.object = "chat.completion.chunk" if chat else "text_completion"
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+        doc: dict[str, Any] = {
+            "id": self.meta["id"],
+            "object": self.object,
+            "created": self.meta["created"],
+            "model": self.meta["model"],
+            "choices": choices,
+        }
+        if usage is not None:
+            doc["usage"] = usage
+        return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+    def _usage(self, completion: int) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "total_tokens": self.prompt_tokens + completion,
+            "completion_tokens": completion,
+        }
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        count = len(self.sequences)
+        tokens = [0] * count
+        if self.chat:
+            for i in range(count):
+                yield self._chunk(
+                    [
+                        {
+                            "index": i,
+                            "delta": {"role": "assistant", "content": ""},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ]
+                )
+        for i in range(count):
+            echo = self.echo[i // self.n] if i // self.n < len(self.echo) else None
+            if echo:
+                key = {"delta": {"content": echo}} if self.chat else {"text": echo}
+                yield self._chunk([{"index": i, **key, "logprobs": None, "finish_reason": None}])
+        remaining = count
+        offsets = [len(e or "") for e in self.echo for _ in range(self.n)]
+        while remaining:
+            item = await self._next()
+            if isinstance(item, Failure):
+                yield b"data: " + error_body(item.message, "InternalServerError", "engine_error") + b"\n\n"
+                break
+            tokens[item.index] = item.completion_tokens
+            choice: dict[str, Any] = {"index": item.index}
+            if self.chat:
+                choice["delta"] = {"content": item.text} if item.text or item.finish_reason else {}
+            else:
+                choice["text"] = item.text
+            if item.logprobs is not None:
+                choice["logprobs"] = self.server.format_logprobs(
+                    item.logprobs, self.chat, offsets[item.index]
+                )
+            else:
+                choice["logprobs"] = None
+            offsets[item.index] += len(item.text)
+            choice["finish_reason"] = item.finish_reason
+            choice["stop_reason"] = item.stop_reason
+            usage = self._usage(sum(tokens)) if self.continuous else None
+            yield self._chunk([choice], usage)
+            if item.finish_reason:
+                remaining -= 1
+        else:
+            if self.include_usage:
+                yield self._chunk([], self._usage(sum(tokens)))
+        yield b"data: [DONE]\n\n"
+
+    async def _next(self) -> Delta | Failure:
+        """The next output, or ``_ClientGone`` as soon as the client disconnects (even while queued)."""
+        getter = asyncio.ensure_future(self.sink.queue.get())
+        await asyncio.wait({getter, self._gone}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            return getter.result()
+        getter.cancel()
+        raise _ClientGone
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._gone = asyncio.ensure_future(_wait_disconnect(receive))
+        finished = False
+        try:
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            async for event in self._events():
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finished = True
+        except (_ClientGone, OSError):  # the client left (or its connection broke while we wrote)
+            return
+        except asyncio.CancelledError:
+            # The server is shutting down and its grace period is over: end this stream quietly
+            # (the client sees no [DONE], so it knows the answer is incomplete).
+            return
+        finally:
+            self._gone.cancel()
+            if not finished:
+                self.server.engine.abort(self.sequences)
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 404)
+    if status == 405:
+        return _error(
+            ProxyError(
+                405,
+                f"Method {request.method} is not allowed on {request.url.path}.",
+                code="method_not_allowed",
+            )
+        )
+    return _error(ProxyError(404, f"No route for {request.method} {request.url.path}.", code="not_found"))
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return _error(
+        ProxyError(500, "Internal error in the engine.", type="InternalServerError", code="internal_error")
+    )
+
+
+def create_app(engine: Engine, model_name: str, model_root: str) -> Starlette:
+    server = EngineServer(engine, model_name, model_root)
+    routes = [
+        Route("/health", server.health, methods=["GET"]),
+        Route("/version", server.version, methods=["GET"]),
+        Route("/metrics", server.metrics, methods=["GET"]),
+        Route("/v1/models", server.models, methods=["GET"]),
+        Route("/v1/models/{name:path}", server.model, methods=["GET"]),
+        Route("/v1/completions", server.completions, methods=["POST"]),
+        Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
+    ]
+
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine.start()
+        log.info(
+            "serving %s (pid %d); batches up to %d tokens / %d sequences",
+            model_name,
+            os.getpid(),
+            engine.max_batch_tokens,
+            engine.max_batch_size,
+        )
+        yield
+        engine.stop()
+
+    from contextlib import asynccontextmanager
+
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _not_found, Exception: _internal},
+        lifespan=asynccontextmanager(lifespan),
+    )
