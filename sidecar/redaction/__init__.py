@@ -1,0 +1,1 @@
+"""PII redaction: one-pass detectors with checksum validators, operators, policy, streaming."""

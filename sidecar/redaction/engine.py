@@ -1,0 +1,174 @@
+"""The redaction engine: detect once, apply the policy's operators, restore placeholders.
+
+``Redactor`` is built once per policy (compiled patterns, operators) and shared by every request;
+per-request state lives in a ``Session``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from .detectors import BUILTIN, PLACEHOLDER_TYPE, Detector, Entity, Scanner, scoped_flags
+from .operators import Operators, Session
+from .policy import Policy
+from .validators import VALIDATORS
+
+# A detector yields these types; it is switched off only when all of them are disabled.
+_DETECTOR_TYPES = {"card": ("CN_BANK_CARD", "CREDIT_CARD")}
+
+
+def _custom_detector(c) -> Detector:
+    check = None
+    if c.validator is not None:
+        validator = VALIDATORS[c.validator]
+        name = c.name
+
+        def check(value: str) -> str | None:
+            return name if validator(value) else None
+
+    return Detector(
+        name=c.name.lower(),
+        type=c.name,
+        pattern=scoped_flags(c.pattern),
+        check=check,
+        context=tuple(c.context),
+        context_window=c.context_window,
+        has_value="(?P<value>" in c.pattern,
+        builtin=False,
+    )
+
+
+def _placeholder_regex(fmt: str) -> str:
+    """Our own placeholders as a regex: ``<{type}_{n}>`` -> ``<[A-Z][A-Z0-9_]*?_[0-9]{1,6}>``."""
+    out = re.escape(fmt)
+    out = out.replace(re.escape("{type}"), "[A-Z][A-Z0-9_]*?").replace(re.escape("{n}"), "[0-9]{1,6}")
+    return out
+
+
+class Redactor:
+    def __init__(self, policy: Policy, hash_key: bytes) -> None:
+        self.policy = policy
+        self.ops = Operators(hash_key, policy.placeholder_format, policy.hash_format)
+        self.disabled = frozenset(t for t, rule in policy.entities.items() if not rule.enabled)
+        builtin = [d for d in BUILTIN if not set(_DETECTOR_TYPES.get(d.name, (d.type,))) <= self.disabled]
+        custom = [_custom_detector(c) for c in policy.custom if c.enabled]
+        ph = _placeholder_regex(policy.placeholder_format)
+        # Custom detectors come first (a policy can claim a format before the built-ins do); their
+        # patterns may hold no trigger character, so they scan the whole text.
+        self._request = [Scanner(custom)] if custom else []
+        self._request.append(Scanner(builtin, windowed=True))
+        self._response = [Scanner(custom)] if custom else []
+        self._response.append(Scanner(builtin, windowed=True, placeholder_pattern=ph))
+        # Streaming: a value-only entity (password=...) whose keyword was already sent.
+        values = [d for d in [*custom, *builtin] if d.has_value]
+        self._values = Scanner(values) if values else None
+        self._ph_type = re.compile(
+            _placeholder_regex(policy.placeholder_format).replace("[A-Z][A-Z0-9_]*?", "([A-Z][A-Z0-9_]*?)", 1)
+        )
+        self._rules = {t: policy.rule(t) for t in [*policy.entities, *(c.name for c in policy.custom)]}
+
+    # -- detection --------------------------------------------------------------------------------
+    def find(self, text: str, *, response: bool = False, pos: int = 0, guard: int = 0) -> list[Entity]:
+        """Entities starting at ``pos`` or later (the text before is context for the fences).
+
+        ``guard``: where the last entity already sent ended; a keyword before it (inside it) cannot
+        start a value entity after ``pos``."""
+        scanners = self._response if response else self._request
+        if len(scanners) == 1:
+            found = scanners[0].scan(text, pos)
+            if not found and not pos:
+                return found
+        else:
+            found = _merge(s.scan(text, pos) for s in scanners)
+        if pos and self._values is not None:
+            # A keyword in the context (``password=``) with its value after ``pos``: that match
+            # started first, so it wins over anything found inside the value.
+            early = [
+                e for e in self._values.scan_started_before(text, max(guard, pos - 48), pos) if e.start >= pos
+            ]
+            if early:
+                found = _merge([early, found])
+        if self.disabled:
+            found = [e for e in found if e.type not in self.disabled]
+        return found
+
+    def hold_from(self, text: str, floor: int) -> int:
+        """Streaming: where the tail that could still grow into an entity (or a placeholder) starts."""
+        return min(s.hold_from(text, floor) for s in self._response)
+
+    # -- rendering --------------------------------------------------------------------------------
+    def render(
+        self,
+        text: str,
+        entities: Iterable[Entity],
+        session: Session,
+        *,
+        response: bool = False,
+        restore: frozenset[str] | bool = False,
+        start: int = 0,
+        end: int | None = None,
+    ) -> str:
+        """``text[start:end]`` with every entity inside replaced as the policy says."""
+        end = len(text) if end is None else end
+        out: list[str] = []
+        pos = start
+        rules = self._rules
+        default = self.policy.default
+        for ent in entities:
+            if ent.end <= start or ent.start >= end:
+                continue
+            s, e = max(ent.start, start), min(ent.end, end)
+            out.append(text[pos:s])
+            value = text[s:e]
+            if ent.type == PLACEHOLDER_TYPE:
+                out.append(self._restore(value, session, restore))
+            else:
+                rule = rules.get(ent.type, default)
+                op = rule.response_operator if response else rule.operator
+                if op != "keep":
+                    session.count(ent.type)
+                out.append(self.ops.apply(op, ent.type, value, rule, session))
+            pos = e
+        out.append(text[pos:end])
+        return "".join(out)
+
+    def _restore(self, placeholder: str, session: Session, restore: frozenset[str] | bool) -> str:
+        original = session.originals.get(placeholder)
+        if original is None or restore is False:
+            return placeholder
+        if restore is not True:
+            m = self._ph_type.fullmatch(placeholder)
+            if m is None or m.group(1) not in restore:
+                return placeholder
+        session.restored += 1
+        return original
+
+    def redact(
+        self,
+        text: str,
+        session: Session | None = None,
+        *,
+        response: bool = False,
+        restore: frozenset[str] | bool = False,
+    ) -> str:
+        """Redact one whole text (a prompt, a complete answer, a log line)."""
+        if session is None:
+            session = Session()
+        entities = self.find(text, response=response)
+        if not entities:
+            return text
+        return self.render(text, entities, session, response=response, restore=restore)
+
+
+def _merge(lists: Iterable[list[Entity]]) -> list[Entity]:
+    """Entities from several scanners: left to right; on overlap the earlier start (then the
+    earlier scanner) wins."""
+    tagged = sorted((e.start, rank, e) for rank, found in enumerate(lists) for e in found)
+    out: list[Entity] = []
+    end = -1
+    for _, _, e in tagged:
+        if e.start >= end:
+            out.append(e)
+            end = e.end
+    return out

@@ -1,0 +1,171 @@
+"""Checksum validators: a candidate that fails its check digit is not an entity.
+
+Each validator takes the matched text (separators included) and returns True when it is valid. They
+run only on regex candidates, so they are written for clarity; the regex already fixed the shape.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import ipaddress
+from collections.abc import Callable
+
+Validator = Callable[[str], bool]
+
+
+def digits_of(value: str) -> str:
+    return "".join(ch for ch in value if "0" <= ch <= "9")
+
+
+def luhn(value: str) -> bool:
+    """ISO/IEC 7812 Luhn check over the digits of ``value`` (separators ignored)."""
+    digits = digits_of(value)
+    if len(digits) < 2:
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def iban(value: str) -> bool:
+    """ISO 13616 mod-97 check: move the first four characters to the end, letters become 10..35."""
+    compact = "".join(value.split()).upper()
+    if not 15 <= len(compact) <= 34 or not compact.isalnum() or not compact.isascii():
+        return False
+    rearranged = compact[4:] + compact[:4]
+    number = "".join(str(int(ch, 36)) for ch in rearranged)
+    return int(number) % 97 == 1
+
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+
+def cn_resident_id(value: str) -> bool:
+    """GB 11643-1999: 18 characters, an existing birth date (not in the future), ISO 7064 MOD 11-2."""
+    if len(value) != 18:
+        return False
+    body, check = value[:17], value[17].upper()
+    if not body.isdigit():
+        return False
+    try:
+        born = _dt.date(int(body[6:10]), int(body[10:12]), int(body[12:14]))
+    except ValueError:
+        return False
+    if born.year < 1900 or born > _dt.date.today():
+        return False
+    total = sum(int(d) * w for d, w in zip(body, _ID_WEIGHTS, strict=True))
+    return _ID_CHECK[total % 11] == check
+
+
+_USCC_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # GB 32100-2015: no I, O, S, V, Z
+_USCC_VALUE = {ch: i for i, ch in enumerate(_USCC_CHARS)}
+_USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+
+
+def cn_uscc(value: str) -> bool:
+    """GB 32100-2015 Unified Social Credit Code: 18 characters, check character mod 31."""
+    if len(value) != 18:
+        return False
+    try:
+        nums = [_USCC_VALUE[ch] for ch in value]
+    except KeyError:
+        return False
+    if not value[2:8].isdigit():  # administrative division code
+        return False
+    check = (31 - sum(n * w for n, w in zip(nums[:17], _USCC_WEIGHTS, strict=True)) % 31) % 31
+    return nums[17] == check and _org_code(value[8:17])
+
+
+_ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def _org_code(code: str) -> bool:
+    """GB 11714 organization code (characters 9-17 of a USCC): its own mod-11 check character."""
+    try:
+        values = [int(ch, 36) for ch in code[:8]]
+    except ValueError:
+        return False
+    c = 11 - sum(v * w for v, w in zip(values, _ORG_WEIGHTS, strict=True)) % 11
+    return code[8] == ("X" if c == 10 else "0" if c == 11 else str(c))
+
+
+def us_ssn(value: str) -> bool:
+    """SSA rules: area not 000, 666 or 900-999; group not 00; serial not 0000."""
+    d = digits_of(value)
+    if len(d) != 9:
+        return False
+    area, group, serial = d[:3], d[3:5], d[5:]
+    return area != "000" and area != "666" and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def ipv4(value: str) -> bool:
+    parts = value.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) <= 255 for p in parts)
+
+
+def ipv6(value: str) -> bool:
+    if value.count(":") < 2:
+        return False
+    try:
+        ipaddress.IPv6Address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def e164(value: str) -> bool:
+    """E.164 allows at most 15 digits including the country code; real numbers have at least 8."""
+    return 8 <= len(digits_of(value)) <= 15
+
+
+def _card_iin_ok(d: str) -> bool:
+    n = len(d)
+    if d[0] == "4":
+        return n in (13, 16, 19)
+    if d[:2] in ("51", "52", "53", "54", "55") or 2221 <= int(d[:4]) <= 2720:
+        return n == 16
+    if d[:2] in ("34", "37"):
+        return n == 15
+    if d[:4] == "6011" or d[:2] == "65" or 644 <= int(d[:3]) <= 649:
+        return 16 <= n <= 19
+    if d[:2] == "35":  # JCB (3528-3589 assigned; generators and test cards use all of 35xx)
+        return 16 <= n <= 19
+    if d[:4] in ("2131", "1800"):
+        return n == 15
+    if d[:3] in ("300", "301", "302", "303", "304", "305") or d[:2] in ("36", "38", "39"):
+        return 14 <= n <= 19
+    return False
+
+
+def credit_card(value: str) -> bool:
+    """International card: a known issuer prefix with its length, and Luhn (UnionPay 62 is its own type)."""
+    d = digits_of(value)
+    return 13 <= len(d) <= 19 and not d.startswith("62") and _card_iin_ok(d) and luhn(d)
+
+
+def cn_bank_card(value: str) -> bool:
+    """UnionPay card: 62 prefix, 16 to 19 digits, Luhn."""
+    d = digits_of(value)
+    return 16 <= len(d) <= 19 and d.startswith("62") and luhn(d)
+
+
+VALIDATORS: dict[str, Validator] = {
+    "luhn": luhn,
+    "iban": iban,
+    "mod97": iban,
+    "cn_resident_id": cn_resident_id,
+    "cn_uscc": cn_uscc,
+    "us_ssn": us_ssn,
+    "ipv4": ipv4,
+    "ipv6": ipv6,
+    "e164": e164,
+    "credit_card": credit_card,
+    "cn_bank_card": cn_bank_card,
+}
