@@ -1,0 +1,496 @@
+"""The local write-ahead spool: every record is appended here before anything ships it.
+
+Layout under the spool directory (one sub-directory per chain, i.e. per worker process)::
+
+    instance                    id of this installation (made once), prefix of every chain id
+    <chain_id>/lock             flock held by the process that owns (writes) the chain
+    <chain_id>/seg-<first seq>.jsonl   records, one canonical JSON line each, in chain order
+    <chain_id>/checkpoints.jsonl       signed checkpoints
+    <chain_id>/shipped.json     how far Elasticsearch has acknowledged (records and checkpoints)
+    <chain_id>/dead-letter.jsonl       records Elasticsearch rejected for good, with the reason
+    <chain_id>/dropped.jsonl    ranges dropped by when_full=drop_oldest
+
+Worker processes each take the first free chain slot ``<instance>-w<N>`` (an exclusive ``flock``),
+so every process has its own chain and file; a restarted process continues the chain of the slot it
+gets, after cutting a torn last line left by ``kill -9``. Writes happen in one thread per process:
+records are queued from the event loop (no I/O there), written in batches with ``os.write`` (so a
+killed process loses nothing the kernel accepted) and fsynced per the ``fsync`` policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import metrics
+from .canonical import GENESIS
+
+log = logging.getLogger("custos.audit")
+
+_SEG_RE = re.compile(r"^seg-(\d{12})\.jsonl$")
+CHECKPOINTS = "checkpoints.jsonl"
+SHIPPED = "shipped.json"
+DEAD_LETTER = "dead-letter.jsonl"
+DROPPED = "dropped.jsonl"
+
+
+def segment_name(first_seq: int) -> str:
+    return f"seg-{first_seq:012d}.jsonl"
+
+
+def list_segments(chain_dir: Path) -> list[tuple[int, Path]]:
+    out = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(chain_dir):
+            m = _SEG_RE.match(entry.name)
+            if m:
+                out.append((int(m.group(1)), Path(entry.path)))
+    out.sort()
+    return out
+
+
+def is_chain_dir(path: Path) -> bool:
+    return path.is_dir() and (
+        bool(list_segments(path)) or (path / CHECKPOINTS).exists() or (path / "lock").exists()
+    )
+
+
+def chain_dirs(spool_dir: Path) -> list[Path]:
+    if not spool_dir.is_dir():
+        return []
+    return sorted(p for p in spool_dir.iterdir() if is_chain_dir(p))
+
+
+def instance_id(spool_dir: Path) -> str:
+    """A stable id per installation; chain ids start with it so chains of two sidecars never clash."""
+    path = spool_dir / "instance"
+    with contextlib.suppress(FileNotFoundError):
+        value = path.read_text().strip()
+        if value:
+            return value
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    host = re.sub(r"[^a-z0-9-]", "-", socket.gethostname().lower())[:40].strip("-") or "host"
+    value = f"{host}-{secrets.token_hex(4)}"
+    tmp = spool_dir / f".instance.{os.getpid()}"
+    tmp.write_text(value + "\n")
+    try:
+        os.link(tmp, path)  # first writer wins when several workers start at once
+    except FileExistsError:
+        value = path.read_text().strip()
+    finally:
+        tmp.unlink(missing_ok=True)
+    return value
+
+
+def try_lock(chain_dir: Path) -> int | None:
+    """An exclusive non-blocking flock on the chain's lock file: the fd, or None if someone holds it."""
+    chain_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(chain_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def unlock(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def claim_chain(
+    spool_dir: Path, max_slots: int = 1024, skip: set[str] | None = None
+) -> tuple[str, Path, int]:
+    """The first free chain slot of this installation: (chain id, directory, lock fd)."""
+    inst = instance_id(spool_dir)
+    for slot in range(max_slots):
+        chain_id = f"{inst}-w{slot}"
+        if skip and chain_id in skip:
+            continue
+        fd = try_lock(spool_dir / chain_id)
+        if fd is not None:
+            return chain_id, spool_dir / chain_id, fd
+    raise RuntimeError(f"no free audit chain slot under {spool_dir} ({max_slots} in use)")
+
+
+def iter_lines(path: Path, offset: int = 0) -> Iterator[tuple[int, bytes]]:
+    """Complete lines of a file from ``offset``: (offset after the line, line without newline).
+    A torn last line (no newline yet, or left by a killed writer) is not returned."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        pos = offset
+        for line in f:
+            if not line.endswith(b"\n"):
+                return
+            pos += len(line)
+            yield pos, line[:-1]
+
+
+def read_shipped(chain_dir: Path) -> dict[str, Any]:
+    try:
+        state = orjson.loads((chain_dir / SHIPPED).read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        state = {}
+    return {
+        "seq": int(state.get("seq", 0)),
+        "segment": int(state.get("segment", 0)),
+        "offset": int(state.get("offset", 0)),
+        "checkpoints_offset": int(state.get("checkpoints_offset", 0)),
+    }
+
+
+def write_shipped(chain_dir: Path, state: dict[str, Any]) -> None:
+    tmp = chain_dir / f".{SHIPPED}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(orjson.dumps(state))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, chain_dir / SHIPPED)
+
+
+def recover_head(chain_dir: Path) -> tuple[int, str]:
+    """(last seq, last hash) of the chain on disk, cutting a torn last line first."""
+    for _first, path in reversed(list_segments(chain_dir)):
+        size = path.stat().st_size
+        if size == 0:
+            continue
+        with open(path, "r+b") as f:
+            # Read the tail backwards until we hold the last complete line.
+            chunk = 1 << 16
+            tail = b""
+            pos = size
+            while pos > 0:
+                step = min(chunk, pos)
+                pos -= step
+                f.seek(pos)
+                tail = f.read(step) + tail
+                if tail.count(b"\n") >= 2 or (pos == 0 and b"\n" in tail):
+                    break
+            if not tail.endswith(b"\n"):
+                cut = tail.rfind(b"\n") + 1
+                new_size = pos + cut
+                log.warning("audit: cutting a torn last record (%d bytes) in %s", size - new_size, path)
+                f.truncate(new_size)
+                tail = tail[:cut]
+            lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
+        if not lines or not lines[-1]:
+            continue
+        doc = orjson.loads(lines[-1])
+        return int(doc["audit"]["seq"]), str(doc["audit"]["hash"])
+    # No record on disk: fall back to the last checkpoint (all segments pruned is not possible:
+    # the current segment is never pruned, but a fresh copy of only checkpoints may exist).
+    last = None
+    cp_path = chain_dir / CHECKPOINTS
+    if cp_path.exists():
+        for _pos, line in iter_lines(cp_path):
+            last = line
+    if last:
+        cp = orjson.loads(last)["audit"]
+        return int(cp["seq"]), str(cp["hash"])
+    return 0, GENESIS
+
+
+def last_checkpoint_seq(chain_dir: Path) -> int:
+    last = 0
+    cp_path = chain_dir / CHECKPOINTS
+    if cp_path.exists():
+        for _pos, line in iter_lines(cp_path):
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                last = int(orjson.loads(line)["audit"]["seq"])
+    return last
+
+
+@dataclass(slots=True)
+class Segment:
+    first_seq: int
+    path: Path
+    size: int
+    last_seq: int  # 0 when empty
+
+
+class SpoolError(Exception):
+    pass
+
+
+class SpoolWriter:
+    """The writer thread of one chain. ``append`` is called from the event loop and never blocks."""
+
+    def __init__(
+        self,
+        chain_dir: Path,
+        *,
+        head_seq: int,
+        segment_bytes: int,
+        max_bytes: int,
+        when_full: str,
+        fsync: str,
+        fsync_interval_s: float,
+    ) -> None:
+        self.chain_dir = chain_dir
+        self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
+        self.when_full = when_full
+        self.fsync_mode = fsync
+        self.fsync_interval_s = fsync_interval_s
+        self.acked_seq = 0  # set by the shipper: records up to here are in Elasticsearch
+        self.shipping = False  # without a shipper nothing is ever prunable
+        self.segments: list[Segment] = []
+        for first, path in list_segments(chain_dir):
+            self.segments.append(Segment(first, path, path.stat().st_size, 0))
+        for i, seg in enumerate(self.segments[:-1]):
+            seg.last_seq = self.segments[i + 1].first_seq - 1
+        if self.segments:
+            self.segments[-1].last_seq = head_seq
+        self.written_seq = head_seq
+        self.disk_bytes = sum(s.size for s in self.segments)
+        self.queued_bytes = 0
+        self.prunable_bytes = 0
+        self.error: BaseException | None = None
+        self.error_at = 0.0
+        self._fd: int | None = None
+        self._good_size = 0
+        self._cp_fd: int | None = None
+        self._items: list[tuple[int, bytes]] = []  # (seq or 0 for a checkpoint line, line)
+        self._future: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._dirty = False
+        self._last_fsync = time.monotonic()
+        self.on_written: list[Any] = []  # callbacks (in the writer thread) after each batch
+        self._thread = threading.Thread(target=self._run, name=f"audit-writer-{chain_dir.name}", daemon=True)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread.start()
+
+    # -- event loop side ------------------------------------------------------------------------
+    def append(self, seq: int, line: bytes, wait: bool = False) -> asyncio.Future[None] | None:
+        """Queue one line (seq 0: a checkpoint). With ``wait``, a future done once it is written
+        (and fsynced when fsync=always); one future is shared by every line of a batch."""
+        with self._cond:
+            self._items.append((seq, line))
+            self.queued_bytes += len(line)
+            fut = None
+            if wait:
+                fut = self._future
+                if fut is None:
+                    fut = self._future = self._loop.create_future()  # type: ignore[union-attr]
+            if len(self._items) == 1:
+                self._cond.notify()
+        return fut
+
+    def used_bytes(self) -> int:
+        return self.disk_bytes + self.queued_bytes
+
+    def is_full(self) -> bool:
+        reserve = min(64 * 1024, self.max_bytes // 16)
+        return self.used_bytes() - self.prunable_bytes + reserve > self.max_bytes
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    # -- writer thread --------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._stopping:
+                    if self._dirty and self.fsync_mode == "interval":
+                        remaining = self.fsync_interval_s - (time.monotonic() - self._last_fsync)
+                        if remaining <= 0:
+                            break
+                        self._cond.wait(remaining)
+                    else:
+                        self._cond.wait()
+                items, self._items = self._items, []
+                fut, self._future = self._future, None
+                stopping = self._stopping
+            try:
+                if items:
+                    self._write(items)
+                if self._dirty and (
+                    self.fsync_mode == "always"
+                    or stopping
+                    or (
+                        self.fsync_mode == "interval"
+                        and time.monotonic() - self._last_fsync >= self.fsync_interval_s
+                    )
+                ):
+                    self._sync()
+                err = None
+            except Exception as exc:  # disk full, I/O error: reported, never silent
+                err = exc
+                self.error = exc
+                self.error_at = time.monotonic()
+                metrics.WRITE_ERRORS.inc()
+                log.error("audit: cannot write to the spool %s: %s", self.chain_dir, exc)
+                self._undo(items)
+            finally:
+                with self._cond:
+                    self.queued_bytes -= sum(len(line) for _s, line in items)
+            if fut is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(_settle, fut, err)
+            if items:
+                for cb in self.on_written:
+                    cb()
+            if stopping and not self._items:
+                self._close()
+                return
+
+    def _write(self, items: list[tuple[int, bytes]]) -> None:
+        records = [(s, line) for s, line in items if s]
+        cps = [line for s, line in items if not s]
+        run: list[bytes] = []
+        for seq, line in records:
+            cur = self.segments[-1] if self.segments else None
+            if self._fd is None or cur is None or cur.size >= self.segment_bytes:
+                self._flush_run(run)
+                run = []
+                self._open_segment(seq, rotate=cur is not None and cur.size >= self.segment_bytes)
+                cur = self.segments[-1]
+            run.append(line)
+            cur.size += len(line)
+            cur.last_seq = seq
+        self._flush_run(run)
+        if records:
+            metrics.SPOOL_BYTES.set(self.disk_bytes)
+        if cps:
+            if self._cp_fd is None:
+                self._cp_fd = os.open(
+                    self.chain_dir / CHECKPOINTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
+                )
+            _write_all(self._cp_fd, b"".join(cps))
+        self._dirty = True
+        self._update_prunable()
+
+    def _undo(self, items: list[tuple[int, bytes]]) -> None:
+        """After a failed write: cut a half-written line so later lines start on a line boundary,
+        and note the lost range (the verifier reports it as missing)."""
+        seqs = [s for s, _line in items if s and s > self.written_seq]
+        with contextlib.suppress(Exception):
+            if self._fd is not None and self.segments:
+                os.ftruncate(self._fd, self._good_size)
+                self.segments[-1].size = self._good_size
+                self.segments[-1].last_seq = self.written_seq
+        if seqs:
+            with contextlib.suppress(Exception), open(self.chain_dir / DROPPED, "ab") as f:
+                note = {"from": seqs[0], "to": seqs[-1], "at": time.time(), "reason": "write error"}
+                f.write(orjson.dumps(note) + b"\n")
+
+    def _flush_run(self, run: list[bytes]) -> None:
+        """Write lines into the current segment (at most about one segment's worth at a time),
+        making room first when the cap would be passed."""
+        if run and self._fd is not None:
+            data = b"".join(run)
+            if self.disk_bytes + len(data) > self.max_bytes:
+                self._make_room(len(data))
+            _write_all(self._fd, data)
+            self.disk_bytes += len(data)
+            self._good_size = self.segments[-1].size
+            self.written_seq = self.segments[-1].last_seq
+
+    def _open_segment(self, first_seq: int, rotate: bool) -> None:
+        if self._fd is not None:
+            if rotate:
+                os.fsync(self._fd)  # a closed segment is always durable
+            os.close(self._fd)
+            self._fd = None
+        if self.segments and not rotate:
+            cur = self.segments[-1]  # continue the last segment after a restart
+        else:
+            cur = Segment(first_seq, self.chain_dir / segment_name(first_seq), 0, 0)
+            self.segments.append(cur)
+        self._fd = os.open(cur.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        cur.size = self._good_size = os.fstat(self._fd).st_size
+
+    def _sync(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+        if self._cp_fd is not None:
+            os.fsync(self._cp_fd)
+        self._dirty = False
+        self._last_fsync = time.monotonic()
+
+    def _update_prunable(self) -> None:
+        acked = self.acked_seq if self.shipping else 0
+        self.prunable_bytes = sum(s.size for s in self.segments[:-1] if s.last_seq <= acked)
+
+    def _make_room(self, incoming: int) -> None:
+        """Over the cap: first prune segments Elasticsearch already has; then, with drop_oldest,
+        drop the oldest unshipped ones (counted and logged loudly). block/fail_closed keep all:
+        they stop new requests before the cap (``is_full``), so this only absorbs in-flight ones."""
+        acked = self.acked_seq if self.shipping else 0
+        while len(self.segments) > 1 and self.disk_bytes + incoming > self.max_bytes:
+            oldest = self.segments[0]
+            if oldest.last_seq > acked:
+                if self.when_full != "drop_oldest":
+                    break
+                lost_from = max(oldest.first_seq, acked + 1)
+                lost = oldest.last_seq - lost_from + 1
+                metrics.DROPPED.inc(lost)
+                log.error(
+                    "audit: SPOOL FULL (max_bytes=%d): DROPPED %d unshipped records, seq %d-%d of chain %s "
+                    "(audit.when_full=drop_oldest)",
+                    self.max_bytes,
+                    lost,
+                    lost_from,
+                    oldest.last_seq,
+                    self.chain_dir.name,
+                )
+                note = {"from": lost_from, "to": oldest.last_seq, "at": time.time(), "reason": "spool full"}
+                with open(self.chain_dir / DROPPED, "ab") as f:
+                    f.write(orjson.dumps(note) + b"\n")
+            oldest.path.unlink(missing_ok=True)
+            self.segments.pop(0)
+            self.disk_bytes -= oldest.size
+        metrics.SPOOL_BYTES.set(self.disk_bytes)
+
+    def prune_shipped(self) -> None:
+        """Called after an ack: make room early when the cap is near (keeps the local copy otherwise)."""
+        with self._cond:
+            self._update_prunable()
+
+    def _close(self) -> None:
+        for fd in (self._fd, self._cp_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.fsync(fd)
+                os.close(fd)
+        self._fd = self._cp_fd = None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _settle(fut: asyncio.Future[None], err: BaseException | None) -> None:
+    if fut.done():
+        return
+    if err is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(SpoolError(f"audit record not written: {err}"))

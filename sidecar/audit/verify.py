@@ -1,0 +1,303 @@
+"""Checks an audit trail: every record's hash, the chain links, contiguous sequence numbers and every
+checkpoint's Ed25519 signature. Sources: a spool directory, one chain directory, a JSON-lines export
+(records and checkpoints mixed), or documents read from Elasticsearch.
+
+Problems are named the way an auditor asks: ``altered`` (content no longer matches its hash),
+``missing`` (a range of sequence numbers is gone), ``inserted`` (a sequence number appears twice or a
+record does not link to its predecessor), ``reordered`` (records out of chain order in a file),
+``bad_signature`` (a checkpoint is forged or altered), ``checkpoint_mismatch`` (the chain was rewritten
+before a signed checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .canonical import GENESIS, record_hash
+from .keys import checkpoint_ok, key_id
+from .spool import CHECKPOINTS, DROPPED, chain_dirs, is_chain_dir, iter_lines, list_segments
+
+MAX_PROBLEMS = 50
+
+
+@dataclass
+class Problem:
+    kind: str
+    chain: str
+    seq: int | None
+    where: str
+    detail: str
+
+    def line(self) -> str:
+        seq = f" seq {self.seq}" if self.seq is not None else ""
+        return f"{self.kind.upper()}: chain {self.chain}{seq} ({self.where}): {self.detail}"
+
+
+@dataclass
+class ChainInput:
+    chain_id: str
+    records: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (where, doc) in stored order
+    checkpoints: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+    ordered: bool = True  # stored order is meaningful (files); Elasticsearch has none
+
+
+@dataclass
+class ChainSummary:
+    chain_id: str
+    records: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    checkpoints: int = 0
+    covered_seq: int = 0
+
+
+@dataclass
+class Report:
+    chains: list[ChainSummary] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    unreadable: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, problem: Problem) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+
+    def summary(self) -> str:
+        recs = sum(c.records for c in self.chains)
+        cps = sum(c.checkpoints for c in self.chains)
+        lines = [f"{len(self.chains)} chain(s), {recs} record(s), {cps} signed checkpoint(s)"]
+        for c in self.chains:
+            rng = f"seq {c.first_seq}-{c.last_seq}" if c.records else "no records"
+            uncovered = (c.last_seq or 0) - c.covered_seq
+            tail = f"; {uncovered} newest record(s) not yet under a checkpoint" if uncovered > 0 else ""
+            lines.append(f"  {c.chain_id}: {c.records} records, {rng}, {c.checkpoints} checkpoints{tail}")
+        return "\n".join(lines)
+
+
+def _audit(doc: Any) -> dict[str, Any] | None:
+    audit = doc.get("audit") if isinstance(doc, dict) else None
+    if not isinstance(audit, dict):
+        return None
+    return audit
+
+
+def _seq_key(doc: Any) -> int:
+    seq = (_audit(doc) or {}).get("seq")
+    return seq if isinstance(seq, int) else -1
+
+
+def verify_chain(ci: ChainInput, public: Ed25519PublicKey, report: Report) -> None:
+    summary = ChainSummary(ci.chain_id)
+    report.chains.append(summary)
+    records = ci.records
+    if not ci.ordered:
+        records = sorted(records, key=lambda r: _seq_key(r[1]))
+    hashes: dict[int, str] = {}
+    seen: dict[int, str] = {}
+    prev_seq: int | None = None
+    prev_hash = GENESIS
+    remaining_seqs: list[int] = []
+    if ci.ordered:
+        remaining_seqs = [_seq_key(r[1]) for r in records]
+    later: dict[int, int] = {}
+    for s in remaining_seqs:
+        later[s] = later.get(s, 0) + 1
+    chain = ci.chain_id
+    for where, doc in records:
+        audit = _audit(doc)
+        if audit is None or not isinstance(audit.get("seq"), int) or not isinstance(audit.get("hash"), str):
+            report.add(Problem("altered", chain, None, where, "record has no valid audit.seq/audit.hash"))
+            continue
+        seq = audit["seq"]
+        if ci.ordered:
+            later[seq] -= 1
+        summary.records += 1
+        if summary.first_seq is None:
+            summary.first_seq = seq
+        summary.last_seq = max(summary.last_seq or 0, seq)
+        if record_hash(doc) != audit["hash"]:
+            report.add(Problem("altered", chain, seq, where, "content does not match its audit.hash"))
+        if seq in seen:
+            report.add(
+                Problem("inserted", chain, seq, where, f"seq {seq} appears twice (also at {seen[seq]})")
+            )
+            continue
+        seen[seq] = where
+        hashes[seq] = audit["hash"]
+        if prev_seq is None:
+            if seq == 1 and audit.get("prev_hash") != GENESIS:
+                report.add(Problem("inserted", chain, seq, where, "first record does not start the chain"))
+            elif seq > 1:
+                # Older records may have been pruned after shipping (verify those in Elasticsearch);
+                # records the spool itself dropped are a loss and reported as such.
+                note = next((d for d in ci.dropped if d.get("from", 0) < seq), None)
+                if note is not None:
+                    report.add(
+                        Problem(
+                            "missing",
+                            chain,
+                            1,
+                            where,
+                            f"missing seq range 1-{seq - 1} (the spool "
+                            f"notes: {note.get('reason')}, from seq {note.get('from')})",
+                        )
+                    )
+        elif seq == prev_seq + 1:
+            if audit.get("prev_hash") != hashes.get(prev_seq, prev_hash):
+                report.add(
+                    Problem(
+                        "inserted",
+                        chain,
+                        seq,
+                        where,
+                        f"audit.prev_hash does not match the hash of seq {prev_seq}",
+                    )
+                )
+        elif seq <= prev_seq:
+            report.add(Problem("reordered", chain, seq, where, f"seq {seq} comes after seq {prev_seq}"))
+        else:
+            lo, hi = prev_seq + 1, seq - 1
+            if ci.ordered and any(later.get(s, 0) > 0 for s in range(lo, min(hi, lo + 10_000) + 1)):
+                report.add(
+                    Problem("reordered", chain, seq, where, f"seq {lo}-{hi} come later, after seq {seq}")
+                )
+            else:
+                note = next((d for d in ci.dropped if d.get("from", 0) <= hi and d.get("to", 0) >= lo), None)
+                why = (
+                    f" (the spool notes: {note.get('reason')}, seq {note.get('from')}-{note.get('to')})"
+                    if note
+                    else ""
+                )
+                report.add(Problem("missing", chain, lo, where, f"missing seq range {lo}-{hi}{why}"))
+        prev_seq = max(seq, prev_seq or 0)
+        prev_hash = audit["hash"]
+    # Checkpoints: signature first, then agreement with the records we hold.
+    first = summary.first_seq or 0
+    last = summary.last_seq or 0
+    for where, cp in ci.checkpoints:
+        audit = _audit(cp) or {}
+        seq = audit.get("seq")
+        if not checkpoint_ok(public, cp):
+            report.add(
+                Problem(
+                    "bad_signature",
+                    chain,
+                    seq,
+                    where,
+                    "checkpoint signature does not verify "
+                    f"with the public key {key_id(public)} (forged or altered checkpoint)",
+                )
+            )
+            continue
+        summary.checkpoints += 1
+        if not isinstance(seq, int):
+            continue
+        if seq in hashes:
+            if hashes[seq] != audit.get("hash"):
+                report.add(
+                    Problem(
+                        "checkpoint_mismatch",
+                        chain,
+                        seq,
+                        where,
+                        f"the chain at seq {seq} differs from the signed checkpoint: records at or "
+                        "before it were altered, inserted or removed and re-hashed",
+                    )
+                )
+                continue
+            summary.covered_seq = max(summary.covered_seq, seq)
+        elif seq > last:
+            report.add(
+                Problem(
+                    "missing",
+                    chain,
+                    last + 1,
+                    where,
+                    f"missing seq range {last + 1}-{seq}: a signed checkpoint covers records up to "
+                    f"seq {seq} but the trail ends at seq {last} (truncated)",
+                )
+            )
+        elif seq >= first:
+            pass  # a hole inside the range is already reported above
+        # seq < first: those records were pruned from this copy after shipping; nothing to compare
+
+
+# -- sources -----------------------------------------------------------------------------------------
+def _read_jsonl(path: Path, into: dict[str, ChainInput], report: Report, kind: str | None = None) -> None:
+    for lineno, (_pos, raw) in enumerate(iter_lines(path), 1):
+        if not raw.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            report.unreadable += 1
+            report.add(Problem("altered", "?", None, where, f"line is not valid JSON ({exc})"))
+            continue
+        audit = _audit(doc) or {}
+        chain = str(audit.get("chain_id", "?"))
+        ci = into.setdefault(chain, ChainInput(chain))
+        if audit.get("type") == "checkpoint" or kind == "checkpoint":
+            ci.checkpoints.append((where, doc))
+        else:
+            ci.records.append((where, doc))
+
+
+def load_path(path: Path, report: Report) -> list[ChainInput]:
+    chains: dict[str, ChainInput] = {}
+    if path.is_file():
+        _read_jsonl(path, chains, report)
+        return list(chains.values())
+    dirs = [path] if is_chain_dir(path) else chain_dirs(path)
+    for d in dirs:
+        for _first, seg in list_segments(d):
+            _read_jsonl(seg, chains, report)
+        if (d / CHECKPOINTS).exists():
+            _read_jsonl(d / CHECKPOINTS, chains, report, kind="checkpoint")
+        if (d / DROPPED).exists():
+            notes = [orjson.loads(line) for _p, line in iter_lines(d / DROPPED)]
+            for ci in chains.values():
+                if ci.chain_id == d.name:
+                    ci.dropped.extend(notes)
+    return list(chains.values())
+
+
+def load_docs(
+    records: Iterable[tuple[str, dict[str, Any]]], checkpoints: Iterable[tuple[str, dict[str, Any]]]
+) -> list[ChainInput]:
+    """Documents from Elasticsearch (``where`` = index/_id); their stored order means nothing."""
+    chains: dict[str, ChainInput] = {}
+    cps = list(checkpoints)
+    for where, doc in records:
+        audit = _audit(doc) or {}
+        if audit.get("type") == "checkpoint":  # an index pattern that also matched the checkpoints
+            cps.append((where, doc))
+            continue
+        chain = str(audit.get("chain_id", "?"))
+        chains.setdefault(chain, ChainInput(chain, ordered=False)).records.append((where, doc))
+    seen_cp: set[tuple[Any, Any, Any]] = set()
+    for where, cp in cps:
+        key = ((_audit(cp) or {}).get("chain_id"), (_audit(cp) or {}).get("seq"), cp.get("signature"))
+        if key in seen_cp:
+            continue
+        seen_cp.add(key)
+        chain = str((_audit(cp) or {}).get("chain_id", "?"))
+        chains.setdefault(chain, ChainInput(chain, ordered=False)).checkpoints.append((where, cp))
+    return list(chains.values())
+
+
+def verify(chains: list[ChainInput], public: Ed25519PublicKey, report: Report | None = None) -> Report:
+    report = report or Report()
+    for ci in sorted(chains, key=lambda c: c.chain_id):
+        verify_chain(ci, public, report)
+    return report

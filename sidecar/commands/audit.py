@@ -1,0 +1,210 @@
+"""``custos audit``: verify a trail (local spool, export file or Elasticsearch) and set up Elasticsearch.
+
+Exit codes of ``verify``: 0 intact (with a summary), 1 tampering or loss found (the first problem
+first), 2 bad input (missing path, no public key, cluster unreachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..cli import UsageError
+from ..config import Config, load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="verify the tamper-evident audit trail; set up Elasticsearch for it")
+    asub = p.add_subparsers(dest="audit_command", metavar="ACTION", parser_class=type(p))
+    asub.required = True
+
+    v = asub.add_parser("verify", help="check hashes, chain continuity and checkpoint signatures")
+    v.add_argument(
+        "path",
+        nargs="?",
+        metavar="PATH",
+        help="spool directory, chain directory or JSON-lines export (default: the configured spool)",
+    )
+    v.add_argument("--es", metavar="URL", help="verify the records stored in this Elasticsearch instead")
+    v.add_argument("--index", metavar="NAME", help="records index or pattern (default: from the config)")
+    v.add_argument("--checkpoint-index", metavar="NAME", help="checkpoints index (default: from the config)")
+    v.add_argument("--public-key", metavar="PEM", help="Ed25519 public key (default: <signing key>.pub)")
+    v.add_argument("--config", metavar="PATH", help="YAML config file (default: $CUSTOS_CONFIG or defaults)")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.set_defaults(func=_guard(run_verify))
+
+    s = asub.add_parser("setup-es", help="install the index templates and ILM policy in Elasticsearch")
+    s.add_argument(
+        "--es", metavar="URL", action="append", help="Elasticsearch URL (default: audit.elasticsearch.hosts)"
+    )
+    s.add_argument("--config", metavar="PATH", help="YAML config file (default: $CUSTOS_CONFIG or defaults)")
+    s.add_argument("--no-ilm", action="store_true", help="do not install the ILM policy")
+    s.add_argument("--export", metavar="DIR", help="only write the template and policy JSON files to DIR")
+    s.set_defaults(func=_guard(run_setup_es))
+
+
+def _guard(handler: Any) -> Any:
+    """Report ``UsageError`` here as well: under ``python -m sidecar.cli`` the CLI's ``main`` lives in
+    ``__main__`` and catches its own copy of the class, not the one this module raises."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except UsageError as exc:
+            print(f"custos: error: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _es_config(config: Config, urls: list[str] | None) -> Any:
+    es = config.audit.elasticsearch
+    if urls:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise UsageError(f"--es {url!r}: must be an http:// or https:// URL")
+        es = es.model_copy(update={"hosts": urls})
+    return es
+
+
+def _why(exc: BaseException) -> str:
+    """The transport's own message plus its underlying cause (e.g. connection refused)."""
+    errors = getattr(exc, "errors", ()) or ((exc.__cause__,) if exc.__cause__ else ())
+    cause = f" ({errors[0]})" if errors else ""
+    return f"{exc}{cause}"
+
+
+def _client(es: Any) -> Any:
+    import logging
+
+    from elasticsearch import Elasticsearch
+
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)  # one line per request otherwise
+
+    from ..audit.es import client_options
+
+    if not es.hosts:
+        raise UsageError("no Elasticsearch given: pass --es URL or set audit.elasticsearch.hosts")
+    return Elasticsearch(**client_options(es))
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from ..audit.keys import KeyError_, load_public_key
+    from ..audit.verify import Report, load_path, verify
+
+    config = load_config(args.config)
+    audit = config.audit
+    key_path = (
+        Path(args.public_key) if args.public_key else audit.key_path(config.state.dir).with_suffix(".pub")
+    )
+    if not key_path.exists() and not args.public_key:
+        private = audit.key_path(config.state.dir)
+        key_path = private if private.exists() else key_path
+    if not key_path.exists():
+        raise UsageError(f"public key {key_path} not found: pass --public-key PEM")
+    try:
+        public = load_public_key(key_path)
+    except KeyError_ as exc:
+        raise UsageError(str(exc)) from None
+
+    report = Report()
+    if args.es:
+        if args.path:
+            raise UsageError("give either PATH or --es URL, not both")
+        source, chains = _load_es(args, config, report)
+    else:
+        if args.index or args.checkpoint_index:
+            raise UsageError("--index and --checkpoint-index need --es URL")
+        path = Path(args.path).expanduser() if args.path else audit.spool_path(config.state.dir)
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or directory")
+        source = str(path)
+        chains = load_path(path, report)
+        if not chains and not report.problems:
+            raise UsageError(f"{path}: no audit records or checkpoints found there")
+    report = verify(chains, public, report)
+    if args.json:
+        out = {
+            "source": source,
+            "ok": report.ok,
+            "problems": [p.__dict__ for p in report.problems],
+            "chains": [c.__dict__ for c in report.chains],
+        }
+        sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0 if report.ok else 1
+    if report.ok:
+        print(f"OK: audit trail intact ({source})\n{report.summary()}")
+        return 0
+    first = report.problems[0]
+    print(f"FAILED: audit trail is not intact ({source})\nfirst problem: {first.line()}")
+    for other in report.problems[1:]:
+        print(f"also: {other.line()}")
+    if len(report.problems) >= 50:
+        print("(only the first 50 problems are listed)")
+    print(report.summary())
+    return 1
+
+
+def _load_es(args: argparse.Namespace, config: Config, report: Any) -> tuple[str, list[Any]]:
+    from elasticsearch import ApiError, NotFoundError, TransportError
+    from elasticsearch.helpers import scan
+
+    from ..audit.es import search_pattern
+    from ..audit.verify import load_docs
+
+    es = _es_config(config, [args.es])
+    index = args.index or search_pattern(es)
+    cp_index = args.checkpoint_index or es.checkpoint_index
+    client = _client(es)
+    # Make what was just shipped searchable (a checkpoint seen before its records would read as a
+    # truncation). Read-only roles may lack the privilege: then it is skipped.
+    with contextlib.suppress(ApiError, TransportError):
+        client.indices.refresh(index=f"{index},{cp_index}", ignore_unavailable=True, allow_no_indices=True)
+    try:
+        records = [
+            (f"{h['_index']}/{h['_id']}", h["_source"])
+            for h in scan(client, index=index, size=2000, query={"query": {"match_all": {}}})
+        ]
+        try:
+            cps = [
+                (f"{h['_index']}/{h['_id']}", h["_source"]) for h in scan(client, index=cp_index, size=2000)
+            ]
+        except NotFoundError:
+            cps = []
+    except NotFoundError:
+        raise UsageError(f"index {index!r} not found at {args.es}") from None
+    except (ApiError, TransportError) as exc:
+        raise UsageError(f"cannot read {index!r} from {args.es}: {_why(exc)}") from None
+    finally:
+        client.close()
+    if not records:
+        raise UsageError(f"index {index!r} at {args.es} holds no audit records")
+    return f"{args.es} index {index}", load_docs(records, cps)
+
+
+def run_setup_es(args: argparse.Namespace) -> int:
+    from elasticsearch import ApiError, TransportError
+
+    from ..audit.es import export, setup
+
+    config = load_config(args.config)
+    es = _es_config(config, args.es)
+    if args.export:
+        for path in export(es, Path(args.export)):
+            print(f"wrote {path}")
+        return 0
+    client = _client(es)
+    try:
+        done = setup(client, es, with_ilm=False if args.no_ilm else None)
+    except (ApiError, TransportError) as exc:
+        raise UsageError(f"cannot set up Elasticsearch at {', '.join(es.hosts)}: {_why(exc)}") from None
+    finally:
+        client.close()
+    for line in done:
+        print(f"installed: {line}" if not line.startswith("ILM not") else line)
+    return 0

@@ -1,0 +1,66 @@
+"""Helpers for the audit tests: request contexts as the pipeline leaves them, and spool readers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from sidecar.context import Decision, Identity, RequestContext
+from tests.support.procs import custos_cmd
+
+
+def make_ctx(i: int, *, status: int = 200, denied: bool = False, stream: bool = False) -> RequestContext:
+    body = json.dumps(
+        {"model": "custos-tiny", "messages": [{"role": "user", "content": f"hello {i}"}], "stream": stream}
+    ).encode()
+    ctx = RequestContext(
+        request_id=f"req-{i:06d}",
+        method="POST",
+        path="/v1/chat/completions",
+        query=b"",
+        headers=[],
+        client_ip="127.0.0.1",
+        body=body,
+    )
+    ctx.model = "custos-tiny"
+    ctx.stream = stream
+    ctx.identity = Identity("alice", ("analyst",))
+    ctx.decision = Decision(not denied, "chat", "rule-1", "" if not denied else "role not allowed")
+    ctx.status = 403 if denied else status
+    ctx.redactions = {"EMAIL": 1} if i % 3 == 0 else {}
+    ctx.usage.prompt_tokens = 5
+    ctx.usage.completion_tokens = 7
+    ctx.finish_reasons = ["stop"]
+    ctx.prompt_sha256 = "ab" * 32
+    ctx.output_sha256 = "cd" * 32
+    ctx.finished = ctx.started + 0.001
+    return ctx
+
+
+def spool_records(spool_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for seg in sorted(spool_dir.glob("*/seg-*.jsonl")):
+        for line in seg.read_bytes().splitlines():
+            out.append(json.loads(line))
+    return out
+
+
+def wait_until(check: Any, timeout: float = 15.0) -> Any:
+    """Polls ``check()`` until it returns something truthy (records are written just after the
+    response, by the writer thread)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def run_verify(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        custos_cmd("audit", "verify", *args), capture_output=True, text=True, timeout=120, env=env
+    )

@@ -1,0 +1,65 @@
+"""``fail_closed: true`` with a spool that cannot be written: a real sidecar whose file size limit
+(``ulimit -f``) makes spool writes fail with EFBIG, as a full or broken disk would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import yaml
+
+from tests.conftest import deep_merge, default_headers, sidecar_base_config
+from tests.support.procs import ManagedProcess, custos_cmd, free_port, wait_http
+
+from .helpers import spool_records, wait_until
+
+LIMIT_BLOCKS = 256  # 128 KiB per file: the spool segment hits it after ~90 records
+
+
+def test_write_errors_close_the_gate(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    port = free_port()
+    cfg = deep_merge(
+        sidecar_base_config(state, f"http://127.0.0.1:{free_port()}"),
+        {
+            "server": {"port": port, "log_level": "warning"},
+            "audit": {"fail_closed": True, "fsync": "always", "segment_bytes": 64 * 1024 * 1024},
+        },
+    )
+    cfg_path = tmp_path / "sidecar.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    argv = " ".join(custos_cmd("serve", "--config", str(cfg_path)))
+    proc = ManagedProcess("sidecar-fsize", ["bash", "-c", f"ulimit -f {LIMIT_BLOCKS} && exec {argv}"])
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=60, proc=proc.proc)
+        headers = default_headers(cfg, state)
+        codes: list[int] = []
+        bodies: list[dict] = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
+            for i in range(400):
+                r = client.post(
+                    "/v1/chat/completions",
+                    headers={"x-request-id": f"fc-{i:04d}"},
+                    json={"model": "m", "messages": [{"role": "user", "content": "y" * 300}]},
+                )
+                codes.append(r.status_code)
+                bodies.append(r.json())
+                if codes.count(503) >= 3:
+                    break
+        first = codes.index(503)
+        assert 40 < first < 300 and set(codes[:first]) == {502}
+        assert bodies[first]["error"]["code"] == "audit_unavailable"
+        assert "cannot be written" in bodies[first]["error"]["message"]
+        # The spool holds whole records only (the failed batch was cut back), all before the failure;
+        # the loss is noted for the verifier.
+        spool = state / "audit" / "spool"
+        records = wait_until(lambda: spool_records(spool))
+        assert records and all(r["event"]["id"] < f"fc-{first:04d}" for r in records)
+        assert len(records) >= first - 1  # at most the request whose write failed has no record
+        notes = [json.loads(x) for f in spool.glob("*/dropped.jsonl") for x in f.read_bytes().splitlines()]
+        assert notes and notes[0]["reason"] == "write error"
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert 'custos_audit_refused_total{reason="write_error"}' in text
+    finally:
+        proc.stop()

@@ -1,0 +1,242 @@
+"""Shipping to a real Elasticsearch node (tests/es_node): templates, exactly-once delivery through an
+outage and a sidecar kill -9, dead letters for mapping errors, and verification of the stored trail."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+from elasticsearch import Elasticsearch
+
+from .es_helpers import Load, audit_config, wait_es_ids
+from .helpers import run_verify, spool_records
+from .test_spool_full import metric, send
+
+CHAT = "/v1/chat/completions"
+
+
+def _cli(*args: str, env: dict[str, str] | None = None):
+    import subprocess
+
+    from tests.support.procs import custos_cmd
+
+    return subprocess.run(custos_cmd("audit", *args), capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_setup_es_installs_explicit_mappings(elasticsearch, es_index_prefix, tmp_path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "audit": {
+                    "elasticsearch": {
+                        "index": es_index_prefix,
+                        "checkpoint_index": f"{es_index_prefix}-checkpoints",
+                    }
+                }
+            }
+        )
+    )
+    proc = _cli("setup-es", "--es", elasticsearch.url, "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert "ILM not available" in proc.stdout  # this node has no ILM; the policy ships as a file
+    client = Elasticsearch(elasticsearch.url)
+    tpl = client.indices.get_index_template(name=es_index_prefix)["index_templates"][0]["index_template"]
+    props = tpl["template"]["mappings"]["properties"]
+    assert tpl["index_patterns"] == [f"{es_index_prefix}-*"]
+    assert tpl["template"]["mappings"]["dynamic"] in (False, "false")
+    assert props["event"]["properties"]["id"]["type"] == "keyword"
+    assert props["source"]["properties"]["ip"]["type"] == "ip"
+    assert props["error"]["properties"]["message"]["type"] == "text"
+    client.close()
+    out = tmp_path / "export"
+    assert _cli("setup-es", "--config", str(cfg), "--export", str(out)).returncode == 0
+    policy = json.loads((out / f"{es_index_prefix}.ilm-policy.json").read_text())
+    assert "delete" in policy["policy"]["phases"]
+    bad = _cli("setup-es", "--es", "ftp://x", "--config", str(cfg))
+    assert bad.returncode == 2 and "--es" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_records_reach_es_and_verify_there(
+    engine, start_sidecar, elasticsearch, es_index_prefix, tmp_path
+) -> None:
+    # Only the shutdown checkpoint will cover these records (no count or timer checkpoint before it).
+    cfg = audit_config(elasticsearch.url, es_index_prefix, checkpoint_every=1000, checkpoint_interval_s=3600)
+    sc = start_sidecar(engine.url, config=cfg)
+    ids = {f"ship-{i}" for i in range(12)}
+    with httpx.Client(base_url=sc.url, headers=sc.headers, timeout=60) as client:
+        for rid in sorted(ids):
+            assert (
+                client.post(
+                    CHAT,
+                    headers={"x-request-id": rid},
+                    json={
+                        "model": "custos-tiny",
+                        "max_tokens": 4,
+                        "messages": [{"role": "user", "content": "hi"}],
+                    },
+                ).status_code
+                == 200
+            )
+        # A client reusing a request id: both records are kept (the second under its own _id).
+        for _ in range(2):
+            client.post(
+                CHAT,
+                headers={"x-request-id": "ship-dup"},
+                json={
+                    "model": "custos-tiny",
+                    "max_tokens": 4,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
+            )
+    docs = wait_es_ids(elasticsearch.url, es_index_prefix, ids | {"ship-dup"})
+    assert len(docs) == 14 and len({d["_id"] for d in docs}) == 14
+    assert {d["_id"] for d in docs if d["event"]["id"] != "ship-dup"} == ids  # _id = event.id
+    assert sum(d["event"]["id"] == "ship-dup" for d in docs) == 2
+    sc.stop()  # final checkpoint, shipped on the way out
+    key = str(tmp_path / "state" / "audit" / "signing.pub")
+    proc = _cli(
+        "verify",
+        "--es",
+        elasticsearch.url,
+        "--index",
+        f"{es_index_prefix}-2*",
+        "--checkpoint-index",
+        f"{es_index_prefix}-checkpoints",
+        "--public-key",
+        key,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "14 record(s)" in proc.stdout and "signed checkpoint" in proc.stdout
+    assert "not yet under a checkpoint" not in proc.stdout  # the shutdown checkpoint was shipped too
+    # Someone edits a record inside Elasticsearch: the verifier names it.
+    client = Elasticsearch(elasticsearch.url)
+    victim = next(d for d in docs if d["event"]["id"] == "ship-3")
+    client.update(index=victim["_index"], id=victim["_id"], doc={"user": {"id": "mallory"}}, refresh=True)
+    client.close()
+    proc = _cli(
+        "verify",
+        "--es",
+        elasticsearch.url,
+        "--index",
+        f"{es_index_prefix}-2*",
+        "--checkpoint-index",
+        f"{es_index_prefix}-checkpoints",
+        "--public-key",
+        key,
+    )
+    assert proc.returncode == 1
+    assert "ALTERED" in proc.stdout and f"seq {victim['audit']['seq']}" in proc.stdout
+
+
+def test_es_outage_then_every_record_exactly_once(
+    engine, start_sidecar, elasticsearch_factory, es_index_prefix, tmp_path
+) -> None:
+    """Elasticsearch is killed for ~12 s (not a minute: shared CI machine) while traffic flows."""
+    node = elasticsearch_factory()
+    sc = start_sidecar(engine.url, config=audit_config(node.url, es_index_prefix))
+    load = Load(sc.url, sc.headers, "outage").start()
+    time.sleep(3)
+    node.kill()
+    time.sleep(12)
+    node.restart()
+    time.sleep(3)
+    load.stop()
+    sent = load.ok_ids()
+    assert len(sent) > 10
+    docs = wait_es_ids(node.url, es_index_prefix, sent, timeout=90)
+    ids = [d["event"]["id"] for d in docs]
+    assert len(ids) == len(set(ids))  # exactly once
+    assert set(ids) == sent
+    assert metric(sc, "custos_audit_ship_failures_total") > 0  # the outage was seen and retried
+    assert metric(sc, "custos_audit_backlog_records") == 0
+
+
+def test_kill9_under_load_loses_nothing(
+    engine, start_sidecar, elasticsearch, es_index_prefix, tmp_path
+) -> None:
+    cfg = audit_config(elasticsearch.url, es_index_prefix)
+    sc = start_sidecar(engine.url, config=cfg)
+    load = Load(sc.url, sc.headers, "k9a").start()
+    time.sleep(5)
+    killed_at = time.time()
+    sc.process.kill9()
+    load.stop()
+    sc2 = start_sidecar(engine.url, config=cfg, port=sc.port, name="sidecar-restarted")
+    load2 = Load(sc2.url, sc2.headers, "k9b").start()
+    time.sleep(3)
+    load2.stop()
+    # Every answered request before the kill (allowing the last second: a response can reach the
+    # client just before its record is queued) and every one after the restart is in Elasticsearch.
+    expected = load.ok_ids(before=killed_at - 1.0) | load2.ok_ids()
+    assert len(expected) > 10
+    docs = wait_es_ids(elasticsearch.url, es_index_prefix, expected, timeout=90)
+    ids = [d["event"]["id"] for d in docs]
+    assert len(ids) == len(set(ids))  # nothing duplicated by the re-sent batch
+    spool = spool_records(tmp_path / "state" / "audit" / "spool")
+    assert sorted(r["event"]["id"] for r in spool) == sorted(ids)  # ES holds exactly the spool
+    # One chain continued across the crash: seq contiguous, verification passes.
+    sc2.stop()
+    env = {**os.environ, "CUSTOS_STATE_DIR": str(tmp_path / "state")}
+    proc = run_verify(env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 chain(s)" in proc.stdout
+
+
+def test_mapping_error_goes_to_dead_letter(
+    engine, start_sidecar, elasticsearch, es_index_prefix, tmp_path
+) -> None:
+    client = Elasticsearch(elasticsearch.url)
+    # A cluster-side mapping that cannot take our records (user.id as a number).
+    client.indices.put_index_template(
+        name=f"{es_index_prefix}-clash",
+        index_patterns=[f"{es_index_prefix}-2*"],
+        priority=900,
+        template={"mappings": {"properties": {"user": {"properties": {"id": {"type": "long"}}}}}},
+    )
+    client.close()
+    sc = start_sidecar(engine.url, config=audit_config(elasticsearch.url, es_index_prefix))
+    with httpx.Client(base_url=sc.url, headers=sc.headers, timeout=60) as http:
+        for i in range(3):
+            assert (
+                http.post(
+                    CHAT,
+                    headers={"x-request-id": f"dl-{i}"},
+                    json={
+                        "model": "custos-tiny",
+                        "max_tokens": 4,
+                        "messages": [{"role": "user", "content": "hi"}],
+                    },
+                ).status_code
+                == 200
+            )
+    deadline = time.monotonic() + 30
+    dead: list[dict] = []
+    while time.monotonic() < deadline and len(dead) < 3:
+        files = list((tmp_path / "state" / "audit" / "spool").glob("*/dead-letter.jsonl"))
+        dead = [json.loads(x) for f in files for x in f.read_bytes().splitlines()]
+        time.sleep(0.3)
+    assert sorted(d["record"]["event"]["id"] for d in dead) == ["dl-0", "dl-1", "dl-2"]
+    assert all("user.id" in d["reason"] or "parse" in d["reason"] for d in dead), dead[0]["reason"]
+    assert metric(sc, "custos_audit_dead_letters_total") == 3
+    assert metric(sc, "custos_audit_backlog_records") == 0  # not stuck retrying
+
+
+def test_block_with_shipping_prunes_instead_of_blocking(
+    start_sidecar, elasticsearch, es_index_prefix, tmp_path
+) -> None:
+    from tests.support.procs import free_port
+
+    cfg = audit_config(
+        elasticsearch.url, es_index_prefix, max_bytes=64 * 1024, when_full="block", block_timeout_s=10
+    )
+    sc = start_sidecar(f"http://127.0.0.1:{free_port()}", config=cfg)
+    codes = [r.status_code for r in send(sc, 150)]  # ~3x the cap
+    assert set(codes) == {502}  # never refused: shipped files make room
+    docs = wait_es_ids(elasticsearch.url, es_index_prefix, {f"full-{i:04d}" for i in range(150)})
+    assert len(docs) == 150
+    size = sum(p.stat().st_size for p in Path(tmp_path / "state" / "audit" / "spool").glob("*/seg-*"))
+    assert size <= 64 * 1024
