@@ -17,20 +17,21 @@ PYTEST_ARGS ?=
 export CUSTOS_CACHE := $(CACHE)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup system-deps bench bench-deps lint format clean-venv
+.PHONY: run test setup system-deps bench bench-deps lint format generate clean-venv
 
 run: setup
 	$(VENV)/bin/custos up $(if $(CONFIG),--config $(CONFIG))
 
 test: setup system-deps
 	$(PY) -m tests.prepare
+	bash deploy/tools/install.sh >/dev/null
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 setup: $(LINK_STAMP)
 
 $(DEPS_STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip wheel hatchling
+	$(PIP) install -q --upgrade pip wheel hatchling editables
 	# torch from PyPI is a multi-GB CUDA build: it is downloaded once into the cached venv.
 	$(PIP) install -q -c constraints.txt -e '.[inference,gpu,dev]'
 	rm -f $(VENV)/.deps-* $(VENV)/.link-*
@@ -54,6 +55,13 @@ bench-deps: setup system-deps
 
 bench: bench-deps
 	$(VENV)/bin/custos bench proxy
+
+# Regenerate the committed dashboards, rule exports and rendered manifests (tests check they are current).
+generate: setup
+	$(PY) dashboards/generate_grafana.py
+	$(PY) dashboards/generate_kibana.py
+	$(PY) deploy/tools/export_rules.py
+	bash deploy/tools/render-k8s.sh
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -199,6 +199,7 @@ def main(args: argparse.Namespace) -> int:
             "custos": f"http://127.0.0.1:{sc_port}",
         }
         ll = litellm_bin()
+        litellm_key = "sk-bench-" + os.urandom(16).hex()
         if not args.no_litellm and ll is not None:
             ll_cfg = tmp / "litellm.yaml"
             ll_cfg.write_text(
@@ -218,7 +219,10 @@ def main(args: argparse.Namespace) -> int:
                     }
                 )
             )
-            env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_ADMIN_UI": "True"}
+            # LiteLLM refuses to start without a master key; with one (and no database) it checks the
+            # bearer token on each request, as Custos checks its JWT.
+            env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_ADMIN_UI": "True",
+                   "LITELLM_MASTER_KEY": litellm_key}
             procs.append(
                 ManagedProcess(
                     "litellm",
@@ -246,6 +250,8 @@ def main(args: argparse.Namespace) -> int:
             auth = ""
             if name == "custos":
                 auth = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+            elif name == "litellm":
+                auth = f'wrk.headers["Authorization"] = "Bearer {litellm_key}"'
             script = tmp / f"{name}.lua"
             script.write_text(WRK_LUA.format(body=json.dumps(REQUEST), auth=auth))
             scripts[name] = script

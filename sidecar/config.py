@@ -20,11 +20,11 @@ from pydantic import Field, HttpUrl, ValidationError, field_validator
 from alerting.config import AlertingConfig
 from inference.config import InferenceConfig
 
+from .audit.config import AuditConfig
+from .auth.config import AuthConfig
 from .gpu.config import GpuConfig
 from .metrics.config import MetricsConfig
-from .auth.config import AuthConfig
 from .rbac.config import RbacConfig
-from .audit.config import AuditConfig
 from .redaction.config import RedactionConfig
 from .section import Section
 from .tracing.config import TracingConfig
@@ -68,6 +68,11 @@ class StateConfig(Section):
         ).expanduser(),
         description="keys, audit spool, alert state",
     )
+
+    @field_validator("dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
 
 
 class Config(Section):
