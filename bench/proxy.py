@@ -221,8 +221,12 @@ def main(args: argparse.Namespace) -> int:
             )
             # LiteLLM refuses to start without a master key; with one (and no database) it checks the
             # bearer token on each request, as Custos checks its JWT.
-            env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_ADMIN_UI": "True",
-                   "LITELLM_MASTER_KEY": litellm_key}
+            env = {
+                "LITELLM_LOG": "ERROR",
+                "LITELLM_TELEMETRY": "False",
+                "DISABLE_ADMIN_UI": "True",
+                "LITELLM_MASTER_KEY": litellm_key,
+            }
             procs.append(
                 ManagedProcess(
                     "litellm",

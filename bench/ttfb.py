@@ -45,22 +45,50 @@ def main() -> int:
         subprocess.run(custos_cmd("inference", "make-tiny-model", str(model_dir)), check=True)
     tmp = Path(tempfile.mkdtemp(prefix="custos-ttfb-"))
     eng_port, sc_port = free_port(), free_port()
-    procs = [ManagedProcess("engine", custos_cmd("inference", "serve", "--model", str(model_dir),
-                                                 "--served-model-name", MODEL, "--port", str(eng_port)))]
+    procs = [
+        ManagedProcess(
+            "engine",
+            custos_cmd(
+                "inference",
+                "serve",
+                "--model",
+                str(model_dir),
+                "--served-model-name",
+                MODEL,
+                "--port",
+                str(eng_port),
+            ),
+        )
+    ]
     try:
         engine = f"http://127.0.0.1:{eng_port}"
         wait_http(engine + "/v1/models", timeout=180)
         cfg = tmp / "custos.yaml"
-        cfg.write_text(yaml.safe_dump({"server": {"host": "127.0.0.1", "port": sc_port},
-                                       "upstream": {"url": engine}, "state": {"dir": str(tmp / "state")}}))
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "server": {"host": "127.0.0.1", "port": sc_port},
+                    "upstream": {"url": engine},
+                    "state": {"dir": str(tmp / "state")},
+                }
+            )
+        )
         procs.append(ManagedProcess("sidecar", custos_cmd("serve", "--config", str(cfg))))
         sidecar = f"http://127.0.0.1:{sc_port}"
         wait_http(sidecar + "/health", timeout=60)
-        token = subprocess.run(custos_cmd("token", "--config", str(cfg), "--sub", "bench", "--role", "admin"),
-                               capture_output=True, text=True, check=True).stdout.strip()
+        token = subprocess.run(
+            custos_cmd("token", "--config", str(cfg), "--sub", "bench", "--role", "admin"),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         auth = {"Authorization": f"Bearer {token}"}
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "Call me at 13812345678"}],
-                "max_tokens": 4, "stream": True}
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Call me at 13812345678"}],
+            "max_tokens": 4,
+            "stream": True,
+        }
         direct, proxied = [], []
         with httpx.Client(timeout=60) as client:
             for _ in range(10):  # warm-up

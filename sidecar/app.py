@@ -164,11 +164,8 @@ class CustosApp:
                 raise _too_large(self.max_body)
             ctx.body = await _read_body(receive, self.max_body)
         except ProxyError as exc:
-            # Rejected before the pipeline ran: still one pass through on_complete for audit and metrics.
-            ctx.error = exc
-            ctx.status = exc.status
-            await send_error(reply_send, exc)
-            await self.pipeline.complete(ctx)
+            # Rejected before the pipeline ran: still audited and counted.
+            await self.pipeline.reject(ctx, exc, reply_send)
             return
         await self.pipeline.run(ctx, reply_send, receive)
 

@@ -22,6 +22,8 @@ from .context import RequestContext
 from .errors import ProxyError
 from .stage import ResponseFilter
 
+ResponseEnd = Callable[[RequestContext], Awaitable[None]]
+
 log = logging.getLogger("custos.forward")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -101,6 +103,7 @@ class UpstreamClient:
         send: Send,
         receive: Receive,
         filters_for: Callable[[RequestContext], list[ResponseFilter]],
+        response_end: ResponseEnd | None = None,
     ) -> None:
         url = self.base_url + ctx.path
         if ctx.query:
@@ -130,7 +133,7 @@ class UpstreamClient:
         except aiohttp.ClientError as exc:
             raise _upstream_failed(exc) from None
         try:
-            await self._relay(ctx, resp, send, receive, filters_for)
+            await self._relay(ctx, resp, send, receive, filters_for, response_end)
         finally:
             if ctx.error is None and not ctx.cancelled:
                 resp.release()  # back to the keep-alive pool
@@ -144,6 +147,7 @@ class UpstreamClient:
         send: Send,
         receive: Receive,
         filters_for: Callable[[RequestContext], list[ResponseFilter]],
+        response_end: ResponseEnd | None,
     ) -> None:
         ctx.upstream_status = resp.status
         raw = list(resp.raw_headers)
@@ -164,6 +168,12 @@ class UpstreamClient:
             for f in filters:
                 data = f.feed(data) + f.flush()
             ctx.status = resp.status
+            if response_end is not None:
+                try:
+                    await response_end(ctx)
+                except ProxyError:
+                    ctx.status = None  # nothing sent yet: the pipeline answers with this error
+                    raise
             out_headers = [*ctx.response_headers, (b"content-length", str(len(data)).encode())]
             await send({"type": "http.response.start", "status": resp.status, "headers": out_headers})
             ctx.first_byte_at = ctx.first_byte_at or _now()
@@ -172,7 +182,7 @@ class UpstreamClient:
             return
         ctx.status = resp.status
         await send({"type": "http.response.start", "status": resp.status, "headers": ctx.response_headers})
-        stream = asyncio.ensure_future(self._stream_body(ctx, resp, send, filters))
+        stream = asyncio.ensure_future(self._stream_body(ctx, resp, send, filters, response_end))
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
         try:
             await asyncio.wait((stream, watcher), return_when=asyncio.FIRST_COMPLETED)
@@ -191,12 +201,23 @@ class UpstreamClient:
                 raise exc
 
     async def _stream_body(
-        self, ctx: RequestContext, resp: aiohttp.ClientResponse, send: Send, filters: list[ResponseFilter]
+        self,
+        ctx: RequestContext,
+        resp: aiohttp.ClientResponse,
+        send: Send,
+        filters: list[ResponseFilter],
+        response_end: ResponseEnd | None,
     ) -> None:
+        # With response-end hooks, the stream's completion marker waits for them: a client must not
+        # see "[DONE]" for an answer that the hooks then refuse (e.g. its audit record failed).
+        hold_done = response_end is not None and ctx.response_kind == "sse"
+        done = b""
         try:
             async for chunk in resp.content.iter_any():
                 for f in filters:
                     chunk = f.feed(chunk)
+                if hold_done and chunk.endswith(_DONE):
+                    chunk, done = chunk[: -len(_DONE)], _DONE
                 if chunk:
                     if ctx.first_byte_at is None:
                         ctx.first_byte_at = _now()
@@ -217,6 +238,15 @@ class UpstreamClient:
         tail = b""
         for f in filters:
             tail = f.feed(tail) + f.flush()
+        tail += done
+        if response_end is not None:
+            try:
+                await response_end(ctx)
+            except ProxyError as err:
+                ctx.error = err
+                tail = tail.removesuffix(done)
+                if ctx.response_kind == "sse":
+                    tail += b"data: " + err.body() + b"\n\n"
         ctx.response_bytes += len(tail)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
@@ -229,6 +259,7 @@ async def _wait_disconnect(receive: Receive) -> None:
 
 
 _now = time.perf_counter
+_DONE = b"data: [DONE]\n\n"
 
 
 def _upstream_timeout() -> ProxyError:

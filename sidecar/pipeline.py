@@ -18,10 +18,12 @@ from typing import Any
 from .config import Config
 from .context import RequestContext
 from .errors import ProxyError
-from .forward import Receive, Send, UpstreamClient
+from .forward import Receive, ResponseEnd, Send, UpstreamClient
 from .stage import ResponseFilter, Stage
 
 log = logging.getLogger("custos.pipeline")
+
+_ENDED = "pipeline.response_end_ran"
 
 STAGES: list[str] = [
     "sidecar.stages.metrics:build",
@@ -62,6 +64,9 @@ class Pipeline:
         self._request_stages = [s for s in stages if type(s).on_request is not Stage.on_request]
         self._filter_stages = [s for s in stages if type(s).response_filter is not Stage.response_filter]
         self._complete_stages = [s for s in reversed(stages) if type(s).on_complete is not Stage.on_complete]
+        self._end_stages = [s for s in stages if type(s).on_response_end is not Stage.on_response_end]
+        # None when no stage needs the hook, so the forward step skips it at no cost.
+        self.response_end: ResponseEnd | None = self._response_end if self._end_stages else None
         # A tracing stage may install a span factory at startup to get one child span per stage.
         self.stage_span: StageSpan = _no_span
 
@@ -86,12 +91,11 @@ class Pipeline:
                     with span(ctx, stage.name):
                         await stage.on_request(ctx)
             with span(ctx, "upstream"):
-                await self.upstream.forward(ctx, send, receive, self.filters_for)
+                await self.upstream.forward(ctx, send, receive, self.filters_for, self.response_end)
         except ProxyError as exc:
             ctx.error = exc
             if ctx.status is None:  # nothing sent to the client yet
-                ctx.status = exc.status
-                await send_error(send, exc)
+                await self.send_error(ctx, exc, send)
         except asyncio.CancelledError:
             ctx.cancelled = True
             raise
@@ -103,6 +107,33 @@ class Pipeline:
             if ctx.status is None:
                 ctx.status = 500
                 await send_error(send, ctx.error)
+        finally:
+            await self.complete(ctx)
+
+    async def _response_end(self, ctx: RequestContext) -> None:
+        # At most once per request: an error they raise is answered without running them again.
+        if ctx.extras.get(_ENDED):
+            return
+        ctx.extras[_ENDED] = True
+        for stage in self._end_stages:
+            await stage.on_response_end(ctx)
+
+    async def send_error(self, ctx: RequestContext, exc: ProxyError, send: Send) -> None:
+        """Answer with ``exc``, after the response-end hooks (which may replace it, e.g. with 503)."""
+        ctx.error = exc
+        ctx.status = exc.status
+        if self.response_end is not None:
+            try:
+                await self.response_end(ctx)
+            except ProxyError as replaced:
+                ctx.error = exc = replaced
+                ctx.status = replaced.status
+        await send_error(send, exc)
+
+    async def reject(self, ctx: RequestContext, exc: ProxyError, send: Send) -> None:
+        """End a request that was refused before the stages ran (e.g. a body over the limit)."""
+        try:
+            await self.send_error(ctx, exc, send)
         finally:
             await self.complete(ctx)
 

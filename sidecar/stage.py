@@ -9,6 +9,11 @@ Lifecycle of a request through a pipeline of stages ``[s1, s2, ..., sn]``:
    filter returned sees the response body in that order: filter i's output is filter i+1's input, and
    the last filter's output is exactly what the client receives. Filters that only observe return
    their input unchanged.
+3b. ``on_response_end(ctx)`` for s1..sn once the whole response is known but before the client has all
+   of it: a JSON body or an error before anything is sent (a ``ProxyError`` raised here replaces the
+   response), a stream before its final chunk (a ``ProxyError`` here ends the stream with an error
+   event). For guarantees that must hold before the client has the answer, such as an audit record
+   written durably (``audit.fail_closed``).
 4. ``on_complete(ctx)`` for sn..s1 (reverse order, like unwinding middleware) — always, also for
    denied, failed and cancelled requests. Exceptions here are logged, never shown to the client.
 
@@ -51,6 +56,9 @@ class Stage:
         return None
 
     def response_filter(self, ctx: RequestContext) -> ResponseFilter | None:
+        return None
+
+    async def on_response_end(self, ctx: RequestContext) -> None:
         return None
 
     async def on_complete(self, ctx: RequestContext) -> None:

@@ -147,19 +147,37 @@ def test_signing_key() -> tuple[Any, Path]:
 
     key = ed25519.Ed25519PrivateKey.generate()
     pub = Path(tempfile.mkdtemp(prefix="custos-test-key-")) / "test-key.pub.pem"
-    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    pub.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     return key, pub
 
 
-def mint_token(subject: str = "test-user", roles: list[str] | tuple[str, ...] = (TEST_ROLE,), *,
-               ttl_s: int = 6 * 3600, audience: str | None = None, issuer: str | None = "custos-test",
-               **claims: Any) -> str:
+def mint_token(
+    subject: str = "test-user",
+    roles: list[str] | tuple[str, ...] = (TEST_ROLE,),
+    *,
+    ttl_s: int = 6 * 3600,
+    audience: str | None = None,
+    issuer: str | None = "custos-test",
+    **claims: Any,
+) -> str:
     """A token the test sidecars accept, e.g. ``mint_token("alice", ["analyst"])``."""
     from sidecar.auth.devkey import mint_token as _mint
 
-    return _mint(test_signing_key()[0], subject=subject, roles=list(roles), ttl_s=ttl_s, algorithm="EdDSA",
-                 issuer=issuer, audience=audience, kid=TEST_KEY_ID, extra=claims or None)
+    return _mint(
+        test_signing_key()[0],
+        subject=subject,
+        roles=list(roles),
+        ttl_s=ttl_s,
+        algorithm="EdDSA",
+        issuer=issuer,
+        audience=audience,
+        kid=TEST_KEY_ID,
+        extra=claims or None,
+    )
 
 
 def _first(value: Any) -> Any:

@@ -31,6 +31,7 @@ from ..stage import ResponseFilter, Stage
 log = logging.getLogger("custos.audit")
 
 _REFUSED = "audit.refused"
+_WRITTEN = "audit.written"
 
 
 def _unavailable(message: str) -> ProxyError:
@@ -126,16 +127,32 @@ class AuditStage(Stage):
             return await asyncio.to_thread(redact)  # long texts: keep the event loop free
         return redact()
 
+    async def on_response_end(self, ctx: RequestContext) -> None:
+        """With ``fail_closed``, the record is written (and fsynced with ``fsync: always``) before the
+        client has the complete answer; if it cannot be, the request fails with 503 instead."""
+        if not self._wait or ctx.extras.get(_REFUSED):
+            return
+        ctx.extras[_WRITTEN] = True
+        try:
+            await self._write(ctx)
+        except SpoolError as exc:
+            log.error("audit: record of request %s was not written: %s", ctx.request_id, exc)
+            metrics.REFUSED.labels("write_error").inc()
+            raise _unavailable(f"its audit record cannot be written ({exc})") from None
+
     async def on_complete(self, ctx: RequestContext) -> None:
-        if ctx.extras.get(_REFUSED):
-            return  # refused because no record can be written; the refusal is logged and counted
+        if ctx.extras.get(_REFUSED) or ctx.extras.get(_WRITTEN):
+            return  # refused (logged and counted), or already written before the response ended
+        try:
+            await self._write(ctx)
+        except SpoolError as exc:
+            log.error("audit: record of request %s was not written: %s", ctx.request_id, exc)
+
+    async def _write(self, ctx: RequestContext) -> None:
         text = await self._texts(ctx) if self._text else None
         fut = self.trail.append(build_record(ctx, text=text), wait=self._wait)
         if fut is not None:
-            try:
-                await fut
-            except SpoolError as exc:
-                log.error("audit: record of request %s was not written: %s", ctx.request_id, exc)
+            await fut
 
 
 def _loads(body: bytes) -> Any:

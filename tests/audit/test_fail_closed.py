@@ -56,7 +56,9 @@ def test_write_errors_close_the_gate(tmp_path: Path) -> None:
         spool = state / "audit" / "spool"
         records = wait_until(lambda: spool_records(spool))
         assert records and all(r["event"]["id"] < f"fc-{first:04d}" for r in records)
-        assert len(records) >= first - 1  # at most the request whose write failed has no record
+        # fail_closed writes each record before its answer: every request answered before the first
+        # 503 has its record; the one whose write failed got the 503.
+        assert len(records) == first
         notes = [json.loads(x) for f in spool.glob("*/dropped.jsonl") for x in f.read_bytes().splitlines()]
         assert notes and notes[0]["reason"] == "write error"
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text

@@ -147,3 +147,49 @@ async def test_observe_counts_streamed_tokens(engine, stream: bool) -> None:
 
     assert seen["out"] == hashlib.sha256(r.content).hexdigest()
     await app.upstream.close()
+
+
+class Veto(Stage):
+    """Refuses every response at its end, as the audit stage does when a record cannot be written."""
+
+    name = "veto"
+
+    def __init__(self) -> None:
+        self.seen_status: list[int | None] = []
+
+    async def on_response_end(self, ctx: RequestContext) -> None:
+        self.seen_status.append(ctx.status)
+        raise ProxyError(503, "vetoed at the end", type="server_error", code="vetoed")
+
+
+async def test_response_end_can_replace_a_json_answer(engine) -> None:
+    veto = Veto()
+    app = make_app(engine.url, [ParseStage(), veto])
+    async with client_for(app) as client:
+        r = await client.post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "vetoed"
+    assert veto.seen_status == [200]  # the hook saw the upstream's answer before it was replaced
+    await app.upstream.close()
+
+
+async def test_response_end_runs_before_error_answers(engine) -> None:
+    veto = Veto()
+    app = make_app(engine.url, [Recorder("gate", [], deny=True), veto])
+    async with client_for(app) as client:
+        r = await client.post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "vetoed"
+    assert veto.seen_status == [403]
+    await app.upstream.close()
+
+
+async def test_response_end_holds_done_marker_of_streams(engine) -> None:
+    app = make_app(engine.url, [ParseStage(), Veto()])
+    async with client_for(app) as client:
+        r = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    assert r.status_code == 200  # headers were long sent
+    events = [line for line in r.text.split("\n") if line.startswith("data: ")]
+    assert "data: [DONE]" not in events
+    assert '"vetoed"' in events[-1]
+    assert len(events) >= 2  # the content before the end still arrived
+    await app.upstream.close()
