@@ -47,12 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="K=V",
         help="extra metadata label (e.g. release=prometheus for the Operator's ruleSelector)",
     )
-    e.set_defaults(func=_guard(cmd_export))
+    e.set_defaults(func=cmd_export)
 
     c = asub.add_parser("check", help="validate rule files (and the alerting config with --config)")
     c.add_argument("files", nargs="*", metavar="FILE", help="rule files (default: the built-in rules)")
     c.add_argument("--config", metavar="PATH", help="also check this config's alerting section")
-    c.set_defaults(func=_guard(cmd_check))
+    c.set_defaults(func=cmd_check)
 
     t = asub.add_parser(
         "test", help="replay a scenario in accelerated time: which alerts fire, when, to whom"
@@ -69,17 +69,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--config", metavar="PATH", help="config whose alerting routes/receivers to use")
     t.add_argument("--deliver", action="store_true", help="really send notifications to the receivers")
     t.add_argument("--json", action="store_true", help="print events as JSON lines")
-    t.set_defaults(func=_guard(cmd_test))
+    t.set_defaults(func=cmd_test)
 
     st = asub.add_parser("send-test", help="send a test notification through a receiver's integrations")
     st.add_argument("--receiver", required=True, help="receiver name from the config")
     st.add_argument("--config", metavar="PATH", help="config with the alerting receivers")
     st.add_argument("--resolved", action="store_true", help="send it as a resolved notification")
-    st.set_defaults(func=_guard(cmd_send_test))
+    st.set_defaults(func=cmd_send_test)
 
     ls = asub.add_parser("list", help="list pending/firing/resolved alerts")
     _target_args(ls)
-    ls.set_defaults(func=_guard(cmd_list))
+    ls.set_defaults(func=cmd_list)
 
     s = asub.add_parser("silence", help="add, list or expire silences")
     ssub = s.add_subparsers(dest="silence_command", metavar="ACTION", parser_class=type(p))
@@ -92,31 +92,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     sa.add_argument("--comment", required=True, help="why (shown to on-call colleagues)")
     sa.add_argument("--author", default=None, help="who (default: your user name)")
     _target_args(sa)
-    sa.set_defaults(func=_guard(cmd_silence_add))
+    sa.set_defaults(func=cmd_silence_add)
     sl = ssub.add_parser("list", help="list silences (active and pending; --all for expired too)")
     sl.add_argument("--all", action="store_true")
     _target_args(sl)
-    sl.set_defaults(func=_guard(cmd_silence_list))
+    sl.set_defaults(func=cmd_silence_list)
     sx = ssub.add_parser("expire", help="end a silence now")
     sx.add_argument("id", help="silence id (a unique prefix is enough)")
     _target_args(sx)
-    sx.set_defaults(func=_guard(cmd_silence_expire))
-
-
-def _guard(handler: Any) -> Any:
-    """Report usage and config errors here too: under ``python -m sidecar.cli`` the CLI's ``main`` lives
-    in ``__main__`` and catches its own copy of ``UsageError``, not the one raised here."""
-
-    def run(args: argparse.Namespace) -> int:
-        from sidecar.config import ConfigError
-
-        try:
-            return handler(args)
-        except (UsageError, ConfigError) as exc:
-            print(f"custos: error: {exc}", file=sys.stderr)
-            return 2
-
-    return run
+    sx.set_defaults(func=cmd_silence_expire)
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:

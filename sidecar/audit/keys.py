@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 import stat
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from ..keyfile import create_secret_file
 from .canonical import canonical, utc_iso
 
 log = logging.getLogger("custos.audit")
@@ -45,27 +45,14 @@ def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
     into place, so exactly one wins and the others read the winner's key.
     """
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
+        if create_secret_file(path, pem):
             pub = path.with_suffix(".pub")
             pub.write_bytes(public_pem(key.public_key()))
             log.warning("audit: generated a new Ed25519 signing key at %s (public key: %s)", path, pub)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning(

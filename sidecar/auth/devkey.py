@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +18,8 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from ..keyfile import create_secret_file
 
 DEV_ISSUER = "custos-dev"
 KEY_DIR = "keys"
@@ -44,24 +45,11 @@ def load_or_create(state_dir: Path, algorithm: str = "EdDSA") -> PrivateKey:
     partial file and exactly one key wins."""
     path = dev_key_path(state_dir, algorithm)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = _generate(algorithm)
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process won the race; use its key
-        finally:
-            tmp.unlink(missing_ok=True)
+        create_secret_file(path, pem)  # when another process won the race, its key is used
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         raise PermissionError(f"{path}: the dev signing key must not be readable by others (mode {mode:o})")

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--public-key", metavar="PEM", help="Ed25519 public key (default: <signing key>.pub)")
     v.add_argument("--config", metavar="PATH", help="YAML config file (default: $CUSTOS_CONFIG or defaults)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
-    v.set_defaults(func=_guard(run_verify))
+    v.set_defaults(func=run_verify)
 
     s = asub.add_parser("setup-es", help="install the index templates and ILM policy in Elasticsearch")
     s.add_argument(
@@ -45,21 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--config", metavar="PATH", help="YAML config file (default: $CUSTOS_CONFIG or defaults)")
     s.add_argument("--no-ilm", action="store_true", help="do not install the ILM policy")
     s.add_argument("--export", metavar="DIR", help="only write the template and policy JSON files to DIR")
-    s.set_defaults(func=_guard(run_setup_es))
-
-
-def _guard(handler: Any) -> Any:
-    """Report ``UsageError`` here as well: under ``python -m sidecar.cli`` the CLI's ``main`` lives in
-    ``__main__`` and catches its own copy of the class, not the one this module raises."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except UsageError as exc:
-            print(f"custos: error: {exc}", file=sys.stderr)
-            return 2
-
-    return run
+    s.set_defaults(func=run_setup_es)
 
 
 def _es_config(config: Config, urls: list[str] | None) -> Any:

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     c = psub.add_parser("check", help="validate a policy file (exit 0, or 2 with file:line errors)")
     c.add_argument("file", metavar="FILE", help="the policy YAML file")
-    c.set_defaults(func=_reported(run_check))
+    c.set_defaults(func=run_check)
 
     e = psub.add_parser("explain", help="print allow or deny for a request, and the rule that decided")
     e.add_argument("--role", action="append", default=[], metavar="ROLE", help="caller's role; repeatable")
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--config", metavar="PATH", help="YAML config file (default: $CUSTOS_CONFIG or built-in defaults)"
     )
-    e.set_defaults(func=_reported(run_explain))
+    e.set_defaults(func=run_explain)
 
 
 def _load(path: str | Path):
@@ -94,21 +94,3 @@ def run_explain(args: argparse.Namespace) -> int:
         print(f"  warning:    role(s) not in the policy: {', '.join(unknown)}", file=sys.stderr)
     print(f"  policy:     {path}")
     return 0 if verdict == "ALLOW" else 1  # scripts can test the answer
-
-
-def _reported(handler):
-    """Usage errors as one line and exit 2, also under ``python -m sidecar.cli`` (where the
-    ``UsageError`` that ``main`` catches is ``__main__.UsageError``, not ours)."""
-    import functools
-
-    @functools.wraps(handler)
-    def run(args: argparse.Namespace) -> int:
-        from ..cli import UsageError
-
-        try:
-            return handler(args)
-        except UsageError as exc:
-            print(f"custos: error: {exc}", file=sys.stderr)
-            return 2
-
-    return run

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--config", metavar="PATH", help="YAML config file (default: $CUSTOS_CONFIG or built-in defaults)"
     )
-    p.set_defaults(func=_reported(run_token))
+    p.set_defaults(func=run_token)
 
 
 def run_token(args: argparse.Namespace) -> int:
@@ -83,21 +83,3 @@ def _policy_roles(config) -> set[str] | None:
         return set(load_policy_file(config.rbac.policy_file).roles)
     except PolicyError:
         return None
-
-
-def _reported(handler):
-    """Usage errors as one line and exit 2, also under ``python -m sidecar.cli`` (where the
-    ``UsageError`` that ``main`` catches is ``__main__.UsageError``, not ours)."""
-    import functools
-
-    @functools.wraps(handler)
-    def run(args: argparse.Namespace) -> int:
-        from ..cli import UsageError
-
-        try:
-            return handler(args)
-        except UsageError as exc:
-            print(f"custos: error: {exc}", file=sys.stderr)
-            return 2
-
-    return run

@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+from ..keyfile import create_secret_file
 from .policy import EntityRule
 
 _DIGIT_TYPES = frozenset(
@@ -83,16 +84,9 @@ def load_hash_key(key: str | None, key_file: Path) -> bytes:
             return data
     except FileNotFoundError:
         pass
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    secret = os.urandom(32).hex().encode()
-    # O_EXCL: two workers starting together must not overwrite each other's key.
-    try:
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return key_file.read_bytes().strip()
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(secret + b"\n")
-    return secret
+    # Two workers starting together must agree on one key: the first file linked into place wins.
+    create_secret_file(key_file, os.urandom(32).hex().encode() + b"\n")
+    return key_file.read_bytes().strip()
 
 
 class Operators:
