@@ -140,7 +140,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def banner(config: Config, args: argparse.Namespace) -> str:
     port = config.server.port
     model_name = config.inference.served_model_name or "custos-tiny"
-    token_cmd = "custos token --sub you --role admin"
+    # The full path: after `make run` the venv's bin directory is usually not on PATH.
+    custos = Path(sys.executable).with_name("custos")
+    token_cmd = f"{custos if custos.exists() else 'custos'} token --sub you --role admin"
     base = f"http://127.0.0.1:{port}"
     return f"""
   Custos is up.
