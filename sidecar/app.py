@@ -5,7 +5,7 @@ nothing a router offers. Operational endpoints:
 
 - ``/health``  liveness: answers at once, never touches the upstream.
 - ``/ready``   readiness: the upstream answers ``/v1/models`` with at least one model; 503 otherwise.
-- ``/metrics`` Prometheus text format.
+- ``/metrics`` Prometheus text format; ``/metrics/upstream`` relays the upstream's own metrics.
 - ``/admin/...`` optional sub-applications that features mount at startup (``mount``).
 Everything under ``/v1/`` runs through the stage pipeline and is forwarded upstream.
 """
@@ -70,6 +70,8 @@ class CustosApp:
             elif path == "/metrics":
                 body = self.render_metrics()
                 await _send_simple(send, 200, body, CONTENT_TYPE_LATEST.encode())
+            elif path == "/metrics/upstream":
+                await self._upstream_metrics(send)
             else:
                 for prefix, app in self.mounts.items():
                     if path == prefix or path.startswith(prefix + "/"):
@@ -120,6 +122,24 @@ class CustosApp:
         else:
             body = orjson.dumps({"status": "not ready", "reason": reason})
             await _send_simple(send, 503, body, b"application/json")
+
+    async def _upstream_metrics(self, send: Any) -> None:
+        """The upstream's own /metrics, relayed: in a Pod the engine listens on localhost only, so
+        Prometheus reaches vLLM's metrics through the sidecar's port."""
+        try:
+            status, content_type, body = await self.upstream.get(
+                "/metrics", self.config.upstream.ready_timeout_s
+            )
+        except Exception as exc:
+            err = ProxyError(
+                502,
+                f"The upstream's /metrics could not be read: {type(exc).__name__}: {exc}",
+                type="upstream_error",
+                code="upstream_unreachable",
+            )
+            await send_error(send, err)
+            return
+        await _send_simple(send, status, body, (content_type or "text/plain").encode("latin-1"))
 
     async def _proxy(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         request_id = None

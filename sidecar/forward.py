@@ -87,15 +87,19 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
 
-    async def get_json(self, path: str, timeout_s: float) -> tuple[int, Any]:
+    async def get(self, path: str, timeout_s: float) -> tuple[int, str, bytes]:
+        """A plain GET to the upstream (readiness, metrics): status, content type, body."""
         async with self.session.get(
             self.base_url + path, timeout=aiohttp.ClientTimeout(total=timeout_s)
         ) as resp:
-            body = await resp.read()
-            try:
-                return resp.status, orjson.loads(body)
-            except ValueError:
-                return resp.status, None
+            return resp.status, resp.headers.get("Content-Type", ""), await resp.read()
+
+    async def get_json(self, path: str, timeout_s: float) -> tuple[int, Any]:
+        status, _, body = await self.get(path, timeout_s)
+        try:
+            return status, orjson.loads(body)
+        except ValueError:
+            return status, None
 
     async def forward(
         self,

@@ -210,3 +210,21 @@ def test_unknown_routes_are_openai_shaped_404(sidecar, path: str) -> None:
     r = httpx.get(sidecar.url + path)
     assert r.status_code == 404
     assert set(r.json()["error"]) >= {"message", "type", "code"}
+
+
+def test_upstream_metrics_are_relayed(sidecar, engine) -> None:
+    """In a Pod the engine is reachable on localhost only: its metrics come through the sidecar."""
+    r = httpx.get(sidecar.url + "/metrics/upstream", timeout=30)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    assert metric_value(r.text, "vllm:num_requests_running") is not None
+    assert "custos_requests_total" not in r.text  # the engine's metrics, not the sidecar's own
+
+
+def test_upstream_metrics_when_upstream_is_down(start_sidecar) -> None:
+    from tests.support.procs import free_port
+
+    sc = start_sidecar(f"http://127.0.0.1:{free_port()}")
+    r = httpx.get(sc.url + "/metrics/upstream", timeout=30)
+    assert r.status_code == 502
+    assert r.json()["error"]["code"] == "upstream_unreachable"
