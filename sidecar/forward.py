@@ -109,6 +109,30 @@ class UpstreamClient:
         filters_for: Callable[[RequestContext], list[ResponseFilter]],
         response_end: ResponseEnd | None = None,
     ) -> None:
+        """Forward ``ctx`` and relay the answer. A client that goes away at any point — while the
+        upstream still computes a non-streamed answer, or mid-stream — cancels the exchange: the
+        upstream connection is closed, which makes vLLM (and our CPU engine) abort the generation."""
+        # The exchange runs in the request's own task (no hop to another task, so the stages'
+        # on_complete follows the last byte sent without a gap); a watcher cancels it on disconnect.
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, task, ctx))
+        try:
+            await self._exchange(ctx, send, filters_for, response_end)
+        except asyncio.CancelledError:
+            if not ctx.cancelled:
+                raise  # cancelled for another reason (server shutdown): not ours to swallow
+            task.uncancel()
+        finally:
+            watcher.cancel()
+
+    async def _exchange(
+        self,
+        ctx: RequestContext,
+        send: Send,
+        filters_for: Callable[[RequestContext], list[ResponseFilter]],
+        response_end: ResponseEnd | None,
+    ) -> None:
         url = self.base_url + ctx.path
         if ctx.query:
             url += "?" + ctx.query.decode("latin-1")
@@ -137,7 +161,7 @@ class UpstreamClient:
         except aiohttp.ClientError as exc:
             raise _upstream_failed(exc) from None
         try:
-            await self._relay(ctx, resp, send, receive, filters_for, response_end)
+            await self._relay(ctx, resp, send, filters_for, response_end)
         finally:
             if ctx.error is None and not ctx.cancelled:
                 resp.release()  # back to the keep-alive pool
@@ -149,7 +173,6 @@ class UpstreamClient:
         ctx: RequestContext,
         resp: aiohttp.ClientResponse,
         send: Send,
-        receive: Receive,
         filters_for: Callable[[RequestContext], list[ResponseFilter]],
         response_end: ResponseEnd | None,
     ) -> None:
@@ -186,23 +209,7 @@ class UpstreamClient:
             return
         ctx.status = resp.status
         await send({"type": "http.response.start", "status": resp.status, "headers": ctx.response_headers})
-        stream = asyncio.ensure_future(self._stream_body(ctx, resp, send, filters, response_end))
-        watcher = asyncio.ensure_future(_wait_disconnect(receive))
-        try:
-            await asyncio.wait((stream, watcher), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not stream.done():
-                # The client went away: stop reading; closing the response drops the upstream
-                # connection, which makes vLLM (and our CPU engine) abort the generation.
-                ctx.cancelled = True
-                stream.cancel()
-                resp.close()
-                await asyncio.gather(stream, return_exceptions=True)
-            watcher.cancel()
-        if not ctx.cancelled:
-            exc = stream.exception()
-            if exc is not None:
-                raise exc
+        await self._stream_body(ctx, resp, send, filters, response_end)
 
     async def _stream_body(
         self,
@@ -255,10 +262,12 @@ class UpstreamClient:
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
-async def _wait_disconnect(receive: Receive) -> None:
+async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], ctx: RequestContext) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            ctx.cancelled = True
+            task.cancel()
             return
 
 

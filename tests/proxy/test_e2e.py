@@ -228,3 +228,24 @@ def test_upstream_metrics_when_upstream_is_down(start_sidecar) -> None:
     r = httpx.get(sc.url + "/metrics/upstream", timeout=30)
     assert r.status_code == 502
     assert r.json()["error"]["code"] == "upstream_unreachable"
+
+
+def test_client_giving_up_on_a_non_streamed_answer_cancels_upstream(sidecar, engine) -> None:
+    """A non-streamed generation is aborted too when its client leaves before the answer exists."""
+    aborted = 'vllm:request_success_total{finished_reason="abort",model_name="custos-tiny"}'
+
+    def aborts() -> float:
+        text = httpx.get(engine.url + "/metrics").text
+        line = next((x for x in text.splitlines() if x.startswith(aborted)), None)
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    before = aborts()
+    body = chat_body("Write forever", max_tokens=1900, ignore_eos=True)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(sidecar.url + "/v1/chat/completions", json=body, headers=sidecar.headers, timeout=1.0)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and aborts() <= before:
+        time.sleep(0.1)
+    assert aborts() == before + 1
+    running = metric_value(httpx.get(engine.url + "/metrics").text, "vllm:num_requests_running")
+    assert running == 0
