@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.procs import CACHE, ManagedProcess, custos_cmd, free_port, wait_http
+from tests.support.procs import CACHE, ManagedProcess, custos_cmd, free_port
 
 TINY_MODEL_NAME = "custos-tiny"
 
@@ -76,11 +76,7 @@ def start_engine(model_dir: Path, *extra: str, env: dict[str, str] | None = None
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/v1/models", timeout=180, proc=proc.proc)
-    except Exception:
-        proc.stop()
-        raise RuntimeError(f"engine failed to start; log:\n{proc.log()[-4000:]}") from None
+    proc.wait_ready(url + "/v1/models", timeout=180)
     return Engine(url=url, port=port, process=proc)
 
 
@@ -207,11 +203,7 @@ def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., Sidecar]]:
         proc = ManagedProcess(name, custos_cmd("serve", "--config", str(cfg_path)), env=env)
         url = f"http://127.0.0.1:{port}"
         if wait:
-            try:
-                wait_http(url + "/health", timeout=60, proc=proc.proc)
-            except Exception:
-                proc.stop()
-                raise RuntimeError(f"sidecar failed to start; log:\n{proc.log()[-4000:]}") from None
+            proc.wait_ready(url + "/health", timeout=60)
         sc = Sidecar(
             url=url,
             port=port,

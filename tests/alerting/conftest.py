@@ -19,7 +19,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.support.procs import ManagedProcess, free_port, wait_http
+from tests.support.procs import ManagedProcess, free_port
 
 
 @dataclass
@@ -155,10 +155,6 @@ def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
         ],
     )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/-/ready", timeout=30, proc=proc.proc)
-    except Exception:
-        proc.stop()
-        raise RuntimeError(f"alertmanager failed to start:\n{proc.log()[-3000:]}") from None
+    proc.wait_ready(url + "/-/ready", timeout=30)
     yield Alertmanager(url, proc)
     proc.stop()

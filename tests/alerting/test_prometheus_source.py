@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from alerting.rules import parse_rules
 from alerting.service import AlertingService
 from tests.alerting.helpers import config
-from tests.support.procs import ManagedProcess, free_port, wait_http
+from tests.support.procs import ManagedProcess, free_port
 
 RULES = """
 groups:
@@ -57,11 +57,7 @@ def prometheus(tmp_path: Path):
         ],
     )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/-/ready", timeout=60, proc=proc.proc)
-    except Exception:
-        proc.stop()
-        raise RuntimeError(f"prometheus failed to start:\n{proc.log()[-3000:]}") from None
+    proc.wait_ready(url + "/-/ready", timeout=60)
     yield url
     proc.stop()
 

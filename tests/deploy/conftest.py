@@ -144,11 +144,7 @@ def _start_sidecar(
     path.write_text(yaml.safe_dump(cfg))
     proc = ManagedProcess(f"sidecar-{name}", custos_cmd("serve", "--config", str(path)))
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/health", timeout=60, proc=proc.proc)
-    except Exception:
-        proc.stop()
-        raise RuntimeError(f"sidecar {name} failed to start; log:\n{proc.log()[-4000:]}") from None
+    proc.wait_ready(url + "/health", timeout=60)
     return proc, url, default_headers(cfg, state)
 
 

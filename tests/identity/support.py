@@ -201,11 +201,7 @@ def launch(tmp: Path, upstream: str, extra: dict | None = None, name: str = "ids
     path.write_text(yaml.safe_dump(cfg))
     proc = ManagedProcess(name, custos_cmd("serve", "--config", str(path)))
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/health", timeout=60, proc=proc.proc)
-    except Exception:
-        proc.stop()
-        raise RuntimeError(f"sidecar failed to start:\n{proc.log()[-3000:]}") from None
+    proc.wait_ready(url + "/health", timeout=60)
     return Sidecar(url=url, port=port, process=proc, config_path=path, config=cfg)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from inference.tiny import TINY_MODEL_VERSION
 from tests.inference.helpers import scrape, value, wait_until
-from tests.support.procs import CACHE, ManagedProcess, custos_cmd, free_port, wait_http
+from tests.support.procs import CACHE, ManagedProcess, custos_cmd, free_port
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +38,7 @@ def small_engine(tiny_model_dir: Path) -> Iterator[tuple[str, ManagedProcess]]:
         env={"CUSTOS_CACHE": str(CACHE), "CUSTOS_INFERENCE__MAX_WAITING": "3"},
     )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/v1/models", timeout=180, proc=proc.proc)
-    except Exception:
-        proc.stop()
-        raise RuntimeError(f"engine failed to start; log:\n{proc.log()[-4000:]}") from None
+    proc.wait_ready(url + "/v1/models", timeout=180)
     yield url, proc
     proc.stop()
 

@@ -86,6 +86,14 @@ class ManagedProcess:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def wait_ready(self, url: str, timeout: float = 60.0) -> None:
+        """Wait until ``url`` answers 200; if it never does, stop the process and raise with its log."""
+        try:
+            wait_http(url, timeout=timeout, proc=self.proc)
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"{self.name} failed to start; log:\n{self.log()[-4000:]}") from None
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
