@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from .config import Config, load_config
 from .context import RequestContext
 from .errors import ProxyError
-from .forward import HOP_BY_HOP, UpstreamClient
+from .forward import UpstreamClient, strip_hop_by_hop, upstream_unreachable
 from .pipeline import Pipeline, build_stages, send_error
 from .stage import Stage
 
@@ -131,36 +131,28 @@ class CustosApp:
                 "/metrics", self.config.upstream.ready_timeout_s
             )
         except Exception as exc:
-            err = ProxyError(
-                502,
-                f"The upstream's /metrics could not be read: {type(exc).__name__}: {exc}",
-                type="upstream_error",
-                code="upstream_unreachable",
+            reason = f"{type(exc).__name__}: {exc}"
+            await send_error(
+                send, upstream_unreachable(f"The upstream's /metrics could not be read: {reason}")
             )
-            await send_error(send, err)
             return
         await _send_simple(send, status, body, (content_type or "text/plain").encode("latin-1"))
 
     async def _proxy(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         request_id = None
-        headers: list[tuple[bytes, bytes]] = []
         declared_length = None
-        connection_tokens: set[bytes] = set()
         for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                if _REQUEST_ID_OK.match(value):
-                    request_id = value.decode()
-                continue
-            if name == b"content-length":
+            if name == b"x-request-id" and _REQUEST_ID_OK.match(value):
+                request_id = value.decode()
+            elif name == b"content-length":
                 declared_length = value
-            elif name == b"connection":
-                connection_tokens.update(v.strip().lower() for v in value.split(b","))
-            # x-custos-* headers are ours to set; a client sending them is attempting to spoof.
-            if name in HOP_BY_HOP or name.startswith(b"x-custos-"):
-                continue
-            headers.append((name, value))
-        if connection_tokens:
-            headers = [(n, v) for n, v in headers if n not in connection_tokens]
+        # x-request-id is ours to send (kept or new); x-custos-* headers are ours to set, and a
+        # client sending them is attempting to spoof.
+        headers = [
+            (name, value)
+            for name, value in strip_hop_by_hop(scope["headers"])
+            if name != b"x-request-id" and not name.startswith(b"x-custos-")
+        ]
         if request_id is None:
             request_id = new_request_id()
         rid = request_id.encode()

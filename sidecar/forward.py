@@ -62,6 +62,9 @@ class UpstreamClient:
         self.config = config
         self.base_url = str(config.url).rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=config.connect_timeout_s, sock_read=config.read_timeout_s
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -77,9 +80,6 @@ class UpstreamClient:
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-            )
-            self._timeout = aiohttp.ClientTimeout(
-                total=None, sock_connect=self.config.connect_timeout_s, sock_read=self.config.read_timeout_s
             )
         return self._session
 
@@ -151,12 +151,8 @@ class UpstreamClient:
         except TimeoutError:
             raise _upstream_timeout() from None
         except aiohttp.ClientConnectorError as exc:
-            raise ProxyError(
-                502,
-                f"The upstream model server at {self.base_url} is unreachable: "
-                f"{exc.os_error.strerror or exc}",
-                type="upstream_error",
-                code="upstream_unreachable",
+            raise upstream_unreachable(
+                f"The upstream model server at {self.base_url} is unreachable: {exc.os_error.strerror or exc}"
             ) from None
         except aiohttp.ClientError as exc:
             raise _upstream_failed(exc) from None
@@ -223,6 +219,7 @@ class UpstreamClient:
         # see "[DONE]" for an answer that the hooks then refuse (e.g. its audit record failed).
         hold_done = response_end is not None and ctx.response_kind == "sse"
         done = b""
+        err: ProxyError | None = None
         try:
             async for chunk in resp.content.iter_any():
                 for f in filters:
@@ -235,29 +232,23 @@ class UpstreamClient:
                     ctx.response_bytes += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except (TimeoutError, aiohttp.ClientError) as exc:
-            # Headers are already sent: the best we can do is end the stream with an error event.
-            err = _upstream_timeout() if isinstance(exc, asyncio.TimeoutError) else _upstream_failed(exc)
-            ctx.error = err
+            err = _upstream_timeout() if isinstance(exc, TimeoutError) else _upstream_failed(exc)
             log.warning("upstream stream broke for request %s: %s", ctx.request_id, err.message)
-            tail = b""
-            for f in filters:
-                tail = f.feed(tail) + f.flush()
-            if ctx.response_kind == "sse":
-                tail += b"data: " + err.body() + b"\n\n"
-            await send({"type": "http.response.body", "body": tail, "more_body": False})
-            return
         tail = b""
         for f in filters:
             tail = f.feed(tail) + f.flush()
-        tail += done
-        if response_end is not None:
+        if err is None and response_end is not None:
             try:
                 await response_end(ctx)
-            except ProxyError as err:
-                ctx.error = err
-                tail = tail.removesuffix(done)
-                if ctx.response_kind == "sse":
-                    tail += b"data: " + err.body() + b"\n\n"
+            except ProxyError as refused:
+                err = refused
+        if err is None:
+            tail += done
+        else:
+            # Headers are already sent: the stream ends with an error event instead of "[DONE]".
+            ctx.error = err
+            if ctx.response_kind == "sse":
+                tail += b"data: " + err.body() + b"\n\n"
         ctx.response_bytes += len(tail)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
@@ -273,6 +264,10 @@ async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], ctx: 
 
 _now = time.perf_counter
 _DONE = b"data: [DONE]\n\n"
+
+
+def upstream_unreachable(message: str) -> ProxyError:
+    return ProxyError(502, message, type="upstream_error", code="upstream_unreachable")
 
 
 def _upstream_timeout() -> ProxyError:
