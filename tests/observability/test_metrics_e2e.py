@@ -45,7 +45,14 @@ def chat(
         "messages": [{"role": "user", "content": "hello there"}],
         "max_tokens": max_tokens,
         "stream": stream,
+        # The tiny model has random weights: without this it may stop after one token, and a stream
+        # of one token has no time per output token to observe.
+        "ignore_eos": True,
     }
+    if stream:
+        # The exact token count from the usage block: counting content events instead undercounts
+        # when random byte-level tokens only complete a character together (covered elsewhere).
+        body["stream_options"] = {"include_usage": True}
     h = sidecar.headers if headers is None else headers
     c = client or httpx.Client(timeout=60)
     try:
