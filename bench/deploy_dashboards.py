@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import TINY_MODEL_NAME, start_engine
-from tests.deploy.conftest import DATA, _start_sidecar, start_prometheus
+from tests.deploy.conftest import DATA, _start_sidecar, prometheus_token, start_prometheus
 from tests.deploy.test_promql_live import _panels, substitute
 from tests.support.procs import CACHE, custos_cmd
 
@@ -62,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         procs.append(main_proc)
         host = url.removeprefix("http://")
-        prom = start_prometheus(work, {"custos": [host], "upstream": [engine.url.removeprefix("http://")]})
+        prom = start_prometheus(
+            work,
+            {"custos": [host], "upstream": [engine.url.removeprefix("http://")]},
+            tokens={"custos": prometheus_token()},  # the sidecar's /metrics needs metrics:read
+        )
         procs.append(prom.process)
         body = {
             "model": TINY_MODEL_NAME,

@@ -153,7 +153,9 @@ class EngineServer:
             "object": "model",
             "created": self.created,
             "owned_by": "custos",
-            "root": self.model_root,
+            # vLLM names the weights' directory here; a filesystem path tells a caller about the
+            # host, so the card names the served model instead.
+            "root": self.model_name,
             "parent": None,
             "max_model_len": self.engine.max_model_len,
             "permission": [],

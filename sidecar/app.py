@@ -1,31 +1,41 @@
 """The sidecar's ASGI application.
 
 A plain ASGI callable rather than a framework router: the proxied path is the hot path and needs
-nothing a router offers. Operational endpoints:
+nothing a router offers. Routes:
 
 - ``/health``  liveness: answers at once, never touches the upstream.
 - ``/ready``   readiness: the upstream answers ``/v1/models`` with at least one model; 503 otherwise.
-- ``/metrics`` Prometheus text format; ``/metrics/upstream`` relays the upstream's own metrics.
-- ``/admin/...`` optional sub-applications that features mount at startup (``mount``).
-Everything under ``/v1/`` runs through the stage pipeline and is forwarded upstream.
+- ``/v1/...``  the stage pipeline, then forwarded upstream.
+- ``/metrics``, ``/metrics/upstream`` (the upstream's own metrics, relayed), ``/admin/...`` (sub-apps
+  that features mount at startup): the same stage pipeline (identity, authorization, audit), then
+  answered here instead of upstream.
+- anything else: 404, audited.
+
+Every request but the two probes runs through the pipeline, so it is authenticated, authorized, rate
+limited and leaves one audit record. Paths are canonical or refused, so the path that is authorized
+is the path that is forwarded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from . import httpproto
+from .clientip import parse_networks, resolve_client_ip
 from .config import Config, load_config
 from .context import RequestContext
-from .errors import ProxyError
-from .forward import UpstreamClient, strip_hop_by_hop, upstream_unreachable
-from .pipeline import Pipeline, build_stages, send_error
+from .errors import ProxyError, bad_request
+from .forward import Receive, Send, UpstreamClient, strip_hop_by_hop
+from .pipeline import Pipeline, Terminal, build_stages, send_error
 from .stage import Stage
 
 log = logging.getLogger("custos.app")
@@ -36,50 +46,81 @@ _REQUEST_ID_OK = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _JSON = [(b"content-type", b"application/json")]
 _HEALTH_BODY = b'{"status":"ok"}'
 _HEALTH_HEADERS = [*_JSON, (b"content-length", str(len(_HEALTH_BODY)).encode())]
+_METRICS_TYPE = CONTENT_TYPE_LATEST.encode()
+MAX_PATH_CHARS = 2048
+# A canonical path: printable ASCII without spaces or backslashes, no empty, "." or ".." segment.
+_PATH_CHARS = re.compile(r"^/[!$&'()*+,\-.0-9:;=@A-Z_a-z~/]*$")
+_ENCODED_SLASH = re.compile(rb"%2[fF]|%5[cC]|%2[eE]")
 
 
 def new_request_id() -> str:
     return os.urandom(16).hex()
 
 
+def path_problem(path: str, raw_path: bytes | None) -> ProxyError | None:
+    """Why ``path`` is not canonical, or None. Non-canonical paths are refused, not normalized: the
+    route table, the audit record and the upstream then all see one and the same path."""
+    if len(path) > MAX_PATH_CHARS:
+        return ProxyError(
+            414, f"The request path is longer than {MAX_PATH_CHARS} characters.", code="uri_too_long"
+        )
+    if raw_path is not None and _ENCODED_SLASH.search(raw_path):
+        return bad_request("The request path must not percent-encode '/', '\\' or '.'.", code="invalid_path")
+    if not _PATH_CHARS.fullmatch(path):
+        return bad_request(
+            "The request path contains characters that are not allowed (control characters, spaces, "
+            "non-ASCII or '\\').",
+            code="invalid_path",
+        )
+    segments = path[1:].split("/")
+    if any(s in (".", "..") for s in segments) or any(not s for s in segments[:-1]):
+        return bad_request(
+            "The request path must not contain '.', '..' or empty segments.", code="invalid_path"
+        )
+    return None
+
+
 class CustosApp:
     def __init__(self, config: Config, stages: list[Stage] | None = None) -> None:
         self.config = config
+        server = config.server
+        httpproto.configure(
+            httpproto.HeadLimits(server.max_header_bytes, server.max_headers, server.header_timeout_s)
+        )
         self.upstream = UpstreamClient(config.upstream)
         self.pipeline = Pipeline(build_stages(config) if stages is None else stages, self.upstream)
-        self.max_body = config.server.max_body_bytes
+        self.max_body = server.max_body_bytes
+        self.body_timeout_s = server.body_timeout_s
+        self.trusted_proxies = parse_networks(config.rbac.trusted_proxies)
+        self.metrics_need_token = config.metrics.require_token
         self.mounts: dict[str, ASGIApp] = {}
         # Features may replace how /metrics renders (multiprocess collection, extra registries).
         self.render_metrics: Callable[[], bytes] = lambda: generate_latest(REGISTRY)
+        self._forward: Terminal = self._upstream_terminal
+        self._local: dict[str, tuple[str, Terminal]] = {
+            "/metrics": ("metrics", self._metrics_terminal),
+            "/metrics/upstream": ("metrics", self._upstream_metrics_terminal),
+        }
 
     def mount(self, prefix: str, app: ASGIApp) -> None:
-        """Serve ``prefix`` (e.g. ``/admin/alerts``) with another ASGI app; the prefix is kept in the path."""
+        """Serve ``prefix`` (e.g. ``/admin/alerts``) with another ASGI app; the prefix is kept in the path.
+        The app runs after the stages: ``scope["custos.identity"]`` holds the authenticated caller."""
         self.mounts[prefix.rstrip("/")] = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "http":
             path: str = scope["path"]
-            if path.startswith("/v1/"):
-                await self._proxy(scope, receive, send)
-            elif path == "/health":
+            if path == "/health":
                 await send({"type": "http.response.start", "status": 200, "headers": _HEALTH_HEADERS})
                 await send({"type": "http.response.body", "body": _HEALTH_BODY})
             elif path == "/ready":
                 await self._ready(send)
-            elif path == "/metrics":
-                body = self.render_metrics()
-                await _send_simple(send, 200, body, CONTENT_TYPE_LATEST.encode())
-            elif path == "/metrics/upstream":
-                await self._upstream_metrics(send)
+            elif not self.metrics_need_token and path in self._local:
+                # metrics.require_token: false — served like the probes (no identity, no record).
+                await self._open_metrics(path, send)
             else:
-                for prefix, app in self.mounts.items():
-                    if path == prefix or path.startswith(prefix + "/"):
-                        await app(scope, receive, send)
-                        return
-                await send_error(
-                    send, ProxyError(404, f"No route for {scope['method']} {path}.", code="not_found")
-                )
+                await self._request(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -106,24 +147,53 @@ class CustosApp:
                 return
 
     async def _ready(self, send: Any) -> None:
+        # The reason is for a prober, who may be anyone: never the upstream's address or an exception.
         reason = None
         try:
             status, doc = await self.upstream.get_json("/v1/models", self.config.upstream.ready_timeout_s)
             if status != 200:
-                reason = f"upstream /v1/models answered HTTP {status}"
+                reason = f"upstream answered HTTP {status}"
             elif not isinstance(doc, dict) or not doc.get("data"):
                 reason = "upstream serves no models"
         except TimeoutError:
             reason = "upstream did not answer in time"
         except Exception as exc:
-            reason = f"upstream unreachable: {type(exc).__name__}: {exc}"
+            log.warning("readiness check: upstream unreachable: %s: %s", type(exc).__name__, exc)
+            reason = "upstream unreachable"
         if reason is None:
             await _send_simple(send, 200, b'{"status":"ready"}', b"application/json")
         else:
             body = orjson.dumps({"status": "not ready", "reason": reason})
             await _send_simple(send, 503, body, b"application/json")
 
-    async def _upstream_metrics(self, send: Any) -> None:
+    # -- the pipeline's terminals: where an admitted request is answered ------------------------
+    async def _upstream_terminal(self, ctx: RequestContext, send: Send, receive: Receive) -> None:
+        await self.upstream.forward(ctx, send, receive, self.pipeline.filters_for, self.pipeline.response_end)
+
+    async def _metrics_terminal(self, ctx: RequestContext, send: Send, receive: Receive) -> None:
+        status, body, content_type = await self._render_metrics()
+        await self._answer_local(ctx, send, status, body, content_type)
+
+    async def _upstream_metrics_terminal(self, ctx: RequestContext, send: Send, receive: Receive) -> None:
+        status, body, content_type = await self._read_upstream_metrics()
+        await self._answer_local(ctx, send, status, body, content_type)
+
+    async def _open_metrics(self, path: str, send: Send) -> None:
+        try:
+            if path == "/metrics":
+                status, body, content_type = await self._render_metrics()
+            else:
+                status, body, content_type = await self._read_upstream_metrics()
+        except ProxyError as exc:
+            await send_error(send, exc)
+            return
+        await _send_simple(send, status, body, content_type)
+
+    async def _render_metrics(self) -> tuple[int, bytes, bytes]:
+        body = await asyncio.to_thread(self.render_metrics)  # multiprocess mode reads files
+        return 200, body, _METRICS_TYPE
+
+    async def _read_upstream_metrics(self) -> tuple[int, bytes, bytes]:
         """The upstream's own /metrics, relayed: in a Pod the engine listens on localhost only, so
         Prometheus reaches vLLM's metrics through the sidecar's port."""
         try:
@@ -131,14 +201,113 @@ class CustosApp:
                 "/metrics", self.config.upstream.ready_timeout_s
             )
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            await send_error(
-                send, upstream_unreachable(f"The upstream's /metrics could not be read: {reason}")
-            )
-            return
-        await _send_simple(send, status, body, (content_type or "text/plain").encode("latin-1"))
+            log.warning("reading the upstream's /metrics failed: %s: %s", type(exc).__name__, exc)
+            raise ProxyError(
+                502,
+                "The upstream's metrics could not be read.",
+                type="upstream_error",
+                code="upstream_unreachable",
+            ) from None
+        return status, body, (content_type or "text/plain").encode("latin-1")
 
-    async def _proxy(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def _answer_local(
+        self, ctx: RequestContext, send: Send, status: int, body: bytes, content_type: bytes
+    ) -> None:
+        ctx.status = status
+        if self.pipeline.response_end is not None:
+            try:
+                await self.pipeline.response_end(ctx)  # e.g. audit fail_closed: the record first
+            except ProxyError:
+                ctx.status = None  # nothing sent yet: the pipeline answers with this error
+                raise
+        ctx.first_byte_at = time.perf_counter()
+        ctx.response_bytes = len(body)
+        await _send_simple(send, status, body, content_type)
+
+    def _mounted_terminal(self, app: ASGIApp, scope: dict[str, Any]) -> Terminal:
+        async def terminal(ctx: RequestContext, send: Send, receive: Receive) -> None:
+            # The sub-app reads the body the pipeline already read; its answer (small JSON) is held
+            # until the response-end hooks ran, so a fail_closed audit record precedes it.
+            replayed = False
+
+            async def replay() -> dict[str, Any]:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": ctx.body, "more_body": False}
+                return await receive()
+
+            messages: list[dict[str, Any]] = []
+
+            async def hold(message: dict[str, Any]) -> None:
+                messages.append(message)
+
+            sub_scope = {**scope, "custos.identity": ctx.identity, "custos.client_ip": ctx.client_ip}
+            await app(sub_scope, replay, hold)
+            start = next((m for m in messages if m["type"] == "http.response.start"), None)
+            if start is None:
+                raise ProxyError(
+                    500, "Internal error in the Custos sidecar.", type="server_error", code="internal"
+                )
+            body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+            ctx.status = start["status"]
+            if ctx.status >= 400:
+                ctx.error = _sub_app_error(ctx.status, body)
+            if self.pipeline.response_end is not None:
+                try:
+                    await self.pipeline.response_end(ctx)
+                except ProxyError:
+                    ctx.status = None
+                    raise
+            ctx.first_byte_at = time.perf_counter()
+            ctx.response_bytes = len(body)
+            await send(
+                {
+                    **start,
+                    "headers": [h for h in start["headers"] if h[0] != b"content-length"]
+                    + [(b"content-length", str(len(body)).encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+        return terminal
+
+    def _route(self, scope: dict[str, Any], ctx: RequestContext) -> Terminal | None:
+        path = ctx.path
+        if path.startswith("/v1/"):
+            return self._forward
+        local = self._local.get(path)
+        if local is not None:
+            ctx.route = path
+            ctx.operation = local[0]
+            return local[1]
+        for prefix, app in self.mounts.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                ctx.route = prefix
+                ctx.operation = "admin"
+                return self._mounted_terminal(app, scope)
+        return None
+
+    async def refused_head(self, peer: str, url: bytes, status: int, code: str, message: str) -> None:
+        """A request the HTTP protocol refused before its head was complete (431, 408): answered
+        there already, but audited and counted here like every other request (the guard stage
+        charges its source's failure budget too)."""
+        path = url.split(b"?", 1)[0][:MAX_PATH_CHARS].decode("latin-1")
+        ctx = RequestContext(
+            request_id=new_request_id(),
+            method="",
+            path=path.encode("ascii", "backslashreplace").decode("ascii"),
+            query=b"",
+            headers=[],
+            client_ip=peer,
+        )
+
+        async def already_answered(message: dict[str, Any]) -> None:
+            return None
+
+        await self.pipeline.reject(ctx, ProxyError(status, message, code=code), already_answered)
+
+    async def _request(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         request_id = None
         declared_length = None
         for name, value in scope["headers"]:
@@ -158,28 +327,50 @@ class CustosApp:
         rid = request_id.encode()
         reply_send = _with_request_id(send, rid)
         client = scope.get("client")
+        peer = client[0] if client else ""
+        path: str = scope["path"]
+        problem = path_problem(path, scope.get("raw_path"))
         ctx = RequestContext(
             request_id=request_id,
             method=scope["method"],
-            path=scope["path"],
+            # A refused path is recorded as its printable form only (it is client-controlled).
+            path=path if problem is None else path.encode("ascii", "backslashreplace").decode("ascii"),
             query=scope.get("query_string", b""),
             headers=headers,
-            client_ip=client[0] if client else "",
+            # X-Forwarded-For counts only when the peer is one of rbac.trusted_proxies.
+            client_ip=resolve_client_ip(peer, scope["headers"], self.trusted_proxies),
         )
         ctx.upstream_headers.append((b"x-request-id", rid))
+        terminal = None if problem is not None else self._route(scope, ctx)
         try:
+            if problem is not None:
+                raise problem
+            if terminal is None:
+                raise ProxyError(404, f"No route for {ctx.method} {ctx.path}.", code="not_found")
             if (
                 declared_length is not None
                 and declared_length.isdigit()
                 and int(declared_length) > self.max_body
             ):
                 raise _too_large(self.max_body)
-            ctx.body = await _read_body(receive, self.max_body)
+            ctx.body = await _read_body(receive, self.max_body, self.body_timeout_s)
         except ProxyError as exc:
             # Rejected before the pipeline ran: still audited and counted.
             await self.pipeline.reject(ctx, exc, reply_send)
             return
-        await self.pipeline.run(ctx, reply_send, receive)
+        # The forward step is the pipeline's own default terminal (no extra hop on the hot path).
+        await self.pipeline.run(ctx, reply_send, receive, None if terminal is self._forward else terminal)
+
+
+def _sub_app_error(status: int, body: bytes) -> ProxyError:
+    """A mounted app's error answer, as the error the audit record and metrics show."""
+    message, code = f"HTTP {status}", None
+    try:
+        err = orjson.loads(body).get("error") or {}
+        message, code = str(err.get("message") or message), err.get("code")
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    return ProxyError(status, message, code=code)
 
 
 def _too_large(limit: int) -> ProxyError:
@@ -190,7 +381,19 @@ def _too_large(limit: int) -> ProxyError:
     )
 
 
-async def _read_body(receive: Any, limit: int) -> bytes:
+async def _read_body(receive: Any, limit: int, timeout_s: float) -> bytes:
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body_unbounded_in_time(receive, limit)
+    except TimeoutError:
+        raise ProxyError(
+            408,
+            f"The request body was not received within {timeout_s:g} s (server.body_timeout_s).",
+            code="request_timeout",
+        ) from None
+
+
+async def _read_body_unbounded_in_time(receive: Any, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:

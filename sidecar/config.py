@@ -11,11 +11,12 @@ Each feature owns its section model in its own module; this file only assembles 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, HttpUrl, ValidationError, field_validator
+from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
 
 from alerting.config import AlertingConfig
 from inference.config import InferenceConfig
@@ -42,6 +43,16 @@ class ServerConfig(Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="larger bodies get 413")
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="the whole request body must arrive within this time, else 408"
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, le=1024 * 1024, description="request line + headers; larger heads get 431"
+    )
+    max_headers: int = Field(100, ge=8, le=10_000, description="header fields per request; more get 431")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request head must be complete this long after its first byte, else 408"
+    )
     admin_enabled: bool = True
 
 
@@ -52,6 +63,56 @@ class UpstreamConfig(Section):
     max_connections: int = Field(256, ge=1)
     keepalive_timeout_s: float = Field(60.0, gt=0)
     ready_timeout_s: float = Field(2.0, gt=0, description="timeout of the /ready upstream check")
+    # Credentials and TLS towards the upstream (the caller's own Authorization never goes there).
+    api_key: SecretStr | None = Field(
+        None, description="sent upstream as 'Authorization: Bearer <key>' (vLLM --api-key)"
+    )
+    api_key_file: Path | None = Field(None, description="file holding the upstream API key (first line)")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="extra headers sent with every upstream request"
+    )
+    ca_bundle: Path | None = Field(
+        None, description="PEM CA bundle that signs an https upstream's certificate"
+    )
+    client_cert: Path | None = Field(None, description="PEM client certificate (chain) for mutual TLS")
+    client_key: Path | None = Field(None, description="PEM private key of client_cert")
+    verify_tls: bool = Field(True, description="verify an https upstream's certificate and host name")
+
+    @field_validator("api_key_file", "ca_bundle", "client_cert", "client_key")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            value = value.expanduser()
+            if not value.is_file():
+                raise ValueError(f"file {str(value)!r} does not exist or is not a file")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name) or "\n" in text or "\r" in text:
+                raise ValueError(f"header {name!r} is not a valid header name/value")
+            if name.lower() in ("host", "content-length", "transfer-encoding", "connection"):
+                raise ValueError(f"header {name!r} is set by the sidecar itself")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> UpstreamConfig:
+        if self.api_key is not None and self.api_key_file is not None:
+            raise ValueError("set api_key or api_key_file, not both")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        return self
+
+    def bearer(self) -> str | None:
+        """The upstream API key, read once at startup (a file is read when the client is built)."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_file is not None:
+            key = self.api_key_file.read_text(encoding="utf-8").strip().splitlines()
+            return key[0].strip() if key else None
+        return None
 
     @field_validator("url")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -48,6 +49,12 @@ HOP_BY_HOP = frozenset(
 )
 
 
+# Response headers the sidecar sets itself (one Date from our server; no Server banner at all).
+_OWN_RESPONSE_HEADERS = frozenset({b"date", b"server"})
+# The sidecar must read every answer in plain bytes to redact it: it asks for no content coding.
+_IDENTITY = ("accept-encoding", "identity")
+
+
 def strip_hop_by_hop(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """Drop hop-by-hop headers, including any named in the Connection header."""
     extra: set[bytes] = set()
@@ -65,11 +72,19 @@ class UpstreamClient:
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=config.connect_timeout_s, sock_read=config.read_timeout_s
         )
+        # Built once: what every upstream request carries besides the caller's own headers.
+        self._own_headers: list[tuple[str, str]] = [_IDENTITY, *config.headers.items()]
+        key = config.bearer()
+        if key:
+            self._own_headers.append(("authorization", f"Bearer {key}"))
+        self._own_names = frozenset(name.lower().encode("latin-1") for name, _ in self._own_headers)
+        self._ssl = _ssl_context(config) if self.base_url.startswith("https:") else None
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
+                ssl=self._ssl if self._ssl is not None else True,
                 limit=self.config.max_connections,
                 keepalive_timeout=self.config.keepalive_timeout_s,
                 ttl_dns_cache=300,
@@ -90,7 +105,7 @@ class UpstreamClient:
     async def get(self, path: str, timeout_s: float) -> tuple[int, str, bytes]:
         """A plain GET to the upstream (readiness, metrics): status, content type, body."""
         async with self.session.get(
-            self.base_url + path, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            self.base_url + path, headers=self._own_headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
         ) as resp:
             return resp.status, resp.headers.get("Content-Type", ""), await resp.read()
 
@@ -136,7 +151,9 @@ class UpstreamClient:
         url = self.base_url + ctx.path
         if ctx.query:
             url += "?" + ctx.query.decode("latin-1")
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers]
+        own = self._own_names
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers if k not in own]
+        headers.extend(self._own_headers)
         headers.extend((k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.upstream_headers)
         body = ctx.outgoing_body()
         try:
@@ -151,9 +168,9 @@ class UpstreamClient:
         except TimeoutError:
             raise _upstream_timeout() from None
         except aiohttp.ClientConnectorError as exc:
-            raise upstream_unreachable(
-                f"The upstream model server at {self.base_url} is unreachable: {exc.os_error.strerror or exc}"
-            ) from None
+            # The client learns that the model server is down, not where it lives or why.
+            log.warning("upstream %s unreachable: %s", self.base_url, exc)
+            raise upstream_unreachable("The upstream model server is unreachable.") from None
         except aiohttp.ClientError as exc:
             raise _upstream_failed(exc) from None
         try:
@@ -179,7 +196,19 @@ class UpstreamClient:
             ctx.response_kind = "sse"
         elif content_type.startswith("application/json"):
             ctx.response_kind = "json"
-        ctx.response_headers = strip_hop_by_hop(raw)
+        ctx.response_headers = [h for h in strip_hop_by_hop(raw) if h[0].lower() not in _OWN_RESPONSE_HEADERS]
+        encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("identity", ""):
+            # What cannot be inspected is not forwarded: a compressed answer would pass the
+            # redaction filters unread.
+            log.warning("upstream answered request %s with Content-Encoding %r", ctx.request_id, encoding)
+            ctx.error = ProxyError(
+                502,
+                "The upstream model server answered in an encoding the sidecar cannot inspect.",
+                type="upstream_error",
+                code="upstream_encoding",
+            )
+            raise ctx.error  # the connection is closed, not pooled, with its body unread
         filters = filters_for(ctx)
         if ctx.response_kind == "json":
             try:
@@ -253,6 +282,19 @@ class UpstreamClient:
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
+def _ssl_context(config: UpstreamConfig) -> ssl.SSLContext:
+    """TLS towards an https upstream: the configured CA (else the system's), an optional client
+    certificate for mutual TLS; TLS 1.2 at least."""
+    context = ssl.create_default_context(cafile=str(config.ca_bundle) if config.ca_bundle else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not config.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if config.client_cert is not None and config.client_key is not None:
+        context.load_cert_chain(str(config.client_cert), str(config.client_key))
+    return context
+
+
 async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], ctx: RequestContext) -> None:
     while True:
         message = await receive()
@@ -280,9 +322,10 @@ def _upstream_timeout() -> ProxyError:
 
 
 def _upstream_failed(exc: BaseException) -> ProxyError:
+    log.warning("upstream exchange failed: %s: %s", type(exc).__name__, exc)
     return ProxyError(
         502,
-        f"The upstream model server failed: {type(exc).__name__}: {exc}",
+        "The upstream model server failed to answer.",
         type="upstream_error",
         code="upstream_error",
     )

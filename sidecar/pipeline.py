@@ -11,7 +11,7 @@ import asyncio
 import importlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -28,6 +28,7 @@ _ENDED = "pipeline.response_end_ran"
 STAGES: list[str] = [
     "sidecar.stages.metrics:build",
     "sidecar.stages.tracing:build",
+    "sidecar.stages.guard:build",
     "sidecar.stages.authenticate:build",
     "sidecar.stages.parse:build",
     "sidecar.stages.authorize:build",
@@ -39,6 +40,8 @@ STAGES: list[str] = [
 ]
 
 StageSpan = Callable[[RequestContext, str], AbstractContextManager[Any]]
+# Answers an admitted request instead of the upstream (local endpoints such as /metrics).
+Terminal = Callable[[RequestContext, Send, Receive], Awaitable[None]]
 
 
 def _no_span(ctx: RequestContext, name: str) -> AbstractContextManager[Any]:
@@ -81,7 +84,10 @@ class Pipeline:
                 filters.append(f)
         return filters
 
-    async def run(self, ctx: RequestContext, send: Send, receive: Receive) -> None:
+    async def run(
+        self, ctx: RequestContext, send: Send, receive: Receive, terminal: Terminal | None = None
+    ) -> None:
+        """Run the stages, then ``terminal`` (default: forward upstream), which answers the client."""
         span = self.stage_span
         try:
             for stage in self._request_stages:
@@ -90,8 +96,11 @@ class Pipeline:
                 else:
                     with span(ctx, stage.name):
                         await stage.on_request(ctx)
-            with span(ctx, "upstream"):
-                await self.upstream.forward(ctx, send, receive, self.filters_for, self.response_end)
+            with span(ctx, "upstream" if terminal is None else "local"):
+                if terminal is None:
+                    await self.upstream.forward(ctx, send, receive, self.filters_for, self.response_end)
+                else:
+                    await terminal(ctx, send, receive)
         except ProxyError as exc:
             ctx.error = exc
             if ctx.status is None:  # nothing sent to the client yet

@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from typing import Any
@@ -29,6 +30,16 @@ log = logging.getLogger("custos.auth")
 FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c"})
 _MAX_CANDIDATES = 4  # keys tried for one token without a kid: bounds the work an attacker can cause
 
+# Identity claims end up in headers, logs, audit records and metrics: bounded, and free of control
+# characters, line/paragraph separators, bidi overrides and lone surrogates (which no UTF-8 encoder
+# accepts), or the token is refused.
+MAX_SUBJECT_CHARS = 256
+MAX_ROLES = 64
+MAX_ROLE_CHARS = 64
+MAX_GROUPS = 256  # entries of the raw roles claim, before role_mapping
+MAX_GROUP_CHARS = 256
+_BAD_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
 
 class AuthFailure(Exception):
     """Why a token was refused. ``reason`` is a short fixed label (metrics, audit); ``message`` is
@@ -38,6 +49,10 @@ class AuthFailure(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+def _bad_claim(message: str) -> AuthFailure:
+    return AuthFailure("invalid_token", message)
 
 
 def _b64json(segment: str) -> Any:
@@ -191,20 +206,44 @@ class TokenVerifier:
         raise failure
 
     def _identity(self, claims: dict[str, Any]) -> Identity:
-        subject = claim_at(claims, self.cfg.subject_claim)
+        name = self.cfg.subject_claim
+        subject = claim_at(claims, name)
         if not isinstance(subject, str) or not subject:
-            raise AuthFailure("missing_claim", f"Bearer token lacks the '{self.cfg.subject_claim}' claim.")
-        return Identity(
-            subject=subject, roles=self.map_roles(claim_at(claims, self.cfg.roles_claim)), claims=claims
-        )
+            raise AuthFailure("missing_claim", f"Bearer token lacks the '{name}' claim.")
+        if len(subject) > MAX_SUBJECT_CHARS:
+            raise _bad_claim(f"Bearer token '{name}' claim is longer than {MAX_SUBJECT_CHARS} characters.")
+        if _BAD_CHARS.search(subject):
+            raise _bad_claim(f"Bearer token '{name}' claim holds control characters or invalid Unicode.")
+        roles = self.map_roles(claim_at(claims, self.cfg.roles_claim))
+        if len(roles) > MAX_ROLES:
+            raise _bad_claim(f"Bearer token carries more than {MAX_ROLES} roles.")
+        if any(len(r) > MAX_ROLE_CHARS for r in roles):
+            raise _bad_claim(f"Bearer token carries a role longer than {MAX_ROLE_CHARS} characters.")
+        return Identity(subject=subject, roles=roles, claims=claims)
 
     def map_roles(self, raw: Any) -> tuple[str, ...]:
+        """The Custos roles for a roles claim. AuthFailure when the claim is oversized or holds
+        characters no identity may hold."""
+        claim = self.cfg.roles_claim
         if isinstance(raw, str):
+            if len(raw) > MAX_GROUPS * (MAX_GROUP_CHARS + 1):
+                raise _bad_claim(f"Bearer token '{claim}' claim is too long.")
+            if _BAD_CHARS.search(raw):
+                raise _bad_claim(f"Bearer token '{claim}' claim holds control characters or invalid Unicode.")
             groups = raw.replace(",", " ").split()  # scope-style "a b" or "a,b"
         elif isinstance(raw, list):
             groups = [g for g in raw if isinstance(g, str)]
         else:
             return ()
+        if len(groups) > MAX_GROUPS:
+            raise _bad_claim(f"Bearer token '{claim}' claim has more than {MAX_GROUPS} entries.")
+        for group in groups:
+            if len(group) > MAX_GROUP_CHARS:
+                raise _bad_claim(
+                    f"Bearer token '{claim}' claim has an entry longer than {MAX_GROUP_CHARS} characters."
+                )
+            if _BAD_CHARS.search(group):
+                raise _bad_claim(f"Bearer token '{claim}' claim holds control characters or invalid Unicode.")
         mapping = self.cfg.role_mapping
         roles: list[str] = []
         for group in groups:

@@ -10,6 +10,11 @@ from ..section import Section
 
 
 class MetricsConfig(Section):
+    require_token: bool = Field(
+        True,
+        description="/metrics and /metrics/upstream need a Bearer token whose roles grant metrics:read "
+        "(Prometheus: authorization.credentials_file); false serves them to anyone who reaches the port",
+    )
     enabled: bool = Field(
         True, description="count requests on /metrics (the endpoint itself is always served)"
     )

@@ -81,6 +81,25 @@ return {allowed, math.floor(tokens * 1000), math.ceil(retry * 1000)}
 """
 
 
+# A charge always takes a token, down to a floor of -burst (a source that keeps failing while refused
+# stays refused). KEYS[1] bucket hash; ARGV: rate per second, burst, ttl seconds. Returns tokens*1000.
+_CHARGE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1])
+local ts = tonumber(b[2])
+if tokens == nil then tokens = burst; ts = now end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+tokens = math.max(-burst, tokens - 1)
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return math.floor(tokens * 1000)
+"""
+
+
 class RedisLimiter:
     def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
         import redis.asyncio as aioredis
@@ -88,6 +107,7 @@ class RedisLimiter:
         self.client = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self.prefix = prefix
         self.script = self.client.register_script(_LUA)
+        self.charge_script = self.client.register_script(_CHARGE_LUA)
         self.local = LocalLimiter()
         self._warned_at = 0.0
 
@@ -98,17 +118,31 @@ class RedisLimiter:
                 keys=[self.prefix + key], args=[repr(rate_per_s), burst, ttl]
             )
         except Exception as exc:
-            REDIS_ERRORS.inc()
-            now = time.monotonic()
-            if now - self._warned_at > 30:
-                self._warned_at = now
-                log.warning(
-                    "rate limit store unreachable (%s: %s); limiting per replica until it is back",
-                    type(exc).__name__,
-                    exc,
-                )
+            self._unreachable(exc)
             return self.local.take(key, rate_per_s, burst)
         return Outcome(bool(allowed), int(tokens_milli) // 1000, int(retry_ms) / 1000)
+
+    async def charge(self, key: str, rate_per_s: float, burst: int) -> float | None:
+        """Take one token unconditionally (floor -burst); the tokens left, or None when Redis is
+        unreachable (the caller decides locally)."""
+        ttl = int(2 * burst / rate_per_s) + 60
+        try:
+            milli = await self.charge_script(keys=[self.prefix + key], args=[repr(rate_per_s), burst, ttl])
+        except Exception as exc:
+            self._unreachable(exc)
+            return None
+        return int(milli) / 1000
+
+    def _unreachable(self, exc: Exception) -> None:
+        REDIS_ERRORS.inc()
+        now = time.monotonic()
+        if now - self._warned_at > 30:
+            self._warned_at = now
+            log.warning(
+                "rate limit store unreachable (%s: %s); limiting per replica until it is back",
+                type(exc).__name__,
+                exc,
+            )
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -9,6 +9,9 @@ Built-in table (policy ``routes:`` entries are checked first and may add more):
 | POST   | /v1/embeddings        | model:invoke:<model>      |
 | GET    | /v1/models            | model:list (answer filtered to invokable models) |
 | GET    | /v1/models/<id>       | model:list, and <id> must be invokable (else 404) |
+| GET    | /metrics, /metrics/upstream | metrics:read        |
+| GET    | /admin/alerts[/...]   | alerts:read               |
+| POST, DELETE | /admin/alerts/silences[/<id>], POST /admin/alerts/receivers/<name>/test | alerts:manage |
 """
 
 from __future__ import annotations
@@ -19,12 +22,30 @@ from dataclasses import dataclass
 from .policy import RouteSpec
 
 INVOKE = "model:invoke:{model}"
+
+
+def _local(method: str, path: str, permission: str) -> RouteSpec:
+    # Built-in routes to the sidecar's own endpoints; policy files may name /v1/ paths only.
+    return RouteSpec.model_construct(method=method, path=path, permission=permission)
+
+
 BUILTIN_ROUTES: list[RouteSpec] = [
     RouteSpec(method="POST", path="/v1/chat/completions", permission=INVOKE),
     RouteSpec(method="POST", path="/v1/completions", permission=INVOKE),
     RouteSpec(method="POST", path="/v1/embeddings", permission=INVOKE),
     RouteSpec(method="GET", path="/v1/models", permission="model:list"),
     RouteSpec(method="GET", path="/v1/models/*", permission="model:list"),
+    # Served by the sidecar itself (after the same stages, so audited like every request).
+    _local(method="GET", path="/metrics", permission="metrics:read"),
+    _local(method="GET", path="/metrics/upstream", permission="metrics:read"),
+    # The alerting admin API (alerting.api) checks alerting.admin.*_permission per action as well.
+    _local(method="GET", path="/admin/alerts", permission="alerts:read"),
+    _local(method="GET", path="/admin/alerts/*", permission="alerts:read"),
+    _local(method="GET", path="/admin/alerts/silences/*", permission="alerts:read"),
+    _local(method="POST", path="/admin/alerts/silences", permission="alerts:manage"),
+    _local(method="DELETE", path="/admin/alerts/silences/*", permission="alerts:manage"),
+    _local(method="POST", path="/admin/alerts/receivers/*/test", permission="alerts:manage"),
+    _local(method="GET", path="/admin/audit/recent", permission="audit:read"),
 ]
 
 
@@ -42,7 +63,10 @@ class Route:
 
 
 def _compile(spec: RouteSpec, builtin: bool) -> Route:
-    rx = re.compile("^" + "[^/]+".join(re.escape(p) for p in spec.path.split("*")) + "$")
+    if builtin and spec.path == "/v1/models/*":
+        # Model ids may have "/" parts (org/name); the authorize stage validates the id first.
+        return Route(spec.method, spec.path, spec.permission, re.compile(r"^/v1/models/.+\Z"), builtin)
+    rx = re.compile("^" + "[^/]+".join(re.escape(p) for p in spec.path.split("*")) + r"\Z")
     return Route(spec.method, spec.path, spec.permission, rx, builtin)
 
 

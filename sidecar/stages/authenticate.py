@@ -25,11 +25,19 @@ log = logging.getLogger("custos.auth")
 _SAFE = "@._-+:/=!$&'()*,;~"  # header values stay readable for ordinary subjects; anything else is %-encoded
 
 
+def _quote(value: str, safe: str) -> bytes:
+    # surrogatepass: total for any str (a lone surrogate is %-encoded, not a crash) and still
+    # one-to-one, so two different subjects never share a header value.
+    return quote(value, safe=safe, encoding="utf-8", errors="surrogatepass").encode("ascii")
+
+
 def identity_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
-    roles = ",".join(quote(r, safe=_SAFE.replace(",", "")) for r in identity.roles)
+    """The headers that tell the upstream who is calling. Total: never raises, whatever the strings
+    hold (the verifier refuses control characters and lone surrogates anyway)."""
+    role_safe = _SAFE.replace(",", "")
     return [
-        (b"x-custos-subject", quote(identity.subject, safe=_SAFE).encode()),
-        (b"x-custos-roles", roles.encode()),
+        (b"x-custos-subject", _quote(identity.subject, _SAFE)),
+        (b"x-custos-roles", b",".join(_quote(r, role_safe) for r in identity.roles)),
     ]
 
 

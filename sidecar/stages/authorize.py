@@ -4,19 +4,28 @@ Runs after ``parse`` (it needs ``ctx.model``). Deny by default: a request no rou
 that no role of the caller grants, gets 403. The decision goes into ``ctx.decision`` for metrics and
 audit; the constraints of the allowing roles go into ``ctx.extras["rbac.grant"]`` for rate limiting.
 ``GET /v1/models`` is answered with only the models the caller may invoke.
+
+Against a hostile client:
+- model names (body ``model``, the id of ``GET /v1/models/<id>``) must be well formed (400
+  ``invalid_model``) before any policy glob sees them;
+- a role's ``max_tokens`` caps the whole request: max_tokens (or max_completion_tokens) x max(n,
+  best_of) x the number of prompts (403 ``max_tokens_exceeded``); without max_tokens the cap is
+  shared out. ``n``, ``best_of`` and the token fields must be integers >= 1 (400 naming the field);
+- refusals tell the client what it asked for that was refused, never the role, rule, constraint or
+  source address behind it (those stay in ``ctx.decision`` for audit and metrics).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 
 import orjson
 
 from ..config import Config, ConfigError
-from ..context import INFERENCE_ROUTES, Decision, RequestContext
+from ..context import Decision, RequestContext
 from ..errors import ProxyError, bad_request, forbidden
 from ..rbac.decide import Grant, decide
+from ..rbac.permissions import model_name_error
 from ..rbac.policy import Policy, PolicyError
 from ..rbac.store import PolicyStore
 from ..stage import ResponseFilter, Stage
@@ -24,6 +33,18 @@ from ..stage import ResponseFilter, Stage
 log = logging.getLogger("custos.rbac")
 
 _TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
+_GENERATE_ROUTES = ("/v1/chat/completions", "/v1/completions")
+_MODEL_PREFIX = "/v1/models/"
+
+
+def _public_card(card: dict) -> dict:
+    """A model card without host details: vLLM names the weights' directory in ``root`` (and a
+    LoRA adapter's in ``parent``); a caller learns the model's name, not where the host keeps it."""
+    for key in ("root", "parent"):
+        value = card.get(key)
+        if isinstance(value, str) and ("/" in value or "\\" in value) and model_name_error(value) is not None:
+            card[key] = card.get("id") if key == "root" else None
+    return card
 
 
 class ModelListFilter(ResponseFilter):
@@ -48,6 +69,9 @@ class ModelListFilter(ResponseFilter):
         except orjson.JSONDecodeError:
             # We cannot tell which models it names: show nothing rather than everything.
             return b'{"object":"list","data":[]}'
+        if isinstance(doc, dict) and doc.get("object") == "model" and self.ctx.path != "/v1/models":
+            # One model's card (GET /v1/models/<id>, already authorized): only its paths go.
+            return orjson.dumps(_public_card(doc))
         if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
             return b'{"object":"list","data":[]}'
         roles = self.ctx.identity.roles if self.ctx.identity else ()
@@ -56,11 +80,12 @@ class ModelListFilter(ResponseFilter):
             model = entry.get("id") if isinstance(entry, dict) else None
             if (
                 isinstance(model, str)
+                and model_name_error(model) is None  # a name no client may send is not listed
                 and self.policy.evaluate(
                     roles, f"model:invoke:{model}", model=model, client_ip=self.ctx.client_ip
                 ).allowed
             ):
-                kept.append(entry)
+                kept.append(_public_card(entry))
         self.ctx.extras["rbac.models_hidden"] = len(doc["data"]) - len(kept)
         doc["data"] = kept
         return orjson.dumps(doc)
@@ -69,9 +94,8 @@ class ModelListFilter(ResponseFilter):
 class AuthorizeStage(Stage):
     name = "authorize"
 
-    def __init__(self, store: PolicyStore, trusted_proxies: list[str]) -> None:
+    def __init__(self, store: PolicyStore) -> None:
         self.store = store
-        self.trusted = [ipaddress.ip_network(c, strict=False) for c in trusted_proxies]
 
     async def startup(self, app: object) -> None:
         await self.store.start()
@@ -79,33 +103,26 @@ class AuthorizeStage(Stage):
     async def shutdown(self) -> None:
         await self.store.stop()
 
-    def client_ip(self, ctx: RequestContext) -> str:
-        """The peer address; behind trusted proxies, the right-most untrusted X-Forwarded-For hop."""
-        ip = ctx.client_ip
-        if not self.trusted or not _in(ip, self.trusted):
-            return ip
-        xff = ctx.header(b"x-forwarded-for")
-        if not xff:
-            return ip
-        for hop in reversed([h.strip() for h in xff.decode("latin-1").split(",")]):
-            if not _in(hop, self.trusted):
-                return hop
-        return ip
-
     async def on_request(self, ctx: RequestContext) -> None:
+        # Names are checked before any policy evaluation: only well-formed names ever reach a glob.
+        if ctx.model is not None:
+            _check_model(ctx, ctx.model, "'model'")
+        if ctx.method == "GET" and ctx.path.startswith(_MODEL_PREFIX):
+            _check_model(ctx, ctx.path[len(_MODEL_PREFIX) :], "The model id in the path")
         store = self.store
         roles = ctx.identity.roles if ctx.identity else ()
-        out = decide(store.policy, store.routes, roles, ctx.method, ctx.path, ctx.model, self.client_ip(ctx))
+        out = decide(store.policy, store.routes, roles, ctx.method, ctx.path, ctx.model, ctx.client_ip)
+        # The full reason (rule, role, constraint, source address) stays here, for audit and metrics
+        # only: the client learns what it asked for that was refused, nothing about the policy.
         ctx.decision = out.decision
         if out.failure == "route":
             raise forbidden(
-                f"{ctx.method} {ctx.path} is not an allowed route (deny by default).",
-                code="route_not_allowed",
+                f"{ctx.method} {_clip(ctx.path)} is not an allowed route.", code="route_not_allowed"
             )
         if out.failure == "model_missing":
             raise bad_request("'model' is required.", param="model", code="missing_model")
         if out.failure == "denied":
-            raise forbidden(f"Permission {out.decision.permission} denied: {out.decision.reason}.")
+            raise forbidden(f"Permission {_clip(out.decision.permission)} denied.", code="permission_denied")
         grant = out.grant
         assert grant is not None
         ctx.extras["rbac.grant"] = grant
@@ -114,34 +131,61 @@ class AuthorizeStage(Stage):
             raise ProxyError(
                 404, f"The model '{out.model}' does not exist.", code="model_not_found", param="model"
             )
-        if grant.max_tokens is not None and ctx.path in INFERENCE_ROUTES and ctx.path != "/v1/embeddings":
-            self._cap_tokens(ctx, grant, out.decision.permission)
+        if ctx.path in _GENERATE_ROUTES and ctx.method == "POST":
+            self._check_budget(ctx, grant, out.decision.permission)
 
-    def _cap_tokens(self, ctx: RequestContext, grant: Grant, permission: str) -> None:
+    def _check_budget(self, ctx: RequestContext, grant: Grant, permission: str) -> None:
+        """Validate the output-size fields, and hold the whole request to the role's token cap:
+        max_tokens x max(n, best_of) x number of prompts."""
         body = ctx.json
+        if not isinstance(body, dict):
+            return
+        limits = {f: _positive_int(body, f) for f in _TOKEN_FIELDS}
+        n = _positive_int(body, "n") or 1
+        best_of = _positive_int(body, "best_of") or 1
         cap = grant.max_tokens
-        asked = [body.get(f) for f in _TOKEN_FIELDS if body.get(f) is not None]
-        for value in asked:
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise bad_request("'max_tokens' must be an integer.", param="max_tokens")
-            if value > cap:  # type: ignore[operator]
-                ctx.decision = Decision(
-                    False,
-                    permission,
-                    f"role:{grant.role} constraint:max_tokens",
-                    f"max_tokens {value} exceeds the cap of {cap}",
-                )
-                raise forbidden(
-                    f"max_tokens {value} exceeds the cap of {cap} for your role.", code="max_tokens_exceeded"
-                )
+        if cap is None:
+            return
+        prompts = _prompt_count(body) if ctx.path == "/v1/completions" else 1
+        seqs_name, seqs = ("best_of", best_of) if best_of > n else ("n", n)
+        factors = f"{seqs_name} {seqs} × {prompts} prompt{'s' if prompts > 1 else ''}"
+        asked = [(f, v) for f, v in limits.items() if v is not None]
         if not asked:
-            # No limit asked for: the cap becomes the limit, so the answer cannot run past it.
-            body["max_tokens"] = cap
+            # No limit asked for: the cap, shared by every sequence, becomes the limit.
+            per_seq = cap // (seqs * prompts)
+            if per_seq < 1:
+                self._deny(
+                    ctx,
+                    grant,
+                    permission,
+                    f"{seqs * prompts} sequences ({factors}) exceed the cap of {cap} tokens",
+                    f"This request asks for {seqs * prompts} sequences ({factors}); the limit of {cap} "
+                    "tokens per request does not allow one token each.",
+                )
+            body["max_tokens"] = per_seq
             ctx.set_json(body)
+            return
+        field, per_seq = max(asked, key=lambda fv: fv[1])
+        total = per_seq * seqs * prompts
+        if total > cap:
+            how = f"{field} {per_seq} × {factors}"
+            self._deny(
+                ctx,
+                grant,
+                permission,
+                f"{total} tokens ({how}) exceed the cap of {cap}",
+                f"This request may generate up to {total} tokens ({how}), more than the limit of {cap} "
+                "tokens per request.",
+            )
+
+    @staticmethod
+    def _deny(ctx: RequestContext, grant: Grant, permission: str, reason: str, message: str) -> None:
+        ctx.decision = Decision(False, permission, f"role:{grant.role} constraint:max_tokens", reason)
+        raise forbidden(message, code="max_tokens_exceeded")
 
     def response_filter(self, ctx: RequestContext) -> ResponseFilter | None:
         if (
-            ctx.path == "/v1/models"
+            (ctx.path == "/v1/models" or ctx.path.startswith("/v1/models/"))
             and ctx.method == "GET"
             and ctx.response_kind == "json"
             and ctx.upstream_status == 200
@@ -152,12 +196,34 @@ class AuthorizeStage(Stage):
         return None
 
 
-def _in(ip: str, networks: list) -> bool:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(addr in n for n in networks)
+def _check_model(ctx: RequestContext, name: str, what: str) -> None:
+    err = model_name_error(name)
+    if err is not None:
+        ctx.decision = Decision(False, "model:invoke:<invalid name>", "invalid-model", f"model name {err}")
+        raise bad_request(f"{what} is not a valid model name: it {err}.", param="model", code="invalid_model")
+
+
+def _positive_int(body: dict, field: str) -> int | None:
+    """``body[field]`` as an int >= 1, None when absent or null; 400 naming the field otherwise."""
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise bad_request(f"'{field}' must be an integer of at least 1.", param=field, code="invalid_value")
+    return value
+
+
+def _prompt_count(body: dict) -> int:
+    """How many prompts a /v1/completions body holds: one string or one token-id list is one prompt;
+    a list of strings or of token-id lists is that many."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
+        return len(prompt)
+    return 1
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def build(config: Config) -> Stage | None:
@@ -170,4 +236,4 @@ def build(config: Config) -> Stage | None:
     except PolicyError as exc:
         # At startup a bad policy is fatal (there is no previous one to keep): one clear error, exit 2.
         raise ConfigError("rbac.policy_file: invalid policy:\n  " + "\n  ".join(exc.errors)) from None
-    return AuthorizeStage(store, rbac.trusted_proxies)
+    return AuthorizeStage(store)

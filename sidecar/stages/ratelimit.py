@@ -50,7 +50,8 @@ class RateLimitStage(Stage):
             if not out.allowed:
                 ctx.extras["ratelimit.scope"] = scope
                 retry = max(1, math.ceil(out.retry_after_s))
-                who = "you" if scope == "subject" else f"role {grant.role!r}"
+                # Which role's bucket ran out stays in ctx.extras/audit; the client is not told.
+                who = "you" if scope == "subject" else "your role"
                 raise ProxyError(
                     429,
                     f"Rate limit of {rpm} requests per minute reached for {who}; retry in {retry} s.",

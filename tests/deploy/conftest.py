@@ -105,17 +105,34 @@ class LiveStack:
     subjects: set[str] = field(default_factory=set)
 
 
-def start_prometheus(workdir: Path, targets: dict[str, list[str]]) -> Prometheus:
+def prometheus_token() -> str:
+    """The Bearer token Prometheus scrapes sidecars with, as docs/deploy.md has operators mint one:
+    a long-lived token for subject ``prometheus`` whose role grants ``metrics:read``."""
+    return mint_token("prometheus", ["tester"], ttl_s=7 * 24 * 3600)
+
+
+def start_prometheus(
+    workdir: Path, targets: dict[str, list[str]], tokens: dict[str, str] | None = None
+) -> Prometheus:
+    """Prometheus scraping ``targets`` ({job: [host:port]}); a job named in ``tokens`` sends that
+    Bearer token, read from a file (``authorization.credentials_file``) as in deploy/compose."""
     binary = shutil.which("prometheus") or "/usr/bin/prometheus"
     port = free_port()
     rules = workdir / "rules.yml"
     shutil.copy(RULES, rules)
+    scrape_configs = []
+    for job, hosts in targets.items():
+        scrape: dict[str, Any] = {"job_name": job, "static_configs": [{"targets": hosts}]}
+        if tokens and job in tokens:
+            token_file = workdir / f"{job}.token"
+            token_file.write_text(tokens[job] + "\n")
+            token_file.chmod(0o600)
+            scrape["authorization"] = {"type": "Bearer", "credentials_file": str(token_file)}
+        scrape_configs.append(scrape)
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules)],
-        "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": hosts}]} for job, hosts in targets.items()
-        ],
+        "scrape_configs": scrape_configs,
     }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     proc = ManagedProcess(
@@ -219,6 +236,9 @@ def live_stack(engine: Engine, es_url: str, tmp_path_factory: pytest.TempPathFac
     procs: list[ManagedProcess] = []
     try:
         main_cfg = {
+            # The traffic below sends a burst of bad tokens from one address on purpose (the auth
+            # failure alert): the per-source failure guard would answer most of them with 429.
+            "rbac": {"failure_burst": 200},
             "gpu": {"simulation": str(DATA / "gpu-dashboard.yaml"), "interval_s": 1},
             "audit": {
                 "elasticsearch": {"hosts": [es_url]},
@@ -271,7 +291,9 @@ def live_stack(engine: Engine, es_url: str, tmp_path_factory: pytest.TempPathFac
         procs.append(broken)
         host = lambda url: url.removeprefix("http://")  # noqa: E731
         prom = start_prometheus(
-            workdir, {"custos": [host(main_url), host(broken_url)], "upstream": [host(engine.url)]}
+            workdir,
+            {"custos": [host(main_url), host(broken_url)], "upstream": [host(engine.url)]},
+            tokens={"custos": prometheus_token()},
         )
         procs.append(prom.process)
         stack = LiveStack(

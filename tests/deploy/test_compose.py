@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from sidecar.config import load_config
+from sidecar.rbac.policy import load_policy_file
 
 from .tools import COMPOSE, run, tools
 
@@ -29,6 +30,7 @@ def test_compose_spec_valid(profile: str, engine: str) -> None:
         "elasticsearch",
         "kibana",
         "kibana-setup",
+        "prometheus-token",
         "prometheus",
         "alertmanager",
         "grafana",
@@ -103,3 +105,25 @@ def test_prometheus_and_alertmanager_configs() -> None:
     prom = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
     targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
     assert {"sidecar:8080", "inference:8000"} <= targets
+
+
+def test_prometheus_scrapes_the_sidecar_with_a_token() -> None:
+    """The sidecar's /metrics needs a token (metrics.require_token): Prometheus reads one from the
+    volume the one-shot service prometheus-token fills, for a role that grants metrics:read."""
+    prom = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
+    (custos,) = [j for j in prom["scrape_configs"] if j["job_name"] == "custos"]
+    token_file = custos["authorization"]["credentials_file"]
+    services = compose_doc()["services"]
+    mounts = dict(v.split(":")[:2][::-1] for v in services["prometheus"]["volumes"])
+    volume = mounts[str(Path(token_file).parent)]
+    minter = services["prometheus-token"]
+    assert f"{volume}:/token" in minter["volumes"]
+    assert "/token/custos.token" in minter["command"][0]
+    assert services["prometheus"]["depends_on"]["prometheus-token"]["condition"] == (
+        "service_completed_successfully"
+    )
+    role = minter["command"][0].split("--role ", 1)[1].split()[0]
+    policy = load_policy_file(COMPOSE.parents[1] / "policies" / "rbac.yaml")
+    assert policy.evaluate((role,), "metrics:read", model=None, client_ip=None).allowed
+    cfg = load_config(COMPOSE / "custos.yaml", environ={})
+    assert cfg.metrics.require_token is True

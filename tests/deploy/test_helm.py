@@ -84,6 +84,20 @@ def test_prometheus_operator_objects(rendered: tuple[str, list[dict[str, Any]], 
         assert wanted == 2  # ServiceMonitor + PrometheusRule
 
 
+def test_service_monitor_scrapes_with_the_token_secret() -> None:
+    """/metrics needs a token granting metrics:read: both endpoints send the one in the Secret the
+    values name; without a Secret name no token is sent (for metrics.require_token: false)."""
+    sm = find(render(), "ServiceMonitor")
+    assert [e["path"] for e in sm["spec"]["endpoints"]] == ["/metrics", "/metrics/upstream"]
+    for endpoint in sm["spec"]["endpoints"]:
+        assert endpoint["authorization"] == {
+            "type": "Bearer",
+            "credentials": {"name": "custos-prometheus-token", "key": "token"},
+        }
+    sm = find(render("--set", "serviceMonitor.tokenSecret.name="), "ServiceMonitor")
+    assert all("authorization" not in e for e in sm["spec"]["endpoints"])
+
+
 def test_schema_validation_is_live(tmp_path: Path) -> None:
     """A misspelt field fails both validators (strict mode really rejects unknown keys)."""
     objs = render()

@@ -92,7 +92,7 @@ def test_two_sidecars_share_limits_through_redis(tmp_path: Path, redis: Redis) -
         ]
         assert codes == [200, 200, 429]  # the role's bucket (6) is spent: 4 alice + 2 bob
         r = httpx.post(s2.url + "/v1/chat/completions", json=chat("m"), headers=bob)
-        assert "role 'r'" in r.json()["error"]["message"]
+        assert "your role" in r.json()["error"]["message"] and "'r'" not in r.text  # no role names
         redis.process.kill9()
         carol = bearer(mint_token("carol", ["r"]))
         r = httpx.post(s1.url + "/v1/chat/completions", json=chat("m"), headers=carol)

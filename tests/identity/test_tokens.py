@@ -259,3 +259,48 @@ def test_token_refused_with_wrong_issuer_for_dev_key(tmp_path: Path) -> None:
     with pytest.raises(AuthFailure) as info:
         asyncio.run(v.verify(token))
     assert info.value.reason == "bad_issuer"
+
+
+@pytest.mark.parametrize(
+    ("claims", "fragment"),
+    [
+        ({"sub": "al\ud800ice"}, "'sub' claim holds control characters"),  # lone surrogate
+        ({"sub": "alice\r\nX-Custos-Roles: admin"}, "'sub' claim holds control characters"),
+        ({"sub": "alice\x00"}, "'sub' claim holds control characters"),
+        ({"sub": "ali\u202ece"}, "'sub' claim holds control characters"),  # bidi override
+        ({"sub": "a" * 257}, "longer than 256"),
+        ({"roles": ["analyst", "adm\udc80in"]}, "'roles' claim holds control characters"),
+        ({"roles": "analyst\x00admin"}, "'roles' claim holds control characters"),
+        ({"roles": [f"r{i}" for i in range(65)]}, "more than 64 roles"),
+        ({"roles": ["r" * 65]}, "longer than 64"),
+        ({"roles": ["g"] * 257}, "more than 256 entries"),
+    ],
+)
+async def test_identity_claims_are_bounded_and_clean(tmp_path: Path, claims: dict, fragment: str) -> None:
+    key = new_key("EdDSA")
+    v = verifier(tmp_path, keys=[{"kid": "k", "path": str(write_public(tmp_path, key))}])
+    with pytest.raises(AuthFailure) as info:
+        await v.verify(sign(key, "EdDSA", claims, kid="k"))
+    assert info.value.reason == "invalid_token" and fragment in info.value.message
+    # At the limits, and with ordinary non-ASCII, the token is fine.
+    ok = {"sub": "é" * 256, "roles": [f"{i:064d}" for i in range(64)]}
+    ident = await v.verify(sign(key, "EdDSA", ok, kid="k"))
+    assert len(ident.subject) == 256 and len(ident.roles) == 64
+
+
+def test_identity_headers_are_total() -> None:
+    from urllib.parse import unquote
+
+    from sidecar.context import Identity
+    from sidecar.stages.authenticate import identity_headers
+
+    for subject in ["alice@example.com", "al\ud800ice", "a\r\nb", "é,ü", "\x00"]:
+        headers = dict(identity_headers(Identity(subject, ("a,b", "r\udfff", "ok"))))
+        for value in headers.values():
+            value.decode("ascii")  # plain ASCII, no CR/LF: nothing can be injected
+            assert b"\r" not in value and b"\n" not in value
+        assert headers[b"x-custos-roles"].count(b",") == 2  # a comma inside a role stays inside
+    assert dict(identity_headers(Identity("é,ü", ())))[b"x-custos-subject"] == b"%C3%A9,%C3%BC"
+    assert unquote(
+        dict(identity_headers(Identity("alice@example.com", ())))[b"x-custos-subject"].decode()
+    ) == ("alice@example.com")

@@ -73,7 +73,8 @@ def test_default_model_is_the_tiny_model(small_engine: tuple[str, ManagedProcess
     url, _ = small_engine
     card = httpx.get(url + "/v1/models").json()["data"][0]
     assert card["id"] == "custos-tiny"  # the tiny model's own name, which `custos up` advertises
-    assert Path(card["root"]).name == f"tiny-{TINY_MODEL_VERSION}"
+    # The model card never shows where the weights live on the host (vLLM shows the directory).
+    assert card["root"] == "custos-tiny" and f"tiny-{TINY_MODEL_VERSION}" not in str(card)
 
 
 def test_batch_size_limit(small_engine: tuple[str, ManagedProcess]) -> None:

@@ -27,7 +27,9 @@ class Scrape:
         return any(n == name and want <= ls for (n, ls) in self.samples)
 
 
-def scrape(url: str) -> Scrape:
-    resp = httpx.get(url.rstrip("/") + "/metrics", timeout=10)
+def scrape(url: str, headers: dict[str, str] | None = None) -> Scrape:
+    """Scrape a sidecar's ``/metrics``: pass ``sidecar.headers`` (its /metrics needs a token whose
+    roles grant ``metrics:read`` unless ``metrics.require_token: false``)."""
+    resp = httpx.get(url.rstrip("/") + "/metrics", headers=headers, timeout=10)
     resp.raise_for_status()
     return Scrape(resp.text)

@@ -215,6 +215,8 @@ def test_sidecar_with_gpu_sim_flag_and_two_workers(engine, tmp_path: Path):
                 "upstream": {"url": engine.url},
                 "state": {"dir": str(tmp_path / "state")},
                 "auth": {"enabled": False},
+                # Anonymous callers hold no metrics:read: this sidecar serves /metrics openly.
+                "metrics": {"require_token": False},
                 "gpu": {"interval_s": 0.2, "names": "both"},
             }
         )
@@ -276,13 +278,13 @@ def test_sidecar_without_gpu_exports_collector_down(engine, start_sidecar):
     except Exception:
         pass
     deadline = time.monotonic() + 20
-    m = scrape(sidecar.url)
+    m = scrape(sidecar.url, sidecar.headers)
     while not m.has("custos_gpu_collector_up") and time.monotonic() < deadline:
         time.sleep(0.2)
-        m = scrape(sidecar.url)
+        m = scrape(sidecar.url, sidecar.headers)
     assert m.get("custos_gpu_collector_up", source="nvml") == 0
     # the proxy still works, and the problem is in the log exactly once
-    assert scrape(sidecar.url).has("custos_build_info")
+    assert scrape(sidecar.url, sidecar.headers).has("custos_build_info")
     time.sleep(0.6)
     assert sidecar.process.log().count("GPU telemetry unavailable") == 1
 

@@ -93,7 +93,7 @@ def test_counts_tokens_and_latency_after_real_traffic(engine, start_sidecar):
     )
     assert bad.status_code == 400
 
-    m = scrape(sidecar.url)
+    m = scrape(sidecar.url, sidecar.headers)
     ok = {"route": CHAT, "model": "custos-tiny", "status_class": "2xx", "role": "tester"}
     assert m.get("custos_requests_total", **ok) == 5
     assert m.get("custos_requests_total", route=CHAT, status_class="4xx") == 1
@@ -108,6 +108,7 @@ def test_counts_tokens_and_latency_after_real_traffic(engine, start_sidecar):
     assert m.get("custos_requests_in_flight", route=CHAT) == 0
     assert m.get("custos_errors_total", kind="invalid_json") == 1
     assert m.has("custos_build_info")
+    # (this scrape's own record is written after its page was rendered: 6 = the chat requests)
     assert m.get("custos_audit_records_total") == 6, "other features' metrics render on the same endpoint"
     # no user ids or raw paths as labels
     for name, labels in m.samples:
@@ -125,7 +126,7 @@ def test_auth_failures_rbac_denials_and_cardinality_cap(engine, start_sidecar):
     # Many junk model names: the engine refuses them, and none gets its own label.
     for i in range(5):
         assert chat(sidecar, model=f"junk-model-{i}").status_code >= 400
-    m = scrape(sidecar.url)
+    m = scrape(sidecar.url, sidecar.headers)
     assert sum(v for (n, ls), v in m.samples.items() if n == "custos_auth_failures_total") == 2
     assert len(m.series("custos_auth_failures_total")) >= 1
     assert m.get("custos_rbac_denials_total") == 1
@@ -145,13 +146,13 @@ def test_upstream_unreachable_and_rejected_bodies(start_sidecar):
         assert resp.status_code == 502
     big = {"model": "custos-tiny", "messages": [{"role": "user", "content": "x" * 4096}]}
     assert httpx.post(sidecar.url + CHAT, json=big, headers=sidecar.headers).status_code == 413
-    m = scrape(sidecar.url)
+    m = scrape(sidecar.url, sidecar.headers)
     assert m.get("custos_upstream_errors_total", kind="upstream_unreachable") == 2
     assert m.get("custos_requests_total", status_class="5xx", route=CHAT) == 2
     # rejected before the pipeline ran: still counted, never left in flight
     assert m.get("custos_requests_total", status_class="4xx", route=CHAT) == 1
     assert m.get("custos_errors_total", kind="request_too_large") == 1
-    assert m.get("custos_requests_in_flight") == 0
+    assert m.get("custos_requests_in_flight", route=CHAT) == 0
 
 
 def _stream_in_thread(sidecar, close_after_first: bool) -> tuple[threading.Thread, dict]:
@@ -184,12 +185,13 @@ def _stream_in_thread(sidecar, close_after_first: bool) -> tuple[threading.Threa
     return t, result
 
 
-def wait_metric(url: str, name: str, want: float, timeout: float = 30, **labels: str) -> Scrape:
+def wait_metric(sidecar, name: str, want: float, timeout: float = 30, **labels: str) -> Scrape:
+    """Scrape ``sidecar`` (with its token: /metrics needs metrics:read) until ``name`` == ``want``."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with httpx.Client() as fresh:  # a new connection each time: any worker may answer
-                m = Scrape(fresh.get(url + "/metrics", timeout=5).text)
+                m = Scrape(fresh.get(sidecar.url + "/metrics", headers=sidecar.headers, timeout=5).text)
             if m.get(name, **labels) == want or time.monotonic() > deadline:
                 return m
         except httpx.HTTPError:
@@ -202,15 +204,16 @@ def test_client_disconnect_mid_stream_is_cancelled_and_in_flight_returns_to_zero
     sidecar = start_sidecar(engine.url)
     with paused(engine):  # the tiny model is fast: hold it so the request is surely open while we look
         thread, result = _stream_in_thread(sidecar, close_after_first=True)
-        m = wait_metric(sidecar.url, "custos_requests_in_flight", 1, route=CHAT)
+        m = wait_metric(sidecar, "custos_requests_in_flight", 1, route=CHAT)
         assert m.get("custos_requests_in_flight", route=CHAT) == 1
     thread.join(30)
     assert result.get("status") == 200 and result.get("first")
     # the client closed the connection after the first event, long before the end of the stream
-    m = wait_metric(sidecar.url, "custos_requests_total", 1, route=CHAT, status_class="cancelled")
+    m = wait_metric(sidecar, "custos_requests_total", 1, route=CHAT, status_class="cancelled")
     assert m.get("custos_requests_total", route=CHAT, status_class="cancelled") == 1
     assert m.get("custos_requests_total", route=CHAT, status_class="2xx") == 0
-    assert wait_metric(sidecar.url, "custos_requests_in_flight", 0).get("custos_requests_in_flight") == 0
+    m = wait_metric(sidecar, "custos_requests_in_flight", 0, route=CHAT)
+    assert m.get("custos_requests_in_flight", route=CHAT) == 0
 
 
 def _children(pid: int) -> list[int]:
@@ -244,14 +247,15 @@ def test_two_workers_sum_their_counts(engine, start_sidecar):
     mp_dir = _mp_dir_of(sidecar.process.pid)
     pids = {p.stem.rsplit("_", 1)[1] for p in mp_dir.glob("*.db")}
     assert len(pids) >= 2, f"expected files of two workers in {mp_dir}: {sorted(os.listdir(mp_dir))}"
-    for _ in range(6):
+    for scrapes in range(6):
         with httpx.Client() as fresh:  # a new connection per scrape: different workers answer
-            m = Scrape(fresh.get(sidecar.url + "/metrics").text)
+            m = Scrape(fresh.get(sidecar.url + "/metrics", headers=sidecar.headers).text)
         assert m.get("custos_requests_total", route=CHAT, status_class="2xx") == n
         assert m.get("custos_request_duration_seconds_count", route=CHAT) == n
-        assert m.get("custos_requests_in_flight") == 0
+        assert m.get("custos_requests_in_flight", route=CHAT) == 0
         # other features' prometheus-client metrics (the audit stage's) are summed the same way
-        assert m.get("custos_audit_records_total") == n
+        # ... and every scrape before this one left its own record (/metrics is audited too)
+        assert n <= m.get("custos_audit_records_total") <= n + scrapes
     stopped = sidecar.stop()
     assert stopped == 0
     assert not mp_dir.exists(), "the temporary multiprocess directory is removed on exit"
@@ -266,7 +270,7 @@ def test_redactions_by_entity_type(engine, start_sidecar):
     }
     resp = httpx.post(sidecar.url + CHAT, json=body, headers=sidecar.headers, timeout=60)
     assert resp.status_code == 200
-    m = scrape(sidecar.url)
+    m = scrape(sidecar.url, sidecar.headers)
     series = m.series("custos_redactions_total")
     assert sum(m.get("custos_redactions_total", **s) for s in series) >= 2
     assert all("example" not in v for s in series for v in s.values()), "values never become labels"
@@ -280,16 +284,16 @@ def test_killed_workers_do_not_leave_requests_in_flight(engine, start_sidecar):
         assert chat(sidecar, max_tokens=2).status_code == 200
     with paused(engine):
         thread, result = _stream_in_thread(sidecar, close_after_first=False)
-        m = wait_metric(sidecar.url, "custos_requests_in_flight", 1)
-        assert m.get("custos_requests_in_flight") == 1
+        m = wait_metric(sidecar, "custos_requests_in_flight", 1, route=CHAT)
+        assert m.get("custos_requests_in_flight", route=CHAT) == 1
         old = _children(sidecar.process.pid)
         for pid in old:
             os.kill(pid, signal.SIGKILL)
     thread.join(30)
     assert "error" in result, "the request died with its worker"
-    m = wait_metric(sidecar.url, "custos_requests_in_flight", 0, timeout=60)
+    m = wait_metric(sidecar, "custos_requests_in_flight", 0, timeout=60, route=CHAT)
     assert not set(_children(sidecar.process.pid)) & set(old), "uvicorn replaced the killed workers"
-    assert m.get("custos_requests_in_flight") == 0
+    assert m.get("custos_requests_in_flight", route=CHAT) == 0
     assert m.get("custos_requests_total", route=CHAT, status_class="2xx") == 3
 
 
@@ -321,14 +325,14 @@ def test_engine_killed_mid_stream_counts_an_upstream_error(tiny_model_dir, start
         t = threading.Thread(target=run, daemon=True)
         with paused(own):
             t.start()
-            wait_metric(sidecar.url, "custos_requests_in_flight", 1)
+            wait_metric(sidecar, "custos_requests_in_flight", 1, route=CHAT)
         assert first.wait(30)
         own.process.kill9()
         t.join(30)
         assert any('"upstream_error"' in line for line in lines), "the stream ends with an error event"
-        m = wait_metric(sidecar.url, "custos_upstream_errors_total", 1, kind="upstream_error")
+        m = wait_metric(sidecar, "custos_upstream_errors_total", 1, kind="upstream_error")
         assert m.get("custos_upstream_errors_total", kind="upstream_error") == 1
-        assert m.get("custos_requests_in_flight") == 0
+        assert m.get("custos_requests_in_flight", route=CHAT) == 0
         assert m.get("custos_time_to_first_token_seconds_count") == 0, "a broken stream is no latency sample"
     finally:
         own.process.stop()

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from sidecar.gpu.sim import SCENARIO_DIR
+from tests.conftest import TEST_ROLE, mint_token
 from tests.support.procs import ManagedProcess, free_port, wait_http
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -23,14 +24,22 @@ def prometheus(tmp_path: Path):
         pytest.skip("the prometheus binary is not installed (Debian package `prometheus`)")
     procs: list[ManagedProcess] = []
 
-    def start(targets: dict[str, str]) -> str:
+    def start(targets: dict[str, str], tokens: dict[str, str] | None = None) -> str:
+        """Scrape ``targets`` ({job: host:port}); a job in ``tokens`` sends that Bearer token, read
+        from a file as in production (``authorization.credentials_file``)."""
         port = free_port()
+        jobs = []
+        for job, target in targets.items():
+            scrape = {"job_name": job, "static_configs": [{"targets": [target]}]}
+            if tokens and job in tokens:
+                token_file = tmp_path / f"{job}.token"
+                token_file.write_text(tokens[job] + "\n")
+                token_file.chmod(0o600)
+                scrape["authorization"] = {"type": "Bearer", "credentials_file": str(token_file)}
+            jobs.append(scrape)
         cfg = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
-            "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": [target]}]}
-                for job, target in targets.items()
-            ],
+            "scrape_configs": jobs,
         }
         path = tmp_path / "prometheus.yml"
         path.write_text(yaml.safe_dump(cfg))
@@ -86,7 +95,13 @@ def test_prometheus_scrapes_sidecar_and_engine(engine, start_sidecar, prometheus
             json={"model": "custos-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
         )
         assert resp.status_code == 200
-    prom = prometheus({"custos": f"127.0.0.1:{sidecar.port}", "engine": f"127.0.0.1:{engine.port}"})
+    # The sidecar's /metrics needs a token granting metrics:read: Prometheus reads it from a file.
+    # A long-lived token for a `prometheus` subject, as docs/deploy.md has operators mint one.
+    token = mint_token("prometheus", [TEST_ROLE], ttl_s=24 * 3600)
+    prom = prometheus(
+        {"custos": f"127.0.0.1:{sidecar.port}", "engine": f"127.0.0.1:{engine.port}"},
+        tokens={"custos": token},
+    )
 
     wait_value(prom, 'up{job="custos"}', lambda v: v == 1)
     wait_value(prom, 'up{job="engine"}', lambda v: v == 1)
@@ -94,7 +109,10 @@ def test_prometheus_scrapes_sidecar_and_engine(engine, start_sidecar, prometheus
         prom, 'sum(custos_requests_total{route="/v1/chat/completions",status_class="2xx"})', lambda v: v == n
     )
     assert float(result[0]["value"][1]) == n
-    by_model = query(prom, 'sum by (model, role) (custos_requests_total{status_class="2xx"})')
+    by_model = query(
+        prom,
+        'sum by (model, role) (custos_requests_total{route="/v1/chat/completions",status_class="2xx"})',
+    )
     assert {(r["metric"]["model"], r["metric"]["role"]) for r in by_model} == {("custos-tiny", "tester")}
     wait_value(prom, 'sum(custos_output_tokens_total{model="custos-tiny"})', lambda v: v >= n)
     p95 = wait_value(

@@ -199,10 +199,11 @@ def test_metrics_endpoint_counts_requests(sidecar) -> None:
         httpx.post(
             sidecar.url + "/v1/chat/completions", json=chat_body(), headers=sidecar.headers, timeout=60
         )
-    text = httpx.get(sidecar.url + "/metrics").text
+    assert httpx.get(sidecar.url + "/metrics").status_code == 401  # needs a token with metrics:read
+    text = httpx.get(sidecar.url + "/metrics", headers=sidecar.headers).text
     count = metric_value(text, "custos_requests_total", {"route": "/v1/chat/completions"})
     assert count is not None and count >= 3
-    assert metric_value(text, "custos_request_duration_seconds_count") >= 3
+    assert metric_value(text, "custos_request_duration_seconds_count", {"route": "/v1/chat/completions"}) >= 3
 
 
 @pytest.mark.parametrize("path", ["/nope", "/v2/chat"])
@@ -214,7 +215,8 @@ def test_unknown_routes_are_openai_shaped_404(sidecar, path: str) -> None:
 
 def test_upstream_metrics_are_relayed(sidecar, engine) -> None:
     """In a Pod the engine is reachable on localhost only: its metrics come through the sidecar."""
-    r = httpx.get(sidecar.url + "/metrics/upstream", timeout=30)
+    assert httpx.get(sidecar.url + "/metrics/upstream", timeout=30).status_code == 401
+    r = httpx.get(sidecar.url + "/metrics/upstream", headers=sidecar.headers, timeout=30)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     assert metric_value(r.text, "vllm:num_requests_running") is not None
@@ -224,10 +226,13 @@ def test_upstream_metrics_are_relayed(sidecar, engine) -> None:
 def test_upstream_metrics_when_upstream_is_down(start_sidecar) -> None:
     from tests.support.procs import free_port
 
-    sc = start_sidecar(f"http://127.0.0.1:{free_port()}")
-    r = httpx.get(sc.url + "/metrics/upstream", timeout=30)
+    port = free_port()
+    sc = start_sidecar(f"http://127.0.0.1:{port}")
+    r = httpx.get(sc.url + "/metrics/upstream", headers=sc.headers, timeout=30)
     assert r.status_code == 502
     assert r.json()["error"]["code"] == "upstream_unreachable"
+    # the caller learns that the upstream is down, not where it lives or why
+    assert str(port) not in r.text and "Error" not in r.json()["error"]["message"]
 
 
 def test_client_giving_up_on_a_non_streamed_answer_cancels_upstream(sidecar, engine) -> None:

@@ -29,13 +29,20 @@ CHAT = {"model": TINY_MODEL_NAME, "messages": [{"role": "user", "content": "hi"}
 
 
 def test_upstream_down_is_502(start_sidecar) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    port = free_port()
+    dead = f"http://127.0.0.1:{port}"  # nothing listens there
     sc = start_sidecar(dead)
     r = httpx.post(sc.url + "/v1/chat/completions", json=CHAT, headers=sc.headers, timeout=30)
-    assert_openai_error(r, 502, "upstream_unreachable")
+    err = assert_openai_error(r, 502, "upstream_unreachable")
+    # The client learns that the model server is down, not where it lives or why.
+    assert err["message"] == "The upstream model server is unreachable."
+    assert str(port) not in r.text and "127.0.0.1" not in r.text
     ready = httpx.get(sc.url + "/ready")
     assert ready.status_code == 503
-    assert "unreachable" in ready.json()["reason"]
+    assert ready.json() == {"status": "not ready", "reason": "upstream unreachable"}
+    assert str(port) not in ready.text
+    # ... the operator does, in the log
+    assert f"upstream {dead} unreachable" in sc.process.log()
 
 
 @pytest.fixture
@@ -70,7 +77,9 @@ def test_upstream_timeout_is_504(start_sidecar, silent_upstream: str) -> None:
     sc = start_sidecar(silent_upstream, {"upstream": {"read_timeout_s": 0.5, "ready_timeout_s": 0.5}})
     r = httpx.post(sc.url + "/v1/chat/completions", json=CHAT, headers=sc.headers, timeout=30)
     assert_openai_error(r, 504, "upstream_timeout")
-    assert httpx.get(sc.url + "/ready").status_code == 503
+    ready = httpx.get(sc.url + "/ready")
+    assert ready.status_code == 503
+    assert ready.json()["reason"] == "upstream did not answer in time"
 
 
 def test_body_over_limit_is_413(sidecar) -> None:
