@@ -4,13 +4,21 @@
     GET    /admin/alerts/rules            rule groups, rules, health, last error
     GET    /admin/alerts/status           engine status (leader, last evaluation, series, receivers)
     GET    /admin/alerts/silences         silences
-    POST   /admin/alerts/silences         {"matchers": [...], "endsAt"|"duration", "comment", "createdBy"?}
+    POST   /admin/alerts/silences         {"matchers": [...], "endsAt"|"duration", "comment"}
     DELETE /admin/alerts/silences/{id}    expire a silence
     POST   /admin/alerts/receivers/{name}/test   send a test notification through that receiver
 
 Reads need ``alerts:read`` (or ``alerts:manage``), changes ``alerts:manage``. With the identity stage on,
-callers present their JWT and the RBAC policy decides; without it, ``alerting.admin.token`` is required,
-and with no token configured only loopback clients are served (the embedded single-machine setup).
+the sidecar's pipeline authenticates the caller, checks the route's permission and writes the audit
+record (also of 401s and 403s); this API then checks the action's permission for that identity. Without
+it, ``alerting.admin.token`` is required, and with no token configured only loopback clients are served
+(the embedded single-machine setup).
+
+A silence's ``createdBy`` is the authenticated subject (``admin-token`` / ``local`` without identity);
+a ``createdBy`` in the body is ignored. Broad silences also need ``alerting.admin.broad_silence_permission``
+(``alerts:silence-broad``): one that matches alerts of any name or every rule's alerts, one that may cover
+every alert of a protected rule (``protected_alerts``: the security and audit-trail rules), or one longer
+than ``max_silence_duration`` (7d; 400). See ``silences.silence_breadth``.
 """
 
 from __future__ import annotations
@@ -25,10 +33,12 @@ from typing import Any
 
 import orjson
 
+from .matchers import parse_matchers
 from .model import Alert, iso, parse_iso
-from .promql import parse_duration
+from .promql import format_duration, parse_duration
+from .rules import RuleError, load_rule_files, signature
 from .service import AlertingService
-from .silences import SilenceError, SilenceStore
+from .silences import SilenceError, SilenceStore, check_silence, silence_breadth
 from .state import read_json
 
 log = logging.getLogger("custos.alerting.api")
@@ -45,11 +55,36 @@ class ApiError(Exception):
         self.code = code
 
 
-Authorizer = Callable[[dict[str, Any], str], Awaitable[str]]
+class Caller:
+    """Who is calling, and which of the API's permissions they hold (checked once, on demand)."""
+
+    __slots__ = ("_may", "subject")
+
+    def __init__(self, subject: str, may: Callable[[str], bool]) -> None:
+        self.subject = subject
+        self._may = may
+
+    def may(self, permission: str) -> bool:
+        return self._may(permission)
+
+
+def _everything(permission: str) -> bool:
+    return True
+
+
+Authorizer = Callable[[dict[str, Any], str], Awaitable[Caller]]
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def make_authorizer(app: Any, admin: Any) -> Authorizer:
-    """Returns ``authorize(scope, permission) -> subject``; raises ``ApiError`` 401/403."""
+    """Returns ``authorize(scope, permission) -> Caller``; raises ``ApiError`` 401/403.
+
+    With the identity stage on, the sidecar's pipeline has already authenticated the caller (and the
+    authorize stage checked the route's permission): ``scope["custos.identity"]`` is used as it is and
+    the per-action permission is evaluated for its roles from ``scope["custos.client_ip"]``. Without
+    the identity stage: ``alerting.admin.token``, or loopback clients only. Refusals name the missing
+    permission, never roles, policy rules or addresses (those are in the audit record)."""
     pipeline = getattr(app, "pipeline", None)
     authn = pipeline.stage("authenticate") if pipeline is not None else None
     authz = pipeline.stage("authorize") if pipeline is not None else None
@@ -63,42 +98,59 @@ def make_authorizer(app: Any, admin: Any) -> Authorizer:
                     return text[7:].strip()
         return None
 
-    async def authorize(scope: dict[str, Any], permission: str) -> str:
-        token = bearer(scope)
-        client = (scope.get("client") or ("", 0))[0]
+    def client_ip(scope: dict[str, Any]) -> str:
+        resolved = scope.get("custos.client_ip")  # the pipeline's (X-Forwarded-For from trusted proxies)
+        return resolved if resolved else (scope.get("client") or ("", 0))[0]
+
+    def policy_check(roles: tuple[str, ...], ip: str) -> Callable[[str], bool]:
+        store = getattr(authz, "store", None)
+        if store is None:  # rbac off: every authenticated caller may do everything
+            return _everything
+        policy = store.policy  # one policy for the whole request, even if it reloads meanwhile
+        seen: dict[str, bool] = {}
+
+        def may(permission: str) -> bool:
+            if permission not in seen:
+                seen[permission] = policy.evaluate(roles, permission, model=None, client_ip=ip).allowed
+            return seen[permission]
+
+        return may
+
+    async def authorize(scope: dict[str, Any], permission: str) -> Caller:
+        ip = client_ip(scope)
         if verifier is not None:
-            if token is None:
-                raise ApiError(401, "A Bearer token is required.", "missing_token")
-            try:
-                identity = await verifier.verify(token)
-            except Exception as exc:
-                raise ApiError(401, getattr(exc, "message", "Invalid token."), "invalid_token") from None
-            store = getattr(authz, "store", None)
-            if store is not None:
-                verdict = store.policy.evaluate(identity.roles, permission, model=None, client_ip=client)
-                if not verdict.allowed and permission == admin.read_permission:
-                    verdict = store.policy.evaluate(
-                        identity.roles, admin.manage_permission, model=None, client_ip=client
-                    )
-                if not verdict.allowed:
-                    raise ApiError(
-                        403, f"Permission {permission} denied: {verdict.reason}.", "permission_denied"
-                    )
-            return identity.subject
+            identity = scope.get("custos.identity")
+            if identity is None:
+                # Not behind the sidecar's pipeline (mounted elsewhere): verify the token here.
+                token = bearer(scope)
+                if token is None:
+                    raise ApiError(401, "A Bearer token is required.", "missing_token")
+                try:
+                    identity = await verifier.verify(token)
+                except Exception as exc:
+                    raise ApiError(401, getattr(exc, "message", "Invalid token."), "invalid_token") from None
+            may = policy_check(tuple(identity.roles), ip)
+            allowed = may(permission) or (
+                permission == admin.read_permission and may(admin.manage_permission)
+            )
+            if not allowed:
+                raise ApiError(403, f"Permission {permission} denied.", "permission_denied")
+            return Caller(identity.subject, may)
+        token = bearer(scope)
         if admin.token:
             if token is None or not hmac.compare_digest(token.encode(), admin.token.encode()):
                 raise ApiError(
                     401, "A valid admin Bearer token is required (alerting.admin.token).", "invalid_token"
                 )
-            return "admin-token"
-        if client not in ("127.0.0.1", "::1", "localhost"):
+            return Caller("admin-token", _everything)
+        if ip not in _LOOPBACK:
             raise ApiError(
                 403,
                 "The alerting admin API serves only loopback clients unless "
                 "alerting.admin.token or the identity stage is configured.",
                 "permission_denied",
             )
-        return "local"
+        return Caller("local", _everything)
 
     return authorize
 
@@ -111,12 +163,20 @@ class AlertsAPI:
         authorize: Authorizer,
         admin: Any,
         state_dir: Any = None,
+        *,
+        rule_files: list[str] | None = None,
+        external_labels: dict[str, str] | None = None,
     ) -> None:
         self.service = service
         self.silences = silences
         self.authorize = authorize
         self.admin = admin
         self.state_dir = state_dir
+        # Used only in workers without the engine (the engine's own rules otherwise).
+        self.rule_files = rule_files or None
+        self.external_labels = dict(external_labels or {})
+        self._rule_cache: tuple[Any, list[Any]] | None = None
+        self._protected = parse_matchers(getattr(admin, "protected_alerts", None) or [])
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -175,10 +235,11 @@ class AlertsAPI:
                     raise ApiError(404, "No such silence.", "not_found")
                 return 200, s.to_json(now)
         elif method == "POST" and path == "/silences":
-            subject = await self.authorize(scope, self.admin.manage_permission)
+            caller = await self.authorize(scope, self.admin.manage_permission)
             doc = await _read_json(receive)
-            # Disk (lock, write, fsync) goes to a thread.
-            silence = await asyncio.to_thread(self._add_silence, doc, subject, now)
+            # Policy evaluated here, on the loop; disk (lock, write, fsync) goes to a thread.
+            broad = caller.may(self.admin.broad_silence_permission)
+            silence = await asyncio.to_thread(self._add_silence, doc, caller.subject, broad, now)
             return 200, {"silenceID": silence.id, "silence": silence.to_json(now)}
         elif method == "POST" and path.startswith("/receivers/") and path.endswith("/test"):
             await self.authorize(scope, self.admin.manage_permission)
@@ -204,11 +265,12 @@ class AlertsAPI:
             )
         raise ApiError(404, f"No route for {method} {scope['path']}.", "not_found")
 
-    def _add_silence(self, doc: Any, subject: str, now: float) -> Any:
+    def _add_silence(self, doc: Any, subject: str, broad: bool, now: float) -> Any:
+        """``broad``: the caller holds the broad-silence permission."""
         if not isinstance(doc, dict):
             raise ApiError(400, "The body must be a JSON object.", "invalid_request")
         matchers = doc.get("matchers")
-        if isinstance(matchers, list) and matchers and isinstance(matchers[0], dict):
+        if isinstance(matchers, list) and matchers and all(isinstance(m, dict) for m in matchers):
             # Alertmanager's v2 shape: {"name", "value", "isRegex", "isEqual"}.
             matchers = [_am_matcher(m) for m in matchers]
         if not isinstance(matchers, list) or not all(isinstance(m, str) for m in matchers):
@@ -225,7 +287,31 @@ class AlertsAPI:
                 raise ApiError(400, "Give endsAt (RFC 3339) or duration (e.g. 2h).", "invalid_request")
         except (ValueError, TypeError) as exc:
             raise ApiError(400, f"Bad time: {exc}", "invalid_request") from None
-        created_by = str(doc.get("createdBy") or subject)
+        # The author is who authenticated, never what the body says (amtool sends a createdBy: ignored).
+        created_by = subject
+        try:
+            compiled = check_silence(matchers, starts, ends, created_by)
+        except SilenceError as exc:
+            raise ApiError(400, str(exc), "invalid_request") from None
+        broad_perm = self.admin.broad_silence_permission
+        cap = parse_duration(self.admin.max_silence_duration or 0)
+        if cap and ends - max(starts, now) > cap and not broad:
+            raise ApiError(
+                400,
+                f"A silence may last at most {self.admin.max_silence_duration} "
+                f"(alerting.admin.max_silence_duration); this one lasts "
+                f"{format_duration(ends - max(starts, now))}. Longer silences need the permission "
+                f"{broad_perm}.",
+                "silence_too_long",
+            )
+        why = silence_breadth(compiled, *self._rules(), protected=self._protected)
+        if why is not None and not broad:
+            raise ApiError(
+                403,
+                f"This silence is too broad: {why}. Name the alerts to silence more narrowly, "
+                f"or ask for the permission {broad_perm}, which allows broad silences.",
+                "silence_too_broad",
+            )
         try:
             return self.silences.add(
                 matchers,
@@ -237,6 +323,20 @@ class AlertsAPI:
             )
         except SilenceError as exc:
             raise ApiError(400, str(exc), "invalid_request") from None
+
+    def _rules(self) -> tuple[list[Any], dict[str, str]]:
+        """The rule groups in force and the external labels, for the breadth check."""
+        if self.service is not None:
+            return self.service.groups, self.service.engine.external_labels
+        # Another worker runs the engine: read the same rule files it does.
+        sig = signature(self.rule_files)
+        if self._rule_cache is None or self._rule_cache[0] != sig:
+            try:
+                self._rule_cache = (sig, load_rule_files(self.rule_files))
+            except RuleError:
+                if self._rule_cache is None:
+                    raise
+        return self._rule_cache[1], self.external_labels
 
     # -- views ----------------------------------------------------------------------------------------
     def alert_list(self, now: float) -> list[dict[str, Any]]:

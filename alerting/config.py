@@ -258,6 +258,29 @@ class AdminConfig(Section):
     )
     read_permission: str = "alerts:read"
     manage_permission: str = "alerts:manage"
+    broad_silence_permission: str = Field(
+        "alerts:silence-broad",
+        description="also needed (with manage_permission) for a silence that matches every alert, "
+        "covers every alert of a protected rule, or lasts longer than max_silence_duration",
+    )
+    protected_alerts: list[str] = Field(
+        default_factory=lambda: ['team=~"security|compliance"'],
+        description="matchers for the rules whose alerts only broad_silence_permission may silence "
+        "wholesale (built in: the security and audit-trail rules)",
+    )
+    max_silence_duration: str | None = Field(
+        "7d", description="longest silence without broad_silence_permission; null: no cap"
+    )
+
+    @field_validator("protected_alerts")
+    @classmethod
+    def _matchers(cls, v: list[str]) -> list[str]:
+        return _check_matchers(v)
+
+    @field_validator("max_silence_duration")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return _check_duration(v)
 
 
 def _default_route() -> RouteConfig:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .matchers import matches, parse_matchers
 from .model import iso
+from .promql import Matcher
 from .state import locked_update, read_json
 
 RETENTION_S = 5 * 86400  # expired silences are kept this long for the record, as in Alertmanager
@@ -75,6 +77,80 @@ def _from_record(r: dict[str, Any]) -> Silence:
     )
 
 
+def check_silence(matchers: list[str], starts_at: float, ends_at: float, created_by: str) -> list[Matcher]:
+    """The checks every silence passes, from any source; the parsed matchers, or ``SilenceError``."""
+    if not matchers:
+        raise SilenceError('a silence needs at least one matcher, e.g. alertname="CustosGPUUtilizationHigh"')
+    try:
+        compiled = parse_matchers(matchers)
+    except ValueError as exc:
+        raise SilenceError(str(exc)) from None
+    if not compiled or all(m.matches("") for m in compiled):
+        # As Alertmanager: at least one matcher must not match the empty string.
+        raise SilenceError("the matchers would silence every alert; add one that names something")
+    if ends_at <= starts_at:
+        raise SilenceError("the silence must end after it starts")
+    if not created_by.strip():
+        raise SilenceError("createdBy (author) is required")
+    return compiled
+
+
+# -- breadth: does a silence cover everything, or a protected rule's every alert? --------------------
+def _probe_value() -> str:
+    return "zzprobe" + uuid.uuid4().hex  # a label value (and alert name) no rule or silence foresees
+
+
+def _static_labels(rule: Any) -> dict[str, str]:
+    """The labels every alert of ``rule`` carries with a value known before evaluation (a templated
+    label value is not known)."""
+    out = {k: v for k, v in rule.labels.items() if "{{" not in v}
+    out["alertname"] = rule.name
+    return out
+
+
+def silence_breadth(
+    compiled: list[Matcher],
+    groups: list[Any],
+    external_labels: Mapping[str, str] | None = None,
+    protected: list[Matcher] | None = None,
+) -> str | None:
+    """Why a silence with these matchers is broad, or None. Conservative by design:
+
+    - it matches an alert of any name (a probe alert with a random ``alertname`` and only the external
+      labels), or every rule's alert (each rule's static labels; labels a rule does not set count as
+      absent): it silences everything;
+    - or it may cover every alert of a protected rule (one whose static labels match ``protected``):
+      a matcher on a label the rule does not fix counts as covering it when it matches the label
+      absent or an arbitrary value (``instance=~".+"``, ``gpu!="0"``), since the rule's series decide.
+    """
+    ext = dict(external_labels or {})
+    alert_rules = [r for g in groups for r in g.rules if r.kind == "alert"]
+    if matches(compiled, {**ext, "alertname": _probe_value()}):
+        return "it would silence alerts of any name"
+    probes = [{**ext, **_static_labels(r)} for r in alert_rules]
+    probes = [{k: v for k, v in p.items() if v != ""} for p in probes]
+    if probes and all(matches(compiled, p) for p in probes):
+        return "it would silence every alert of every rule"
+    arbitrary = _probe_value()
+    for rule in alert_rules:
+        fixed = _static_labels(rule)
+        static = {k: v for k, v in {**ext, **fixed}.items() if v != ""}
+        if not protected or not matches(protected, static):
+            continue
+        if all(_may_cover(m, fixed, ext, arbitrary) for m in compiled):
+            return f"it would silence every alert of the protected rule {rule.name}"
+    return None
+
+
+def _may_cover(m: Matcher, fixed: dict[str, str], ext: dict[str, str], arbitrary: str) -> bool:
+    """Whether matcher ``m`` may let every alert of a rule with static labels ``fixed`` through."""
+    if m.name in fixed:
+        return m.matches(fixed[m.name])
+    # Not fixed by the rule: absent, any value the series bring, or the external label's.
+    values = ["", arbitrary] + ([ext[m.name]] if m.name in ext else [])
+    return any(m.matches(v) for v in values)
+
+
 class SilenceStore:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -121,21 +197,8 @@ class SilenceStore:
         now: float | None = None,
     ) -> Silence:
         now = time.time() if now is None else now
-        if not matchers:
-            raise SilenceError(
-                'a silence needs at least one matcher, e.g. alertname="CustosGPUUtilizationHigh"'
-            )
-        try:
-            compiled = parse_matchers(matchers)
-        except ValueError as exc:
-            raise SilenceError(str(exc)) from None
-        if all(m.matches("") for m in compiled):
-            raise SilenceError("the matchers would silence every alert; add one that names something")
         start = now if starts_at is None else starts_at
-        if ends_at <= start:
-            raise SilenceError("the silence must end after it starts")
-        if not created_by.strip():
-            raise SilenceError("createdBy (author) is required")
+        check_silence(matchers, start, ends_at, created_by)
         silence = Silence(uuid.uuid4().hex, list(matchers), start, ends_at, created_by, comment, now)
 
         def change(data: dict[str, Any]) -> None:

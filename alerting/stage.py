@@ -60,7 +60,16 @@ class AlertingStage(Stage):
             self.service = None
         if cfg.admin.enabled and hasattr(app, "mount"):
             silences = self.service.silences if self.service else SilenceStore(state_dir / "silences.json")
-            api = AlertsAPI(self.service, silences, make_authorizer(app, cfg.admin), cfg.admin, state_dir)
+            api = AlertsAPI(
+                self.service,
+                silences,
+                make_authorizer(app, cfg.admin),
+                cfg.admin,
+                state_dir,
+                # Workers without the engine judge a silence's breadth against the same rules.
+                rule_files=cfg.rules or None,
+                external_labels=cfg.external_labels,
+            )
             app.mount(PREFIX, api)
 
     async def shutdown(self) -> None:

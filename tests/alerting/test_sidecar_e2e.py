@@ -119,7 +119,9 @@ def test_engine_in_sidecar_pages_serves_api_and_survives_kill9(
     states = {a["labels"]["alertname"]: a["state"] for a in doc["alerts"]}
     assert states == {"UpstreamDown": "firing", "ModelsListed": "firing"}
     assert _http(sc.url + "/admin/alerts/rules", token=tester)[1]["groups"][0]["rules"][0]["health"] == "ok"
-    with urllib.request.urlopen(sc.url + "/metrics", timeout=10) as r:
+    with urllib.request.urlopen(
+        urllib.request.Request(sc.url + "/metrics", headers=sc.headers), timeout=10
+    ) as r:
         metrics = r.read().decode()
     assert 'custos_alerts{alertname="UpstreamDown",state="firing"} 1.0' in metrics
     assert 'custos_alert_notifications_total{integration="webhook",receiver="hook"}' in metrics
@@ -137,7 +139,7 @@ def test_engine_in_sidecar_pages_serves_api_and_survives_kill9(
     status, doc = _http(
         sc.url + "/admin/alerts/silences",
         "POST",
-        {"matchers": ['alertname="ModelsListed"'], "duration": "2h", "comment": "known"},
+        {"matchers": ['alertname="ModelsListed"'], "duration": "2h", "comment": "known", "createdBy": "eve"},
         token=tester,
     )
     assert status == 200 and doc["silence"]["createdBy"] == "test-user"
@@ -235,6 +237,7 @@ def test_admin_api_without_identity_needs_the_admin_token(start_sidecar, recorde
             "matchers": [{"name": "alertname", "value": "CustosGPU.*", "isRegex": True, "isEqual": True}],
             "endsAt": "2099-01-01T00:00:00Z",
             "comment": "am-style matchers",
+            "createdBy": "mallory",  # ignored: the author is who authenticated
         },
         token="s3cret",
     )
