@@ -32,8 +32,10 @@ setup: $(LINK_STAMP)
 $(DEPS_STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel hatchling editables
-	# torch from PyPI is a multi-GB CUDA build: it is downloaded once into the cached venv.
-	$(PIP) install -q -c constraints.txt -e '.[inference,gpu,dev]'
+	# torch from PyPI is a multi-GB CUDA build: it is downloaded once into the cached venv, with a
+	# progress bar (no -q here: minutes of silence look like a hang).
+	@echo "Installing Custos and its extras (the first time this downloads torch, several GB) ..."
+	$(PIP) install --progress-bar on -c constraints.txt -e '.[inference,gpu,dev]'
 	rm -f $(VENV)/.deps-* $(VENV)/.link-*
 	touch $@
 

@@ -23,6 +23,8 @@ COMMAND_MODULES: list[str] = [
     "sidecar.commands.policy",
     "sidecar.commands.up",
     "sidecar.commands.gpu",
+    "sidecar.commands.config",
+    "sidecar.commands.completion",
     "alerting.cli",
     "inference.cli",
     "bench.cli",

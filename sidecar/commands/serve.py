@@ -30,6 +30,9 @@ def run_serve(args: argparse.Namespace) -> int:
     host = args.host or server.host
     port = args.port or server.port
     workers = args.workers or server.workers
+    from ..startup import log_startup
+
+    log_startup(config, host=host, port=port, workers=workers)  # the setup in force, and loud warnings, once
     if args.config:
         # Workers re-read the same file through the app factory.
         os.environ["CUSTOS_CONFIG"] = os.path.abspath(args.config)
@@ -51,6 +54,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # Build the stages here so that a bad policy or key file fails now with exit 2, not inside a
     # worker; with one worker this very app is served.
     from ..app import CustosApp
+    from ..httpproto import GuardedHttpToolsProtocol
     from ..pipeline import build_stages
 
     config = load_config(args.config)  # again: --gpu-sim may have added an override
@@ -62,7 +66,12 @@ def run_serve(args: argparse.Namespace) -> int:
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        # httptools with limits on request heads (size, field count, time): see sidecar.httpproto.
+        http=GuardedHttpToolsProtocol,
+        # X-Forwarded-* are trusted only from rbac.trusted_proxies, by the app itself; uvicorn's
+        # own handling would trust them from loopback whatever the configuration says.
+        proxy_headers=False,
+        server_header=False,
         log_level=server.log_level,
         access_log=server.access_log,
         timeout_graceful_shutdown=10,

@@ -4,8 +4,11 @@ the sidecar in front of it. Ctrl-C (or SIGTERM) stops everything; no process is 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -55,6 +58,70 @@ def _wait(url: str, proc: subprocess.Popen, what: str, timeout: float) -> None:
     raise UsageError(f"{what} did not become ready at {url} within {timeout:.0f}s")
 
 
+def _connect_host(host: str) -> str:
+    """Where this machine reaches a server bound to ``host`` (wildcard binds: loopback)."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host in ("::", "[::]"):
+        return "::1"
+    return host
+
+
+def _url(host: str, port: int) -> str:
+    host = _connect_host(host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on ``host:port`` now (in use, address not local), or None.
+
+    Binds a throw-away socket the way uvicorn does (SO_REUSEADDR), so a port in TIME_WAIT is free
+    but one with a listener, on this address or on the wildcard, is not.
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve {host!r}: {exc.strerror}"
+    for family, socktype, proto, _name, addr in infos[:1]:
+        with socket.socket(family, socktype, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(addr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return "is already in use"
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    return f"cannot be bound: {host} is not an address of this machine"
+                if exc.errno == errno.EACCES:
+                    return "needs privileges to bind (ports below 1024)"
+                return f"cannot be bound: {exc.strerror}"
+    return None
+
+
+def check_ports(config: Config, with_engine: bool) -> None:
+    """Refuse to start anything (exit 2, one line) when a port the stack needs is taken: a second
+    `custos up` must not adopt the engine or the sidecar that already listens there."""
+    wanted: list[tuple[str, int, str, str]] = []
+    if with_engine:
+        inf = config.inference
+        wanted.append((inf.host, inf.port, "the inference engine", "inference.port"))
+    server = config.server
+    wanted.append((server.host, server.port, "the sidecar", "server.port"))
+    if with_engine and wanted[0][1] == wanted[1][1]:
+        raise UsageError(
+            f"inference.port and server.port are both {server.port}: the engine and the sidecar "
+            "need different ports"
+        )
+    for host, port, what, option in wanted:
+        problem = port_problem(host, port)
+        if problem:
+            env = "CUSTOS_" + option.upper().replace(".", "__")
+            raise UsageError(
+                f"port {port} on {host} for {what} {problem}; nothing was started "
+                f"(stop what listens there, or set {option} / {env})"
+            )
+
+
 def tiny_model_dir(config: Config) -> Path:
     from inference.tiny import TINY_MODEL_VERSION
 
@@ -64,9 +131,11 @@ def tiny_model_dir(config: Config) -> Path:
 
 def run_up(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    check_ports(config, with_engine=not args.no_engine)  # before anything starts
     env = dict(os.environ)
     if args.config:
         env["CUSTOS_CONFIG"] = os.path.abspath(args.config)
+    model_name: str | None = None
     procs: list[tuple[str, subprocess.Popen]] = []
 
     def stop_all(*_: object) -> None:
@@ -100,7 +169,10 @@ def run_up(args: argparse.Namespace) -> int:
                         env=env,
                     )
                 model = str(target)
-            engine_url = f"http://{inf.host}:{inf.port}"
+            from inference.tiny import default_served_name
+
+            model_name = inf.served_model_name or default_served_name(model)
+            engine_url = _url(inf.host, inf.port)
             cmd = [_python(), "-m", "sidecar.cli", "inference", "serve", "--model", model]
             if args.config:
                 cmd += ["--config", os.path.abspath(args.config)]
@@ -117,9 +189,8 @@ def run_up(args: argparse.Namespace) -> int:
             sidecar_cmd += ["--gpu-sim", args.gpu_sim]
         sidecar = subprocess.Popen(sidecar_cmd, env=env, start_new_session=True)
         procs.append(("sidecar", sidecar))
-        port = config.server.port
-        _wait(f"http://127.0.0.1:{port}/health", sidecar, "the sidecar", timeout=120)
-        print(banner(config, args), flush=True)
+        _wait(_url(config.server.host, config.server.port) + "/health", sidecar, "the sidecar", timeout=120)
+        print(banner(load_config(args.config, environ=env), args, model_name), flush=True)
         while True:
             for name, proc in procs:
                 if proc.poll() is not None:
@@ -137,22 +208,84 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def banner(config: Config, args: argparse.Namespace) -> str:
-    port = config.server.port
-    model_name = config.inference.served_model_name or "custos-tiny"
+def _custos_executable() -> str:
     # The full path: after `make run` the venv's bin directory is usually not on PATH.
     custos = Path(sys.executable).with_name("custos")
-    token_cmd = f"{custos if custos.exists() else 'custos'} token --sub you --role admin"
-    base = f"http://127.0.0.1:{port}"
+    return str(custos) if custos.exists() else "custos"
+
+
+_TOKEN_ENV_PREFIXES = ("CUSTOS_STATE__", "CUSTOS_AUTH__", "CUSTOS_RBAC__POLICY_FILE", "CUSTOS_RBAC__ENABLED")
+
+
+def token_command(config: Config, args: argparse.Namespace) -> str | None:
+    """The `custos token` command that works as printed for this config, or None when the config
+    trusts no dev token (auth disabled, or auth.dev_key: false)."""
+    auth = config.auth
+    if not auth.enabled or not auth.dev_key:
+        return None
+    # Environment settings that change which key signs or which roles exist: repeated in front
+    # of the command, so that it works in a fresh shell too (nothing else, no secrets).
+    assignments = [
+        f"{name}={shlex.quote(value)}"
+        for name, value in sorted(os.environ.items())
+        if name == "CUSTOS_STATE_DIR" or name.startswith(_TOKEN_ENV_PREFIXES)
+    ]
+    parts = [_custos_executable(), "token"]
+    config_path = args.config or os.environ.get("CUSTOS_CONFIG")
+    if config_path:
+        # Absolute: the banner's reader may run it from another directory or shell.
+        parts += ["--config", os.path.abspath(config_path)]
+    parts += ["--sub", "you"]
+    from .token import _policy_roles
+
+    roles = _policy_roles(config)
+    role = "admin" if roles is None or "admin" in roles else (sorted(roles)[0] if roles else None)
+    if role:
+        parts += ["--role", role]
+    return " ".join([*assignments, shlex.join(parts)])
+
+
+def _upstream_model(config: Config) -> str | None:
+    """The first model the upstream lists (for --no-engine), or None."""
+    import json
+
+    try:
+        with urllib.request.urlopen(str(config.upstream.url).rstrip("/") + "/v1/models", timeout=2) as r:
+            data = json.loads(r.read())
+        return str(data["data"][0]["id"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def banner(config: Config, args: argparse.Namespace, model_name: str | None = None) -> str:
+    """What to do next, with commands that work as printed for ``config`` (the sidecar's config,
+    environment included)."""
+    base = _url(config.server.host, config.server.port)
+    model_name = model_name or config.inference.served_model_name
+    if model_name is None:
+        model_name = _upstream_model(config) if args.no_engine else None
+    model_name = model_name or "custos-tiny"
+    token_cmd = token_command(config, args)
+    if not config.auth.enabled:
+        intro = "  Send a chat completion (auth.enabled is false: no token needed):"
+        token_lines = ""
+        auth_header = ""
+    elif token_cmd is None:
+        intro = "  Send a chat completion with a token from your identity provider (auth.dev_key is false):"
+        token_lines = "    export TOKEN=...   # a JWT your IdP issued for this sidecar\n"
+        auth_header = ' -H "Authorization: Bearer $TOKEN"'
+    else:
+        intro = "  Get a token and send a chat completion:"
+        token_lines = f"    export TOKEN=$({token_cmd})\n"
+        auth_header = ' -H "Authorization: Bearer $TOKEN"'
     return f"""
   Custos is up.
     OpenAI-compatible API : {base}/v1   (send requests here)
     health / ready        : {base}/health  {base}/ready
     metrics               : {base}/metrics
 
-  Get a token and send a chat completion:
-    export TOKEN=$({token_cmd})
-    curl -s {base}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
+{intro}
+{token_lines}    curl -s {base}/v1/chat/completions{auth_header} \\
       -H 'Content-Type: application/json' \\
       -d '{{"model": "{model_name}", "max_tokens": 16,
            "messages": [{{"role": "user", "content": "Hello!"}}]}}'

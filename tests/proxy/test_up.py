@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -65,14 +66,23 @@ def test_up_serves_and_ctrl_c_stops_everything(tiny_model_dir: Path, tmp_path: P
             assert up.alive(), up.log()[-3000:]
             assert time.monotonic() < deadline, up.log()[-3000:]
             time.sleep(0.2)
+        time.sleep(0.3)  # the rest of the banner
         banner = up.log()
         assert f"http://127.0.0.1:{sidecar_port}/v1" in banner
-        assert "token --sub" in banner and "curl" in banner
+        assert " token --config " in banner and "--sub you" in banner and "curl" in banner
+        assert f'"model": "{TINY_MODEL_NAME}"' in banner
+        # The banner's own token command, run as printed (in a fresh shell elsewhere): it names the
+        # config, so the token is signed with the key this sidecar trusts.
+        printed = re.search(r"export TOKEN=\$\((.+)\)\n", banner)
+        assert printed, banner[-3000:]
+        assert f"--config {cfg}" in printed.group(1)
         token = subprocess.run(
-            custos_cmd("token", "--config", str(cfg), "--sub", "newcomer", "--role", "admin"),
+            ["bash", "-c", printed.group(1)],
             capture_output=True,
             text=True,
             check=True,
+            cwd="/",
+            env={k: v for k, v in os.environ.items() if not k.startswith("CUSTOS_")},
         ).stdout.strip()
         r = httpx.post(
             f"http://127.0.0.1:{sidecar_port}/v1/chat/completions",
