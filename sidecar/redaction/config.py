@@ -26,6 +26,21 @@ class RedactionConfig(Section):
     max_holdback_chars: int = Field(
         16384, ge=64, le=1 << 20, description="streams: longest tail held back waiting for an entity to end"
     )
+    max_request_chars: int = Field(
+        2_000_000,
+        ge=1024,
+        le=1 << 30,
+        description="requests: most characters of text (strings and keys) inspected in one body; more: 413",
+    )
+    max_strings: int = Field(
+        100_000,
+        ge=16,
+        le=1 << 24,
+        description="requests: most strings and keys inspected in one body; more: 413",
+    )
+    max_depth: int = Field(
+        64, ge=8, le=256, description="requests: deepest nesting of objects and lists inspected; deeper: 413"
+    )
 
     @field_validator("policy_file")
     @classmethod

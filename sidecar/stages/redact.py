@@ -1,10 +1,21 @@
 """Redact stage: PII never reaches the model, and answers are redacted (and de-pseudonymized).
 
-Requests: only string content is touched (chat message content and text parts, tool-call
-arguments, completions ``prompt``, embeddings ``input``), never keys or other fields. With the
-default policy values become placeholders (``<EMAIL_1>``) and the mapping stays in memory for this
-request; the answer gets the originals back when the caller's roles allow it. Responses: JSON bodies
-and SSE streams (per choice, holding back only a tail that could still grow into an entity).
+Requests: by construction, every string and every object key of any JSON body under ``/v1/`` is
+redacted (``sidecar.redaction.walk``): only a closed set of identifier fields (``model``, ``role``,
+part/tool ``type``, mode enums, ``logit_bias`` token ids) is exempt, and those are validated so that
+they cannot carry text. Known fields of the chat / completions / embeddings schemas are type-checked;
+a body that cannot be fully inspected (wrong types, too deep, too much text) is refused (400/413)
+with the field path, never forwarded. With the default policy values become placeholders
+(``<EMAIL_1>``) and the mapping stays in memory for this request; the answer gets the originals back
+when the caller's roles allow it.
+
+Answers: every string (and key) of a JSON answer or SSE event is redacted, identifiers included
+(cached per value, so the ids that repeat in every event cost a lookup). In streams the text fields
+of a choice (``content``, ``reasoning_content``, ``reasoning``, ``refusal``, ``text``, tool-call
+arguments) go through a per-choice ``StreamRedactor`` holding back only a tail that could still grow
+into an entity; other strings are redacted per event. Logprobs: ``bytes`` arrays dropped, each token
+redacted, and a choice whose text was rewritten or is held back gets ``logprobs: null``. Untouched
+events pass byte for byte.
 
 For metrics and audit: ``ctx.redactions`` (type -> count, request and answer together),
 ``ctx.extras["redact.restored"]`` (placeholders put back), and ``ctx.extras["redact.for_log"]``, a
@@ -18,25 +29,36 @@ import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote, unquote_plus
 
 import orjson
 
 from ..config import Config
-from ..context import INFERENCE_ROUTES, RequestContext
+from ..context import RequestContext
+from ..errors import bad_request
 from ..redaction.engine import Redactor
 from ..redaction.operators import Session, load_hash_key
 from ..redaction.policy import load_policy
 from ..redaction.streaming import StreamRedactor
+from ..redaction.walk import AnswerWalker, Walker, walk_request
 from ..sse import SSEBuffer, event_data
 from ..stage import ResponseFilter, Stage
 
 log = logging.getLogger("custos.redact")
 
-# Prompts above this many characters are redacted in a worker thread so one huge request does not
-# stall every other stream on the event loop for tens of milliseconds.
+# Bodies above this many bytes are redacted in a worker thread so one huge request does not stall
+# every other stream on the event loop for tens of milliseconds.
 _THREAD_CHARS = 256 * 1024
 
-_TEXT_KEYS = ("content", "reasoning_content")
+# Streamed text fields of a delta, each with its own holdback.
+_TEXT_KEYS = ("content", "reasoning_content", "reasoning", "refusal")
+_NO_SKIP: frozenset[str] = frozenset()
+_SKIP_ARGS = frozenset({"arguments"})
+_SKIP_FUNCTION = frozenset({"function"})
+_SKIP_LOGPROBS = frozenset({"logprobs"})
+_SKIP_TEXT = frozenset({"logprobs", "text"})
+_SKIP_DELTA = frozenset({"delta", "logprobs"})
+_SKIP_DELTA_TEXT = frozenset({"delta", "logprobs", "text"})
 
 
 class _State:
@@ -69,10 +91,12 @@ class RedactStage(Stage):
 
     # -- requests ---------------------------------------------------------------------------------
     async def on_request(self, ctx: RequestContext) -> None:
-        if ctx.method != "POST" or ctx.path not in INFERENCE_ROUTES:
+        if not ctx.path.startswith("/v1/"):
             return
-        body = ctx.json
-        if not isinstance(body, dict):
+        if self.config.request:
+            self._check_url(ctx)
+        # Every body under /v1/ (known routes or not): what cannot be inspected is not forwarded.
+        if not ctx.body:
             return
         session = Session()
         ctx.redactions = session.counts  # live: answer-side counts land here too
@@ -83,12 +107,24 @@ class RedactStage(Stage):
         ctx.extras["redact.for_log"] = self._for_log(session)
         if not self.config.request:
             return
-        if _text_size(body) > _THREAD_CHARS:
-            changed = await asyncio.to_thread(self._redact_body, body, session)
+        body = ctx.json  # 400 when the body is not JSON
+        if body is None:
+            return
+        if len(ctx.body) > _THREAD_CHARS:
+            new = await asyncio.to_thread(self.redact_body, ctx.path, body, session)
         else:
-            changed = self._redact_body(body, session)
-        if changed:
-            ctx.set_json(body)
+            new = self.redact_body(ctx.path, body, session)
+        if new is not None:
+            ctx.set_json(new)
+
+    def _check_url(self, ctx: RequestContext) -> None:
+        """The path and query string are forwarded as they are: personal data there is refused."""
+        for name, raw in (("path", ctx.path), ("query", ctx.query.decode("latin-1"))):
+            if not raw:
+                continue
+            text = unquote_plus(raw) if name == "query" else unquote(raw)
+            if self.redactor.redact(text) != text:
+                raise bad_request(f"The request {name} must not carry personal data.", param=name)
 
     def _for_log(self, session: Session) -> Callable[[str], str]:
         redactor = self.redactor
@@ -99,46 +135,19 @@ class RedactStage(Stage):
 
         return for_log
 
-    def _redact_body(self, body: dict[str, Any], session: Session) -> bool:
+    def redact_body(self, path: str, body: Any, session: Session) -> Any:
+        """The redacted body (changed in place where possible), or None when nothing changed.
+        Raises ``ProxyError`` (400/413) for a body that cannot be fully inspected."""
         redact = self.redactor.redact
-        changed = False
-
-        def fix(holder: Any, key: Any) -> None:
-            nonlocal changed
-            value = holder[key]
-            if isinstance(value, str) and value:
-                new = redact(value, session)
-                if new is not value and new != value:
-                    holder[key] = new
-                    changed = True
-
-        messages = body.get("messages")
-        if isinstance(messages, list):
-            for msg in messages:
-                if not isinstance(msg, dict):
-                    continue
-                content = msg.get("content")
-                if isinstance(content, str):
-                    fix(msg, "content")
-                elif isinstance(content, list):
-                    for part in content:
-                        # Multimodal messages: only text parts (images and audio pass untouched).
-                        if isinstance(part, dict) and part.get("type") == "text" and "text" in part:
-                            fix(part, "text")
-                for call in msg.get("tool_calls") or ():
-                    fn = call.get("function") if isinstance(call, dict) else None
-                    if isinstance(fn, dict) and "arguments" in fn:
-                        fix(fn, "arguments")
-        for key in ("prompt", "input"):
-            value = body.get(key)
-            if isinstance(value, str):
-                fix(body, key)
-            elif isinstance(value, list):
-                # A list of strings (a batch); lists of token ids stay as they are.
-                for i, item in enumerate(value):
-                    if isinstance(item, str):
-                        fix(value, i)
-        return changed
+        cfg = self.config
+        walker = Walker(
+            lambda text: redact(text, session),
+            max_chars=cfg.max_request_chars,
+            max_strings=cfg.max_strings,
+            max_depth=cfg.max_depth,
+        )
+        out = walk_request(path, body, walker)
+        return out if walker.changed else None
 
     # -- responses --------------------------------------------------------------------------------
     def response_filter(self, ctx: RequestContext) -> ResponseFilter | None:
@@ -159,6 +168,10 @@ class RedactStage(Stage):
             return self.redactor.redact(text, state.session, response=True, restore=state.restore)
         return self._restore_only(text, state)
 
+    def answer_walker(self, state: _State) -> AnswerWalker:
+        """Redacts every string of an answer document as ``text_out`` does."""
+        return AnswerWalker(lambda text: self.text_out(text, state))
+
     def _restore_only(self, text: str, state: _State) -> str:
         r = self.redactor
         ents = [e for e in r.find(text, response=True) if e.type == "__placeholder__"]
@@ -170,20 +183,22 @@ class RedactStage(Stage):
             ctx.extras["redact.restored"] = state.session.restored
 
 
-def _text_size(body: dict[str, Any]) -> int:
-    size = 0
-    for key in ("messages", "prompt", "input"):
-        value = body.get(key)
-        if isinstance(value, str):
-            size += len(value)
-        elif isinstance(value, list):
-            for item in value:
-                if isinstance(item, str):
-                    size += len(item)
-                elif isinstance(item, dict):
-                    c = item.get("content")
-                    size += len(c) if isinstance(c, str) else 0
-    return size
+def _choice_rest(
+    w: AnswerWalker, choice: dict[str, Any], skip: frozenset[str], touched: bool
+) -> dict[str, Any]:
+    """The rest of a choice, after its text fields: every other string, then the logprobs rule."""
+    w.changed = False
+    choice = w.obj(choice, skip | {"logprobs"})
+    touched = touched or w.changed
+    logprobs = choice.get("logprobs")
+    if logprobs is not None:
+        if touched:
+            # Token text of a redacted (or held back) entity must not get out by another way.
+            choice["logprobs"] = None
+            w.changed = True
+        else:
+            w.logprobs(logprobs)
+    return choice
 
 
 class _JSONFilter(ResponseFilter):
@@ -197,39 +212,52 @@ class _JSONFilter(ResponseFilter):
         if not chunk:
             return chunk
         try:
-            doc = orjson.loads(chunk)
-        except orjson.JSONDecodeError:
-            return chunk
-        if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list):
-            return chunk
+            return self._walk(chunk, orjson.loads(chunk))
+        except (orjson.JSONDecodeError, RecursionError):
+            # Not JSON after all (or nested too deep to walk): not passed on unread, redacted as text.
+            text = chunk.decode("utf-8", "replace")
+            new = self.stage.text_out(text, self.state)
+            return chunk if new == text else new.encode()
+
+    def _walk(self, chunk: bytes, doc: Any) -> bytes:
+        w = self.stage.answer_walker(self.state)
         changed = False
-        for choice in doc["choices"]:
-            if not isinstance(choice, dict):
-                continue
-            holders: list[tuple[dict, str]] = []
-            message = choice.get("message")
-            if isinstance(message, dict):
-                holders.extend((message, k) for k in _TEXT_KEYS)
-                for call in message.get("tool_calls") or ():
-                    fn = call.get("function") if isinstance(call, dict) else None
-                    if isinstance(fn, dict):
-                        holders.append((fn, "arguments"))
-            holders.append((choice, "text"))
-            for holder, key in holders:
-                value = holder.get(key)
-                if isinstance(value, str) and value:
-                    new = self.stage.text_out(value, self.state)
-                    if new != value:
-                        holder[key] = new
-                        changed = True
-        return orjson.dumps(doc) if changed else chunk
+        choices = doc.get("choices") if isinstance(doc, dict) else None
+        if isinstance(choices, list):
+            for i, choice in enumerate(choices):
+                if not isinstance(choice, dict):
+                    w.changed = False
+                    choices[i] = w.any(choice)
+                    changed = changed or w.changed
+                    continue
+                # Text fields first (message content, reasoning, refusal, tool calls, text): any
+                # change there nulls the choice's logprobs.
+                w.changed = False
+                message = choice.get("message")
+                if isinstance(message, dict):
+                    choice["message"] = w.obj(message)
+                text = choice.get("text")
+                if isinstance(text, str) and text:
+                    choice["text"] = w.text(text)
+                touched = w.changed
+                choices[i] = _choice_rest(w, choice, frozenset({"message", "text"}), touched)
+                changed = changed or touched or w.changed
+            w.changed = False
+            out = w.obj(doc, frozenset({"choices"}))
+        else:
+            w.changed = False
+            out = w.any(doc)
+        if not (changed or w.changed):
+            return chunk
+        return orjson.dumps(out)
 
 
 class _SSEFilter(ResponseFilter):
-    """Per choice index and text field, a ``StreamRedactor``; events are rewritten only when their
-    text changes, so untouched events pass byte for byte."""
+    """Per choice index and text field, a ``StreamRedactor``; every other string of an event is
+    redacted per event. Events are rewritten only when something changed, so untouched events pass
+    byte for byte."""
 
-    __slots__ = ("sse", "stage", "state", "streams", "template")
+    __slots__ = ("logprobs", "sse", "stage", "state", "streams", "template", "walker")
 
     def __init__(self, stage: RedactStage, state: _State) -> None:
         self.stage = stage
@@ -237,6 +265,9 @@ class _SSEFilter(ResponseFilter):
         self.sse = SSEBuffer()
         self.streams: dict[tuple[int, str], StreamRedactor] = {}
         self.template: dict[str, Any] | None = None
+        # Per choice index: logprobs delayed while that choice's text is held back.
+        self.logprobs: dict[int, _Pending] = {}
+        self.walker = stage.answer_walker(state)
 
     def _stream(self, index: int, key: str) -> StreamRedactor:
         sr = self.streams.get((index, key))
@@ -258,7 +289,10 @@ class _SSEFilter(ResponseFilter):
 
     def flush(self) -> bytes:
         # The stream ended without [DONE] (or was cut): release what is held, then any partial event.
-        return self._flush_all() + self.sse.rest()
+        rest = self.sse.rest()
+        if rest:
+            rest = self._event(rest)
+        return self._flush_all() + rest
 
     def _event(self, event: bytes) -> bytes:
         data = event_data(event)
@@ -267,53 +301,146 @@ class _SSEFilter(ResponseFilter):
         if data == b"[DONE]":
             return self._flush_all() + event
         try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return event
-        if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list):
-            return event
+            return self._json_event(event, orjson.loads(data))
+        except (orjson.JSONDecodeError, RecursionError):
+            # Not JSON (or nested too deep to walk): not passed on unread, redacted as text.
+            text = data.decode("utf-8", "replace")
+            new = self.stage.text_out(text, self.state)
+            if new == text:
+                return event
+            return _rewrite(event, b"\ndata: ".join(new.encode().split(b"\n")))
+
+    def _json_event(self, event: bytes, doc: Any) -> bytes:
+        w = self.walker
+        choices = doc.get("choices") if isinstance(doc, dict) else None
+        if not isinstance(choices, list):
+            w.changed = False
+            doc = w.any(doc)
+            return _rewrite(event, orjson.dumps(doc)) if w.changed else event
         self.template = doc
         changed = False
-        for choice in doc["choices"]:
+        for i, choice in enumerate(choices):
             if not isinstance(choice, dict):
+                w.changed = False
+                choices[i] = w.any(choice)
+                changed = changed or w.changed
                 continue
-            index = choice.get("index", 0)
-            index = index if isinstance(index, int) else 0
-            delta = choice.get("delta")
-            if isinstance(delta, dict):
-                holder, keys = delta, _TEXT_KEYS
-            else:
-                holder, keys = choice, ("text",)
+            new_choice, touched = self._choice(choice)
+            choices[i] = new_choice
+            changed = changed or touched
+        w.changed = False
+        doc = w.obj(doc, frozenset({"choices"}))
+        if not (changed or w.changed):
+            return event
+        if self.template is not doc:
+            self.template = doc
+        return _rewrite(event, orjson.dumps(doc))
+
+    def _choice(self, choice: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """One choice of one event: (the choice, whether anything in it changed)."""
+        w = self.walker
+        index = choice.get("index", 0)
+        index = index if isinstance(index, int) else 0
+        counts = self.state.session.counts
+        found_before = sum(counts.values())
+        touched = False
+        delta = choice.get("delta")
+        holders: list[tuple[dict[str, Any], tuple[str, ...]]] = [(choice, ("text",))]
+        if isinstance(delta, dict):
+            holders.append((delta, _TEXT_KEYS))
+        for holder, keys in holders:
             for key in keys:
                 value = holder.get(key)
                 if isinstance(value, str) and value:
                     new = self._stream(index, key).feed(value)
                     if new != value:
                         holder[key] = new
-                        changed = True
-            if isinstance(delta, dict) and isinstance(delta.get("tool_calls"), list):
-                # Tool-call arguments stream as JSON text: placeholders in them are put back too,
-                # so the caller's function gets the real value.
-                for call in delta["tool_calls"]:
-                    fn = call.get("function") if isinstance(call, dict) else None
-                    value = fn.get("arguments") if isinstance(fn, dict) else None
-                    tc_index = call.get("index", 0)
-                    if isinstance(value, str) and value and isinstance(tc_index, int):
-                        new = self._stream(index, f"tool_calls.{tc_index}").feed(value)
-                        if new != value:
-                            fn["arguments"] = new
-                            changed = True
-            if choice.get("finish_reason") is not None:
-                # End of this choice: its held tails go out with the finishing event.
-                for (i, key), sr in self.streams.items():
-                    if i == index and sr.held:
-                        _place(choice, key, sr.flush())
-                        changed = True
-        if not changed:
-            return event
-        return _rewrite(event, orjson.dumps(doc))
+                        touched = True
+        calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+        if isinstance(calls, list):
+            # Tool-call arguments stream as JSON text: placeholders in them are put back too,
+            # so the caller's function gets the real value.
+            for call in calls:
+                fn = call.get("function") if isinstance(call, dict) else None
+                value = fn.get("arguments") if isinstance(fn, dict) else None
+                tc_index = call.get("index", 0) if isinstance(call, dict) else None
+                if isinstance(value, str) and value and type(tc_index) is int:
+                    new = self._stream(index, f"tool_calls.{tc_index}").feed(value)
+                    if new != value:
+                        fn["arguments"] = new
+                        touched = True
+        if choice.get("finish_reason") is not None:
+            # End of this choice: its held tails go out with the finishing event.
+            for (i, key), sr in self.streams.items():
+                if i == index and sr.held:
+                    _place(choice, key, sr.flush())
+                    touched = True
+        held = False
+        for (i, _), sr in self.streams.items():
+            if i == index and sr.held:
+                held = True
+                break
+        # Everything else in the choice, per event: the streamed text fields are skipped (they
+        # went through their StreamRedactor above), every other string is redacted here.
+        w.changed = False
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            calls = delta.get("tool_calls")
+            if isinstance(calls, list):
+                for j, call in enumerate(calls):
+                    if not isinstance(call, dict):
+                        calls[j] = w.any(call)
+                        continue
+                    fn = call.get("function")
+                    if isinstance(fn, dict):
+                        skip = _SKIP_ARGS if isinstance(fn.get("arguments"), str) else _NO_SKIP
+                        call["function"] = w.obj(fn, skip)
+                    calls[j] = w.obj(call, _SKIP_FUNCTION if isinstance(fn, dict) else _NO_SKIP)
+            skip = {k for k in delta if k in _TEXT_KEYS and isinstance(delta[k], str)}
+            if isinstance(calls, list):
+                skip.add("tool_calls")
+            choice["delta"] = w.obj(delta, skip)
+            skip_choice = _SKIP_DELTA_TEXT if isinstance(choice.get("text"), str) else _SKIP_DELTA
+        else:
+            skip_choice = _SKIP_TEXT if isinstance(choice.get("text"), str) else _SKIP_LOGPROBS
+        choice = w.obj(choice, skip_choice)
+        touched = touched or w.changed
+        return choice, self._logprobs(choice, index, held, found_before) or touched
+
+    def _logprobs(self, choice: dict[str, Any], index: int, held: bool, found_before: int) -> bool:
+        """The logprobs rule in streams. Token strings are redacted and ``bytes`` dropped; while the
+        choice's text is held back its logprobs are held too, and go out (merged) with the event
+        that releases the text, unless an entity was redacted meanwhile: then they are dropped, so
+        the tokens of an entity never get out. Returns whether the choice changed."""
+        w = self.walker
+        logprobs = choice.get("logprobs")
+        w.changed = False
+        if logprobs is not None:
+            w.logprobs(logprobs)
+        changed = w.changed
+        # Anything found in this choice's text, its other strings or its tokens.
+        redacted = sum(self.state.session.counts.values()) != found_before
+        pending = self.logprobs.get(index)
+        if pending is None and not held and not redacted:
+            return changed
+        if pending is None:
+            pending = self.logprobs[index] = _Pending()
+        if redacted:
+            pending.dropped = True
+        if logprobs is not None:
+            pending.items.append(logprobs)
+            choice["logprobs"] = None
+            changed = True
+        if not held:
+            del self.logprobs[index]
+            if pending.items and not pending.dropped:
+                choice["logprobs"] = _merge_logprobs(pending.items)
+                changed = True
+        return changed
 
     def _flush_all(self) -> bytes:
+        # A stream cut while text was held: its delayed logprobs are not sent.
+        self.logprobs.clear()
         out = []
         for (index, key), sr in self.streams.items():
             if not sr.held:
@@ -331,6 +458,34 @@ class _SSEFilter(ResponseFilter):
             doc["choices"] = [choice]
             out.append(b"data: " + orjson.dumps(doc) + b"\n\n")
         return b"".join(out)
+
+
+class _Pending:
+    __slots__ = ("dropped", "items")
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.dropped = False
+
+
+def _merge_logprobs(items: list[Any]) -> Any:
+    """Logprobs of consecutive events as one: lists (``content``, ``tokens``, ``top_logprobs``...)
+    concatenated, other values from the last event."""
+    if len(items) == 1:
+        return items[0]
+    if not all(isinstance(item, dict) for item in items):
+        return None
+    out: dict[str, Any] = {}
+    for item in items:
+        for key, value in item.items():
+            current = out.get(key)
+            if isinstance(value, list) and isinstance(current, list):
+                out[key] = current + value
+            elif isinstance(value, list):
+                out[key] = list(value)
+            else:
+                out[key] = value
+    return out
 
 
 def _place(choice: dict[str, Any], key: str, tail: str) -> None:

@@ -35,18 +35,19 @@ def ctx_for(path: str, body: dict, roles: tuple[str, ...] | None = None) -> Requ
     return ctx
 
 
-async def test_chat_request_only_string_content(tmp_path: Path) -> None:
+async def test_chat_request_every_string(tmp_path: Path) -> None:
+    """By construction: every string of the body is redacted, not only message content."""
     stage = make_stage(tmp_path)
     body = {
         "model": "m",
-        "user": "13812345678",  # not content: never touched
+        "user": "13812345678",
         "messages": [
             {"role": "system", "content": "You help."},
             {
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "我的手机13812345678"},
-                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,13812345678"}},
+                    {"type": "image_url", "image_url": {"url": "https://img.example/x.png?owner=a@b.com"}},
                 ],
             },
             {
@@ -66,12 +67,16 @@ async def test_chat_request_only_string_content(tmp_path: Path) -> None:
     ctx = ctx_for("/v1/chat/completions", body)
     await stage.on_request(ctx)
     sent = orjson.loads(ctx.outgoing_body())
-    assert sent["user"] == "13812345678"
+    assert sent["user"] == "<CN_PHONE_1>"
     assert sent["messages"][1]["content"][0]["text"] == "我的手机<CN_PHONE_1>"
-    assert sent["messages"][1]["content"][1]["image_url"]["url"].endswith("13812345678")
+    # Image URLs are strings too (data: URLs are scanned like any other text).
+    assert (
+        sent["messages"][1]["content"][1]["image_url"]["url"] == "https://img.example/x.png?owner=<EMAIL_1>"
+    )
     assert sent["messages"][2]["tool_calls"][0]["function"]["arguments"] == '{"email": "<EMAIL_1>"}'
     assert sent["messages"][3]["content"] == "mail <EMAIL_1>, phone <CN_PHONE_1>"
-    assert ctx.redactions == {"CN_PHONE": 2, "EMAIL": 2}
+    assert sent["model"] == "m" and sent["messages"][2]["tool_calls"][0]["id"] == "c"
+    assert ctx.redactions == {"CN_PHONE": 3, "EMAIL": 3}
 
 
 @pytest.mark.parametrize(

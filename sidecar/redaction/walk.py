@@ -1,0 +1,614 @@
+"""Redaction by construction: walk a whole JSON document and redact every string in it.
+
+Requests (``walk_request``): every string value and every object key anywhere in the body goes
+through the redactor, except a small closed set of identifier fields whose values are checked
+against strict patterns or enums so that they cannot carry text (``model``, message ``role``, part
+and tool ``type``, ``tool_choice``/``function_call`` modes, ``response_format.type``,
+``encoding_format``, ``logit_bias`` token ids). Known fields of the OpenAI chat / completions /
+embeddings schemas (and vLLM's extras) are type-checked where the sidecar or the engine relies on
+the type; unknown fields are walked generically. A body that cannot be fully inspected (a wrong type
+on a known field, nesting deeper than ``max_depth``, more than ``max_strings`` strings, more than
+``max_chars`` characters of text) is refused with an OpenAI-shaped error naming the field path:
+what is not inspected is not forwarded.
+
+Answers (``walk_answer``): the same rule for every string and key of an answer document, with the
+logprobs rule of the redact stage (token ``bytes`` dropped, logprobs of a redacted choice nulled).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
+from typing import Any
+
+from ..errors import ProxyError, bad_request
+
+Redact = Callable[[str], str]
+
+_ROLES = frozenset({"system", "user", "assistant", "tool", "function", "developer"})
+# Identifier values (part/tool types, modes): lower-case words, no digits, so no entity fits.
+_IDENT = re.compile(r"[a-z][a-z_]{0,31}")
+_TOKEN_ID = re.compile(r"[0-9]{1,9}")
+_PATH_KEY = re.compile(r"[A-Za-z_][A-Za-z_]{0,63}")
+# Short strings that redact to themselves are remembered for the rest of the walk (keys, enum
+# values, repeated ids): a set lookup instead of a scan.
+_CLEAN_MAX = 64
+
+_CHAT = "/v1/chat/completions"
+_COMPLETIONS = "/v1/completions"
+_EMBEDDINGS = "/v1/embeddings"
+
+
+class Walker:
+    """One walk over one document. ``redact`` maps a string to its redacted form (same session, so
+    the same value gets the same placeholder everywhere in the request)."""
+
+    __slots__ = (
+        "_clean",
+        "changed",
+        "chars",
+        "max_chars",
+        "max_depth",
+        "max_strings",
+        "redact",
+        "stack",
+        "strings",
+    )
+
+    def __init__(self, redact: Redact, *, max_chars: int, max_strings: int, max_depth: int) -> None:
+        self.redact = redact
+        self.max_chars = max_chars
+        self.max_strings = max_strings
+        self.max_depth = max_depth
+        self.chars = 0
+        self.strings = 0
+        self.changed = False
+        self.stack: list[str | int] = []  # the field path of the node being walked
+        self._clean: set[str] = set()
+
+    # -- errors -----------------------------------------------------------------------------------
+    def path(self) -> str:
+        out = ""
+        for key in self.stack:
+            if isinstance(key, int):
+                out += f"[{key}]"
+            elif _PATH_KEY.fullmatch(key):
+                out += f".{key}" if out else key
+            else:
+                # A free-form key may itself be personal data: never echo it.
+                out += ".*" if out else "*"
+        return out or "(body)"
+
+    def invalid(self, why: str) -> ProxyError:
+        path = self.path()
+        return bad_request(f"Invalid request: '{path}' {why}.", param=path, code="invalid_request")
+
+    def limit(self, why: str) -> ProxyError:
+        path = self.path()
+        return ProxyError(
+            413,
+            f"Request too large to inspect at '{path}': {why}.",
+            code="redaction_limit",
+            param=path,
+        )
+
+    # -- leaves -----------------------------------------------------------------------------------
+    def text(self, value: str) -> str:
+        self.strings += 1
+        self.chars += len(value)
+        if self.strings > self.max_strings:
+            raise self.limit(f"more than {self.max_strings} strings")
+        if self.chars > self.max_chars:
+            raise self.limit(f"more than {self.max_chars} characters of text")
+        if not value:
+            return value
+        short = len(value) <= _CLEAN_MAX
+        if short and value in self._clean:
+            return value
+        new = self.redact(value)
+        if new is value or new == value:
+            if short:
+                self._clean.add(value)
+            return value
+        self.changed = True
+        return new
+
+    def number(self, value: int) -> int:
+        """A large integer where free-form data goes (metadata, unknown fields): a phone or an ID
+        number sent as a JSON number cannot be rewritten in place, so it is refused."""
+        if -1_000_000 < value < 1_000_000:
+            return value
+        s = str(value)
+        if self.text(s) != s:
+            raise self.invalid("holds a number that looks like personal data; send it as a string")
+        return value
+
+    # -- generic ----------------------------------------------------------------------------------
+    def any(self, value: Any) -> Any:
+        """Any JSON value: strings and keys redacted, large integers checked."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return self.obj(value, None)
+        if isinstance(value, list):
+            stack = self.stack
+            if len(stack) >= self.max_depth:
+                raise self.limit(f"nesting deeper than {self.max_depth} levels")
+            for i, item in enumerate(value):
+                if isinstance(item, (str, dict, list)):
+                    stack.append(i)
+                    value[i] = self.any(item)
+                    stack.pop()
+                elif type(item) is int:
+                    stack.append(i)
+                    self.number(item)
+                    stack.pop()
+            return value
+        if type(value) is int:
+            return self.number(value)
+        return value
+
+    def obj(self, value: dict[str, Any], fields: dict[str, Field] | None) -> dict[str, Any]:
+        """An object: known ``fields`` get their handlers, every other key and value is walked
+        generically (keys redacted too). Returns a new dict only when a key changed."""
+        if len(self.stack) >= self.max_depth:
+            raise self.limit(f"nesting deeper than {self.max_depth} levels")
+        stack = self.stack
+        renamed: list[tuple[str, str]] | None = None
+        for key, item in value.items():
+            stack.append(key)
+            handler = fields.get(key) if fields is not None else None
+            if handler is not None:
+                new = handler(self, item)
+            else:
+                new_key = self.text(key)
+                if new_key != key:
+                    if renamed is None:
+                        renamed = []
+                    renamed.append((key, new_key))
+                new = self.any(item) if isinstance(item, (str, dict, list, int)) else item
+            if new is not item:
+                value[key] = new
+            stack.pop()
+        if renamed is None:
+            return value
+        names = dict(renamed)
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            new_key = names.get(key, key)
+            if new_key in out:
+                stack.append(key)
+                raise self.invalid("collides with another key once personal data is redacted")
+            out[new_key] = item
+        return out
+
+
+Field = Callable[[Walker, Any], Any]
+
+
+# -- field handlers --------------------------------------------------------------------------------
+def _keep_model(w: Walker, value: Any) -> Any:
+    # The authorize stage checks the name against the policy; here: it must not carry personal data.
+    if value is None:
+        return value
+    if not isinstance(value, str):
+        raise w.invalid("must be a string")
+    if value and w.redact(value) != value:
+        raise w.invalid("must be a model name")
+    return value
+
+
+def _bool(w: Walker, value: Any) -> Any:
+    if value is not None and not isinstance(value, bool):
+        raise w.invalid("must be a boolean")
+    return value
+
+
+def _int(w: Walker, value: Any) -> Any:
+    if value is not None and type(value) is not int:
+        raise w.invalid("must be an integer")
+    return value
+
+
+def _num(w: Walker, value: Any) -> Any:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise w.invalid("must be a number")
+    return value
+
+
+def _int_or_bool(w: Walker, value: Any) -> Any:
+    if value is not None and not isinstance(value, (int, bool)):
+        raise w.invalid("must be an integer or a boolean")
+    return value
+
+
+def _text(w: Walker, value: Any) -> Any:
+    if value is None:
+        return value
+    if not isinstance(value, str):
+        raise w.invalid("must be a string")
+    return w.text(value)
+
+
+def _obj(fields: dict[str, Field] | None = None) -> Field:
+    def handle(w: Walker, value: Any) -> Any:
+        if value is None:
+            return value
+        if not isinstance(value, dict):
+            raise w.invalid("must be an object")
+        return w.obj(value, fields)
+
+    return handle
+
+
+def _list_of(item: Field, what: str) -> Field:
+    def handle(w: Walker, value: Any) -> Any:
+        if value is None:
+            return value
+        if not isinstance(value, list):
+            raise w.invalid(f"must be a list of {what}")
+        if len(w.stack) >= w.max_depth:
+            raise w.limit(f"nesting deeper than {w.max_depth} levels")
+        stack = w.stack
+        for i, entry in enumerate(value):
+            stack.append(i)
+            new = item(w, entry)
+            if new is not entry:
+                value[i] = new
+            stack.pop()
+        return value
+
+    return handle
+
+
+def _object_item(fields: dict[str, Field] | None, what: str) -> Field:
+    def handle(w: Walker, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise w.invalid(f"must be {what}")
+        return w.obj(value, fields)
+
+    return handle
+
+
+def _ident(w: Walker, value: Any) -> Any:
+    if value is None:
+        return value
+    if not isinstance(value, str) or not _IDENT.fullmatch(value):
+        raise w.invalid("must be a type name (lower-case letters and '_')")
+    return value
+
+
+def _enum(*allowed: str) -> Field:
+    choices = frozenset(allowed)
+    listed = ", ".join(sorted(allowed))
+
+    def handle(w: Walker, value: Any) -> Any:
+        if value is not None and (not isinstance(value, str) or value not in choices):
+            raise w.invalid(f"must be one of: {listed}")
+        return value
+
+    return handle
+
+
+def _mode_or_obj(modes: tuple[str, ...], fields: dict[str, Field]) -> Field:
+    enum = _enum(*modes)
+    obj = _obj(fields)
+
+    def handle(w: Walker, value: Any) -> Any:
+        if isinstance(value, str):
+            return enum(w, value)
+        if value is None or isinstance(value, dict):
+            return obj(w, value)
+        raise w.invalid(f"must be one of: {', '.join(modes)}, or an object")
+
+    return handle
+
+
+def _role(w: Walker, value: Any) -> Any:
+    if not isinstance(value, str) or value not in _ROLES:
+        raise w.invalid(f"must be one of: {', '.join(sorted(_ROLES))}")
+    return value
+
+
+def _stop(w: Walker, value: Any) -> Any:
+    if value is None:
+        return value
+    if isinstance(value, str):
+        return w.text(value)
+    if isinstance(value, list):
+        return _list_of(_text_item, "strings")(w, value)
+    raise w.invalid("must be a string or a list of strings")
+
+
+def _text_item(w: Walker, value: Any) -> Any:
+    if not isinstance(value, str):
+        raise w.invalid("must be a string")
+    return w.text(value)
+
+
+def _logit_bias(w: Walker, value: Any) -> Any:
+    if value is None:
+        return value
+    if not isinstance(value, dict):
+        raise w.invalid("must be an object mapping token ids to numbers")
+    for key, bias in value.items():
+        if not isinstance(key, str) or not _TOKEN_ID.fullmatch(key):
+            raise w.invalid("keys must be token ids (decimal integers)")
+        if isinstance(bias, bool) or not isinstance(bias, (int, float)):
+            w.stack.append(key)
+            raise w.invalid("must be a number")
+    return value
+
+
+def _prompt(w: Walker, value: Any) -> Any:
+    """A string, a list of strings, a list of token ids or a list of lists of token ids."""
+    if value is None:
+        return value
+    if isinstance(value, str):
+        return w.text(value)
+    why = "must be a string, a list of strings, a list of token ids or a list of lists of token ids"
+    if not isinstance(value, list):
+        raise w.invalid(why)
+    if not value:
+        return value
+    first = value[0]
+    stack = w.stack
+    if isinstance(first, str):
+        for i, item in enumerate(value):
+            stack.append(i)
+            if not isinstance(item, str):
+                raise w.invalid("must be a string, like the other items")
+            value[i] = w.text(item)
+            stack.pop()
+    elif type(first) is int:
+        if not all(type(t) is int for t in value):
+            raise w.invalid(why)
+    elif isinstance(first, list):
+        for i, item in enumerate(value):
+            if not isinstance(item, list) or not all(type(t) is int for t in item):
+                stack.append(i)
+                raise w.invalid("must be a list of token ids")
+    else:
+        raise w.invalid(why)
+    return value
+
+
+_TOOL_CALL_FN: dict[str, Field] = {"name": _text, "arguments": lambda w, v: _text_or_obj(w, v)}
+
+
+def _text_or_obj(w: Walker, value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return _text(w, value)
+    if isinstance(value, dict):
+        return w.obj(value, None)
+    raise w.invalid("must be a string or an object")
+
+
+_TOOL_CALL: dict[str, Field] = {"type": _ident, "function": _obj(_TOOL_CALL_FN)}
+_PART: dict[str, Field] = {"type": _ident}
+
+
+def _part(w: Walker, value: Any) -> Any:
+    if isinstance(value, str):
+        return w.text(value)
+    if not isinstance(value, dict):
+        raise w.invalid("must be an object (a content part)")
+    return w.obj(value, _PART)
+
+
+def _content(w: Walker, value: Any) -> Any:
+    if value is None:
+        return value
+    if isinstance(value, str):
+        return w.text(value)
+    if isinstance(value, list):
+        return _list_of(_part, "content parts")(w, value)
+    raise w.invalid("must be a string, null or a list of content parts")
+
+
+_MESSAGE: dict[str, Field] = {
+    "role": _role,
+    "content": _content,
+    "name": _text,
+    "tool_calls": _list_of(_object_item(_TOOL_CALL, "an object (a tool call)"), "objects (tool calls)"),
+    "tool_call_id": _text,
+    "function_call": _obj(_TOOL_CALL_FN),
+    "reasoning_content": _text,
+    "reasoning": _text,
+    "refusal": _text,
+}
+
+_messages = _list_of(_object_item(_MESSAGE, "an object (a message)"), "objects (messages)")
+
+_FUNCTION: dict[str, Field] = {"name": _text, "description": _text, "strict": _bool}
+_TOOL: dict[str, Field] = {"type": _ident, "function": _obj(_FUNCTION)}
+_tools = _list_of(_object_item(_TOOL, "an object (a tool)"), "objects (tools)")
+_functions = _list_of(_object_item(_FUNCTION, "an object (a function)"), "objects (functions)")
+
+_COMMON: dict[str, Field] = {
+    "model": _keep_model,
+    "stream": _bool,
+    "stream_options": _obj(),
+    "user": _text,
+    "metadata": _obj(),
+    "n": _int,
+    "best_of": _int,
+    "max_tokens": _int,
+    "max_completion_tokens": _int,
+    "min_tokens": _int,
+    "seed": _int,
+    "top_k": _int,
+    "top_logprobs": _int,
+    "prompt_logprobs": _int,
+    "truncate_prompt_tokens": _int,
+    "temperature": _num,
+    "top_p": _num,
+    "min_p": _num,
+    "presence_penalty": _num,
+    "frequency_penalty": _num,
+    "repetition_penalty": _num,
+    "length_penalty": _num,
+    "echo": _bool,
+    "ignore_eos": _bool,
+    "skip_special_tokens": _bool,
+    "spaces_between_special_tokens": _bool,
+    "include_stop_str_in_output": _bool,
+    "add_special_tokens": _bool,
+    "use_beam_search": _bool,
+    "stop": _stop,
+    "stop_token_ids": _list_of(_int, "token ids"),
+    "logit_bias": _logit_bias,
+    "response_format": _obj({"type": _ident}),
+    "guided_json": _text_or_obj,
+    "guided_regex": _text,
+    "guided_grammar": _text,
+    "guided_choice": _list_of(_text_item, "strings"),
+    "chat_template_kwargs": _obj(),
+}
+
+CHAT_FIELDS: dict[str, Field] = {
+    **_COMMON,
+    "messages": _messages,
+    "logprobs": _bool,
+    "tools": _tools,
+    "tool_choice": _mode_or_obj(("none", "auto", "required"), {"type": _ident}),
+    "functions": _functions,
+    "function_call": _mode_or_obj(("none", "auto"), {}),
+    "parallel_tool_calls": _bool,
+    "add_generation_prompt": _bool,
+    "continue_final_message": _bool,
+    "documents": _list_of(_object_item(None, "an object (a document)"), "objects (documents)"),
+    "chat_template": _text,
+}
+
+COMPLETIONS_FIELDS: dict[str, Field] = {
+    **_COMMON,
+    "prompt": _prompt,
+    "suffix": _text,
+    "logprobs": _int_or_bool,
+}
+
+EMBEDDINGS_FIELDS: dict[str, Field] = {
+    **_COMMON,
+    "input": _prompt,
+    "messages": _messages,
+    "encoding_format": _enum("float", "base64"),
+    "dimensions": _int,
+}
+
+_ROUTES: dict[str, dict[str, Field]] = {
+    _CHAT: CHAT_FIELDS,
+    _COMPLETIONS: COMPLETIONS_FIELDS,
+    _EMBEDDINGS: EMBEDDINGS_FIELDS,
+}
+
+
+def walk_request(path: str, body: Any, walker: Walker) -> Any:
+    """Redact a request body in place (a new top-level object only when a top-level key changed).
+    Known routes get their schema; any other body is walked generically. Raises ``ProxyError``."""
+    fields = _ROUTES.get(path)
+    if isinstance(body, dict):
+        return walker.obj(body, fields)
+    if fields is not None:
+        raise walker.invalid("must be a JSON object")
+    return walker.any(body)
+
+
+# -- answers ---------------------------------------------------------------------------------------
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+class AnswerWalker:
+    """Every string and key of an answer through ``redact`` (no limits: answers come from our
+    upstream). Short results are cached, so ids, model names and roles that repeat in every stream
+    event cost one dict lookup after the first."""
+
+    __slots__ = ("_cache", "changed", "redact")
+
+    def __init__(self, redact: Redact) -> None:
+        self.redact = redact
+        self.changed = False  # set when anything was rewritten; the caller resets it as it likes
+        self._cache: set[str] = set()
+
+    def text(self, value: str) -> str:
+        short = len(value) <= _CLEAN_MAX
+        if short and value in self._cache:
+            return value
+        out = self.redact(value)
+        if out == value:
+            if short and len(self._cache) < 4096:
+                # Only unchanged values are cached: a redaction is counted each time it happens.
+                self._cache.add(value)
+            return value
+        self.changed = True
+        return out
+
+    def any(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value) if value else value
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, (str, dict, list)):
+                    new = self.any(item)
+                    if new is not item:
+                        value[i] = new
+            return value
+        if isinstance(value, dict):
+            return self.obj(value)
+        return value
+
+    def obj(self, value: dict[str, Any], skip: AbstractSet[str] = frozenset()) -> dict[str, Any]:
+        cache = self._cache
+        renamed = None
+        for key, item in value.items():
+            if key in skip:
+                continue
+            if isinstance(item, str):
+                if key == "embedding" and _BASE64.fullmatch(item):
+                    continue  # numbers as base64: not text
+                if item and item not in cache:
+                    new = self.text(item)
+                    if new is not item:
+                        value[key] = new
+            elif isinstance(item, (dict, list)):
+                if key == "embedding" and isinstance(item, list):
+                    continue  # numbers: not text
+                new = self.any(item)
+                if new is not item:
+                    value[key] = new
+            if key in cache:
+                continue
+            new_key = self.text(key)
+            if new_key != key:
+                if renamed is None:
+                    renamed = {}
+                renamed[key] = new_key
+        if renamed is None:
+            return value
+        # Two keys that redact alike: the later value wins (an answer cannot be refused).
+        return {renamed.get(k, k): v for k, v in value.items()}
+
+    def logprobs(self, value: Any) -> Any:
+        """Token strings (and the keys of completions-style ``top_logprobs`` maps) redacted one by
+        one; ``bytes`` arrays dropped, as they spell the raw token."""
+        if _drop_bytes(value):
+            self.changed = True
+        return self.any(value)
+
+
+def _drop_bytes(value: Any) -> bool:
+    dropped = False
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "bytes":
+                if item is not None:
+                    value[key] = None
+                    dropped = True
+            elif isinstance(item, (dict, list)):
+                dropped = _drop_bytes(item) or dropped
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)):
+                dropped = _drop_bytes(item) or dropped
+    return dropped
