@@ -83,6 +83,13 @@ class AuditConfig(Section):
     )
     store_redacted_text: bool = Field(False, description="store the prompt and answer text (after redaction)")
     max_text_chars: int = Field(32_768, ge=0, description="cap of each stored text")
+    max_record_bytes: int = Field(
+        16 * 1024,
+        ge=4096,
+        le=16 * 1024**2,
+        description="cap of one serialized record, stored texts included; longer fields are cut with a "
+        "marker and listed in custos.truncated",
+    )
     checkpoint_every: int = Field(1000, ge=1, description="signed checkpoint every N records ...")
     checkpoint_interval_s: float = Field(
         60.0, gt=0, description="... or every T seconds, whichever comes first"

@@ -72,6 +72,7 @@ RECORD_MAPPINGS: dict[str, Any] = {
             cancelled=_BOOL,
         ),
         "audit": _obj(chain_id=_KW, seq=_LONG, prev_hash=_KW, hash=_KW, schema=_LONG),
+        "custos": _obj(truncated=_KW, record_error=_KW),
     },
 }
 
@@ -79,7 +80,7 @@ CHECKPOINT_MAPPINGS: dict[str, Any] = {
     "dynamic": False,
     "properties": {
         "@timestamp": _DATE,
-        "audit": _obj(chain_id=_KW, seq=_LONG, hash=_KW, key_id=_KW, type=_KW),
+        "audit": _obj(chain_id=_KW, seq=_LONG, hash=_KW, key_id=_KW, type=_KW, **{"from": _LONG}),
         "signature": {"type": "keyword", "index": False, "doc_values": False},
     },
 }

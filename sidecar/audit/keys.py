@@ -103,6 +103,33 @@ def make_checkpoint(
     return cp
 
 
+def make_prune_note(
+    key: Ed25519PrivateKey,
+    kid: str,
+    chain_id: str,
+    first: int,
+    last: int,
+    last_hash: str,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """A signed note "records ``first``-``last`` of chain C (the last with hash H) were pruned from the
+    spool after Elasticsearch acknowledged them". Kept with the checkpoints; the verifier accepts a
+    chain that starts after seq 1 only when such notes cover everything before its first record."""
+    note: dict[str, Any] = {
+        "@timestamp": utc_iso(time.time() if now is None else now),
+        "audit": {
+            "chain_id": chain_id,
+            "type": "prune",
+            "from": first,
+            "seq": last,
+            "hash": last_hash,
+            "key_id": kid,
+        },
+    }
+    note["signature"] = base64.b64encode(key.sign(_signed_part(note))).decode()
+    return note
+
+
 def checkpoint_ok(public: Ed25519PublicKey, cp: dict[str, Any]) -> bool:
     try:
         signature = base64.b64decode(cp["signature"], validate=True)

@@ -36,3 +36,13 @@ SHIP_FAILURES = Counter(
 )
 DEAD_LETTERS = Counter("custos_audit_dead_letters_total", "Audit records Elasticsearch rejected for good")
 CHECKPOINTS = Counter("custos_audit_checkpoints_total", "Signed audit checkpoints written")
+TRUNCATED = Counter(
+    "custos_audit_truncated_fields_total",
+    "Audit record fields cut to their size limit ('record': cut down to its minimal form)",
+    ["field"],
+)
+LOST = Counter(
+    "custos_audit_records_lost_total",
+    "Sealed audit records that never reached the spool (write error, disk full, over the cap); "
+    "each loss is also logged at ERROR and noted in <chain>/dropped.jsonl",
+)

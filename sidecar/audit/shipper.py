@@ -87,6 +87,17 @@ class ChainCursor:
     def acked_seq(self) -> int:
         return self.state["seq"]
 
+    def oldest_unshipped_ts(self) -> float | None:
+        """``@timestamp`` of the first record Elasticsearch has not acknowledged (runs in a thread)."""
+        segment, offset = self.state["segment"], self.state["offset"]
+        for first, path in list_segments(self.chain_dir):
+            if first < segment:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                for _pos, line in iter_lines(path, offset if first == segment else 0):
+                    return _ts(orjson.loads(line))
+        return None
+
     def read(self, limit: int, max_bytes: int) -> Batch:
         """The next records (up to ``limit``) and new checkpoints (runs in a thread)."""
         records = self._read_records(limit, max_bytes)
@@ -166,6 +177,13 @@ class ChainCursor:
         return out
 
 
+def _checkpoint_id(cp: dict[str, Any]) -> str:
+    audit = cp["audit"]
+    if audit.get("type") == "prune":
+        return f"{audit['chain_id']}:prune:{audit.get('from')}-{audit['seq']}"
+    return f"{audit['chain_id']}:{audit['seq']}"
+
+
 @dataclass(slots=True)
 class Batch:
     records: list[tuple[int, dict[str, Any]]]
@@ -191,6 +209,8 @@ class Shipper:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._gauge_task: asyncio.Task[None] | None = None
+        self._lag_from: float | None = None  # @timestamp of the oldest record not yet acknowledged
         self._ready = False  # templates installed (or not wanted)
         self._attempt = 0
         self._prefetch: asyncio.Future[Batch] | None = None
@@ -201,9 +221,27 @@ class Shipper:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.writer.on_written.append(lambda: loop.call_soon_threadsafe(self._wake.set))
+        self.writer.on_written.append(lambda: loop.call_soon_threadsafe(self._written))
+        if self.backlog() > 0:  # left from an earlier run: the lag counts from its oldest record
+            self._lag_from = await asyncio.to_thread(self.cursor.oldest_unshipped_ts)
+        self._update_lag()
         self.client = AsyncElasticsearch(**client_options(self.cfg), serializer=OrjsonSerializer())
         self._task = asyncio.create_task(self._run(), name="audit-shipper")
+        self._gauge_task = asyncio.create_task(self._refresh_gauges(), name="audit-shipper-gauges")
+
+    def _written(self) -> None:
+        """After each spool write (event loop): wake the shipper and keep the gauges current, also
+        while Elasticsearch has never answered (the shipper may be sleeping in a long backoff)."""
+        self._wake.set()
+        if self._lag_from is None and self.backlog() > 0:
+            self._lag_from = time.time()  # the oldest unshipped record was written just now
+        self._update_lag()
+
+    async def _refresh_gauges(self) -> None:
+        """The lag grows while nothing is written or acknowledged: refresh it every second."""
+        while True:
+            await asyncio.sleep(1.0)
+            self._update_lag()
 
     async def stop(self, drain_s: float = 5.0) -> None:
         """Ship what is left for up to ``drain_s`` seconds, then stop (the spool keeps the rest)."""
@@ -221,6 +259,10 @@ class Shipper:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._gauge_task is not None:
+            self._gauge_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gauge_task
         for pending in (self._prefetch, self._persist):
             if pending is not None:
                 with contextlib.suppress(Exception):
@@ -315,10 +357,7 @@ class Shipper:
             Item(seq, doc, record_index(self.cfg, doc["@timestamp"]), str(doc["event"]["id"]))
             for seq, doc in batch
         ]
-        cp_items = [
-            Item(0, cp, self.cfg.checkpoint_index, f"{cp['audit']['chain_id']}:{cp['audit']['seq']}")
-            for cp in checkpoints
-        ]
+        cp_items = [Item(0, cp, self.cfg.checkpoint_index, _checkpoint_id(cp)) for cp in checkpoints]
         await self._send_all(items + cp_items, chain_dir)
         state = cursor.mark(got)
         # Persisting the position (write + fsync) overlaps the next bulk request; writes stay in
@@ -344,7 +383,7 @@ class Shipper:
         await asyncio.to_thread(write_shipped, chain_dir, state)
 
     def _update_lag(self) -> None:
-        start = getattr(self, "_lag_from", None)
+        start = self._lag_from
         metrics.BACKLOG_RECORDS.set(self.backlog())
         metrics.SHIP_LAG.set(max(0.0, time.time() - start) if start else 0.0)
 

@@ -8,7 +8,9 @@ Layout under the spool directory (one sub-directory per chain, i.e. per worker p
     <chain_id>/checkpoints.jsonl       signed checkpoints
     <chain_id>/shipped.json     how far Elasticsearch has acknowledged (records and checkpoints)
     <chain_id>/dead-letter.jsonl       records Elasticsearch rejected for good, with the reason
-    <chain_id>/dropped.jsonl    ranges dropped by when_full=drop_oldest
+    <chain_id>/dropped.jsonl    ranges lost: dropped by when_full=drop_oldest, or never written (write
+                                error, disk full, over the cap) -- the verifier reports them
+    <chain_id>/reserve          64 KiB kept free for those notes and a checkpoint on a full disk
 
 Worker processes each take the first free chain slot ``<instance>-w<N>`` (an exclusive ``flock``),
 so every process has its own chain and file; a restarted process continues the chain of the slot it
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
+import functools
 import logging
 import os
 import re
@@ -46,6 +50,9 @@ CHECKPOINTS = "checkpoints.jsonl"
 SHIPPED = "shipped.json"
 DEAD_LETTER = "dead-letter.jsonl"
 DROPPED = "dropped.jsonl"
+RESERVE = "reserve"
+RESERVE_BYTES = 64 * 1024
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def segment_name(first_seq: int) -> str:
@@ -208,6 +215,22 @@ def recover_head(chain_dir: Path) -> tuple[int, str]:
     return 0, GENESIS
 
 
+def last_record_hash(path: Path) -> str:
+    """``audit.hash`` of the last complete record in a segment file ('' if none)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        pos, tail = size, b""
+        while pos > 0 and tail.count(b"\n") < 2:
+            step = min(1 << 16, pos)
+            pos -= step
+            f.seek(pos)
+            tail = f.read(step) + tail
+    lines = [x for x in tail.split(b"\n") if x]
+    if not tail.endswith(b"\n") and lines:
+        lines.pop()  # a torn last line
+    return str(orjson.loads(lines[-1])["audit"]["hash"]) if lines else ""
+
+
 def last_checkpoint_seq(chain_dir: Path) -> int:
     last = 0
     cp_path = chain_dir / CHECKPOINTS
@@ -228,6 +251,10 @@ class Segment:
 
 class SpoolError(Exception):
     pass
+
+
+class SpoolFull(SpoolError):
+    """Records that would have taken the spool past ``max_bytes`` (they were not written)."""
 
 
 class SpoolWriter:
@@ -263,8 +290,14 @@ class SpoolWriter:
         self.disk_bytes = sum(s.size for s in self.segments)
         self.queued_bytes = 0
         self.prunable_bytes = 0
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # the last write error; None once a write succeeds
         self.error_at = 0.0
+        self.reserved_bytes = 0  # event loop side: records admitted but not yet queued
+        self.lost = 0  # records that never reached the spool (counted, logged, noted)
+        self.on_loss: Any = None  # called in the event loop after a loss (the trail checkpoints)
+        # (first, last, hash of last) -> a signed pruning note line, made in the writer thread
+        self.sign_prune: Any = None
+        self._notes: list[dict[str, Any]] = []  # loss notes not yet on disk
         self._fd: int | None = None
         self._good_size = 0
         self._cp_fd: int | None = None
@@ -302,8 +335,24 @@ class SpoolWriter:
         return self.disk_bytes + self.queued_bytes
 
     def is_full(self) -> bool:
+        """No room for one more record under ``max_bytes`` (after what shipping made prunable),
+        counting the records queued and those admitted but not yet queued (``reserve``)."""
         reserve = min(64 * 1024, self.max_bytes // 16)
-        return self.used_bytes() - self.prunable_bytes + reserve > self.max_bytes
+        return self.used_bytes() + self.reserved_bytes - self.prunable_bytes + reserve > self.max_bytes
+
+    def reserve(self, nbytes: int) -> None:
+        """Room for the record of a request just admitted (event loop only); ``release`` once queued."""
+        self.reserved_bytes += nbytes
+
+    def release(self, nbytes: int) -> None:
+        self.reserved_bytes = max(0, self.reserved_bytes - nbytes)
+
+    def failing(self) -> bool:
+        """The last write failed (disk full, I/O error); cleared by the next write that succeeds."""
+        return self.error is not None
+
+    def error_age(self) -> float:
+        return time.monotonic() - self.error_at
 
     def stop(self, timeout: float = 10.0) -> None:
         with self._cond:
@@ -313,6 +362,7 @@ class SpoolWriter:
 
     # -- writer thread --------------------------------------------------------------------------
     def _run(self) -> None:
+        self._make_reserve()
         while True:
             with self._cond:
                 while not self._items and not self._stopping:
@@ -326,9 +376,12 @@ class SpoolWriter:
                 items, self._items = self._items, []
                 fut, self._future = self._future, None
                 stopping = self._stopping
+            err: BaseException | None = None
+            records = [(seq, line) for seq, line in items if seq]
+            cps = [line for seq, line in items if not seq]
             try:
-                if items:
-                    self._write(items)
+                if records:
+                    err = self._write(records)
                 if self._dirty and (
                     self.fsync_mode == "always"
                     or stopping
@@ -338,17 +391,32 @@ class SpoolWriter:
                     )
                 ):
                     self._sync()
-                err = None
+                if records and err is None and self.error is not None:
+                    log.warning("audit: the spool %s can be written again", self.chain_dir)
+                    self.error = None
+                    self._make_reserve()
             except Exception as exc:  # disk full, I/O error: reported, never silent
                 err = exc
                 self.error = exc
                 self.error_at = time.monotonic()
                 metrics.WRITE_ERRORS.inc()
                 log.error("audit: cannot write to the spool %s: %s", self.chain_dir, exc)
-                self._undo(items)
+                self._undo(records, exc)
             finally:
                 with self._cond:
                     self.queued_bytes -= sum(len(line) for _s, line in items)
+            # Checkpoints and loss notes go to their own files, also after a failed record write
+            # (the reserve file gives them room on a full disk).
+            try:
+                if cps:
+                    self._with_reserve(functools.partial(self._write_checkpoints, cps))
+                    if self.fsync_mode == "always" or stopping:
+                        self._sync()
+                self._flush_notes()
+            except Exception as exc:
+                log.error("audit: cannot write checkpoints or loss notes in %s: %s", self.chain_dir, exc)
+                if err is None and cps:
+                    err = exc
             if fut is not None and self._loop is not None:
                 self._loop.call_soon_threadsafe(_settle, fut, err)
             if items:
@@ -358,53 +426,132 @@ class SpoolWriter:
                 self._close()
                 return
 
-    def _write(self, items: list[tuple[int, bytes]]) -> None:
-        records = [(s, line) for s, line in items if s]
-        cps = [line for s, line in items if not s]
+    def _write(self, records: list[tuple[int, bytes]]) -> BaseException | None:
+        """Append records to the current segment (rolling over as needed). A record that would take
+        the spool past ``max_bytes`` after making room is not written: it and the rest of the batch
+        are lost (counted and noted) and a ``SpoolFull`` is returned for whoever waits on the batch."""
         run: list[bytes] = []
-        for seq, line in records:
+        run_bytes = 0
+        over: list[int] = []
+        for i, (seq, line) in enumerate(records):
+            if self.disk_bytes + run_bytes + len(line) > self.max_bytes:
+                self._flush_run(run)
+                run, run_bytes = [], 0
+                self._make_room(len(line))
+                if self.disk_bytes + len(line) > self.max_bytes:
+                    over = [s for s, _line in records[i:]]
+                    break
             cur = self.segments[-1] if self.segments else None
             if self._fd is None or cur is None or cur.size >= self.segment_bytes:
                 self._flush_run(run)
-                run = []
+                run, run_bytes = [], 0
                 self._open_segment(seq, rotate=cur is not None and cur.size >= self.segment_bytes)
                 cur = self.segments[-1]
             run.append(line)
+            run_bytes += len(line)
             cur.size += len(line)
             cur.last_seq = seq
         self._flush_run(run)
-        if records:
-            metrics.SPOOL_BYTES.set(self.disk_bytes)
-        if cps:
-            if self._cp_fd is None:
-                self._cp_fd = os.open(
-                    self.chain_dir / CHECKPOINTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
-                )
-            _write_all(self._cp_fd, b"".join(cps))
+        metrics.SPOOL_BYTES.set(self.disk_bytes)
         self._dirty = True
         self._update_prunable()
+        if over:
+            why = f"spool full (max_bytes={self.max_bytes})"
+            self._lose(over, why)
+            return SpoolFull(f"the audit spool is full ({self.disk_bytes} of {self.max_bytes} bytes)")
+        return None
 
-    def _undo(self, items: list[tuple[int, bytes]]) -> None:
+    def _write_checkpoints(self, cps: list[bytes]) -> None:
+        if self._cp_fd is None:
+            self._cp_fd = os.open(self.chain_dir / CHECKPOINTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        _write_all(self._cp_fd, b"".join(cps))
+        self._dirty = True
+
+    def _undo(self, records: list[tuple[int, bytes]], exc: BaseException) -> None:
         """After a failed write: cut a half-written line so later lines start on a line boundary,
-        and note the lost range (the verifier reports it as missing)."""
-        seqs = [s for s, _line in items if s and s > self.written_seq]
+        and count, log and note the lost records (the verifier reports them as missing)."""
+        seqs = [s for s, _line in records if s > self.written_seq]
         with contextlib.suppress(Exception):
             if self._fd is not None and self.segments:
                 os.ftruncate(self._fd, self._good_size)
                 self.segments[-1].size = self._good_size
                 self.segments[-1].last_seq = self.written_seq
         if seqs:
-            with contextlib.suppress(Exception), open(self.chain_dir / DROPPED, "ab") as f:
-                note = {"from": seqs[0], "to": seqs[-1], "at": time.time(), "reason": "write error"}
-                f.write(orjson.dumps(note) + b"\n")
+            self._lose(seqs, "write error", detail=str(exc))
+
+    def _lose(self, seqs: list[int], reason: str, detail: str = "") -> None:
+        """Records sealed into the chain that will never be on disk: counted, logged, noted, and the
+        trail is told (it signs a checkpoint over the chain head, so the gap is provable)."""
+        self.lost += len(seqs)
+        metrics.LOST.inc(len(seqs))
+        log.error(
+            "audit: LOST %d audit record(s), seq %d-%d of chain %s: %s%s",
+            len(seqs),
+            seqs[0],
+            seqs[-1],
+            self.chain_dir.name,
+            reason,
+            f" ({detail})" if detail else "",
+        )
+        note: dict[str, Any] = {"from": seqs[0], "to": seqs[-1], "at": time.time(), "reason": reason}
+        if detail:
+            note["detail"] = detail[:500]
+        self._notes.append(note)
+        if self.on_loss is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed at shutdown
+                self._loop.call_soon_threadsafe(self.on_loss)
+
+    def _flush_notes(self) -> None:
+        if not self._notes:
+            return
+        data = b"".join(orjson.dumps(n) + b"\n" for n in self._notes)
+
+        def write() -> None:
+            fd = os.open(self.chain_dir / DROPPED, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        self._with_reserve(write)
+        self._notes.clear()
+
+    def _with_reserve(self, write: Any) -> None:
+        """Run ``write``; on a full disk, give up the reserve file and try once more."""
+        try:
+            write()
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE:
+                raise
+            reserve = self.chain_dir / RESERVE
+            if not reserve.exists():
+                raise
+            reserve.unlink()
+            log.warning("audit: disk full: used the reserve in %s for loss notes and checkpoints", reserve)
+            write()
+
+    def _make_reserve(self) -> None:
+        """Best effort: keep RESERVE_BYTES of real (not sparse) blocks for notes on a full disk."""
+        path = self.chain_dir / RESERVE
+        with contextlib.suppress(OSError):
+            if path.exists() and path.stat().st_size >= RESERVE_BYTES:
+                return
+            tmp = self.chain_dir / f".{RESERVE}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                _write_all(fd, bytes(RESERVE_BYTES))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        with contextlib.suppress(OSError):
+            (self.chain_dir / f".{RESERVE}.tmp").unlink(missing_ok=True)
 
     def _flush_run(self, run: list[bytes]) -> None:
-        """Write lines into the current segment (at most about one segment's worth at a time),
-        making room first when the cap would be passed."""
+        """Write lines into the current segment (the caller made sure they fit under the cap)."""
         if run and self._fd is not None:
             data = b"".join(run)
-            if self.disk_bytes + len(data) > self.max_bytes:
-                self._make_room(len(data))
             _write_all(self._fd, data)
             self.disk_bytes += len(data)
             self._good_size = self.segments[-1].size
@@ -461,10 +608,32 @@ class SpoolWriter:
                 note = {"from": lost_from, "to": oldest.last_seq, "at": time.time(), "reason": "spool full"}
                 with open(self.chain_dir / DROPPED, "ab") as f:
                     f.write(orjson.dumps(note) + b"\n")
+            elif oldest.last_seq:
+                self._note_prune(oldest)
             oldest.path.unlink(missing_ok=True)
             self.segments.pop(0)
             self.disk_bytes -= oldest.size
         metrics.SPOOL_BYTES.set(self.disk_bytes)
+
+    def _note_prune(self, seg: Segment) -> None:
+        """A signed note for a shipped segment about to be deleted, on disk before it goes: the
+        verifier accepts a chain starting after seq 1 only with notes covering what came before."""
+        if self.sign_prune is None:
+            return
+        try:
+            last_hash = last_record_hash(seg.path)
+            line = self.sign_prune(seg.first_seq, seg.last_seq, last_hash)
+            self._with_reserve(functools.partial(self._write_checkpoints, [line]))
+            if self._cp_fd is not None:
+                os.fsync(self._cp_fd)
+        except Exception as exc:  # the space matters more; the verifier will report the gap
+            log.error(
+                "audit: cannot note the pruning of %s (seq %d-%d): %s",
+                seg.path,
+                seg.first_seq,
+                seg.last_seq,
+                exc,
+            )
 
     def prune_shipped(self) -> None:
         """Called after an ack: make room early when the cap is near (keeps the local copy otherwise)."""

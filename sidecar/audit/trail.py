@@ -18,10 +18,15 @@ import orjson
 from . import metrics
 from .chain import Chain
 from .config import AuditConfig
-from .keys import key_id, load_or_create_signing_key, make_checkpoint
+from .keys import key_id, load_or_create_signing_key, make_checkpoint, make_prune_note
+from .record import sanitize
 from .spool import SpoolWriter, claim_chain, last_checkpoint_seq, recover_head, unlock
 
 log = logging.getLogger("custos.audit")
+
+# After a failed write, requests are refused (or wait, with when_full=block) this long; then each one
+# that is let through tries the disk again and is answered only once its record is written.
+RETRY_AFTER_ERROR_S = 1.0
 
 
 class AuditTrail:
@@ -75,6 +80,8 @@ class AuditTrail:
     async def open(self) -> None:
         await asyncio.to_thread(self._open_sync)
         assert self.writer is not None and self.chain is not None
+        self.writer.on_loss = self._after_loss
+        self.writer.sign_prune = self._prune_note
         self.writer.start(asyncio.get_running_loop())
         if self.chain.seq > self._cp_seq:
             # Records from an earlier run (e.g. killed with -9) that no checkpoint covers yet.
@@ -96,12 +103,28 @@ class AuditTrail:
     # -- hot path ---------------------------------------------------------------------------------
     def append(self, record: dict[str, Any], wait: bool = False) -> asyncio.Future[None] | None:
         chain = self.chain
-        line = chain.seal(record)  # type: ignore[union-attr]
+        try:
+            line = chain.seal(record)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            # Not encodable as canonical JSON (a lone surrogate, an integer over 64 bits, a foreign
+            # type): records from build_record are already clean; anything else is cleaned here.
+            line = chain.seal(sanitize(record))  # type: ignore[union-attr]
         fut = self.writer.append(chain.seq, line, wait)  # type: ignore[union-attr]
         metrics.RECORDS.inc()
         if chain.seq - self._cp_seq >= self.config.checkpoint_every:  # type: ignore[union-attr]
             self.checkpoint()
         return fut
+
+    def _prune_note(self, first: int, last: int, last_hash: str) -> bytes:
+        """Called in the writer thread (Ed25519 signing is thread-safe; the key never changes)."""
+        assert self.chain is not None
+        note = make_prune_note(self._key, self._kid, self.chain.chain_id, first, last, last_hash)
+        return orjson.dumps(note, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
+
+    def _after_loss(self) -> None:
+        """Records were lost: sign the chain head now, so the gap is provable from a signed
+        checkpoint even if the loss note were removed."""
+        self.checkpoint()
 
     def checkpoint(self, wait: bool = False) -> asyncio.Future[None] | None:
         """Sign the chain head (if it moved); with ``wait``, a future done once it is on disk."""
@@ -127,8 +150,7 @@ class AuditTrail:
         writer = self.writer
         if writer is None:
             return "the audit spool is not open"
-        if writer.error is not None and time.monotonic() - writer.error_at < 5.0:
-            # Sticky for a few seconds, then requests are let through to try again.
+        if writer.failing():
             return f"the audit spool cannot be written: {writer.error}"
         if writer.is_full():
             return f"the audit spool is full ({writer.used_bytes()} of {writer.max_bytes} bytes)"
@@ -139,10 +161,14 @@ class AuditTrail:
             self.writer.error = None
 
     async def wait_for_room(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until the spool has room and is not failing (or a failure is old enough to try the
+        disk again); False after ``timeout`` seconds."""
         writer = self.writer
         deadline = time.monotonic() + timeout
-        while writer is not None and writer.is_full():
+        while writer is not None and (
+            writer.is_full() or (writer.failing() and writer.error_age() < RETRY_AFTER_ERROR_S)
+        ):
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.05)
-        return True
+        return writer is not None

@@ -138,20 +138,7 @@ def verify_chain(ci: ChainInput, public: Ed25519PublicKey, report: Report) -> No
             if seq == 1 and audit.get("prev_hash") != GENESIS:
                 report.add(Problem("inserted", chain, seq, where, "first record does not start the chain"))
             elif seq > 1:
-                # Older records may have been pruned after shipping (verify those in Elasticsearch);
-                # records the spool itself dropped are a loss and reported as such.
-                note = next((d for d in ci.dropped if d.get("from", 0) < seq), None)
-                if note is not None:
-                    report.add(
-                        Problem(
-                            "missing",
-                            chain,
-                            1,
-                            where,
-                            f"missing seq range 1-{seq - 1} (the spool "
-                            f"notes: {note.get('reason')}, from seq {note.get('from')})",
-                        )
-                    )
+                _check_head(ci, public, report, seq, where, audit.get("prev_hash"))
         elif seq == prev_seq + 1:
             if audit.get("prev_hash") != hashes.get(prev_seq, prev_hash):
                 report.add(
@@ -184,9 +171,22 @@ def verify_chain(ci: ChainInput, public: Ed25519PublicKey, report: Report) -> No
     # Checkpoints: signature first, then agreement with the records we hold.
     first = summary.first_seq or 0
     last = summary.last_seq or 0
+    tail_reported = False
     for where, cp in ci.checkpoints:
         audit = _audit(cp) or {}
         seq = audit.get("seq")
+        if audit.get("type") == "prune":
+            if not checkpoint_ok(public, cp):
+                report.add(
+                    Problem(
+                        "bad_signature",
+                        chain,
+                        seq,
+                        where,
+                        f"pruning note signature does not verify with the public key {key_id(public)}",
+                    )
+                )
+            continue
         if not checkpoint_ok(public, cp):
             report.add(
                 Problem(
@@ -217,19 +217,98 @@ def verify_chain(ci: ChainInput, public: Ed25519PublicKey, report: Report) -> No
                 continue
             summary.covered_seq = max(summary.covered_seq, seq)
         elif seq > last:
+            if tail_reported:
+                continue  # the latest checkpoint beyond the end says it all (reported once)
+            tail_reported = True
+            top = max((s2 for s2 in _signed_seqs(ci, public) if s2 > last), default=seq)
             report.add(
                 Problem(
                     "missing",
                     chain,
                     last + 1,
                     where,
-                    f"missing seq range {last + 1}-{seq}: a signed checkpoint covers records up to "
-                    f"seq {seq} but the trail ends at seq {last} (truncated)",
+                    f"missing seq range {last + 1}-{top}: a signed checkpoint covers records up to "
+                    f"seq {top} but the trail ends at seq {last} (truncated){_noted(ci, last + 1, top)}",
                 )
             )
         elif seq >= first:
             pass  # a hole inside the range is already reported above
         # seq < first: those records were pruned from this copy after shipping; nothing to compare
+    if not tail_reported:
+        # Losses the spool noted after the last record present (sealed, never written), with no
+        # checkpoint on disk beyond them (e.g. the disk was full).
+        notes = [d for d in ci.dropped if isinstance(d.get("to"), int) and d["to"] > last]
+        if notes:
+            lo = max(last + 1, min(int(d.get("from", last + 1)) for d in notes))
+            hi = max(d["to"] for d in notes)
+            report.add(
+                Problem(
+                    "missing",
+                    chain,
+                    lo,
+                    "dropped.jsonl",
+                    f"missing seq range {lo}-{hi}: sealed but never written{_noted(ci, lo, hi)}",
+                )
+            )
+
+
+def _check_head(
+    ci: ChainInput, public: Ed25519PublicKey, report: Report, first: int, where: str, prev_hash: Any
+) -> None:
+    """The chain starts after seq 1: every record before it must be covered by signed pruning notes
+    (written by the spool before it deletes a shipped file), and the first record present must link
+    to the last pruned one. Anything else is a missing head (deleted records, or records the spool
+    dropped), whatever copy this is: a checkpoint's hash covers the chain from seq 1."""
+    notes = []
+    for _w, doc in ci.checkpoints:
+        audit = _audit(doc) or {}
+        lo, hi = audit.get("from"), audit.get("seq")
+        if audit.get("type") == "prune" and isinstance(lo, int) and isinstance(hi, int):
+            if checkpoint_ok(public, doc):
+                notes.append((lo, hi, audit.get("hash")))
+    notes.sort()
+    reach = 0
+    link = None
+    for lo, hi, digest in notes:
+        if lo > reach + 1 or reach >= first - 1:
+            break
+        if hi > reach:
+            reach, link = hi, (hi, digest)
+    if reach >= first - 1:
+        if link is not None and link[0] == first - 1 and link[1] != prev_hash:
+            report.add(
+                Problem(
+                    "inserted",
+                    ci.chain_id,
+                    first,
+                    where,
+                    f"the first record present does not link to seq {first - 1} of the signed pruning note",
+                )
+            )
+        return
+    lo, hi = reach + 1, first - 1
+    why = _noted(ci, lo, hi) or (
+        ": records before the first one present are gone and no signed pruning note covers them"
+    )
+    report.add(Problem("missing", ci.chain_id, lo, where, f"missing seq range {lo}-{hi}{why}"))
+
+
+def _signed_seqs(ci: ChainInput, public: Ed25519PublicKey) -> list[int]:
+    out = []
+    for _where, cp in ci.checkpoints:
+        seq = (_audit(cp) or {}).get("seq")
+        if isinstance(seq, int) and checkpoint_ok(public, cp):
+            out.append(seq)
+    return out
+
+
+def _noted(ci: ChainInput, lo: int, hi: int) -> str:
+    """What the spool's loss notes say about seq ``lo``-``hi`` ('' when nothing)."""
+    notes = [d for d in ci.dropped if d.get("from", 0) <= hi and d.get("to", 0) >= lo]
+    if not notes:
+        return ""
+    why = "; ".join(sorted({str(d.get("reason")) for d in notes}))
+    return f" (the spool notes: {why}, seq {notes[0].get('from')}-{notes[-1].get('to')})"
 
 
 # -- sources -----------------------------------------------------------------------------------------
@@ -247,7 +326,7 @@ def _read_jsonl(path: Path, into: dict[str, ChainInput], report: Report, kind: s
         audit = _audit(doc) or {}
         chain = str(audit.get("chain_id", "?"))
         ci = into.setdefault(chain, ChainInput(chain))
-        if audit.get("type") == "checkpoint" or kind == "checkpoint":
+        if audit.get("type") in ("checkpoint", "prune") or kind == "checkpoint":
             ci.checkpoints.append((where, doc))
         else:
             ci.records.append((where, doc))
@@ -280,7 +359,7 @@ def load_docs(
     cps = list(checkpoints)
     for where, doc in records:
         audit = _audit(doc) or {}
-        if audit.get("type") == "checkpoint":  # an index pattern that also matched the checkpoints
+        if audit.get("type") in ("checkpoint", "prune"):  # a pattern that also matched the checkpoints
             cps.append((where, doc))
             continue
         chain = str(audit.get("chain_id", "?"))
@@ -294,6 +373,46 @@ def load_docs(
         chain = str((_audit(cp) or {}).get("chain_id", "?"))
         chains.setdefault(chain, ChainInput(chain, ordered=False)).checkpoints.append((where, cp))
     return list(chains.values())
+
+
+def check_placement(hits: Iterable[tuple[str, str, dict[str, Any]]], daily: bool, report: Report) -> None:
+    """Elasticsearch only: each record must sit under ``_id == event.id`` (or
+    ``<event.id>:<chain>:<seq>``, the shipper's id for a reused request id) and, with daily indices,
+    in the index of the day its own ``@timestamp`` names (``<prefix>-YYYY.MM.DD``). Swapped sources
+    make a lookup by request id return another request's record."""
+    for index, doc_id, doc in hits:
+        audit = _audit(doc) or {}
+        if audit.get("type") in ("checkpoint", "prune"):
+            continue
+        chain = str(audit.get("chain_id", "?"))
+        seq = audit.get("seq") if isinstance(audit.get("seq"), int) else None
+        event = doc.get("event") if isinstance(doc.get("event"), dict) else {}
+        event_id = str(event.get("id"))
+        where = f"{index}/{doc_id}"
+        if doc_id not in (event_id, f"{event_id}:{chain}:{seq}"):
+            report.add(
+                Problem(
+                    "altered",
+                    chain,
+                    seq,
+                    where,
+                    f"stored under _id {doc_id!r} but its event.id is {event_id!r} (documents swapped "
+                    "or re-indexed: a lookup by request id returns another record)",
+                )
+            )
+        ts = doc.get("@timestamp")
+        day = f"-{ts[0:4]}.{ts[5:7]}.{ts[8:10]}" if isinstance(ts, str) and len(ts) >= 10 else "?"
+        if daily and not index.endswith(day):
+            report.add(
+                Problem(
+                    "altered",
+                    chain,
+                    seq,
+                    where,
+                    f"stored in index {index!r} but its @timestamp {ts} belongs in the index of "
+                    f"that day (*{day}): moved",
+                )
+            )
 
 
 def verify(chains: list[ChainInput], public: Ed25519PublicKey, report: Report | None = None) -> Report:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ def run_verify(args: argparse.Namespace) -> int:
         if not chains and not report.problems:
             raise UsageError(f"{path}: no audit records or checkpoints found there")
     report = verify(chains, public, report)
+    code = 0 if report.ok else 1
     if args.json:
         out = {
             "source": source,
@@ -121,19 +123,36 @@ def run_verify(args: argparse.Namespace) -> int:
             "problems": [p.__dict__ for p in report.problems],
             "chains": [c.__dict__ for c in report.chains],
         }
-        sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0 if report.ok else 1
+        return _emit(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n", code)
     if report.ok:
-        print(f"OK: audit trail intact ({source})\n{report.summary()}")
-        return 0
+        return _emit(f"OK: audit trail intact ({source})\n{report.summary()}\n", code)
     first = report.problems[0]
-    print(f"FAILED: audit trail is not intact ({source})\nfirst problem: {first.line()}")
-    for other in report.problems[1:]:
-        print(f"also: {other.line()}")
+    lines = [f"FAILED: audit trail is not intact ({source})", f"first problem: {first.line()}"]
+    lines += [f"also: {other.line()}" for other in report.problems[1:]]
     if len(report.problems) >= 50:
-        print("(only the first 50 problems are listed)")
-    print(report.summary())
-    return 1
+        lines.append("(only the first 50 problems are listed)")
+    lines.append(report.summary())
+    return _emit("\n".join(lines) + "\n", code)
+
+
+def _emit(text: str, code: int) -> int:
+    """Print the report; the verdict is the exit code however the output is consumed: a reader that
+    goes away early (``custos audit verify | head``) must not turn a failed trail into exit 0."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Nothing more can be shown; point stdout at /dev/null so the interpreter's final flush
+        # does not raise again, and keep the verdict.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        print(
+            f"custos: audit verify: output closed early; verdict: {'intact' if code == 0 else 'NOT intact'}",
+            file=sys.stderr,
+        )
+    return code
 
 
 def _load_es(args: argparse.Namespace, config: Config, report: Any) -> tuple[str, list[Any]]:
@@ -141,7 +160,7 @@ def _load_es(args: argparse.Namespace, config: Config, report: Any) -> tuple[str
     from elasticsearch.helpers import scan
 
     from ..audit.es import search_pattern
-    from ..audit.verify import load_docs
+    from ..audit.verify import check_placement, load_docs
 
     es = _es_config(config, [args.es])
     index = args.index or search_pattern(es)
@@ -152,10 +171,11 @@ def _load_es(args: argparse.Namespace, config: Config, report: Any) -> tuple[str
     with contextlib.suppress(ApiError, TransportError):
         client.indices.refresh(index=f"{index},{cp_index}", ignore_unavailable=True, allow_no_indices=True)
     try:
-        records = [
-            (f"{h['_index']}/{h['_id']}", h["_source"])
+        hits = [
+            (h["_index"], h["_id"], h["_source"])
             for h in scan(client, index=index, size=2000, query={"query": {"match_all": {}}})
         ]
+        records = [(f"{i}/{d}", doc) for i, d, doc in hits]
         try:
             cps = [
                 (f"{h['_index']}/{h['_id']}", h["_source"]) for h in scan(client, index=cp_index, size=2000)
@@ -170,6 +190,9 @@ def _load_es(args: argparse.Namespace, config: Config, report: Any) -> tuple[str
         client.close()
     if not records:
         raise UsageError(f"index {index!r} at {args.es} holds no audit records")
+    # Daily indices are named after each record's own @timestamp (whatever prefix --index names); a
+    # data stream's backing indices are named after their rollover, so there only the _id is checked.
+    check_placement(hits, es.index_mode != "data_stream", report)
     return f"{args.es} index {index}", load_docs(records, cps)
 
 

@@ -3,10 +3,15 @@ Elasticsearch in the background. The last stage, so its ``on_complete`` runs fir
 every other stage recorded, for every request (denied, failed and cancelled ones too).
 
 Hot path: ``on_complete`` builds the record, seals it into the chain and queues one line for the
-writer thread (no I/O in the event loop). ``on_request`` is the gate for when records cannot be
-written: a full spool (``when_full``: block waits for room, fail_closed answers 503) or, with
-``fail_closed: true``, a failing disk. With ``fail_closed`` the completion also waits until its
-record is written (and fsynced when ``fsync: always``), so a write failure stops the next requests.
+writer thread (no I/O in the event loop). The gate in ``on_request`` admits a request only when its
+record can be written: a full spool (``when_full``: block waits for room, fail_closed answers 503,
+drop_oldest makes room) and a failing disk (full, quota, I/O error: 503, or a wait with ``block``, for
+``RETRY_AFTER_ERROR_S``; after that each request admitted tries the disk again and is answered only
+once its record is written). Requests ended before the gate (no credentials, bad body) pass the
+same gate in ``on_response_end``, without waiting: an unauthenticated flood cannot fill the spool
+past its cap nor hold connections. Each admitted request reserves room for its record until it is
+queued, so concurrent requests cannot overshoot ``max_bytes`` either. With ``fail_closed`` every
+completion waits until its record is written (and fsynced when ``fsync: always``).
 """
 
 from __future__ import annotations
@@ -14,15 +19,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import orjson
 
 from ..audit import metrics
 from ..audit.config import AuditConfig
-from ..audit.record import INPUT_CHARS, TextCapture, build_record, input_chars, prompt_text
+from ..audit.record import (
+    INPUT_CHARS,
+    TextCapture,
+    build_record,
+    fallback_record,
+    input_chars,
+    prompt_text,
+)
 from ..audit.spool import SpoolError
-from ..audit.trail import AuditTrail
+from ..audit.trail import RETRY_AFTER_ERROR_S, AuditTrail
 from ..config import Config
 from ..context import RequestContext
 from ..errors import ProxyError
@@ -32,6 +45,10 @@ log = logging.getLogger("custos.audit")
 
 _REFUSED = "audit.refused"
 _WRITTEN = "audit.written"
+_GATED = "audit.gated"  # the gate ran for this request
+_MUST_WAIT = "audit.must_wait"  # admitted while the disk was failing: written before the answer
+_RESERVED = "audit.reserved"  # bytes reserved in the spool for this request's record
+_BEST_EFFORT = "audit.best_effort"  # a metrics scrape let through a closed gate: never waits
 
 
 def _unavailable(message: str) -> ProxyError:
@@ -54,7 +71,9 @@ class AuditStage(Stage):
         self._wait = config.fail_closed
         self._text = config.store_redacted_text
         self._warned = False
-        self._gate = config.fail_closed or config.when_full in ("block", "fail_closed")
+        self._max_record = config.max_record_bytes
+        self._refusals = 0  # refusals since the last ERROR line (a flood logs one line a second)
+        self._refusal_logged = 0.0
 
     async def startup(self, app: Any) -> None:
         await self.trail.open()
@@ -81,25 +100,65 @@ class AuditStage(Stage):
             # Redaction rewrote the prompt: count the characters the client sent (the body bytes are
             # still the original ones until the forward step serializes the new JSON).
             ctx.extras[INPUT_CHARS] = input_chars(_loads(ctx.body))
-        if not self._gate:
+        await self._admit(ctx, early=False)
+
+    async def _admit(self, ctx: RequestContext, *, early: bool) -> None:
+        """The gate: admit the request (reserving room for its record) or raise 503. ``early``: the
+        request was already ended by an earlier stage (e.g. 401); it never waits for room."""
+        ctx.extras[_GATED] = True
+        trail, cfg = self.trail, self.config
+        problem = trail.problem()
+        if problem is not None and ctx.operation == "metrics" and ctx.method in ("GET", "HEAD"):
+            # A scrape is answered even now, so the refusal and loss counters stay readable: its
+            # record goes into the headroom the gate keeps under max_bytes (or is counted lost).
+            ctx.extras[_BEST_EFFORT] = True
             return
-        problem = self.trail.problem()
-        if problem is None:
-            return
-        cfg = self.config
-        full = self.trail.writer is not None and self.trail.writer.is_full()
-        if full and cfg.when_full == "block":
-            if await self.trail.wait_for_room(cfg.block_timeout_s):
-                return
-            problem += f" for {cfg.block_timeout_s:g}s"
-        elif full and cfg.when_full == "drop_oldest":
-            return
-        elif not full and not cfg.fail_closed:
-            return  # a disk error without fail_closed: serve, records are counted as write errors
-        ctx.extras[_REFUSED] = True
-        metrics.REFUSED.labels("spool_full" if full else "write_error").inc()
-        log.error("audit: refusing request %s: %s", ctx.request_id, problem)
-        raise _unavailable(problem)
+        if problem is not None:
+            writer = trail.writer
+            reason = "spool_full"
+            if writer is None:
+                reason = "write_error"
+            elif writer.failing():
+                reason = "write_error"
+                if writer.error_age() >= RETRY_AFTER_ERROR_S:
+                    problem = None  # try the disk again, with this request's record
+                elif cfg.when_full == "block" and not early:
+                    if await trail.wait_for_room(cfg.block_timeout_s):
+                        problem = None
+                    else:
+                        problem += f" for {cfg.block_timeout_s:g}s"
+                if problem is None:
+                    ctx.extras[_MUST_WAIT] = writer.failing()
+            elif cfg.when_full == "drop_oldest":
+                problem = None  # the writer drops the oldest unshipped file
+            elif cfg.when_full == "block" and not early:
+                if await trail.wait_for_room(cfg.block_timeout_s):
+                    problem = None
+                    ctx.extras[_MUST_WAIT] = writer.failing()
+                else:
+                    problem += f" for {cfg.block_timeout_s:g}s"
+            if problem is not None:
+                ctx.extras[_REFUSED] = True
+                metrics.REFUSED.labels(reason).inc()
+                self._log_refusal(ctx, problem)
+                raise _unavailable(problem)
+        if trail.writer is not None:
+            trail.writer.reserve(self._max_record)
+            ctx.extras[_RESERVED] = self._max_record
+
+    def _log_refusal(self, ctx: RequestContext, problem: str) -> None:
+        self._refusals += 1
+        now = time.monotonic()
+        if now - self._refusal_logged >= 1.0:
+            more = f" (and {self._refusals - 1} more since the last message)" if self._refusals > 1 else ""
+            log.error("audit: refusing request %s: %s%s", ctx.request_id, problem, more)
+            self._refusal_logged = now
+            self._refusals = 0
+
+    def _release(self, ctx: RequestContext) -> None:
+        reserved = ctx.extras.pop(_RESERVED, 0)
+        if reserved and self.trail.writer is not None:
+            self.trail.writer.release(reserved)
 
     def response_filter(self, ctx: RequestContext) -> ResponseFilter | None:
         if not self._text:
@@ -128,9 +187,17 @@ class AuditStage(Stage):
         return redact()
 
     async def on_response_end(self, ctx: RequestContext) -> None:
-        """With ``fail_closed``, the record is written (and fsynced with ``fsync: always``) before the
-        client has the complete answer; if it cannot be, the request fails with 503 instead."""
-        if not self._wait or ctx.extras.get(_REFUSED):
+        """Requests ended before the gate pass it here (503 instead of their answer when the record
+        cannot be written). With ``fail_closed``, or while the disk is failing, the record is written
+        (and fsynced with ``fsync: always``) before the client has the complete answer; if it cannot
+        be, the request fails with 503 instead."""
+        if not ctx.extras.get(_GATED):
+            await self._admit(ctx, early=True)
+        if (
+            ctx.extras.get(_REFUSED)
+            or ctx.extras.get(_BEST_EFFORT)
+            or not (self._wait or ctx.extras.get(_MUST_WAIT))
+        ):
             return
         ctx.extras[_WRITTEN] = True
         try:
@@ -139,18 +206,31 @@ class AuditStage(Stage):
             log.error("audit: record of request %s was not written: %s", ctx.request_id, exc)
             metrics.REFUSED.labels("write_error").inc()
             raise _unavailable(f"its audit record cannot be written ({exc})") from None
+        finally:
+            self._release(ctx)
 
     async def on_complete(self, ctx: RequestContext) -> None:
-        if ctx.extras.get(_REFUSED) or ctx.extras.get(_WRITTEN):
-            return  # refused (logged and counted), or already written before the response ended
         try:
+            if ctx.extras.get(_REFUSED) or ctx.extras.get(_WRITTEN):
+                return  # refused (logged and counted), or already written before the response ended
             await self._write(ctx)
         except SpoolError as exc:
             log.error("audit: record of request %s was not written: %s", ctx.request_id, exc)
+        finally:
+            self._release(ctx)
 
     async def _write(self, ctx: RequestContext) -> None:
-        text = await self._texts(ctx) if self._text else None
-        fut = self.trail.append(build_record(ctx, text=text), wait=self._wait)
+        try:
+            text = await self._texts(ctx) if self._text else None
+            record = build_record(ctx, text=text, max_bytes=self._max_record)
+        except Exception:  # a bug must not cost the request its record
+            log.exception(
+                "audit: cannot build the record of request %s; writing a minimal one", ctx.request_id
+            )
+            record = fallback_record(ctx, self._max_record)
+        wait = (self._wait or bool(ctx.extras.get(_MUST_WAIT))) and not ctx.extras.get(_BEST_EFFORT)
+        fut = self.trail.append(record, wait=wait)
+        self._release(ctx)  # queued: the writer counts it from here
         if fut is not None:
             await fut
 

@@ -130,6 +130,34 @@ def test_records_reach_es_and_verify_there(
     )
     assert proc.returncode == 1
     assert "ALTERED" in proc.stdout and f"seq {victim['audit']['seq']}" in proc.stdout
+    verify_args = (
+        "verify",
+        "--es",
+        elasticsearch.url,
+        "--index",
+        f"{es_index_prefix}-2*",
+        "--checkpoint-index",
+        f"{es_index_prefix}-checkpoints",
+        "--public-key",
+        key,
+    )
+    # Two records' sources swapped under each other's _id: every hash still matches, but a lookup by
+    # request id returns the other request's record.
+    client = Elasticsearch(elasticsearch.url)
+    a, b = (next(d for d in docs if d["event"]["id"] == f"ship-{i}") for i in (5, 6))
+    strip = ("_id", "_index")
+    client.index(index=a["_index"], id=a["_id"], document={k: v for k, v in b.items() if k not in strip})
+    client.index(index=b["_index"], id=b["_id"], document={k: v for k, v in a.items() if k not in strip})
+    client.indices.refresh(index=f"{es_index_prefix}-2*")
+    proc = _cli(*verify_args)
+    assert proc.returncode == 1 and "event.id is 'ship-6'" in proc.stdout, proc.stdout
+    # The head of the chain deleted: the checkpoint covers it from seq 1, so it is missing.
+    first = min(docs, key=lambda d: d["audit"]["seq"])
+    assert first["audit"]["seq"] == 1
+    client.delete(index=first["_index"], id=first["_id"], refresh=True)
+    client.close()
+    proc = _cli(*verify_args)
+    assert proc.returncode == 1 and "MISSING: chain" in proc.stdout and "seq range 1-1" in proc.stdout
 
 
 def test_es_outage_then_every_record_exactly_once(
