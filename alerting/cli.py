@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--scenario",
         required=True,
         metavar="FILE",
-        help="scenario (series in promtool notation), GPU simulation file or promtool test file",
+        help="scenario (series in promtool notation), GPU simulation file or promtool test file; or a "
+        "bundled name: gpu-saturated, or a GPU scenario from `custos gpu scenarios` (thermal-spike)",
     )
     t.add_argument("--config", metavar="PATH", help="config whose alerting routes/receivers to use")
     t.add_argument("--deliver", action="store_true", help="really send notifications to the receivers")
@@ -170,7 +171,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     cfg = _alerting_config(args.config)
     groups = _load_groups(args.rules or cfg.rules or None)
     try:
-        scenario = load_scenario(args.scenario)
+        scenario = load_scenario(_resolve_scenario(args.scenario))
     except ScenarioError as exc:
         raise UsageError(str(exc)) from None
     replay = Replay(cfg, groups, scenario, deliver=args.deliver)
@@ -190,6 +191,29 @@ def cmd_test(args: argparse.Namespace) -> int:
         print(f"replayed {length} in steps of {step} ({sum(len(g.rules) for g in groups)} rules)")
         print(format_events(events) if events else "no alerts fired")
     return 0
+
+
+def _resolve_scenario(name: str) -> str:
+    """A scenario file, or a bundled name: an alert scenario (``alerting/scenarios/``, e.g.
+    ``gpu-saturated``) or a GPU simulation scenario as ``custos gpu scenarios`` lists and
+    ``custos up --gpu-sim`` accepts (``thermal-spike``)."""
+    if Path(name).expanduser().exists() or "/" in name:
+        return name
+    bundled = Path(__file__).parent / "scenarios" / f"{name.removesuffix('.yaml')}.yaml"
+    if bundled.is_file():
+        return str(bundled)
+    from sidecar.gpu.sim import SCENARIO_DIR, resolve_scenario
+
+    resolved = resolve_scenario(name)
+    if Path(resolved).is_file():
+        return resolved
+    names = sorted(
+        {p.stem for p in (Path(__file__).parent / "scenarios").glob("*.yaml")}
+        | {p.stem for p in SCENARIO_DIR.glob("*.yaml")}
+    )
+    raise UsageError(
+        f"--scenario: no file {name!r} and no bundled scenario of that name ({', '.join(names)})"
+    )
 
 
 def cmd_send_test(args: argparse.Namespace) -> int:

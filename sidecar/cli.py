@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "sidecar.commands.policy",
     "sidecar.commands.up",
     "sidecar.commands.gpu",
+    "sidecar.commands.top",
     "sidecar.commands.config",
     "sidecar.commands.completion",
     "alerting.cli",

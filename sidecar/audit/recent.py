@@ -1,0 +1,235 @@
+"""``GET /admin/audit/recent``: the newest audit records of this sidecar's spool, reduced to a summary.
+
+For operators (``custos top``'s denials pane) who have no Elasticsearch or Kibana at hand. Mounted
+at ``/admin/audit`` by the audit stage's startup (``mount_recent``); it runs after the stage pipeline,
+so the caller is authenticated and RBAC granted ``audit:read`` (the built-in route table) before this
+app sees the request, and the request itself leaves an audit record like every other.
+
+Query parameters (all optional):
+
+- ``limit``: how many records, newest first (default 50, at most 500);
+- ``outcome``: ``success``, ``failure`` or ``unknown`` (``event.outcome``);
+- ``status``: comma-separated HTTP status codes, e.g. ``401,403,429``.
+
+Bounded work per request: the newest segment files of every chain under the spool directory (one
+chain per worker process) are read backwards, at most ``max_scan_bytes`` in all; so a filter that
+matches nothing old reads a bounded amount and says ``"complete": false``. Disk reads run in a thread.
+Each record is reduced to: ``timestamp``, ``request_id``, ``user_id``, ``roles``, ``status``,
+``method``, ``path``, ``outcome``, ``reason`` (the deny reason, else the error message),
+``error_type``, ``source_ip``. No prompt or answer hashes, no text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from .spool import chain_dirs, list_segments
+
+log = logging.getLogger("custos.audit")
+
+PREFIX = "/admin/audit"
+PATH = PREFIX + "/recent"
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+MAX_STATUSES = 20
+MAX_SCAN_BYTES = 8 * 1024 * 1024
+OUTCOMES = ("success", "failure", "unknown")
+_CHUNK = 64 * 1024
+_JSON = [(b"content-type", b"application/json")]
+
+
+class QueryError(ValueError):
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def parse_query(query: bytes | str) -> tuple[int, str | None, frozenset[int] | None]:
+    """(limit, outcome, statuses) from the query string; ``QueryError`` names the bad parameter."""
+    text = query.decode("latin-1") if isinstance(query, bytes) else query
+    limit, outcome, statuses = DEFAULT_LIMIT, None, None
+    for key, value in parse_qsl(text, keep_blank_values=True):
+        if key == "limit":
+            if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+                raise QueryError(f"limit must be a whole number from 1 to {MAX_LIMIT}.", "limit")
+            limit = int(value)
+        elif key == "outcome":
+            if value not in OUTCOMES:
+                raise QueryError(f"outcome must be one of {', '.join(OUTCOMES)}.", "outcome")
+            outcome = value
+        elif key == "status":
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            if not parts or len(parts) > MAX_STATUSES:
+                raise QueryError(
+                    f"status must list 1 to {MAX_STATUSES} HTTP status codes, e.g. 401,403,429.", "status"
+                )
+            codes = set()
+            for p in parts:
+                if not p.isdigit() or not 100 <= int(p) <= 599:
+                    raise QueryError(f"status: {p[:20]!r} is not an HTTP status code (100-599).", "status")
+                codes.add(int(p))
+            statuses = frozenset(codes)
+        else:
+            raise QueryError(
+                f"Unknown query parameter {key[:40]!r} (known: limit, outcome, status).", key[:40]
+            )
+    return limit, outcome, statuses
+
+
+def _lines_backwards(path: Path, budget: list[int]) -> Iterator[bytes]:
+    """Complete lines of a file, last first, reading at most ``budget[0]`` bytes (decremented).
+    A torn last line (no newline: being written, or left by a killed writer) is skipped."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:  # pruned after shipping while we listed it
+        return
+    try:
+        pos = os.fstat(f.fileno()).st_size
+        carry = b""  # the start of the file up to ``pos`` may still extend this line
+        torn = True  # the piece after the last newline is torn (or empty): never returned
+        while pos > 0 and budget[0] > 0:
+            step = min(_CHUNK, pos, budget[0])
+            pos -= step
+            budget[0] -= step
+            f.seek(pos)
+            parts = (f.read(step) + carry).split(b"\n")
+            carry = parts[0]
+            rest = parts[1:]
+            if torn and rest:
+                rest.pop()
+                torn = False
+            for line in reversed(rest):
+                if line:
+                    yield line
+        if pos == 0 and carry and not torn:
+            yield carry
+    finally:
+        f.close()
+
+
+def _get(doc: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(k)
+    return doc
+
+
+def summarize(doc: dict[str, Any]) -> dict[str, Any]:
+    """One record reduced to what an operator scans for: who, what, when, why."""
+    status = _get(doc, "http", "response", "status_code")
+    reason = (
+        _get(doc, "event", "reason") or _get(doc, "llm", "authz", "reason") or _get(doc, "error", "message")
+    )
+    roles = _get(doc, "user", "roles")
+    return {
+        "timestamp": doc.get("@timestamp"),
+        "request_id": _get(doc, "event", "id"),
+        "user_id": _get(doc, "user", "id"),
+        "roles": roles if isinstance(roles, list) else [],
+        "status": status if isinstance(status, int) else None,
+        "method": _get(doc, "http", "request", "method"),
+        "path": _get(doc, "url", "path"),
+        "outcome": _get(doc, "event", "outcome"),
+        "reason": reason,
+        "error_type": _get(doc, "error", "type"),
+        "source_ip": _get(doc, "source", "ip"),
+    }
+
+
+def read_recent(
+    spool_dir: Path,
+    limit: int = DEFAULT_LIMIT,
+    outcome: str | None = None,
+    statuses: frozenset[int] | None = None,
+    max_scan_bytes: int = MAX_SCAN_BYTES,
+) -> dict[str, Any]:
+    """The newest ``limit`` matching records over every chain of the spool, newest first."""
+    budget = [max_scan_bytes]
+    found: list[dict[str, Any]] = []
+    chains = chain_dirs(Path(spool_dir))
+    complete = True
+    for chain in chains:
+        per_chain: list[dict[str, Any]] = []
+        for _first, seg in reversed(list_segments(chain)):
+            for line in _lines_backwards(seg, budget):
+                try:
+                    doc = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(doc, dict):
+                    continue
+                if outcome is not None and _get(doc, "event", "outcome") != outcome:
+                    continue
+                if statuses is not None and _get(doc, "http", "response", "status_code") not in statuses:
+                    continue
+                per_chain.append(summarize(doc))
+                if len(per_chain) >= limit:
+                    break
+            if len(per_chain) >= limit or budget[0] <= 0:
+                break
+        if budget[0] <= 0 and len(per_chain) < limit:
+            complete = False
+        found.extend(per_chain)
+    # Timestamps are fixed-width UTC ISO strings: they sort as text.
+    newest = heapq.nlargest(limit, found, key=lambda r: str(r.get("timestamp") or ""))
+    return {"records": newest, "chains": len(chains), "complete": complete}
+
+
+def _error(status: int, message: str, code: str, param: str | None = None) -> tuple[int, dict[str, Any]]:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return status, {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+class RecentRecords:
+    """ASGI app for ``GET /admin/audit/recent`` over one spool directory."""
+
+    def __init__(self, spool_dir: Path | str, max_scan_bytes: int = MAX_SCAN_BYTES) -> None:
+        self.spool_dir = Path(spool_dir)
+        self.max_scan_bytes = max_scan_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            return
+        try:
+            status, body = await self._handle(scope)
+        except Exception:
+            log.exception("audit: /admin/audit/recent failed")
+            status, body = _error(500, "Internal error reading the audit spool.", "internal")
+        data = orjson.dumps(body)
+        headers = [*_JSON, (b"content-length", str(len(data)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _handle(self, scope: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        path = scope.get("path", "").rstrip("/")
+        if path != PATH:
+            return _error(404, f"No route for {scope.get('method')} {scope.get('path')}.", "not_found")
+        if scope.get("method") != "GET":
+            return _error(
+                405, f"{scope.get('method')} is not allowed on {PATH}; use GET.", "method_not_allowed"
+            )
+        try:
+            limit, outcome, statuses = parse_query(scope.get("query_string", b""))
+        except QueryError as exc:
+            return _error(400, str(exc), "invalid_request", exc.param)
+        result = await asyncio.to_thread(
+            read_recent, self.spool_dir, limit, outcome, statuses, self.max_scan_bytes
+        )
+        return 200, result
+
+
+def mount_recent(app: Any, spool_dir: Path | str) -> RecentRecords:
+    """Serve ``GET /admin/audit/recent`` from ``spool_dir`` on the sidecar app (``CustosApp.mount``)."""
+    recent = RecentRecords(spool_dir)
+    app.mount(PREFIX, recent)
+    return recent
