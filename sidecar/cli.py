@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "sidecar.commands.top",
     "sidecar.commands.config",
     "sidecar.commands.completion",
+    "sidecar.commands.tls",
     "alerting.cli",
     "inference.cli",
     "bench.cli",

@@ -28,6 +28,7 @@ from .metrics.config import MetricsConfig
 from .rbac.config import RbacConfig
 from .redaction.config import RedactionConfig
 from .section import Section
+from .tls import TLSConfig
 from .tracing.config import TracingConfig
 
 ENV_PREFIX = "CUSTOS_"
@@ -54,6 +55,7 @@ class ServerConfig(Section):
         10.0, gt=0, description="a request head must be complete this long after its first byte, else 408"
     )
     admin_enabled: bool = True
+    tls: TLSConfig = Field(default_factory=TLSConfig)
 
 
 class UpstreamConfig(Section):

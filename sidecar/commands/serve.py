@@ -56,8 +56,19 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..app import CustosApp
     from ..httpproto import GuardedHttpToolsProtocol
     from ..pipeline import build_stages
+    from ..tls import ContextFactory
 
     config = load_config(args.config)  # again: --gpu-sim may have added an override
+    if server.tls.enabled:
+        import ssl
+
+        from ..config import ConfigError
+        from ..tls import build_context
+
+        try:  # a certificate and key that do not load fail now (exit 2), not inside a worker
+            build_context(server.tls)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(f"server.tls: the certificate/key pair does not load: {exc}") from None
     app = CustosApp(config, build_stages(config))
     uvicorn.run(
         app if workers == 1 else "sidecar.app:create_app",
@@ -72,6 +83,8 @@ def run_serve(args: argparse.Namespace) -> int:
         # own handling would trust them from loopback whatever the configuration says.
         proxy_headers=False,
         server_header=False,
+        # HTTPS with certificate rotation (sidecar.tls); each worker watches the files itself.
+        ssl_context_factory=ContextFactory(server.tls) if server.tls.enabled else None,
         log_level=server.log_level,
         access_log=server.access_log,
         timeout_graceful_shutdown=10,

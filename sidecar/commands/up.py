@@ -9,6 +9,7 @@ import os
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -34,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-engine", action="store_true", help="do not start an engine; use upstream.url as it is"
     )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a development certificate (custos tls dev-cert, kept in <state.dir>/tls)",
+    )
     p.set_defaults(func=run_up)
 
 
@@ -41,7 +47,9 @@ def _python() -> str:
     return sys.executable
 
 
-def _wait(url: str, proc: subprocess.Popen, what: str, timeout: float) -> None:
+def _wait(
+    url: str, proc: subprocess.Popen, what: str, timeout: float, context: ssl.SSLContext | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -49,7 +57,7 @@ def _wait(url: str, proc: subprocess.Popen, what: str, timeout: float) -> None:
                 f"{what} exited with status {proc.returncode} while starting (see its output above)"
             )
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=2, context=context) as resp:
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -67,9 +75,25 @@ def _connect_host(host: str) -> str:
     return host
 
 
-def _url(host: str, port: int) -> str:
+def _url(host: str, port: int, scheme: str = "http") -> str:
     host = _connect_host(host)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def dev_tls(config: Config, env: dict[str, str]) -> Path:
+    """``--tls``: a development CA and server certificate in <state.dir>/tls (made once), switched on
+    for the sidecar through the environment. Returns the CA file clients should trust."""
+    from .tls import make_dev_pki
+
+    directory = config.state.dir / "tls"
+    ca = directory / "ca.pem"
+    if not (directory / "server.pem").exists():
+        print(f"custos up: creating a development CA and certificate in {directory} ...", flush=True)
+        make_dev_pki(directory, ["localhost", "127.0.0.1", "::1"], days=30)
+    env["CUSTOS_SERVER__TLS__ENABLED"] = "true"
+    env["CUSTOS_SERVER__TLS__CERT_FILE"] = str(directory / "server.pem")
+    env["CUSTOS_SERVER__TLS__KEY_FILE"] = str(directory / "server.key")
+    return ca
 
 
 def port_problem(host: str, port: int) -> str | None:
@@ -137,6 +161,7 @@ def run_up(args: argparse.Namespace) -> int:
         env["CUSTOS_CONFIG"] = os.path.abspath(args.config)
     model_name: str | None = None
     procs: list[tuple[str, subprocess.Popen]] = []
+    ca_file = dev_tls(config, env) if args.tls else None
 
     def stop_all(*_: object) -> None:
         for _name, proc in reversed(procs):
@@ -189,8 +214,17 @@ def run_up(args: argparse.Namespace) -> int:
             sidecar_cmd += ["--gpu-sim", args.gpu_sim]
         sidecar = subprocess.Popen(sidecar_cmd, env=env, start_new_session=True)
         procs.append(("sidecar", sidecar))
-        _wait(_url(config.server.host, config.server.port) + "/health", sidecar, "the sidecar", timeout=120)
-        print(banner(load_config(args.config, environ=env), args, model_name), flush=True)
+        served = load_config(args.config, environ=env)
+        tls = served.server.tls
+        context = None
+        if tls.enabled:
+            context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+            if ca_file is None:  # the operator's own certificate: readiness only, not its trust
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        scheme = "https" if tls.enabled else "http"
+        sidecar_url = _url(config.server.host, config.server.port, scheme)
+        _wait(sidecar_url + "/health", sidecar, "the sidecar", timeout=120, context=context)
+        print(banner(served, args, model_name, ca_file=ca_file), flush=True)
         while True:
             for name, proc in procs:
                 if proc.poll() is not None:
@@ -257,10 +291,17 @@ def _upstream_model(config: Config) -> str | None:
         return None
 
 
-def banner(config: Config, args: argparse.Namespace, model_name: str | None = None) -> str:
+def banner(
+    config: Config, args: argparse.Namespace, model_name: str | None = None, *, ca_file: Path | None = None
+) -> str:
     """What to do next, with commands that work as printed for ``config`` (the sidecar's config,
     environment included)."""
-    base = _url(config.server.host, config.server.port)
+    tls = config.server.tls.enabled
+    base = _url(config.server.host, config.server.port, "https" if tls else "http")
+    # With --tls the host name is the one the development certificate names.
+    if ca_file is not None:
+        base = base.replace("https://127.0.0.1", "https://localhost")
+    curl = f"curl -s --cacert {ca_file}" if ca_file is not None else "curl -s"
     model_name = model_name or config.inference.served_model_name
     if model_name is None:
         model_name = _upstream_model(config) if args.no_engine else None
@@ -285,7 +326,7 @@ def banner(config: Config, args: argparse.Namespace, model_name: str | None = No
     metrics               : {base}/metrics
 
 {intro}
-{token_lines}    curl -s {base}/v1/chat/completions{auth_header} \\
+{token_lines}    {curl} {base}/v1/chat/completions{auth_header} \\
       -H 'Content-Type: application/json' \\
       -d '{{"model": "{model_name}", "max_tokens": 16,
            "messages": [{{"role": "user", "content": "Hello!"}}]}}'

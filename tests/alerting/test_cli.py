@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from alerting.rules import load_rule_files
 from tests.support.procs import REPO
 
 
@@ -27,7 +28,8 @@ def test_alerts_test_replays_a_gpu_scenario_and_says_who_gets_paged() -> None:
     out = _cli("test", "--scenario", "alerting/scenarios/gpu-saturated.yaml")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == "replayed 20m in steps of 15s (17 rules)"
+    builtin = sum(len(g.rules) for g in load_rule_files())
+    assert lines[0] == f"replayed 20m in steps of 15s ({builtin} rules)"
     pending = next(line for line in lines if "PENDING" in line)
     assert pending.split()[0] == "+1m" and 'CustosGPUUtilizationHigh{gpu="0"' in pending
     notify = [line for line in lines if "NOTIFY" in line]

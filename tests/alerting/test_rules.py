@@ -49,6 +49,8 @@ SEED_INPUT = [
     ('up{job="upstream", instance="127.0.0.1:8000"}', "1 1 0x10 1x7"),
     ("custos_audit_dead_letters_total", "0x5 3x14"),
     ('custos_auth_failures_total{reason="expired"}', "0x10 0+10x9"),
+    # The TLS certificate expires at t = 87000 s: less than a day away from 11m on.
+    ("custos_tls_certificate_expiry_timestamp_seconds", "87000x20"),
 ]
 MINUTES = 20
 
@@ -109,6 +111,10 @@ def test_seed_table_rules_fire_when_and_as_specified() -> None:
         and firing(6, "CustosGPUXIDErrors")
     )
     assert not any(a["exp_labels"]["gpu"] == "1" for a in firing(10, "CustosGPUUtilizationHigh"))
+    assert not firing(10, "CustosTLSCertificateExpiringSoon")
+    tls = firing(11, "CustosTLSCertificateExpiringSoon")
+    assert tls and tls[0]["exp_labels"]["severity"] == "critical"
+    assert tls[0]["exp_annotations"]["summary"].startswith("The sidecar's TLS certificate expires in 23h 59m")
 
 
 @needs_promtool
@@ -187,7 +193,8 @@ def test_cli_export_passes_promtool_check(tmp_path: Path, fmt: str) -> None:
         ["promtool", "check", "rules", str(tmp_path / "rules.yaml")], capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 17 rules found" in check.stdout
+    builtin = sum(len(g.rules) for g in load_rule_files())
+    assert f"SUCCESS: {builtin} rules found" in check.stdout
 
 
 def test_export_drops_custos_only_fields_and_keeps_keep_firing_for() -> None:
@@ -263,4 +270,5 @@ def test_cli_check_reports_one_clear_line_for_a_bad_file(tmp_path: Path) -> None
         text=True,
         timeout=60,
     )
-    assert good.returncode == 0 and "17 alerting rule(s)" in good.stdout
+    builtin = sum(len(g.rules) for g in load_rule_files())
+    assert good.returncode == 0 and f"{builtin} alerting rule(s)" in good.stdout

@@ -98,6 +98,39 @@ def test_service_monitor_scrapes_with_the_token_secret() -> None:
     assert all("authorization" not in e for e in sm["spec"]["endpoints"])
 
 
+def test_tls_secret_serves_https_with_renewals_and_https_probes(tmp_path: Path) -> None:
+    """sidecar.tls.secretName: the config names the mounted files (a directory mount, so renewals
+    reach the sidecar), the probes and the ServiceMonitor speak HTTPS; the config loads for real."""
+    objs = render("--set", "sidecar.tls.secretName=custos-tls", "--set", "sidecar.tls.clientCAKey=ca.crt")
+    sidecar = container(find(objs, "Deployment"), "sidecar")
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert sidecar[probe]["httpGet"]["scheme"] == "HTTPS"
+    mount = next(m for m in sidecar["volumeMounts"] if m["name"] == "tls")
+    assert mount["mountPath"] == "/etc/custos/tls" and "subPath" not in mount
+    volume = next(
+        v for v in find(objs, "Deployment")["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls"
+    )
+    assert volume["secret"]["secretName"] == "custos-tls"
+    for endpoint in find(objs, "ServiceMonitor")["spec"]["endpoints"]:
+        assert endpoint["scheme"] == "https"
+        assert endpoint["tlsConfig"]["ca"] == {"secret": {"name": "custos-tls", "key": "ca.crt"}}
+    # The rendered config, with the Secret's files where the Pod mounts them.
+    from sidecar.commands.tls import make_dev_pki
+
+    pki = make_dev_pki(tmp_path / "pki", ["custos"], days=1)
+    text = find(objs, "ConfigMap", "-config")["data"]["custos.yaml"]
+    text = text.replace("/etc/custos/tls/tls.crt", str(pki.server_cert))
+    text = text.replace("/etc/custos/tls/tls.key", str(pki.server_key))
+    text = text.replace("/etc/custos/tls/ca.crt", str(pki.ca_cert))
+    cfg_file = tmp_path / "custos.yaml"
+    cfg_file.write_text(text)
+    tls = load_config(cfg_file, environ={}).server.tls
+    assert tls.enabled and tls.min_version == "1.3" and tls.client_ca_file == pki.ca_cert
+    # Without the value: plain HTTP probes, no TLS section.
+    plain = container(find(render(), "Deployment"), "sidecar")
+    assert "scheme" not in plain["livenessProbe"]["httpGet"]
+
+
 def test_schema_validation_is_live(tmp_path: Path) -> None:
     """A misspelt field fails both validators (strict mode really rejects unknown keys)."""
     objs = render()

@@ -64,6 +64,7 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None
+    delay_s: float = 0.0  # SSE: pause before each event (a slow generation)
 
 
 class RecordingUpstream:
@@ -129,6 +130,8 @@ class RecordingUpstream:
             )
             await resp.prepare(request)
             for event in reply.sse:
+                if reply.delay_s:
+                    await asyncio.sleep(reply.delay_s)
                 data = event if isinstance(event, (str, bytes)) else orjson.dumps(event)
                 data = data.encode() if isinstance(data, str) else data
                 await resp.write(b"data: " + data + b"\n\n")

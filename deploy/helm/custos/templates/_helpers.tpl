@@ -66,6 +66,17 @@ sidecar.config.load_config in tests/deploy so the chart cannot drift from the co
 {{- $v := .Values -}}
 {{- $keys := or $v.secrets.existingSecret $v.secrets.jwtPublicKey -}}
 {{- $rbacPolicy := ternary (hasKey $v.policies "rbac.yaml") (ne (.Files.Get "files/policies/rbac.yaml") "") (gt (len $v.policies) 0) -}}
+{{- with $v.sidecar.tls }}{{ if .secretName }}
+server:
+  tls:
+    enabled: true
+    cert_file: /etc/custos/tls/tls.crt
+    key_file: /etc/custos/tls/tls.key
+    min_version: {{ .minVersion | quote }}
+    {{- if .clientCAKey }}
+    client_ca_file: /etc/custos/tls/{{ .clientCAKey }}
+    {{- end }}
+{{- end }}{{ end }}
 auth:
   # Tokens come from your identity provider; the local dev key is for laptops only.
   dev_key: false
@@ -138,4 +149,14 @@ alerting:
 - name: NVIDIA_DRIVER_CAPABILITIES
   value: utility
 {{- end }}
+{{- end -}}
+
+{{/* The ServiceMonitor's scheme with sidecar.tls: HTTPS, verified with the TLS Secret's ca.crt. */}}
+{{- define "custos.serviceMonitorTLS" -}}
+{{- with .Values.sidecar.tls }}{{ if .secretName -}}
+scheme: https
+tlsConfig:
+  ca: {secret: {name: {{ .secretName | quote }}, key: ca.crt}}
+  serverName: {{ include "custos.fullname" $ }}
+{{- end }}{{ end }}
 {{- end -}}
