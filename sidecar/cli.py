@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "sidecar.commands.config",
     "sidecar.commands.completion",
     "sidecar.commands.tls",
+    "sidecar.commands.keys",
     "alerting.cli",
     "inference.cli",
     "bench.cli",

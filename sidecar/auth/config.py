@@ -62,6 +62,17 @@ class AuthConfig(Section):
     anonymous_roles: list[str] = Field(default_factory=list, description="roles of callers when disabled")
     dev_key: bool = Field(True, description="trust the local dev key in the state directory (custos token)")
     dev_key_algorithm: Literal["EdDSA", "ES256"] = "EdDSA"
+    dev_key_overlap_s: float = Field(
+        86400.0, ge=0, description="after a rotation, tokens of the retired dev key are accepted this long"
+    )
+    dev_key_rotate_every_s: float | None = Field(
+        None,
+        gt=0,
+        description="rotate the dev key when it is older than this (e.g. 259200 = 72 h); null: only by hand",
+    )
+    dev_key_check_interval_s: float = Field(
+        5.0, gt=0, le=3600, description="how often a running sidecar looks for a rotated dev key"
+    )
     keys: list[KeyConfig] = Field(default_factory=list)
     jwks: list[JwksConfig] = Field(default_factory=list)
     issuer: list[str] = Field(default_factory=list, description="accepted iss values; empty = not checked")

@@ -59,6 +59,112 @@ def load_or_create(state_dir: Path, algorithm: str = "EdDSA") -> PrivateKey:
     return key
 
 
+# -- rotation -------------------------------------------------------------------------------------
+# A rotation retires the current key: its public half goes to ``keys/dev-retired/<kid>.json`` with the
+# time until which tokens it signed are still accepted (the overlap window), and a new key takes its
+# place. Verifiers trust the current key and every retired key still inside its window.
+RETIRED_DIR = "dev-retired"
+
+
+def _retired_dir(state_dir: Path) -> Path:
+    return Path(state_dir).expanduser() / KEY_DIR / RETIRED_DIR
+
+
+def rotate(
+    state_dir: Path,
+    algorithm: str = "EdDSA",
+    *,
+    overlap_s: float,
+    now: float | None = None,
+    older_than_s: float | None = None,
+) -> tuple[str, str] | None:
+    """Retire the current dev key (accepted for ``overlap_s`` more) and make a new one. Returns the
+    (old, new) key ids, or None when ``older_than_s`` is given and the key in place is younger (another
+    process rotated first). Serialized across processes by a lock file."""
+    import fcntl
+
+    from ..keyfile import replace_file
+
+    now = time.time() if now is None else now
+    path = dev_key_path(state_dir, algorithm)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path.parent / ".rotate.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        age = key_age_s(state_dir, algorithm, now)
+        if older_than_s is not None and age is not None and age < older_than_s:
+            return None
+        old = load_or_create(state_dir, algorithm)
+        old_kid = key_id(old.public_key())
+        record = {
+            "kid": old_kid,
+            "algorithm": algorithm,
+            "public_pem": old.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode(),
+            "retired_at": now,
+            "accept_until": now + overlap_s,
+        }
+        replace_file(_retired_dir(state_dir) / f"{old_kid}.json", orjson.dumps(record), 0o644)
+        new = _generate(algorithm)
+        pem = new.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        replace_file(path, pem, 0o600)
+        prune_retired(state_dir, now)
+    return old_kid, key_id(new.public_key())
+
+
+def retired_keys(state_dir: Path, algorithm: str, now: float | None = None) -> list[tuple[str, Any, float]]:
+    """(kid, public key, accept_until) of the retired keys whose overlap window is still open."""
+    now = time.time() if now is None else now
+    out = []
+    directory = _retired_dir(state_dir)
+    if not directory.is_dir():
+        return out
+    for entry in sorted(directory.glob("*.json")):
+        try:
+            record = orjson.loads(entry.read_bytes())
+            if record.get("algorithm") != algorithm or float(record["accept_until"]) <= now:
+                continue
+            public = serialization.load_pem_public_key(record["public_pem"].encode())
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged record trusts nothing
+        out.append((str(record["kid"]), public, float(record["accept_until"])))
+    return out
+
+
+def prune_retired(state_dir: Path, now: float) -> None:
+    """Remove retired keys whose window has closed: their tokens are no longer accepted anyway."""
+    directory = _retired_dir(state_dir)
+    for entry in directory.glob("*.json") if directory.is_dir() else ():
+        try:
+            if float(orjson.loads(entry.read_bytes())["accept_until"]) <= now:
+                entry.unlink(missing_ok=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+
+
+def key_age_s(state_dir: Path, algorithm: str, now: float | None = None) -> float | None:
+    """How long the current dev key has been in use (None when there is none yet)."""
+    try:
+        mtime = dev_key_path(state_dir, algorithm).stat().st_mtime
+    except OSError:
+        return None
+    return (time.time() if now is None else now) - mtime
+
+
+def keys_stamp(state_dir: Path, algorithm: str) -> tuple[Any, ...]:
+    """Changes whenever the current key or the set of retired keys changes (for reloading verifiers)."""
+    stamps: list[Any] = []
+    for path in (dev_key_path(state_dir, algorithm), _retired_dir(state_dir)):
+        try:
+            st = path.stat()
+            stamps.append((st.st_mtime_ns, st.st_ino, st.st_size))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
+
+
 def key_id(public_key: Any) -> str:
     """A short, stable kid: the SHA-256 of the DER public key (like an RFC 7638 thumbprint)."""
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -215,13 +215,14 @@ def static_keys(cfg: AuthConfig, state_dir: Any) -> list[VerifyKey]:
 
         private = devkey.load_or_create(state_dir, cfg.dev_key_algorithm)
         public = private.public_key()
-        keys.append(
-            make_key(
-                public,
-                [cfg.dev_key_algorithm],
-                kid=devkey.key_id(public),
-                source="dev key",
-                issuer=devkey.DEV_ISSUER,
+        trusted = [(devkey.key_id(public), public, "dev key")]
+        # Keys retired by a rotation stay trusted (by kid) until their overlap window closes.
+        trusted += [
+            (kid, pub, "retired dev key")
+            for kid, pub, _ in devkey.retired_keys(state_dir, cfg.dev_key_algorithm)
+        ]
+        for kid, pub, source in trusted:
+            keys.append(
+                make_key(pub, [cfg.dev_key_algorithm], kid=kid, source=source, issuer=devkey.DEV_ISSUER)
             )
-        )
     return keys

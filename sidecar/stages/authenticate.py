@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from pathlib import Path
 from urllib.parse import quote
 
+from ..auth import devkey
 from ..auth.config import AuthConfig
 from ..auth.keys import JwksSource, KeyError_, static_keys
 from ..auth.verifier import AuthFailure, TokenVerifier
@@ -44,13 +47,16 @@ def identity_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
 class AuthenticateStage(Stage):
     name = "authenticate"
 
-    def __init__(self, cfg: AuthConfig, verifier: TokenVerifier) -> None:
+    def __init__(self, cfg: AuthConfig, verifier: TokenVerifier, state_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.verifier = verifier
+        self.state_dir = state_dir
         self._tasks: list[asyncio.Task[None]] = []
         self._headers: dict[tuple[str, tuple[str, ...]], list[tuple[bytes, bytes]]] = {}
 
     async def startup(self, app: object) -> None:
+        if self.cfg.dev_key and self.state_dir is not None:
+            self._tasks.append(asyncio.create_task(self._dev_key_loop(), name="dev-key-watch"))
         sources = self.verifier.jwks
         if not sources:
             return
@@ -68,6 +74,41 @@ class AuthenticateStage(Stage):
                     self.verifier.rebuild_index()
             except Exception:
                 log.exception("JWKS refresh of %s failed", src.url)
+
+    async def _dev_key_loop(self) -> None:
+        """Follow dev-key rotations (by `custos keys rotate dev-jwt`, another worker, or the schedule
+        here): new tokens verify within ``dev_key_check_interval_s``, a retired key's tokens until its
+        overlap window closes."""
+        cfg, state_dir = self.cfg, self.state_dir
+        assert state_dir is not None
+        stamp = devkey.keys_stamp(state_dir, cfg.dev_key_algorithm)
+        closes = _next_close(state_dir, cfg.dev_key_algorithm)
+        while True:
+            await asyncio.sleep(cfg.dev_key_check_interval_s)
+            try:
+                every = cfg.dev_key_rotate_every_s
+                if every is not None:
+                    age = devkey.key_age_s(state_dir, cfg.dev_key_algorithm)
+                    if age is not None and age >= every:
+                        rotated = await asyncio.to_thread(
+                            devkey.rotate,
+                            state_dir,
+                            cfg.dev_key_algorithm,
+                            overlap_s=cfg.dev_key_overlap_s,
+                            older_than_s=every,
+                        )
+                        if rotated is not None:
+                            log.info("dev key rotated on schedule: %s -> %s", *rotated)
+                now_stamp = devkey.keys_stamp(state_dir, cfg.dev_key_algorithm)
+                if now_stamp == stamp and (closes is None or time.time() < closes):
+                    continue
+                keys = await asyncio.to_thread(static_keys, cfg, state_dir)
+                self.verifier.static = keys
+                self.verifier.rebuild_index()
+                stamp, closes = now_stamp, _next_close(state_dir, cfg.dev_key_algorithm)
+                log.info("dev keys reloaded: trusting %s", ", ".join(k.kid or "?" for k in keys))
+            except Exception:
+                log.exception("reloading the dev keys failed; the keys in force stay")
 
     async def shutdown(self) -> None:
         for task in self._tasks:
@@ -128,6 +169,12 @@ class AnonymousStage(Stage):
         ctx.upstream_headers.extend(self.headers)
 
 
+def _next_close(state_dir: Path, algorithm: str) -> float | None:
+    """When the next retired dev key's overlap window closes (its tokens stop being accepted)."""
+    ends = [until for _, _, until in devkey.retired_keys(state_dir, algorithm)]
+    return min(ends) if ends else None
+
+
 def build_verifier(config: Config) -> TokenVerifier:
     cfg = config.auth
     try:
@@ -146,4 +193,4 @@ def build(config: Config) -> Stage:
             config.auth.anonymous_roles,
         )
         return AnonymousStage(config.auth.anonymous_roles)
-    return AuthenticateStage(config.auth, build_verifier(config))
+    return AuthenticateStage(config.auth, build_verifier(config), config.state.dir)
