@@ -73,6 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--max-model-len", metavar="N", help="context length, e.g. 4096 or 16K")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    s.add_argument(
+        "--lora",
+        action="append",
+        metavar="NAME=DIR",
+        help='serve a LoRA adapter beside the base model, selected by "model": NAME (repeatable; '
+        "either engine; adds to inference.vllm.lora_modules)",
+    )
     cpu = s.add_argument_group("CPU engine (--engine transformers)")
     cpu.add_argument("--device", choices=["auto", "cpu", "cuda"])
     cpu.add_argument("--max-batch-tokens", metavar="N", help="token budget of one batch (default 4096)")
@@ -93,6 +100,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     gpu.add_argument("--trust-remote-code", action="store_true", default=None)
     gpu.add_argument("--print-command", action="store_true", help="print the vllm command and exit")
     s.set_defaults(func=run_serve)
+
+    lora = isub.add_parser("lora", help="LoRA adapters: fine-tune one on chat data (peft)")
+    lsub = lora.add_subparsers(dest="lora_command", metavar="SUBCOMMAND", parser_class=type(p))
+    lsub.required = True
+    t = lsub.add_parser(
+        "train",
+        help='fine-tune a LoRA adapter on chat JSONL ({"messages": [...]} per line); CPU or CUDA',
+        description="LoRA fine-tuning with peft. Loss on assistant tokens only, rendered with the base "
+        "model's chat template; PII is redacted from the data first (the default redaction policy). "
+        "Writes a standard peft adapter directory with a model card; rerun the same command to resume.",
+    )
+    t.add_argument("--base", metavar="DIR", required=True, help="local base model directory")
+    t.add_argument("--data", metavar="FILE", required=True, help="chat JSONL, OpenAI fine-tuning format")
+    t.add_argument("--out", metavar="DIR", required=True, help="adapter directory to write")
+    t.add_argument("--rank", type=int, default=8, metavar="R", help="LoRA rank (default 8)")
+    t.add_argument("--alpha", type=int, default=16, metavar="A", help="LoRA alpha (default 16)")
+    t.add_argument("--dropout", type=float, default=0.05, metavar="P", help="LoRA dropout (default 0.05)")
+    t.add_argument(
+        "--target-modules",
+        default="all-linear",
+        metavar="NAMES",
+        help="comma-separated module names (q_proj,v_proj) or all-linear (default: every linear layer "
+        "but the output head)",
+    )
+    t.add_argument(
+        "--lr", type=float, default=2e-4, dest="learning_rate", help="learning rate (default 2e-4)"
+    )
+    t.add_argument("--epochs", type=float, default=3.0, help="passes over the data (default 3)")
+    t.add_argument(
+        "--batch-size", type=int, default=4, metavar="N", help="conversations per step (default 4)"
+    )
+    t.add_argument("--max-length", type=int, default=1024, metavar="N", help="max tokens per conversation")
+    t.add_argument("--warmup-ratio", type=float, default=0.03, metavar="F")
+    t.add_argument("--weight-decay", type=float, default=0.0, metavar="F")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if present")
+    t.add_argument("--no-redact", action="store_false", dest="redact", help="train on the data as it is")
+    t.add_argument(
+        "--skip-invalid", action="store_true", help="skip bad lines (counted) instead of exiting with 2"
+    )
+    t.add_argument("--save-every", type=int, default=100, metavar="STEPS", help="checkpoint interval")
+    t.add_argument("--overwrite", action="store_true", help="replace an adapter or checkpoint in --out")
+    t.add_argument("--no-progress", action="store_false", dest="progress", help="no progress bar")
+    t.set_defaults(func=run_lora_train)
 
     m = isub.add_parser(
         "make-tiny-model", help="write a tiny random-weight model + tokenizer (offline, seconds)"
@@ -124,15 +175,17 @@ def resolve_config(args: argparse.Namespace) -> InferenceConfig:
     if args.max_model_len is not None and engine == "vllm":
         data["vllm"]["max_model_len"] = args.max_model_len
         flags_used[("vllm", "max_model_len")] = "--max-model-len"
-    if args.lora_modules:
+    for option, specs in (("--lora", getattr(args, "lora", None)), ("--lora-modules", args.lora_modules)):
+        if not specs:
+            continue
         modules = dict(data["vllm"].get("lora_modules") or {})
-        for spec in args.lora_modules:
+        for spec in specs:
             name, sep, path = spec.partition("=")
             if not sep or not name or not path:
-                raise UsageError(f"--lora-modules: {spec!r} is not NAME=DIR")
+                raise UsageError(f"{option}: {spec!r} is not NAME=DIR")
             modules[name] = path
         data["vllm"]["lora_modules"] = modules
-        flags_used[("vllm", "lora_modules")] = "--lora-modules"
+        flags_used[("vllm", "lora_modules")] = option
     try:
         return InferenceConfig.model_validate(data)
     except ValidationError as exc:
@@ -196,9 +249,17 @@ def _serve_transformers(config: InferenceConfig) -> int:
     import torch
     import uvicorn
 
-    from .engine import EngineError, build_engine
+    from .engine import AdapterError, EngineError, build_engine
     from .server import create_app
 
+    adapters = {name: Path(path).expanduser().resolve() for name, path in config.vllm.lora_modules.items()}
+    if adapters:
+        try:
+            import peft  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                "--lora: serving LoRA adapters needs peft: pip install 'custos[inference]'"
+            ) from None
     try:
         engine = build_engine(
             model_dir,
@@ -209,7 +270,10 @@ def _serve_transformers(config: InferenceConfig) -> int:
             max_batch_size=config.max_batch_size,
             max_model_len=config.max_model_len,
             max_waiting=config.max_waiting,
+            adapters=adapters,
         )
+    except AdapterError as exc:
+        raise UsageError(f"--lora: {exc}") from None
     except EngineError as exc:
         raise UsageError(str(exc)) from None
     except (OSError, ValueError, KeyError) as exc:
@@ -217,11 +281,12 @@ def _serve_transformers(config: InferenceConfig) -> int:
     torch.set_num_threads(cpu_threads(config.threads, engine.model))
     app = create_app(engine, name, str(model_dir))
     log.info(
-        "CPU engine: http://%s:%d/v1 serves %r (max_model_len %d)",
+        "CPU engine: http://%s:%d/v1 serves %r (max_model_len %d)%s",
         config.host,
         config.port,
         name,
         engine.max_model_len,
+        f" with LoRA adapters {', '.join(adapters)}" if adapters else "",
     )
     uvicorn.run(
         app,
@@ -254,9 +319,63 @@ def cpu_threads(configured: int | None, model: Any) -> int:
 def run_make_tiny_model(args: argparse.Namespace) -> int:
     from .tiny import TINY_MODEL_VERSION, make_tiny_model
 
-    target = Path(args.directory)
+    target = Path(args.directory).expanduser()
     if target.exists() and not target.is_dir():
         raise UsageError(f"DIR: {args.directory!r} exists and is not a directory")
-    path = make_tiny_model(target)
+    _check_writable(target, args.directory)  # before minutes of torch import and model building
+    try:
+        path = make_tiny_model(target)
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise UsageError(f"DIR: cannot write the tiny model to {args.directory!r}: {why}") from None
     print(f"tiny model (recipe {TINY_MODEL_VERSION}) written to {path}", file=sys.stderr)
+    return 0
+
+
+def _check_writable(target: Path, shown: str) -> None:
+    """The model is written next to ``target`` and renamed into place: its parent (the first one that
+    exists) must be a writable directory."""
+    parent = target.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"DIR: cannot write to {shown!r}: {str(parent)!r} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"DIR: cannot write to {shown!r}: {str(parent)!r} is not writable")
+
+
+def run_lora_train(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("peft") is None:
+        raise UsageError("LoRA training needs peft: pip install 'custos[inference]'")
+    from .lora import LoraError, TrainOptions, summary_line, train
+
+    options = TrainOptions(
+        base=Path(args.base),
+        data=Path(args.data),
+        out=Path(args.out),
+        rank=args.rank,
+        alpha=args.alpha,
+        dropout=args.dropout,
+        target_modules=args.target_modules,
+        learning_rate=args.learning_rate,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        device=args.device,
+        redact=args.redact,
+        skip_invalid=args.skip_invalid,
+        save_every=args.save_every,
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
+    try:
+        result = train(options)
+    except LoraError as exc:
+        raise UsageError(str(exc)) from None
+    print(summary_line(result), file=sys.stderr)
     return 0

@@ -11,12 +11,20 @@ runs (alone), so nothing starves.
 Tokens go back to the event loop once per step (one ``call_soon_threadsafe`` for the whole batch).
 A sequence whose client went away is aborted: its row leaves the batch (and its KV cache rows are
 freed) before the next forward pass.
+
+LoRA adapters (peft) are served beside the base model: each sequence names its adapter (or none), and
+one batch mixes rows of any adapters and the base model (peft's mixed-adapter batches: every LoRA
+layer adds each adapter's delta to its own rows only). Adapters are loaded and unloaded on the
+scheduler thread between two forward passes; an unloaded adapter stops taking requests at once and
+leaves the model when its last running request finishes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
+import json
 import logging
 import threading
 import time
@@ -87,6 +95,7 @@ class Sequence:
     last_token_at: float | None = None
     admitted_at: float | None = None
     pending_logprobs: list[TokenLogprob] = field(default_factory=list)
+    adapter: str | None = None  # the LoRA adapter this sequence runs with; None: the base model
 
     @property
     def num_tokens(self) -> int:
@@ -95,6 +104,35 @@ class Sequence:
 
 class EngineError(RuntimeError):
     pass
+
+
+class AdapterError(ValueError):
+    """A LoRA adapter cannot be loaded or unloaded (bad name or directory, already loaded, unknown)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
+def check_adapter_dir(path: Path) -> dict[str, Any]:
+    """The adapter_config.json of a local LoRA adapter directory, or AdapterError saying what is wrong."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise AdapterError(f"The LoRA adapter directory {str(path)!r} does not exist.", 404)
+    try:
+        config = json.loads((path / "adapter_config.json").read_text())
+    except FileNotFoundError:
+        raise AdapterError(
+            f"{str(path)!r} is not a peft adapter directory (no adapter_config.json)."
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise AdapterError(f"{str(path)!r}: cannot read adapter_config.json: {exc}") from None
+    if not isinstance(config, dict) or config.get("peft_type", "LORA") != "LORA":
+        raise AdapterError(f"{str(path)!r} is not a LoRA adapter (peft_type {config.get('peft_type')!r}).")
+    return config
 
 
 def load_model(model_dir: Path, device: str, dtype: str) -> tuple[Any, Any, torch.device]:
@@ -182,6 +220,11 @@ class Engine:
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids or {0})
         )
         self.metrics = metrics or EngineMetrics(model_name)
+        # LoRA: the peft wrapper (None until the first adapter), adapters by name -> directory.
+        self._peft: Any = None
+        self.adapters: dict[str, Path] = {}
+        self._unloading: set[str] = set()
+        self._control: deque[tuple[Callable[[], Any], concurrent.futures.Future]] = deque()
         # transformers 5 names the cache argument ``cache``; 4.x called it ``past_key_values``.
         params = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
@@ -243,17 +286,136 @@ class Engine:
             self.metrics.waiting.set(len(self._waiting))
             self._cond.notify_all()
 
+    # ---- LoRA adapters -----------------------------------------------------------------------
+    def servable_adapters(self) -> list[str]:
+        """Adapters that take requests now (loaded, not being unloaded), in load order."""
+        names, unloading = list(self.adapters), set(self._unloading)  # snapshots: another thread edits them
+        return [name for name in names if name not in unloading]
+
+    def resolve_model(self, name: str | None) -> str | None:
+        """None for the base model, the adapter's name for an adapter; KeyError for anything else."""
+        if name is None or name == self.model_name:
+            return None
+        if name in self.adapters and name not in self._unloading:
+            return name
+        raise KeyError(name)
+
+    def load_adapter_now(self, name: str, path: Path) -> None:
+        """Load an adapter on the calling thread: only before ``start()`` (or on the scheduler thread)."""
+        self._check_new_adapter(name)
+        check_adapter_dir(path)
+        import warnings
+
+        from peft import PeftModel
+
+        # peft asks transformers a deprecated question (is_gradient_checkpointing); not the user's concern.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        path = Path(path).expanduser()
+        with torch.inference_mode(False), torch.no_grad():
+            try:
+                if self._peft is None:
+                    self._peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+                else:
+                    self._peft.load_adapter(str(path), adapter_name=name)
+            except Exception as exc:
+                if self._peft is not None and name in getattr(self._peft, "peft_config", {}):
+                    try:
+                        self._peft.delete_adapter(name)
+                    except Exception:  # best effort: a half-loaded adapter is never selected anyway
+                        pass
+                raise AdapterError(
+                    f"Cannot load the LoRA adapter {name!r}: {type(exc).__name__}: {exc}"
+                ) from None
+            self._peft.to(self.device)
+            self._peft.eval()
+        self.adapters[name] = path
+        self.metrics.set_loras(self.servable_adapters())
+        log.info("LoRA adapter %r loaded from %s", name, path)
+
+    def _check_new_adapter(self, name: str) -> None:
+        if not name or "=" in name or any(c.isspace() for c in name) or name == BASE_ADAPTER:
+            raise AdapterError(f"The LoRA adapter name {name!r} is not valid.")
+        if name == self.model_name:
+            raise AdapterError(f"The LoRA adapter name {name!r} is the base model's name.")
+        if name in self.adapters:
+            state = "is being unloaded" if name in self._unloading else "has already been loaded"
+            raise AdapterError(f"The lora adapter '{name}' {state}.")
+
+    async def load_adapter(self, name: str, path: Path) -> None:
+        """Load an adapter between two forward passes (on the scheduler thread); AdapterError if not."""
+        self._check_new_adapter(name)
+        check_adapter_dir(path)
+        await self._on_scheduler(lambda: self.load_adapter_now(name, path))
+
+    async def unload_adapter(self, name: str) -> None:
+        """Stop taking requests for ``name`` now; it leaves the model once its running requests end."""
+        if name not in self.adapters or name in self._unloading:
+            raise AdapterError(f"The lora adapter '{name}' cannot be found.", 404)
+        with self._cond:
+            self._unloading.add(name)
+            self.metrics.set_loras(self.servable_adapters())
+            self._cond.notify_all()
+        log.info("LoRA adapter %r unloading", name)
+
+    async def _on_scheduler(self, task: Callable[[], Any]) -> Any:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        if not self._thread.is_alive():
+            self._run_control(task, future)
+        else:
+            with self._cond:
+                self._control.append((task, future))
+                self._cond.notify_all()
+        return await asyncio.wrap_future(future)
+
+    @staticmethod
+    def _run_control(task: Callable[[], Any], future: concurrent.futures.Future) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(task())
+        except BaseException as exc:  # delivered to the caller, never kills the scheduler
+            future.set_exception(exc)
+
+    def _release_unloaded(self) -> None:
+        """Delete unloaded adapters no sequence uses any more (scheduler thread, lock held)."""
+        in_use = {s.adapter for s in self._batch.rows} | {s.adapter for s in self._waiting}
+        for name in list(self._unloading):
+            if name in in_use:
+                continue
+            self._unloading.discard(name)
+            self.adapters.pop(name, None)
+            if self._peft is not None:
+                if self.adapters:
+                    self._peft.delete_adapter(name)
+                else:  # the last one: peft cannot run without an adapter, so take the LoRA layers out
+                    self.model = self._peft.unload()
+                    self._peft = None
+            self.metrics.set_loras(self.servable_adapters())
+            log.info("LoRA adapter %r unloaded", name)
+
     # ---- scheduler thread ------------------------------------------------------------------
     def _run(self) -> None:
         try:
             with torch.inference_mode():
                 while True:
                     with self._cond:
-                        while not self._stopping and not self._waiting and not self._batch.rows:
+                        while (
+                            not self._stopping
+                            and not self._waiting
+                            and not self._batch.rows
+                            and not self._control
+                            and not self._unloading
+                        ):
                             self._cond.wait()
                         if self._stopping:
                             break
+                        control = list(self._control)
+                        self._control.clear()
+                        if self._unloading:
+                            self._release_unloaded()
                         new = self._admit()
+                    for task, future in control:
+                        self._run_control(task, future)
                     self._step(new)
                     self._flush()
                     self._log_stats()
@@ -296,6 +458,12 @@ class Engine:
                 self._waiting.popleft()
                 self._finish(seq, "abort")
                 continue
+            if seq.adapter is not None and seq.adapter not in self.adapters:
+                # Submitted just after its adapter left (unloaded between lookup and submit).
+                self._waiting.popleft()
+                seq.finished = True
+                self._outbox.append((seq.sink, Failure(f"The LoRA adapter {seq.adapter!r} was unloaded.")))
+                continue
             if running + len(new) >= self.max_batch_size:
                 break
             fits = tokens + len(seq.prompt_ids) <= self.max_batch_tokens
@@ -325,9 +493,14 @@ class Engine:
         self._drop_finished()
         batch = self._batch
         self.metrics.running.set(len(batch.rows))
+        if self.adapters:
+            waiting = tuple(self._waiting)  # a snapshot: the event loop appends to the queue meanwhile
+            self.metrics.lora_requests({s.adapter for s in batch.rows}, {s.adapter for s in waiting})
         self.metrics.cache_usage.set(min(1.0, batch.tokens / self.max_batch_tokens))
 
-    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, cache: Any, last_only: bool) -> Any:
+    def _forward(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, cache: Any, last_only: bool, rows: list[Sequence]
+    ) -> Any:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
         kwargs: dict[str, Any] = {
             "input_ids": input_ids,
@@ -338,6 +511,10 @@ class Engine:
         }
         if last_only and self._keep_arg:
             kwargs["logits_to_keep"] = 1
+        if self._peft is not None:
+            # One batch, any mix of adapters: each LoRA layer adds an adapter's delta to its rows only.
+            kwargs["adapter_names"] = [seq.adapter or BASE_ADAPTER for seq in rows]
+            return self._peft(**kwargs)
         return self.model(**kwargs)
 
     def _fresh_cache(self) -> Any:
@@ -362,7 +539,7 @@ class Engine:
             seq.admitted_at = now
             self.metrics.queue_time.observe(now - seq.arrival)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        out = self._forward(ids, mask, self._fresh_cache(), last_only=True)
+        out = self._forward(ids, mask, self._fresh_cache(), last_only=True, rows=new)
         cache = getattr(out, self._cache_arg, None)
         if cache is None:
             cache = getattr(out, "past_key_values", None)
@@ -385,7 +562,7 @@ class Engine:
         batch = self._batch
         assert batch.mask is not None and batch.next_ids is not None
         mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
-        out = self._forward(batch.next_ids, mask, batch.cache, last_only=False)
+        out = self._forward(batch.next_ids, mask, batch.cache, last_only=False, rows=batch.rows)
         batch.mask = mask
         self.metrics.observe_step("decode", len(batch.rows), len(batch.rows))
         batch.next_ids = self._sample(batch.rows, out.logits[:, -1, :])
@@ -605,6 +782,7 @@ def build_engine(
     max_batch_size: int = 16,
     max_model_len: int | None = None,
     max_waiting: int = 1024,
+    adapters: dict[str, Path] | None = None,
     on_loaded: Callable[[Engine], None] | None = None,
 ) -> Engine:
     model, tokenizer, dev = load_model(model_dir, device, dtype)
@@ -618,6 +796,8 @@ def build_engine(
         max_model_len=max_model_len,
         max_waiting=max_waiting,
     )
+    for name, path in (adapters or {}).items():
+        engine.load_adapter_now(name, path)
     if on_loaded:
         on_loaded(engine)
     return engine

@@ -6,6 +6,7 @@ Each engine has its own registry (no global state), rendered by the server's ``/
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -143,6 +144,28 @@ class EngineMetrics:
         self._prefill_batch = self._batch_size.labels(model_name, "prefill")
         self._decode_batch = self._batch_size.labels(model_name, "decode")
         self.model_name = model_name
+        # LoRA: vLLM's info gauge (labels name the adapters running and waiting; value: a timestamp).
+        self._lora_info = Gauge(
+            "vllm:lora_requests_info",
+            "Running stats on lora requests.",
+            ["running_lora_adapters", "waiting_lora_adapters", "max_lora"],
+            registry=r,
+        )
+        self._lora_loaded = gauge("custos_engine_lora_adapters", "LoRA adapters loaded and taking requests.")
+        self._lora_state: tuple[str, str] | None = None
+        self.max_loras = 0
+
+    def set_loras(self, names: list[str]) -> None:
+        self._lora_loaded.set(len(names))
+        self.max_loras = max(self.max_loras, len(names))
+
+    def lora_requests(self, running: set[str | None], waiting: set[str | None]) -> None:
+        state = (",".join(sorted(n for n in running if n)), ",".join(sorted(n for n in waiting if n)))
+        if state == self._lora_state:
+            return
+        self._lora_state = state
+        self._lora_info.clear()
+        self._lora_info.labels(state[0], state[1], str(self.max_loras)).set(time.time())
 
     def observe_step(self, phase: str, rows: int, tokens: int) -> None:
         (self._prefill_batch if phase == "prefill" else self._decode_batch).observe(rows)

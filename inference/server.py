@@ -1,7 +1,9 @@
 """The CPU engine's OpenAI-compatible HTTP server (Starlette on uvicorn), shaped like ``vllm serve``.
 
 Routes: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` (JSON or SSE streams ending with
-``data: [DONE]``, vLLM's chunk shapes), ``/health``, ``/version``, ``/metrics``. A client that goes
+``data: [DONE]``, vLLM's chunk shapes), ``/health``, ``/version``, ``/metrics``, and vLLM's
+``/v1/load_lora_adapter`` / ``/v1/unload_lora_adapter``: LoRA adapters are served beside the base model
+and selected per request by ``model``. A client that goes
 away aborts its sequences (stream or not), which frees their batch slots at once.
 """
 
@@ -13,6 +15,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -26,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from sidecar.errors import ProxyError, bad_request, error_body
 
-from .engine import Delta, Engine, Failure, RequestSink, Sequence, TokenLogprob
+from .engine import AdapterError, Delta, Engine, Failure, RequestSink, Sequence, TokenLogprob
 from .protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -65,9 +68,12 @@ class EngineServer:
         self._token_texts: dict[int, str] = {}
 
     # ---- helpers ---------------------------------------------------------------------------
-    def _check_model(self, requested: str | None) -> None:
-        if requested is not None and requested != self.model_name:
-            raise model_not_found(requested)
+    def _check_model(self, requested: str | None) -> str | None:
+        """The LoRA adapter the request selects (None: the base model), or 404."""
+        try:
+            return self.engine.resolve_model(requested)
+        except KeyError:
+            raise model_not_found(str(requested)) from None
 
     def _max_tokens(self, requested: int | None, prompt_len: int) -> int:
         limit = self.engine.max_model_len
@@ -139,15 +145,31 @@ class EngineServer:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def models(self, request: Request) -> Response:
-        return _json({"object": "list", "data": [self._card()]})
+        cards = [self._card(None)] + [self._card(name) for name in self.engine.servable_adapters()]
+        return _json({"object": "list", "data": cards})
 
     async def model(self, request: Request) -> Response:
         name = request.path_params["name"]
-        if name != self.model_name:
+        try:
+            adapter = self.engine.resolve_model(name)
+        except KeyError:
             return _error(model_not_found(name))
-        return _json(self._card())
+        return _json(self._card(adapter))
 
-    def _card(self) -> dict[str, Any]:
+    def _card(self, adapter: str | None) -> dict[str, Any]:
+        if adapter is not None:
+            # vLLM names the adapter's directory in root; we name the adapter (no host paths), and its
+            # parent is the base model's served name.
+            return {
+                "id": adapter,
+                "object": "model",
+                "created": self.created,
+                "owned_by": "custos",
+                "root": adapter,
+                "parent": self.model_name,
+                "max_model_len": self.engine.max_model_len,
+                "permission": [],
+            }
         return {
             "id": self.model_name,
             "object": "model",
@@ -164,7 +186,7 @@ class EngineServer:
     async def completions(self, request: Request) -> Response:
         try:
             req: CompletionRequest = parse(CompletionRequest, await self._body(request))
-            self._check_model(req.model)
+            adapter = self._check_model(req.model)
             self._check_capacity()
             prompts = await self._completion_prompts(req)
             groups = [(ids, text) for ids, text in prompts]
@@ -172,12 +194,12 @@ class EngineServer:
             params = [sampling_params(req, m, self.vocab_size) for m in max_tokens]
         except ProxyError as exc:
             return _error(exc)
-        return await self._generate(request, req, groups, params, chat=False)
+        return await self._generate(request, req, groups, params, chat=False, adapter=adapter)
 
     async def chat_completions(self, request: Request) -> Response:
         try:
             req: ChatCompletionRequest = parse(ChatCompletionRequest, await self._body(request))
-            self._check_model(req.model)
+            adapter = self._check_model(req.model)
             self._check_capacity()
             if not self.has_chat_template:
                 raise bad_request(
@@ -202,7 +224,7 @@ class EngineServer:
             params = [sampling_params(req, self._max_tokens(requested, len(ids)), self.vocab_size)]
         except ProxyError as exc:
             return _error(exc)
-        return await self._generate(request, req, [(ids, text)], params, chat=True)
+        return await self._generate(request, req, [(ids, text)], params, chat=True, adapter=adapter)
 
     async def _completion_prompts(self, req: CompletionRequest) -> list[tuple[list[int], str | None]]:
         prompt = req.prompt
@@ -230,6 +252,33 @@ class EngineServer:
                     )
                 out.append((list(item), None))
         return out
+
+    # ---- LoRA adapters at run time (vLLM's routes and answers) ---------------------------------
+    async def load_lora_adapter(self, request: Request) -> Response:
+        try:
+            body = await self._body(request)
+            name, path = _lora_fields(body, need_path=True)
+            await self.engine.load_adapter(name, Path(path))
+        except ProxyError as exc:
+            return _error(exc)
+        except AdapterError as exc:
+            return _adapter_error(exc)
+        return Response(
+            f"Success: LoRA adapter '{name}' added successfully.".encode(), media_type="text/plain"
+        )
+
+    async def unload_lora_adapter(self, request: Request) -> Response:
+        try:
+            body = await self._body(request)
+            name, _ = _lora_fields(body, need_path=False)
+            await self.engine.unload_adapter(name)
+        except ProxyError as exc:
+            return _error(exc)
+        except AdapterError as exc:
+            return _adapter_error(exc)
+        return Response(
+            f"Success: LoRA adapter '{name}' removed successfully.".encode(), media_type="text/plain"
+        )
 
     # ---- logprobs ----------------------------------------------------------------------------
     def _token_text(self, token: int) -> str:
@@ -283,15 +332,24 @@ class EngineServer:
         params: list[Any],
         *,
         chat: bool,
+        adapter: str | None = None,
     ) -> Response:
         sink = RequestSink(asyncio.get_running_loop())
         sequences: list[Sequence] = []
         for p, (ids, _) in enumerate(prompts):
             for i in range(req.n):
-                sequences.append(Sequence(index=p * req.n + i, prompt_ids=ids, params=params[p], sink=sink))
+                sequences.append(
+                    Sequence(
+                        index=p * req.n + i, prompt_ids=ids, params=params[p], sink=sink, adapter=adapter
+                    )
+                )
         prompt_tokens = sum(len(ids) for ids, _ in prompts)
         prefix = "chatcmpl-" if chat else "cmpl-"
-        meta = {"id": prefix + uuid.uuid4().hex, "created": int(time.time()), "model": self.model_name}
+        meta = {
+            "id": prefix + uuid.uuid4().hex,
+            "created": int(time.time()),
+            "model": adapter or self.model_name,
+        }
         echo: list[str | None] = [text if req.echo else None for _, text in prompts]
         if chat:  # vLLM echoes the last message when it is the assistant's (continue_final_message)
             last = req.messages[-1]
@@ -396,6 +454,22 @@ class EngineServer:
         # Keep vLLM's key order: id, object, created, model.
         doc = {"id": doc.pop("id"), "object": doc.pop("object"), **doc}
         return _json(doc)
+
+
+def _lora_fields(body: Any, *, need_path: bool) -> tuple[str, str]:
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.", code="invalid_body")
+    name, path = body.get("lora_name"), body.get("lora_path")
+    if need_path and not (isinstance(name, str) and name and isinstance(path, str) and path):
+        raise bad_request("Both 'lora_name' and 'lora_path' must be provided.", param="lora_name")
+    if not need_path and not (isinstance(name, str) and name):
+        raise bad_request("'lora_name' needs to be provided to unload a LoRA adapter.", param="lora_name")
+    return name, path or ""
+
+
+def _adapter_error(exc: AdapterError) -> Response:
+    kind = "NotFoundError" if exc.status == 404 else "BadRequestError"
+    return _error(ProxyError(exc.status, str(exc), type=kind, code="lora_adapter_error"))
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -580,6 +654,8 @@ def create_app(engine: Engine, model_name: str, model_root: str) -> Starlette:
         Route("/v1/models/{name:path}", server.model, methods=["GET"]),
         Route("/v1/completions", server.completions, methods=["POST"]),
         Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
+        Route("/v1/load_lora_adapter", server.load_lora_adapter, methods=["POST"]),
+        Route("/v1/unload_lora_adapter", server.unload_lora_adapter, methods=["POST"]),
     ]
 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -145,6 +145,10 @@ def exit_status(returncode: int) -> int:
 def run_vllm(config: InferenceConfig, argv: list[str]) -> int:
     """Run vLLM until it exits; returns its exit status."""
     env = vllm_env()
+    if config.vllm.enable_lora or config.vllm.lora_modules:
+        # vLLM serves /v1/load_lora_adapter and /v1/unload_lora_adapter only with this set; the sidecar
+        # requires the lora:manage permission for them (set it to False here to turn them off).
+        env.setdefault("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True")
     proc = subprocess.Popen(argv, env=env, start_new_session=True)
     log.info("started vLLM (pid %d): %s", proc.pid, " ".join(argv))
     forwarded: list[int] = []

@@ -9,6 +9,7 @@ Built-in table (policy ``routes:`` entries are checked first and may add more):
 | POST   | /v1/embeddings        | model:invoke:<model>      |
 | GET    | /v1/models            | model:list (answer filtered to invokable models) |
 | GET    | /v1/models/<id>       | model:list, and <id> must be invokable (else 404) |
+| POST   | /v1/load_lora_adapter, /v1/unload_lora_adapter | lora:manage (LoRA adapters at run time) |
 | GET    | /metrics, /metrics/upstream | metrics:read        |
 | GET    | /admin/alerts[/...]   | alerts:read               |
 | POST, DELETE | /admin/alerts/silences[/<id>], POST /admin/alerts/receivers/<name>/test | alerts:manage |
@@ -35,6 +36,9 @@ BUILTIN_ROUTES: list[RouteSpec] = [
     RouteSpec(method="POST", path="/v1/embeddings", permission=INVOKE),
     RouteSpec(method="GET", path="/v1/models", permission="model:list"),
     RouteSpec(method="GET", path="/v1/models/*", permission="model:list"),
+    # vLLM's (and the CPU engine's) run-time LoRA adapter routes; invoking an adapter is model:invoke.
+    RouteSpec(method="POST", path="/v1/load_lora_adapter", permission="lora:manage"),
+    RouteSpec(method="POST", path="/v1/unload_lora_adapter", permission="lora:manage"),
     # Served by the sidecar itself (after the same stages, so audited like every request).
     _local(method="GET", path="/metrics", permission="metrics:read"),
     _local(method="GET", path="/metrics/upstream", permission="metrics:read"),
