@@ -91,6 +91,12 @@ class TracingStage(Stage):
             if name in _TRACE_HEADERS:
                 carrier[name.decode("latin-1")] = value.decode("latin-1")
         parent = self._propagator.extract(carrier) if carrier else None
+        if ctx.operation == "metrics":
+            # Scrapes (Prometheus, the alert engine of a sidecar in front) every few seconds would
+            # flood the trace store with one-span traces: they are counted and audited, not traced.
+            span: Any = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
+            root = ctx.extras[_ROOT] = _Root(span, trace.set_span_in_context(span))
+            return root
         span = self.tracer.start_span(
             f"{ctx.method} {ctx.route}",
             context=parent,
