@@ -248,6 +248,14 @@ class AlertsAPI:
                 raise ApiError(404, f"No receiver named {name!r} in this process.", "not_found")
             from .receivers import send_test
 
+            if {i.kind for i in self.service.notifier.integrations(name)} <= {"log"}:
+                # Only logged is not delivered: say so instead of a 200.
+                raise ApiError(
+                    409,
+                    f"Receiver {name!r} has no integrations (its notifications are only logged): "
+                    "nothing was sent.",
+                    "no_integrations",
+                )
             results = await send_test(self.service.notifier, name)
             return (200 if all(results.values()) else 502), {"receiver": name, "delivered": results}
         elif method == "DELETE" and path.startswith("/silences/"):

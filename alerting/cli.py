@@ -139,8 +139,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     from . import promql
     from .rules import rule_count
 
+    if args.files:
+        from .rules import resolve_rule_files
+
+        if not resolve_rule_files(args.files):
+            raise UsageError(f"{', '.join(args.files)}: no rule files there (*.yaml, *.yml)")
     groups = _load_groups(args.files)
     alerts, records = rule_count(groups)
+    if not groups:
+        raise UsageError(f"{', '.join(args.files or ['built-in rules'])}: no rule groups found")
     if args.config:
         from sidecar.config import load_config
 
@@ -174,6 +181,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         scenario = load_scenario(_resolve_scenario(args.scenario))
     except ScenarioError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"--scenario {args.scenario!r}: cannot read it: {exc.strerror or exc}") from None
     replay = Replay(cfg, groups, scenario, deliver=args.deliver)
     events = asyncio.run(replay.run())
     if args.json:
@@ -197,7 +206,10 @@ def _resolve_scenario(name: str) -> str:
     """A scenario file, or a bundled name: an alert scenario (``alerting/scenarios/``, e.g.
     ``gpu-saturated``) or a GPU simulation scenario as ``custos gpu scenarios`` lists and
     ``custos up --gpu-sim`` accepts (``thermal-spike``)."""
-    if Path(name).expanduser().exists() or "/" in name:
+    path = Path(name).expanduser()
+    if path.is_dir():
+        raise UsageError(f"--scenario {name!r} is a directory: give a scenario file or a bundled name")
+    if path.exists() or "/" in name:
         return name
     bundled = Path(__file__).parent / "scenarios" / f"{name.removesuffix('.yaml')}.yaml"
     if bundled.is_file():
@@ -231,7 +243,19 @@ def cmd_send_test(args: argparse.Namespace) -> int:
         finally:
             await notifier.close()
 
+    probe = Notifier(cfg)
+    try:
+        kinds = {i.kind for i in probe.integrations(args.receiver)}
+    finally:
+        asyncio.run(probe.close())
+    if kinds <= {"log"}:
+        raise UsageError(
+            f"--receiver {args.receiver!r} has no integrations (wecom_configs, webhook_configs, "
+            "email_configs, ...): its notifications are only logged; nothing was sent"
+        )
     results = asyncio.run(go())
+    if not results:
+        raise UsageError(f"--receiver {args.receiver!r}: nothing was sent (no integrations)")
     for name, ok in results.items():
         print(f"{name}: {'delivered' if ok else 'FAILED (see the log above)'}")
     return 0 if all(results.values()) else 1
@@ -239,14 +263,41 @@ def cmd_send_test(args: argparse.Namespace) -> int:
 
 # -- silences and alerts ----------------------------------------------------------------------------
 def _state_dir(args: argparse.Namespace) -> Path:
+    """``<state dir>/alerting``; the state dir must exist: a silence written where no sidecar reads
+    it, or "no alerts" read from a directory no sidecar ever wrote, would mislead."""
     if args.state_dir:
-        return Path(args.state_dir).expanduser() / "alerting"
-    from sidecar.config import load_config
+        base, what = Path(args.state_dir).expanduser(), "--state-dir"
+    else:
+        from sidecar.config import load_config
 
-    return Path(load_config(args.config).state.dir).expanduser() / "alerting"
+        base, what = Path(load_config(args.config).state.dir).expanduser(), "state.dir"
+    if not base.exists():
+        raise UsageError(f"{what} {str(base)!r}: no such directory (is it the sidecar's state.dir?)")
+    if not base.is_dir():
+        raise UsageError(f"{what} {str(base)!r}: not a directory")
+    return base / "alerting"
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from .silences import SilenceStore
+
+    path = _state_dir(args) / "silences.json"
+    try:
+        return SilenceStore(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read silences at {path}: {exc.strerror or exc}") from None
+
+
+def _check_url(args: argparse.Namespace) -> None:
+    from urllib.parse import urlsplit
+
+    url = urlsplit(args.url)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise UsageError(f"--url {args.url!r}: expected a sidecar base URL like http://127.0.0.1:8080")
 
 
 def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    _check_url(args)
     token = args.token or os.environ.get("CUSTOS_TOKEN")
     url = args.url.rstrip("/") + "/admin/alerts" + path
     data = json.dumps(body).encode() if body is not None else None
@@ -263,8 +314,8 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
         except Exception:
             msg = exc.reason
         raise UsageError(f"{url}: HTTP {exc.code}: {msg}") from None
-    except OSError as exc:
-        raise UsageError(f"{url}: cannot connect: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{url}: cannot connect: {getattr(exc, 'reason', None) or exc}") from None
 
 
 def _ts(text: str, what: str) -> float:
@@ -279,7 +330,7 @@ def _ts(text: str, what: str) -> float:
 def cmd_silence_add(args: argparse.Namespace) -> int:
     from .model import iso
     from .promql import parse_duration
-    from .silences import SilenceError, SilenceStore
+    from .silences import SilenceError
 
     now = time.time()
     start = _ts(args.start, "start") if args.start else now
@@ -292,8 +343,13 @@ def cmd_silence_add(args: argparse.Namespace) -> int:
             end = start + parse_duration(args.duration or "1h")
         except ValueError as exc:
             raise UsageError(f"--duration: {exc}") from None
-    author = args.author or getpass.getuser()
     if args.url:
+        if args.author:
+            print(
+                "custos: note: --author is ignored with --url: the sidecar records the authenticated "
+                "subject of the token as the author",
+                file=sys.stderr,
+            )
         doc = _api(
             args,
             "POST",
@@ -303,29 +359,37 @@ def cmd_silence_add(args: argparse.Namespace) -> int:
                 "startsAt": iso(start),
                 "endsAt": iso(end),
                 "comment": args.comment,
-                "createdBy": author,
             },
         )
+        author = (doc.get("silence") or {}).get("createdBy")
         print(doc["silenceID"])
+        if author:
+            print(f"created by {author} (the authenticated subject)", file=sys.stderr)
         return 0
+    # Written straight to the state dir: no one authenticated, so the author is what --author says or,
+    # by default, the local OS account, labelled as such.
+    author = args.author or f"os-user:{getpass.getuser()}"
+    store = _store(args)
     try:
-        s = SilenceStore(_state_dir(args) / "silences.json").add(
-            args.matchers, end, created_by=author, comment=args.comment, starts_at=start, now=now
-        )
+        s = store.add(args.matchers, end, created_by=author, comment=args.comment, starts_at=start, now=now)
     except SilenceError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:
+        where = _state_dir(args) / "silences.json"
+        raise UsageError(f"cannot write the silence to {where}: {exc.strerror or exc}") from None
     print(s.id)
+    if not args.author:
+        print(f"created by {author} (local OS user; no authenticated subject without --url)", file=sys.stderr)
     return 0
 
 
 def cmd_silence_list(args: argparse.Namespace) -> int:
-    from .silences import SilenceStore
 
     now = time.time()
     if args.url:
         docs = _api(args, "GET", "/silences")["silences"]
     else:
-        docs = [s.to_json(now) for s in SilenceStore(_state_dir(args) / "silences.json").list()]
+        docs = [s.to_json(now) for s in _store(args).list()]
     rows = [d for d in docs if args.all or d["status"]["state"] != "expired"]
     if not rows:
         print("no silences")
@@ -340,15 +404,17 @@ def cmd_silence_list(args: argparse.Namespace) -> int:
 
 
 def cmd_silence_expire(args: argparse.Namespace) -> int:
-    from .silences import SilenceError, SilenceStore
+    from .silences import SilenceError
 
     if args.url:
         doc = _api(args, "DELETE", f"/silences/{args.id}")
     else:
         try:
-            doc = SilenceStore(_state_dir(args) / "silences.json").expire(args.id).to_json(time.time())
+            doc = _store(args).expire(args.id).to_json(time.time())
         except SilenceError as exc:
             raise UsageError(str(exc)) from None
+        except OSError as exc:
+            raise UsageError(f"cannot expire the silence: {exc.strerror or exc}") from None
     print(f"expired {doc['id']}")
     return 0
 
@@ -360,6 +426,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.url:
         docs = _api(args, "GET", "")["alerts"]
     else:
+        _state_dir(args)  # exists, or a one-line error
         docs = [
             _alert_doc(r, None, []) for r in read_json(_state_dir(args) / "alerts.json", {}).get("alerts", [])
         ]

@@ -169,6 +169,19 @@ AGGREGATIONS = {
     "bottomk",
     "group",
 }
+# Every function of PromQL (Prometheus 2.x/3.x): those missing from FUNCTIONS are "not supported
+# in-process" (a Prometheus server evaluating the exported rules has them), anything else is a typo.
+PROMQL_FUNCTIONS = frozenset(
+    """abs absent absent_over_time acos acosh asin asinh atan atanh avg_over_time ceil changes clamp
+    clamp_max clamp_min cos cosh count_over_time day_of_month day_of_week day_of_year days_in_month deg
+    delta deriv double_exponential_smoothing exp floor histogram_avg histogram_count histogram_fraction
+    histogram_quantile histogram_stddev histogram_stdvar histogram_sum holt_winters hour idelta increase
+    info irate label_join label_replace last_over_time ln log10 log2 mad_over_time max_over_time
+    min_over_time minute month pi predict_linear present_over_time quantile_over_time rad rate resets
+    round scalar sgn sin sinh sort sort_by_label sort_by_label_desc sort_desc sqrt stddev_over_time
+    stdvar_over_time sum_over_time tan tanh time timestamp vector year""".split()
+)
+
 _KEYWORDS = {
     "by",
     "without",
@@ -335,6 +348,14 @@ class _Parser:
                 return self.aggregate(name)
             if self.tok.text == "(" and name in FUNCTIONS:
                 return self.call(name)
+            if self.tok.text == "(" and name in PROMQL_FUNCTIONS:
+                # A PromQL function this in-process evaluator does not implement (predict_linear,
+                # holt_winters, ...): say so instead of "unexpected input".
+                raise PromQLError(
+                    f"function {name!r} at position {tok.pos + 1} is not supported in-process "
+                    f"(supported: {', '.join(sorted(FUNCTIONS))}); a Prometheus server evaluating "
+                    "the exported rules supports every PromQL function"
+                )
             if name in _KEYWORDS:
                 raise PromQLError(f"unexpected keyword {name!r} at position {tok.pos + 1}")
             return self.selector(name)

@@ -15,9 +15,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     proxy.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. not installed)")
     proxy.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     proxy.set_defaults(func=_run_proxy)
+    stream = bsub.add_parser(
+        "stream", help="token streams: events/s through direct, nginx, Custos (redaction on/off), LiteLLM"
+    )
+    stream.add_argument("--events", type=int, default=200, help="events per answer (default 200)")
+    stream.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
+    stream.add_argument("--connections", default="1,32", help="comma-separated connection counts")
+    stream.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. not installed)")
+    stream.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    stream.set_defaults(func=_run_stream)
 
 
 def _run_proxy(args: argparse.Namespace) -> int:
-    from bench.proxy import main
+    from bench.proxy import main, parse_connections
 
+    parse_connections(args.connections)  # bad input: one line, exit 2, before any tool check
+    if args.duration < 1:
+        from sidecar.cli import UsageError
+
+        raise UsageError(f"--duration {args.duration}: expected a positive number of seconds")
+    return main(args)
+
+
+def _run_stream(args: argparse.Namespace) -> int:
+    from bench.proxy import parse_connections
+    from bench.stream import main
+
+    parse_connections(args.connections)  # bad input: one line, exit 2, before any tool check
+    if args.duration < 1 or args.events < 3:
+        from sidecar.cli import UsageError
+
+        raise UsageError("--duration must be >= 1 second and --events >= 3 (role, tokens, finish)")
     return main(args)

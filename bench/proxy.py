@@ -161,12 +161,25 @@ def litellm_bin() -> Path | None:
     return path if path.exists() else None
 
 
+def parse_connections(text: str) -> list[int]:
+    """``--connections 1,32``: positive whole numbers, comma-separated; ``UsageError`` otherwise."""
+    from sidecar.cli import UsageError
+
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise UsageError(f"--connections {text!r}: expected comma-separated positive numbers, e.g. 1,32")
+        out.append(int(part))
+    return out
+
+
 def main(args: argparse.Namespace) -> int:
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             print(f"bench proxy: {tool} is not installed (apt-get install {tool})", file=sys.stderr)
             return 2
-    conns = [int(c) for c in args.connections.split(",")]
+    conns = parse_connections(args.connections)
     tmp = Path(tempfile.mkdtemp(prefix="custos-bench-"))
     procs: list[ManagedProcess] = []
     try:

@@ -214,14 +214,15 @@ class CustosApp:
         self, ctx: RequestContext, send: Send, status: int, body: bytes, content_type: bytes
     ) -> None:
         ctx.status = status
+        ctx.response_bytes = len(body)  # known before the record is written
         if self.pipeline.response_end is not None:
             try:
-                await self.pipeline.response_end(ctx)  # e.g. audit fail_closed: the record first
+                await self.pipeline.response_end(ctx)  # the audit record first
             except ProxyError:
                 ctx.status = None  # nothing sent yet: the pipeline answers with this error
+                ctx.response_bytes = 0
                 raise
         ctx.first_byte_at = time.perf_counter()
-        ctx.response_bytes = len(body)
         await _send_simple(send, status, body, content_type)
 
     def _mounted_terminal(self, app: ASGIApp, scope: dict[str, Any]) -> Terminal:
@@ -251,6 +252,7 @@ class CustosApp:
                 )
             body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
             ctx.status = start["status"]
+            ctx.response_bytes = len(body)
             if ctx.status >= 400:
                 ctx.error = _sub_app_error(ctx.status, body)
             if self.pipeline.response_end is not None:
@@ -258,9 +260,9 @@ class CustosApp:
                     await self.pipeline.response_end(ctx)
                 except ProxyError:
                     ctx.status = None
+                    ctx.response_bytes = 0
                     raise
             ctx.first_byte_at = time.perf_counter()
-            ctx.response_bytes = len(body)
             await send(
                 {
                     **start,

@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .config import ConfigError
 
@@ -43,6 +44,24 @@ class CustosArgumentParser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"custos: error: {message}", file=sys.stderr)
         raise SystemExit(2)
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        # argparse reports arguments no parser took ("unrecognized arguments") from the top-level
+        # parser, with the top-level usage; name the subcommand they were given to instead.
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            leaf_parser(self, ns).error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns
+
+
+def leaf_parser(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the subcommand ``ns`` was parsed for (``custos audit verify``'s)."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        chosen = getattr(ns, sub.dest, None) if sub is not None and sub.dest else None
+        if sub is None or chosen not in sub.choices:
+            return parser
+        parser = sub.choices[chosen]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -131,12 +131,14 @@ class Pipeline:
         """Answer with ``exc``, after the response-end hooks (which may replace it, e.g. with 503)."""
         ctx.error = exc
         ctx.status = exc.status
+        ctx.response_bytes = len(exc.body())  # the record, written first, names the answer's size
         if self.response_end is not None:
             try:
                 await self.response_end(ctx)
             except ProxyError as replaced:
                 ctx.error = exc = replaced
                 ctx.status = replaced.status
+                ctx.response_bytes = len(exc.body())
         await send_error(send, exc)
 
     async def reject(self, ctx: RequestContext, exc: ProxyError, send: Send) -> None:

@@ -266,6 +266,11 @@ def parse_scenario(doc: Any, source: str = "scenario") -> Scenario:
     )
 
 
+def bundled_scenarios() -> list[str]:
+    """Names of the bundled scenarios (``custos gpu scenarios``)."""
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+
+
 def resolve_scenario(path: str | Path) -> str:
     """An absolute path for a scenario file, or the bundled file for a bare name (``gpu-lost``)."""
     p = Path(path).expanduser()
@@ -283,7 +288,12 @@ def read_scenario(path: str | Path) -> Scenario:
     try:
         doc = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ScenarioError(f"scenario file {str(p)!r} not found") from None
+        names = ", ".join(bundled_scenarios())
+        raise ScenarioError(
+            f"scenario file {str(p)!r} not found, and {str(path)!r} is no bundled scenario ({names})"
+            if "/" not in str(path)
+            else f"scenario file {str(p)!r} not found (bundled scenarios: {names})"
+        ) from None
     except (OSError, yaml.YAMLError) as exc:
         raise ScenarioError(f"cannot read scenario {str(p)!r}: {exc}") from None
     scenario = parse_scenario(doc, p.name)

@@ -275,7 +275,10 @@ def test_gpu_simulation_in_a_real_sidecar_pages_wecom(start_sidecar, recorder, t
                 "group_wait": "0s",
                 "group_interval": "1s",
             },
-            "receivers": [{"name": "wecom", "wecom_configs": [{"url": recorder.url + "/wecom?key=k"}]}],
+            "receivers": [
+                {"name": "wecom", "wecom_configs": [{"url": recorder.url + "/wecom?key=k"}]},
+                {"name": "log-only"},
+            ],
         },
     }
     sc = start_sidecar(recorder.url, cfg)
@@ -286,3 +289,6 @@ def test_gpu_simulation_in_a_real_sidecar_pages_wecom(start_sidecar, recorder, t
     assert status == 200 and doc["delivered"] == {"wecom/0": True}
     assert "CustosTestNotification" in recorder.at("/wecom")[-1].json()["markdown"]["content"]
     assert _http(sc.url + "/admin/alerts/receivers/nobody/test", "POST", {}, token=tester)[0] == 404
+    # A receiver without integrations only logs: the test reports that nothing was sent.
+    status, doc = _http(sc.url + "/admin/alerts/receivers/log-only/test", "POST", {}, token=tester)
+    assert status == 409 and doc["error"]["code"] == "no_integrations", doc
