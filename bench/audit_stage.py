@@ -77,16 +77,27 @@ def row(name: str, samples: list[float]) -> dict[str, Any]:
     }
 
 
-async def bench_stage(n: int, warmup: int, **cfg: Any) -> list[float]:
+class _NoApp:
+    """Stands in for the sidecar app: the stage mounts its admin endpoint at startup."""
+
+    def mount(self, *_args: Any) -> None:
+        return None
+
+
+async def bench_stage(n: int, warmup: int, end: bool = False, **cfg: Any) -> list[float]:
+    """``end``: also run ``on_response_end`` as the pipeline does (the record is written there,
+    before the answer's last byte: wall time includes the writer thread's write)."""
     with tempfile.TemporaryDirectory() as tmp:
         stage = AuditStage(AuditConfig(**cfg), Path(tmp))
-        await stage.startup(None)
+        await stage.startup(_NoApp())
         ctxs = [make_ctx(i) for i in range(n + warmup)]
         samples = []
         clock = time.perf_counter
         for i, ctx in enumerate(ctxs):
             t0 = clock()
             await stage.on_request(ctx)
+            if end:
+                await stage.on_response_end(ctx)
             await stage.on_complete(ctx)
             dt = clock() - t0
             if i >= warmup:
@@ -123,6 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row("build record", build), row("seal (canonical JSON + SHA-256)", seal)]
     rows.append(row("stage, defaults (fsync interval)", asyncio.run(bench_stage(n, warmup))))
     rows.append(row("stage, fsync always", asyncio.run(bench_stage(n, warmup, fsync="always"))))
+    m = max(2000, n // 10)
+    rows.append(
+        row(
+            "stage + on_response_end, fsync interval (awaits write)",
+            asyncio.run(bench_stage(m, warmup, end=True)),
+        )
+    )
+    rows.append(
+        row(
+            "stage + on_response_end, fsync always (awaits write+fsync)",
+            asyncio.run(bench_stage(m, warmup, end=True, fsync="always")),
+        )
+    )
     rows.append(
         row(
             "stage, fail_closed + fsync always (awaits write)",

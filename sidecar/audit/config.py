@@ -57,6 +57,26 @@ class ElasticsearchConfig(Section):
         return self
 
 
+class RetentionConfig(Section):
+    """Local retention of the spool, per worker (each worker's chain on its own, like ``max_bytes``).
+    Only sealed segments (not the one being written) that a signed checkpoint covers are pruned, and
+    with a sink configured only once it acknowledged them (with ``archive_dir``: once archived); each
+    pruning writes a signed note into ``checkpoints.jsonl`` first, so ``custos audit verify`` shows the
+    gap as removed by policy."""
+
+    enabled: bool = Field(
+        True,
+        description="prune the oldest prunable segments when room is needed (and per max_age_days / "
+        "max_bytes); false: keep every record until shipped, then when_full applies",
+    )
+    max_age_days: float = Field(
+        0, ge=0, description="also prune segments whose newest record is older than this; 0: no age limit"
+    )
+    max_bytes: int = Field(
+        0, ge=0, description="also prune down to this many bytes per worker; 0: only at audit.max_bytes"
+    )
+
+
 class AuditConfig(Section):
     enabled: bool = True
     spool_dir: Path | None = Field(None, description="default: <state.dir>/audit/spool")
@@ -81,6 +101,12 @@ class AuditConfig(Section):
     fail_closed: bool = Field(
         False, description="503 when records cannot be written (disk error, full spool)"
     )
+    rotate_key_every_s: float | None = Field(
+        None,
+        gt=0,
+        description="rotate the signing key when it is older than this (259200 = 72 h); the retired "
+        "public key stays in <key dir>/keyring/ so verify proves the whole trail; null: only by hand",
+    )
     store_redacted_text: bool = Field(False, description="store the prompt and answer text (after redaction)")
     max_text_chars: int = Field(32_768, ge=0, description="cap of each stored text")
     max_record_bytes: int = Field(
@@ -95,6 +121,15 @@ class AuditConfig(Section):
         60.0, gt=0, description="... or every T seconds, whichever comes first"
     )
     elasticsearch: ElasticsearchConfig = Field(default_factory=ElasticsearchConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    compression: Literal["gzip", "none"] = Field(
+        "gzip", description="sealed spool segments are compressed (seg-<seq>.jsonl.gz); none: kept as written"
+    )
+    archive_dir: Path | None = Field(
+        None,
+        description="copy each sealed segment (and its checkpoints) here before it may be pruned; "
+        "null: no archive",
+    )
 
     def spool_path(self, state_dir: Path) -> Path:
         return Path(self.spool_dir).expanduser() if self.spool_dir else state_dir / "audit" / "spool"

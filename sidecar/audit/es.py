@@ -10,10 +10,19 @@ with data streams (the default distribution).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from .config import ElasticsearchConfig
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+
+
+def mask_userinfo(text: str) -> str:
+    """URLs in ``text`` with their credentials masked: ``https://u:pw@es:9200`` -> ``https://***@es:9200``."""
+    return _USERINFO.sub(r"\1***@", text)
+
 
 # Templates and the ILM policy are named after the configured index names, so several
 # installations (or test runs) can share one cluster.
@@ -72,7 +81,15 @@ RECORD_MAPPINGS: dict[str, Any] = {
             cancelled=_BOOL,
         ),
         "audit": _obj(chain_id=_KW, seq=_LONG, prev_hash=_KW, hash=_KW, schema=_LONG),
-        "custos": _obj(truncated=_KW, record_error=_KW),
+        "custos": _obj(
+            truncated=_KW,
+            record_error=_KW,
+            # Records the trail writes about itself: losses and unclean restarts.
+            loss=_obj(count=_LONG, reason=_KW, to=_LONG, **{"from": _LONG}),
+            restart=_obj(
+                clean=_BOOL, previous_seq=_LONG, previous_hash=_KW, checkpoint_seq=_LONG, unsigned=_LONG
+            ),
+        ),
     },
 }
 

@@ -46,3 +46,19 @@ LOST = Counter(
     "Sealed audit records that never reached the spool (write error, disk full, over the cap); "
     "each loss is also logged at ERROR and noted in <chain>/dropped.jsonl",
 )
+SPOOL_FILL = Gauge(
+    "custos_audit_spool_fill_ratio",
+    "Share of audit.max_bytes held by spool segments that cannot be pruned (not yet shipped, not "
+    "archived, or retention off); at 1 the when_full policy applies. Per worker; the fullest one shows",
+    multiprocess_mode="livemax",
+)
+PRUNED = Counter(
+    "custos_audit_pruned_records_total",
+    "Audit records pruned from the spool by policy, each range under a signed pruning note "
+    "(reason: room, age, size)",
+    ["reason"],
+)
+ARCHIVE_ERRORS = Counter(
+    "custos_audit_archive_errors_total",
+    "Failed copies of sealed spool segments to audit.archive_dir (retried; unarchived ones are not pruned)",
+)

@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from .compression import is_compressed, open_segment, segment_size
 from .spool import chain_dirs, list_segments
 
 log = logging.getLogger("custos.audit")
@@ -88,6 +89,16 @@ def parse_query(query: bytes | str) -> tuple[int, str | None, frozenset[int] | N
 def _lines_backwards(path: Path, budget: list[int]) -> Iterator[bytes]:
     """Complete lines of a file, last first, reading at most ``budget[0]`` bytes (decremented).
     A torn last line (no newline: being written, or left by a killed writer) is skipped."""
+    if is_compressed(path) or not path.exists():
+        # A sealed segment (compressed, maybe just now): complete lines only, read whole.
+        try:
+            with open_segment(path) as g:
+                budget[0] -= segment_size(path)
+                data = g.read()
+        except (FileNotFoundError, OSError, EOFError):  # pruned while we listed it, or damaged
+            return
+        yield from (line for line in reversed(data.split(b"\n")) if line)
+        return
     try:
         f = open(path, "rb")
     except FileNotFoundError:  # pruned after shipping while we listed it

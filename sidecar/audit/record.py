@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from ..context import INFERENCE_ROUTES, RequestContext
-from ..sse import SSEBuffer, event_data
+from ..sse import NOT_JSON, SSEReader, shared_events
 from ..stage import ResponseFilter
 from . import metrics
 from .canonical import utc_iso
@@ -439,33 +439,30 @@ def fallback_record(ctx: RequestContext, max_bytes: int = DEFAULT_MAX_RECORD_BYT
 # -- optional text capture (store_redacted_text) ---------------------------------------------------
 class TextCapture(ResponseFilter):
     """Keeps the answer text as the client receives it (bounded), for ``store_redacted_text``.
-    It only reads: the bytes pass unchanged, so the observe stage's output hash still holds."""
+    It only reads: the bytes pass unchanged, so the observe stage's output hash still holds. Given
+    the request context, a stream is read through its shared parse (``RequestContext.sse_events``)
+    instead of being split and parsed once more."""
 
     __slots__ = ("json_body", "limit", "parts", "size", "sse")
 
-    def __init__(self, kind: str, limit: int) -> None:
+    def __init__(self, kind: str, limit: int, ctx: RequestContext | None = None) -> None:
         self.limit = limit
         self.parts: list[str] = []
         self.size = 0
-        self.sse = SSEBuffer() if kind == "sse" else None
+        self.sse = SSEReader(shared_events(ctx) if ctx is not None else None) if kind == "sse" else None
         self.json_body = bytearray() if kind == "json" else None
 
     def feed(self, chunk: bytes) -> bytes:
         if chunk and self.size < self.limit:
             if self.sse is not None:
                 for event in self.sse.feed(chunk):
-                    data = event_data(event)
-                    if data and data != b"[DONE]":
-                        self._take(data, stream=True)
+                    if event.doc is not NOT_JSON:
+                        self._take(event.doc, stream=True)
             elif self.json_body is not None:
                 self.json_body += chunk
         return chunk
 
-    def _take(self, data: bytes, stream: bool) -> None:
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
+    def _take(self, doc: Any, stream: bool) -> None:
         if not isinstance(doc, dict):
             return
         for choice in doc.get("choices") or ():
@@ -479,7 +476,10 @@ class TextCapture(ResponseFilter):
 
     def text(self) -> str | None:
         if self.json_body:
-            self._take(bytes(self.json_body), stream=False)
+            try:
+                self._take(orjson.loads(bytes(self.json_body)), stream=False)
+            except orjson.JSONDecodeError:
+                pass
             self.json_body = None
         if not self.parts:
             return None

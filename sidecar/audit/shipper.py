@@ -30,8 +30,9 @@ from elasticsearch.helpers import async_streaming_bulk
 from elasticsearch.serializer import OrjsonSerializer
 
 from . import metrics
+from .compression import segment_size
 from .config import ElasticsearchConfig
-from .es import client_options, record_index, setup
+from .es import client_options, mask_userinfo, record_index, setup
 from .spool import (
     CHECKPOINTS,
     DEAD_LETTER,
@@ -122,7 +123,7 @@ class ChainCursor:
         while idx < len(segments):
             _first, path = segments[idx]
             try:
-                backlog += max(0, path.stat().st_size - offset)
+                backlog += max(0, segment_size(path) - offset)
                 if len(out) < limit and size < max_bytes:
                     for pos, line in iter_lines(path, offset):
                         offset = pos
@@ -152,7 +153,7 @@ class ChainCursor:
                 if idx + 1 < len(segments):
                     for _f, p in segments[idx + 1 :]:
                         with contextlib.suppress(FileNotFoundError):
-                            backlog += p.stat().st_size
+                            backlog += segment_size(p)
                 break
             idx += 1
             seg, offset = segments[idx][0], 0
@@ -325,7 +326,7 @@ class Shipper:
         except Exception as exc:
             log.warning(
                 "audit shipper: Elasticsearch at %s not reachable for setup yet: %s",
-                ", ".join(self.cfg.hosts),
+                mask_userinfo(", ".join(self.cfg.hosts)),
                 _short(exc),
             )
             raise _Retry("unavailable") from None
@@ -538,8 +539,24 @@ class _Retry(Exception):
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc)
+    text = mask_userinfo(str(exc))
     return text if len(text) < 300 else text[:300] + "..."
+
+
+class _MaskCredentials(logging.Filter):
+    """Every audit log line (and traceback) with URL credentials masked: hosts may be configured as
+    ``https://user:password@es:9200``, and exception texts repeat them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "@" in message:
+            record.msg, record.args = mask_userinfo(message), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask_userinfo(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+log.addFilter(_MaskCredentials())
 
 
 def _dead_letter_lines(chain_dir: Path, bad: list[dict[str, Any]]) -> None:

@@ -5,12 +5,15 @@ Layout under the spool directory (one sub-directory per chain, i.e. per worker p
     instance                    id of this installation (made once), prefix of every chain id
     <chain_id>/lock             flock held by the process that owns (writes) the chain
     <chain_id>/seg-<first seq>.jsonl   records, one canonical JSON line each, in chain order
+                                (sealed ones compressed: .jsonl.gz; see compression.py)
     <chain_id>/checkpoints.jsonl       signed checkpoints
     <chain_id>/shipped.json     how far Elasticsearch has acknowledged (records and checkpoints)
     <chain_id>/dead-letter.jsonl       records Elasticsearch rejected for good, with the reason
     <chain_id>/dropped.jsonl    ranges lost: dropped by when_full=drop_oldest, or never written (write
                                 error, disk full, over the cap) -- the verifier reports them
     <chain_id>/reserve          64 KiB kept free for those notes and a checkpoint on a full disk
+    <chain_id>/clean-stop       written at a clean shutdown (last seq and hash), removed at startup:
+                                without it the next run writes a restart record into the chain
 
 Worker processes each take the first free chain slot ``<instance>-w<N>`` (an exclusive ``flock``),
 so every process has its own chain and file; a restarted process continues the chain of the slot it
@@ -40,18 +43,20 @@ from typing import Any
 
 import orjson
 
-from . import metrics
+from . import compression, metrics
 from .canonical import GENESIS
+from .retention import ROOM, Policy
 
 log = logging.getLogger("custos.audit")
 
-_SEG_RE = re.compile(r"^seg-(\d{12})\.jsonl$")
+_SEG_RE = re.compile(r"^seg-(\d{12})\.jsonl(?:\.gz)?$")
 CHECKPOINTS = "checkpoints.jsonl"
 SHIPPED = "shipped.json"
 DEAD_LETTER = "dead-letter.jsonl"
 DROPPED = "dropped.jsonl"
 RESERVE = "reserve"
 RESERVE_BYTES = 64 * 1024
+CLEAN_STOP = "clean-stop"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
@@ -60,14 +65,17 @@ def segment_name(first_seq: int) -> str:
 
 
 def list_segments(chain_dir: Path) -> list[tuple[int, Path]]:
-    out = []
+    found: dict[int, Path] = {}
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(chain_dir):
             m = _SEG_RE.match(entry.name)
             if m:
-                out.append((int(m.group(1)), Path(entry.path)))
-    out.sort()
-    return out
+                # Both forms exist only between compressing a sealed segment and removing its plain
+                # file: both are complete, the compressed one is kept.
+                first = int(m.group(1))
+                if first not in found or compression.is_compressed(Path(entry.name)):
+                    found[first] = Path(entry.path)
+    return sorted(found.items())
 
 
 def is_chain_dir(path: Path) -> bool:
@@ -140,8 +148,9 @@ def claim_chain(
 
 def iter_lines(path: Path, offset: int = 0) -> Iterator[tuple[int, bytes]]:
     """Complete lines of a file from ``offset``: (offset after the line, line without newline).
-    A torn last line (no newline yet, or left by a killed writer) is not returned."""
-    with open(path, "rb") as f:
+    A torn last line (no newline yet, or left by a killed writer) is not returned. A compressed
+    segment is read transparently (offsets are those of the uncompressed lines)."""
+    with compression.open_segment(path) as f:
         f.seek(offset)
         pos = offset
         for line in f:
@@ -176,6 +185,14 @@ def write_shipped(chain_dir: Path, state: dict[str, Any]) -> None:
 def recover_head(chain_dir: Path) -> tuple[int, str]:
     """(last seq, last hash) of the chain on disk, cutting a torn last line first."""
     for _first, path in reversed(list_segments(chain_dir)):
+        if compression.is_compressed(path):  # sealed: complete lines only
+            tail_line = b""
+            for _pos, tail_line in iter_lines(path):  # noqa: B007
+                pass
+            if not tail_line:
+                continue
+            doc = orjson.loads(tail_line)
+            return int(doc["audit"]["seq"]), str(doc["audit"]["hash"])
         size = path.stat().st_size
         if size == 0:
             continue
@@ -217,6 +234,11 @@ def recover_head(chain_dir: Path) -> tuple[int, str]:
 
 def last_record_hash(path: Path) -> str:
     """``audit.hash`` of the last complete record in a segment file ('' if none)."""
+    if compression.is_compressed(path) or not path.exists():
+        tail_line = b""
+        for _pos, tail_line in iter_lines(path):  # noqa: B007
+            pass
+        return str(orjson.loads(tail_line)["audit"]["hash"]) if tail_line else ""
     with open(path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
         pos, tail = size, b""
@@ -229,6 +251,52 @@ def last_record_hash(path: Path) -> str:
     if not tail.endswith(b"\n") and lines:
         lines.pop()  # a torn last line
     return str(orjson.loads(lines[-1])["audit"]["hash"]) if lines else ""
+
+
+def record_hash_at(path: Path, seq: int) -> str:
+    """``audit.hash`` of the record with ``seq`` in a segment file ('' if it is not there)."""
+    with contextlib.suppress(FileNotFoundError):
+        for _pos, line in iter_lines(path):
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                audit = orjson.loads(line)["audit"]
+                if audit["seq"] == seq:
+                    return str(audit["hash"])
+    return ""
+
+
+def write_clean_stop(chain_dir: Path, seq: int, last_hash: str) -> None:
+    """The chain was closed cleanly at ``seq``: every record sealed is on disk (fsynced)."""
+    tmp = chain_dir / f".{CLEAN_STOP}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(orjson.dumps({"seq": seq, "hash": last_hash, "at": time.time()}))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, chain_dir / CLEAN_STOP)
+    _fsync_dir(chain_dir)
+
+
+def take_clean_stop(chain_dir: Path) -> dict[str, Any] | None:
+    """The clean-shutdown marker of the previous run (None if it did not stop cleanly); removed, so
+    that a run that dies is never taken for a clean one."""
+    path = chain_dir / CLEAN_STOP
+    try:
+        marker = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except orjson.JSONDecodeError:
+        marker = None
+    path.unlink(missing_ok=True)
+    _fsync_dir(chain_dir)
+    return marker if isinstance(marker, dict) else None
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def last_checkpoint_seq(chain_dir: Path) -> int:
@@ -245,8 +313,10 @@ def last_checkpoint_seq(chain_dir: Path) -> int:
 class Segment:
     first_seq: int
     path: Path
-    size: int
+    size: int  # on disk (compressed once sealed, with compression on)
     last_seq: int  # 0 when empty
+    mtime: float = 0.0  # time of its newest record (retention by age)
+    archived: bool = False  # copied to archive_dir
 
 
 class SpoolError(Exception):
@@ -270,8 +340,14 @@ class SpoolWriter:
         when_full: str,
         fsync: str,
         fsync_interval_s: float,
+        policy: Policy | None = None,
+        compress: bool = False,
+        archive: Any = None,
     ) -> None:
         self.chain_dir = chain_dir
+        self.policy = policy or Policy()
+        self.compress = compress
+        self.archive = archive  # an archive.Archive, or None
         self.segment_bytes = segment_bytes
         self.max_bytes = max_bytes
         self.when_full = when_full
@@ -280,14 +356,34 @@ class SpoolWriter:
         self.acked_seq = 0  # set by the shipper: records up to here are in Elasticsearch
         self.shipping = False  # without a shipper nothing is ever prunable
         self.segments: list[Segment] = []
+        _clean_partial_compression(chain_dir)
         for first, path in list_segments(chain_dir):
-            self.segments.append(Segment(first, path, path.stat().st_size, 0))
+            st = path.stat()
+            self.segments.append(Segment(first, path, st.st_size, 0, mtime=st.st_mtime))
         for i, seg in enumerate(self.segments[:-1]):
             seg.last_seq = self.segments[i + 1].first_seq - 1
         if self.segments:
             self.segments[-1].last_seq = head_seq
         self.written_seq = head_seq
+        if archive is not None:
+            for seg in self.segments[:-1]:
+                seg.archived = archive.has(seg.path)
+        # Sealed segments are prunable only under a signed checkpoint; the writer signs one over
+        # each segment it seals (``sign_checkpoint``), the trail signs the others.
+        self.covered_seq = last_checkpoint_seq(chain_dir)
+        self.sign_checkpoint: Any = None  # (seq, hash) -> a signed checkpoint line (writer thread)
         self.disk_bytes = sum(s.size for s in self.segments)
+        self._seg_lock = threading.RLock()  # segments and disk_bytes: writer and sealer threads
+        self._kick = False  # the sealer compressed or archived something: look at retention again
+        self._next_retention = 0.0
+        self._prune_logged = 0.0
+        self._pruned_since_log = 0
+        self._seal_wake = threading.Event()
+        self._seal_stop = False
+        self._seal_error_logged = 0.0
+        self._sealer = threading.Thread(
+            target=self._seal_loop, name=f"audit-sealer-{chain_dir.name}", daemon=True
+        )
         self.queued_bytes = 0
         self.prunable_bytes = 0
         self.error: BaseException | None = None  # the last write error; None once a write succeeds
@@ -313,7 +409,11 @@ class SpoolWriter:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._update_prunable()
         self._thread.start()
+        if self.compress or self.archive is not None:
+            self._seal_wake.set()  # segments sealed by an earlier run
+            self._sealer.start()
 
     # -- event loop side ------------------------------------------------------------------------
     def append(self, seq: int, line: bytes, wait: bool = False) -> asyncio.Future[None] | None:
@@ -359,20 +459,27 @@ class SpoolWriter:
             self._stopping = True
             self._cond.notify()
         self._thread.join(timeout)
+        self._seal_stop = True
+        self._seal_wake.set()
+        if self._sealer.is_alive():
+            self._sealer.join(timeout)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     # -- writer thread --------------------------------------------------------------------------
     def _run(self) -> None:
         self._make_reserve()
         while True:
             with self._cond:
-                while not self._items and not self._stopping:
+                while not self._items and not self._stopping and not self._retention_due():
                     if self._dirty and self.fsync_mode == "interval":
                         remaining = self.fsync_interval_s - (time.monotonic() - self._last_fsync)
                         if remaining <= 0:
                             break
                         self._cond.wait(remaining)
                     else:
-                        self._cond.wait()
+                        self._cond.wait(RETENTION_CHECK_S if self.policy.periodic else None)
                 items, self._items = self._items, []
                 fut, self._future = self._future, None
                 stopping = self._stopping
@@ -417,6 +524,10 @@ class SpoolWriter:
                 log.error("audit: cannot write checkpoints or loss notes in %s: %s", self.chain_dir, exc)
                 if err is None and cps:
                     err = exc
+            try:
+                self._apply_retention()
+            except Exception as exc:  # retention never stops the writer; it tries again later
+                log.error("audit: retention in %s failed: %s", self.chain_dir, exc)
             if fut is not None and self._loop is not None:
                 self._loop.call_soon_threadsafe(_settle, fut, err)
             if items:
@@ -466,6 +577,11 @@ class SpoolWriter:
             self._cp_fd = os.open(self.chain_dir / CHECKPOINTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         _write_all(self._cp_fd, b"".join(cps))
         self._dirty = True
+        for line in cps:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                audit = orjson.loads(line)["audit"]
+                if audit.get("type") == "checkpoint":
+                    self.covered_seq = max(self.covered_seq, int(audit["seq"]))
 
     def _undo(self, records: list[tuple[int, bytes]], exc: BaseException) -> None:
         """After a failed write: cut a half-written line so later lines start on a line boundary,
@@ -497,9 +613,14 @@ class SpoolWriter:
         if detail:
             note["detail"] = detail[:500]
         self._notes.append(note)
+        self._tell_loss(note)
+
+    def _tell_loss(self, note: dict[str, Any]) -> None:
+        """The trail writes the loss into the chain as a record of its own (shipped like any other)
+        and signs the chain head, in the event loop."""
         if self.on_loss is not None and self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed at shutdown
-                self._loop.call_soon_threadsafe(self.on_loss)
+                self._loop.call_soon_threadsafe(self.on_loss, dict(note))
 
     def _flush_notes(self) -> None:
         if not self._notes:
@@ -553,7 +674,8 @@ class SpoolWriter:
         if run and self._fd is not None:
             data = b"".join(run)
             _write_all(self._fd, data)
-            self.disk_bytes += len(data)
+            with self._seg_lock:
+                self.disk_bytes += len(data)
             self._good_size = self.segments[-1].size
             self.written_seq = self.segments[-1].last_seq
 
@@ -563,7 +685,9 @@ class SpoolWriter:
                 os.fsync(self._fd)  # a closed segment is always durable
             os.close(self._fd)
             self._fd = None
-        if self.segments and not rotate:
+        if rotate and self.segments:
+            self._seal(self.segments[-1])
+        if self.segments and not rotate and not compression.is_compressed(self.segments[-1].path):
             cur = self.segments[-1]  # continue the last segment after a restart
         else:
             cur = Segment(first_seq, self.chain_dir / segment_name(first_seq), 0, 0)
@@ -579,9 +703,21 @@ class SpoolWriter:
         self._dirty = False
         self._last_fsync = time.monotonic()
 
+    def _prunable(self, seg: Segment) -> bool:
+        return self.policy.prunable(
+            seg, covered_seq=self.covered_seq, acked_seq=self.acked_seq if self.shipping else None
+        )
+
     def _update_prunable(self) -> None:
-        acked = self.acked_seq if self.shipping else 0
-        self.prunable_bytes = sum(s.size for s in self.segments[:-1] if s.last_seq <= acked)
+        """Bytes of the oldest sealed segments that may go (in order: pruning leaves no hole), and
+        the fill gauge: the share of max_bytes held by what cannot be pruned."""
+        total = 0
+        for seg in list(self.segments)[:-1]:  # a snapshot: no lock, the event loop calls this too
+            if not self._prunable(seg):
+                break
+            total += seg.size
+        self.prunable_bytes = total
+        metrics.SPOOL_FILL.set(round(max(0, self.disk_bytes - total) / self.max_bytes, 4))
 
     def _make_room(self, incoming: int) -> None:
         """Over the cap: first prune segments Elasticsearch already has; then, with drop_oldest,
@@ -590,9 +726,13 @@ class SpoolWriter:
         acked = self.acked_seq if self.shipping else 0
         while len(self.segments) > 1 and self.disk_bytes + incoming > self.max_bytes:
             oldest = self.segments[0]
-            if oldest.last_seq > acked:
-                if self.when_full != "drop_oldest":
+            if self._prunable(oldest):
+                if not self._prune(oldest, ROOM):
                     break
+                continue
+            if self.when_full != "drop_oldest":
+                break  # block/fail_closed: keep what is not prunable (unshipped, unarchived)
+            if oldest.last_seq > acked:
                 lost_from = max(oldest.first_seq, acked + 1)
                 lost = oldest.last_seq - lost_from + 1
                 metrics.DROPPED.inc(lost)
@@ -605,35 +745,178 @@ class SpoolWriter:
                     oldest.last_seq,
                     self.chain_dir.name,
                 )
-                note = {"from": lost_from, "to": oldest.last_seq, "at": time.time(), "reason": "spool full"}
+                if lost_from > oldest.first_seq:
+                    # Its shipped head is pruned, not lost: a signed note says so (the verifier
+                    # then counts only what never reached Elasticsearch).
+                    self._note_prune(oldest, last=lost_from - 1)
+                note = {
+                    "from": lost_from,
+                    "to": oldest.last_seq,
+                    "at": time.time(),
+                    "reason": "spool full (when_full=drop_oldest)",
+                }
                 with open(self.chain_dir / DROPPED, "ab") as f:
                     f.write(orjson.dumps(note) + b"\n")
+                self._tell_loss(note)
             elif oldest.last_seq:
                 self._note_prune(oldest)
-            oldest.path.unlink(missing_ok=True)
-            self.segments.pop(0)
-            self.disk_bytes -= oldest.size
+            self._remove_oldest(oldest)
         metrics.SPOOL_BYTES.set(self.disk_bytes)
 
-    def _note_prune(self, seg: Segment) -> None:
-        """A signed note for a shipped segment about to be deleted, on disk before it goes: the
-        verifier accepts a chain starting after seq 1 only with notes covering what came before."""
-        if self.sign_prune is None:
+    def _remove_oldest(self, seg: Segment) -> None:
+        with self._seg_lock:
+            for path in compression.candidates(seg.path):
+                path.unlink(missing_ok=True)
+            if self.segments and self.segments[0] is seg:
+                self.segments.pop(0)
+                self.disk_bytes -= seg.size
+
+    def _prune(self, seg: Segment, reason: str) -> bool:
+        """Prune the oldest segment under the retention policy: the signed note first (fsynced), then
+        the file. Without its note nothing is deleted (False)."""
+        with self._seg_lock:
+            if seg.last_seq and not self._note_prune(seg, reason=reason):
+                return False
+            self._remove_oldest(seg)
+        if seg.last_seq:
+            metrics.PRUNED.labels(reason).inc(seg.last_seq - seg.first_seq + 1)
+            self._pruned_since_log += seg.last_seq - seg.first_seq + 1
+        now = time.monotonic()
+        if now - self._prune_logged >= 60:
+            log.info(
+                "audit: retention pruned %d record(s) of chain %s (now from seq %d; reason %s; signed "
+                "pruning notes in %s)",
+                self._pruned_since_log,
+                self.chain_dir.name,
+                self.segments[0].first_seq if self.segments else 0,
+                reason,
+                CHECKPOINTS,
+            )
+            self._prune_logged, self._pruned_since_log = now, 0
+        return True
+
+    def _retention_due(self) -> bool:
+        return self._kick or (self.policy.periodic and time.monotonic() >= self._next_retention)
+
+    def _apply_retention(self) -> None:
+        """Prune the oldest prunable segments the policy wants gone (age, retention.max_bytes), also
+        with room left under max_bytes. Runs in the writer thread after each batch and periodically."""
+        self._kick = False
+        self._next_retention = time.monotonic() + RETENTION_CHECK_S
+        pol = self.policy
+        if not pol.enabled or not (pol.max_age_s or pol.max_bytes):
             return
+        pruned = False
+        while len(self.segments) > 1:
+            oldest = self.segments[0]
+            if not self._prunable(oldest):
+                break
+            why = pol.due(oldest, total_bytes=self.disk_bytes)
+            if why is None or not self._prune(oldest, why):
+                break
+            pruned = True
+        if pruned:
+            self._update_prunable()
+            metrics.SPOOL_BYTES.set(self.disk_bytes)
+
+    def _seal(self, seg: Segment) -> None:
+        """The writer moved on from ``seg``: sign a checkpoint over its last record (so retention may
+        prune it) and hand it to the sealer thread (compression, archive)."""
+        seg.mtime = time.time()
+        if seg.last_seq and seg.last_seq > self.covered_seq and self.sign_checkpoint is not None:
+            try:
+                line = self.sign_checkpoint(seg.last_seq, last_record_hash(seg.path))
+                self._with_reserve(functools.partial(self._write_checkpoints, [line]))
+                metrics.CHECKPOINTS.inc()
+            except Exception as exc:  # the trail's next checkpoint covers it instead
+                log.error("audit: cannot sign the sealed segment %s: %s", seg.path, exc)
+        self._seal_wake.set()
+
+    # -- sealer thread: compression and archive of sealed segments ------------------------------------
+    def _seal_loop(self) -> None:
+        while not self._seal_stop:
+            self._seal_wake.wait(RETENTION_CHECK_S)
+            self._seal_wake.clear()
+            with self._seg_lock:
+                sealed = list(self.segments[:-1])
+            did = False
+            for seg in sealed:
+                if self._seal_stop:
+                    return
+                try:
+                    did = self._finish(seg) or did
+                except Exception as exc:  # retried every RETENTION_CHECK_S; archive errors counted
+                    if self.archive is not None and not seg.archived:
+                        metrics.ARCHIVE_ERRORS.inc()
+                    now = time.monotonic()
+                    if now - self._seal_error_logged >= 60:
+                        self._seal_error_logged = now
+                        log.error(
+                            "audit: cannot %s sealed segment %s: %s (retried; not pruned until then)",
+                            "archive" if self.archive is not None else "compress",
+                            seg.path,
+                            exc,
+                        )
+                    break
+            if did:
+                self._update_prunable()
+                with self._cond:
+                    self._kick = True
+                    self._cond.notify()
+
+    def _finish(self, seg: Segment) -> bool:
+        did = False
+        if self.compress and not compression.is_compressed(seg.path):
+            tmp = compression.compress_segment(seg.path)
+            with self._seg_lock:
+                if not any(s is seg for s in self.segments):  # pruned meanwhile
+                    tmp.unlink(missing_ok=True)
+                    return False
+                plain, dst = seg.path, compression.compressed_path(seg.path)
+                os.replace(tmp, dst)
+                compression.fsync_dir(self.chain_dir)
+                size = dst.stat().st_size
+                self.disk_bytes -= seg.size - size
+                seg.size, seg.path = size, dst
+                plain.unlink(missing_ok=True)
+            metrics.SPOOL_BYTES.set(self.disk_bytes)
+            did = True
+        if self.archive is not None and not seg.archived:
+            self.archive.put_segment(seg.path)
+            self.archive.put_notes(self.chain_dir, seg.last_seq)
+            seg.archived = True
+            did = True
+        return did
+
+    def _note_prune(self, seg: Segment, last: int | None = None, reason: str = "") -> bool:
+        """A signed note for a shipped segment about to be deleted, on disk before it goes: the
+        verifier accepts a chain starting after seq 1 only with notes covering what came before.
+        ``last``: only the segment's records up to that seq were shipped (the rest is dropped)."""
+        if self.sign_prune is None:
+            return False
         try:
-            last_hash = last_record_hash(seg.path)
-            line = self.sign_prune(seg.first_seq, seg.last_seq, last_hash)
+            if last is None:
+                last = seg.last_seq
+                last_hash = last_record_hash(seg.path)
+            else:
+                last_hash = record_hash_at(seg.path, last)
+            if reason:
+                line = self.sign_prune(seg.first_seq, last, last_hash, reason=reason)
+            else:
+                line = self.sign_prune(seg.first_seq, last, last_hash)
             self._with_reserve(functools.partial(self._write_checkpoints, [line]))
             if self._cp_fd is not None:
                 os.fsync(self._cp_fd)
+            return True
         except Exception as exc:  # the space matters more; the verifier will report the gap
             log.error(
                 "audit: cannot note the pruning of %s (seq %d-%d): %s",
                 seg.path,
                 seg.first_seq,
-                seg.last_seq,
+                last if last is not None else seg.last_seq,
                 exc,
             )
+            return False
 
     def prune_shipped(self) -> None:
         """Called after an ack: make room early when the cap is near (keeps the local copy otherwise)."""
@@ -647,6 +930,22 @@ class SpoolWriter:
                     os.fsync(fd)
                 os.close(fd)
         self._fd = self._cp_fd = None
+
+
+RETENTION_CHECK_S = 30.0  # retention by age, and retries of a failed compression or archive copy
+
+
+def _clean_partial_compression(chain_dir: Path) -> None:
+    """At start: drop temporary files of a compression cut short, and the plain form of a segment
+    whose compressed form was completed (renamed) before the plain one was removed."""
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(chain_dir):
+            if entry.name.startswith(".seg-") and entry.name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+            elif _SEG_RE.match(entry.name) and compression.is_compressed(Path(entry.name)):
+                with contextlib.suppress(OSError):
+                    compression.plain_path(Path(entry.path)).unlink(missing_ok=True)
 
 
 def _write_all(fd: int, data: bytes) -> None:

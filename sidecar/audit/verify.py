@@ -5,7 +5,8 @@ checkpoint's Ed25519 signature. Sources: a spool directory, one chain directory,
 Problems are named the way an auditor asks: ``altered`` (content no longer matches its hash),
 ``missing`` (a range of sequence numbers is gone), ``inserted`` (a sequence number appears twice or a
 record does not link to its predecessor), ``reordered`` (records out of chain order in a file),
-``bad_signature`` (a checkpoint is forged or altered), ``checkpoint_mismatch`` (the chain was rewritten
+``bad_signature`` (a checkpoint is forged or altered, or names another signing key than the public
+key given: then the detail says to verify with that key), ``checkpoint_mismatch`` (the chain was rewritten
 before a signed checkpoint).
 """
 
@@ -20,7 +21,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .canonical import GENESIS, record_hash
-from .keys import checkpoint_ok, key_id
+from .keys import Keyring, checkpoint_ok, key_id
 from .spool import CHECKPOINTS, DROPPED, chain_dirs, is_chain_dir, iter_lines, list_segments
 
 MAX_PROBLEMS = 50
@@ -56,12 +57,28 @@ class ChainSummary:
     last_seq: int | None = None
     checkpoints: int = 0
     covered_seq: int = 0
+    lost: int = 0  # records the trail itself recorded as lost (loss records, loss notes)
+    restarts: int = 0  # unclean stops recorded in the chain
+    # [from, to, reason] of every signed pruning note (retention: room/age/size; "shipped" otherwise)
+    pruned: list[list[Any]] = field(default_factory=list)
+    signers: dict[str, int] = field(default_factory=dict)  # key id -> checkpoints it signed
+
+    def pruned_ranges(self) -> list[tuple[int, int]]:
+        """The pruned seq ranges, merged where they touch."""
+        out: list[tuple[int, int]] = []
+        for lo, hi, _why in sorted(self.pruned):
+            if out and lo <= out[-1][1] + 1:
+                out[-1] = (out[-1][0], max(out[-1][1], hi))
+            else:
+                out.append((lo, hi))
+        return out
 
 
 @dataclass
 class Report:
     chains: list[ChainSummary] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # facts that do not fail the verification
     unreadable: int = 0
 
     @property
@@ -80,7 +97,18 @@ class Report:
             rng = f"seq {c.first_seq}-{c.last_seq}" if c.records else "no records"
             uncovered = (c.last_seq or 0) - c.covered_seq
             tail = f"; {uncovered} newest record(s) not yet under a checkpoint" if uncovered > 0 else ""
+            if c.lost:
+                tail += f"; {c.lost} record(s) recorded as lost"
+            if c.restarts:
+                tail += f"; {c.restarts} unclean restart(s)"
+            if c.pruned:
+                ranges = ", ".join(f"{lo}-{hi}" for lo, hi in c.pruned_ranges())
+                why = "/".join(sorted({str(p[2]) for p in c.pruned}))
+                tail += f"; pruned by policy ({why}) under {len(c.pruned)} signed note(s): seq {ranges}"
+            if len(c.signers) > 1:  # a rotated signing key: which key signed what
+                tail += "; signed by " + ", ".join(f"{k} ({n})" for k, n in c.signers.items())
             lines.append(f"  {c.chain_id}: {c.records} records, {rng}, {c.checkpoints} checkpoints{tail}")
+        lines += [f"WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -96,12 +124,51 @@ def _seq_key(doc: Any) -> int:
     return seq if isinstance(seq, int) else -1
 
 
-def verify_chain(ci: ChainInput, public: Ed25519PublicKey, report: Report) -> None:
+def _self_records(ci: ChainInput, summary: ChainSummary, report: Report) -> list[dict[str, Any]]:
+    """The trail's records about itself: loss records join the loss notes (so a gap is reported
+    with its cause, in a spool and in Elasticsearch alike); restart records are returned."""
+    restarts = []
+    for where, doc in ci.records:
+        event = doc.get("event") if isinstance(doc, dict) else None
+        action = event.get("action") if isinstance(event, dict) else None
+        custos = doc.get("custos") if isinstance(doc.get("custos"), dict) else {}
+        if action == "audit_loss" and isinstance(custos.get("loss"), dict):
+            ranges = custos["loss"].get("ranges") or [custos["loss"]]
+            for r in ranges:
+                if isinstance(r, dict) and isinstance(r.get("from"), int) and isinstance(r.get("to"), int):
+                    ci.dropped.append({"from": r["from"], "to": r["to"], "reason": r.get("reason")})
+        elif action == "audit_restart" and isinstance(custos.get("restart"), dict):
+            info = dict(custos["restart"])
+            info["seq"] = _seq_key(doc)
+            info["where"] = where
+            restarts.append(info)
+    seen: set[tuple[Any, Any]] = set()
+    for d in ci.dropped:
+        key = (d.get("from"), d.get("to"))
+        if key not in seen and isinstance(d.get("from"), int) and isinstance(d.get("to"), int):
+            seen.add(key)
+            summary.lost += d["to"] - d["from"] + 1
+    summary.restarts = len(restarts)
+    for r in sorted(restarts, key=lambda r: r["seq"]):
+        prev, cp = r.get("previous_seq"), r.get("checkpoint_seq")
+        unsigned = r.get("unsigned") or 0
+        report.warnings.append(
+            f"chain {ci.chain_id}: unclean stop before seq {r['seq']} (restart record at {r['where']}): "
+            f"the previous run's chain ends at seq {prev} on disk; {unsigned} record(s) of it "
+            f"(after its last signed checkpoint, seq {cp}) were not under a signature when it stopped "
+            "and could have been cut off unprovably; records it sealed but never wrote were not "
+            "completely answered, and their seq numbers are used again from here"
+        )
+    return restarts
+
+
+def verify_chain(ci: ChainInput, public: Ed25519PublicKey | Keyring, report: Report) -> None:
     summary = ChainSummary(ci.chain_id)
     report.chains.append(summary)
     records = ci.records
     if not ci.ordered:
         records = sorted(records, key=lambda r: _seq_key(r[1]))
+    restarts = _self_records(ci, summary, report)
     hashes: dict[int, str] = {}
     seen: dict[int, str] = {}
     prev_seq: int | None = None
@@ -177,32 +244,45 @@ def verify_chain(ci: ChainInput, public: Ed25519PublicKey, report: Report) -> No
         seq = audit.get("seq")
         if audit.get("type") == "prune":
             if not checkpoint_ok(public, cp):
-                report.add(
-                    Problem(
-                        "bad_signature",
-                        chain,
-                        seq,
-                        where,
-                        f"pruning note signature does not verify with the public key {key_id(public)}",
-                    )
-                )
+                report.add(_signature_problem(public, chain, seq, where, audit, "pruning note"))
+            elif isinstance(audit.get("from"), int) and isinstance(seq, int):
+                summary.pruned.append([audit["from"], seq, str(audit.get("reason") or "shipped")])
             continue
         if not checkpoint_ok(public, cp):
-            report.add(
-                Problem(
-                    "bad_signature",
-                    chain,
-                    seq,
-                    where,
-                    "checkpoint signature does not verify "
-                    f"with the public key {key_id(public)} (forged or altered checkpoint)",
-                )
-            )
+            report.add(_signature_problem(public, chain, seq, where, audit, "checkpoint"))
             continue
         summary.checkpoints += 1
+        signer = str(audit.get("key_id") or "?")
+        summary.signers[signer] = summary.signers.get(signer, 0) + 1
         if not isinstance(seq, int):
             continue
         if seq in hashes:
+            restart = next(
+                (
+                    r
+                    for r in restarts
+                    if isinstance(r.get("previous_seq"), int) and r["previous_seq"] < seq and r["seq"] <= seq
+                ),
+                None,
+            )
+            if hashes[seq] != audit.get("hash") and restart is not None:
+                prev = restart["previous_seq"]
+                if restart.get("reported"):
+                    continue
+                restart["reported"] = True
+                report.add(
+                    Problem(
+                        "missing",
+                        chain,
+                        prev + 1,
+                        where,
+                        f"missing seq range {prev + 1}-{seq}: a signed checkpoint of the run before the "
+                        f"unclean stop covers records up to seq {seq}, but its chain ends at seq {prev} "
+                        f"on disk (lost in the crash); the restart at seq {restart['seq']} reused these "
+                        f"seq numbers{_noted(ci, prev + 1, seq)}",
+                    )
+                )
+                continue
             if hashes[seq] != audit.get("hash"):
                 report.add(
                     Problem(
@@ -252,8 +332,52 @@ def verify_chain(ci: ChainInput, public: Ed25519PublicKey, report: Report) -> No
             )
 
 
+_OTHER_KEY = "signed with key id "
+
+
+def _signature_problem(
+    public: Ed25519PublicKey | Keyring, chain: str, seq: Any, where: str, audit: dict[str, Any], what: str
+) -> Problem:
+    """A signature that does not verify (``bad_signature``). When the checkpoint names another key id
+    than the public key given, the detail says so first: verify with that key (a wrong key is not a
+    forgery, though a forger could name any key id); else it is forged or altered."""
+    named = audit.get("key_id")
+    if isinstance(public, Keyring):
+        if isinstance(named, str) and named and named not in public.keys:
+            detail = (
+                f"{what} {_OTHER_KEY}{named}, which is not in the keyring ({', '.join(public.ids)}): an "
+                "unknown or removed key (forged unless it is a key of yours: add its public key)"
+            )
+        else:
+            detail = f"{what} signature does not verify with key {named} (forged or altered {what})"
+        return Problem("bad_signature", chain, seq, where, detail)
+    kid = key_id(public)
+    if isinstance(named, str) and named and named != kid:
+        detail = (
+            f"{what} {_OTHER_KEY}{named}, not with the public key given (key id {kid}): verify with "
+            f"that sidecar's public key (--public-key); if {named} is not a key of yours, forged"
+        )
+    else:
+        detail = f"{what} signature does not verify with the public key {kid} (forged or altered {what})"
+    return Problem("bad_signature", chain, seq, where, detail)
+
+
+def wrong_key_ids(report: Report) -> list[str]:
+    """The key ids the trail's checkpoints name when the public key given is simply not the trail's:
+    none of its checkpoints verified, every signature problem is a checkpoint naming another key id,
+    and nothing else was found but what such a key explains (pruned heads it cannot vouch for). The
+    caller answers with one line (exit 2). Empty otherwise."""
+    sigs = [p for p in report.problems if p.kind == "bad_signature"]
+    other = [p for p in sigs if _OTHER_KEY in p.detail]
+    if not other or len(other) != len(sigs) or any(c.checkpoints for c in report.chains):
+        return []
+    if any(p.kind in ("altered", "inserted", "reordered", "checkpoint_mismatch") for p in report.problems):
+        return []
+    return sorted({p.detail.split(_OTHER_KEY, 1)[1].split(",", 1)[0] for p in other})
+
+
 def _check_head(
-    ci: ChainInput, public: Ed25519PublicKey, report: Report, first: int, where: str, prev_hash: Any
+    ci: ChainInput, public: Ed25519PublicKey | Keyring, report: Report, first: int, where: str, prev_hash: Any
 ) -> None:
     """The chain starts after seq 1: every record before it must be covered by signed pruning notes
     (written by the spool before it deletes a shipped file), and the first record present must link
@@ -269,31 +393,34 @@ def _check_head(
     notes.sort()
     reach = 0
     link = None
+    gaps: list[tuple[int, int]] = []  # ranges before `first` that no pruning note covers
     for lo, hi, digest in notes:
-        if lo > reach + 1 or reach >= first - 1:
+        if lo > first - 1:
             break
+        if lo > reach + 1:
+            gaps.append((reach + 1, lo - 1))
         if hi > reach:
             reach, link = hi, (hi, digest)
-    if reach >= first - 1:
-        if link is not None and link[0] == first - 1 and link[1] != prev_hash:
-            report.add(
-                Problem(
-                    "inserted",
-                    ci.chain_id,
-                    first,
-                    where,
-                    f"the first record present does not link to seq {first - 1} of the signed pruning note",
-                )
+    if reach < first - 1:
+        gaps.append((reach + 1, first - 1))
+    elif link is not None and link[0] == first - 1 and link[1] != prev_hash:
+        report.add(
+            Problem(
+                "inserted",
+                ci.chain_id,
+                first,
+                where,
+                f"the first record present does not link to seq {first - 1} of the signed pruning note",
             )
-        return
-    lo, hi = reach + 1, first - 1
-    why = _noted(ci, lo, hi) or (
-        ": records before the first one present are gone and no signed pruning note covers them"
-    )
-    report.add(Problem("missing", ci.chain_id, lo, where, f"missing seq range {lo}-{hi}{why}"))
+        )
+    for lo, hi in gaps:
+        why = _noted(ci, lo, hi) or (
+            ": records before the first one present are gone and no signed pruning note covers them"
+        )
+        report.add(Problem("missing", ci.chain_id, lo, where, f"missing seq range {lo}-{hi}{why}"))
 
 
-def _signed_seqs(ci: ChainInput, public: Ed25519PublicKey) -> list[int]:
+def _signed_seqs(ci: ChainInput, public: Ed25519PublicKey | Keyring) -> list[int]:
     out = []
     for _where, cp in ci.checkpoints:
         seq = (_audit(cp) or {}).get("seq")
@@ -415,7 +542,9 @@ def check_placement(hits: Iterable[tuple[str, str, dict[str, Any]]], daily: bool
             )
 
 
-def verify(chains: list[ChainInput], public: Ed25519PublicKey, report: Report | None = None) -> Report:
+def verify(
+    chains: list[ChainInput], public: Ed25519PublicKey | Keyring, report: Report | None = None
+) -> Report:
     report = report or Report()
     for ci in sorted(chains, key=lambda c: c.chain_id):
         verify_chain(ci, public, report)

@@ -59,6 +59,16 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..tls import ContextFactory
 
     config = load_config(args.config)  # again: --gpu-sim may have added an override
+    if config.audit.enabled:
+        from ..audit.keys import KeyError_, check_signing_key
+        from ..config import ConfigError
+
+        try:  # a configured audit signing key that is missing or broken: exit 2 now, never a new key
+            check_signing_key(
+                config.audit.key_path(config.state.dir), configured=config.audit.signing_key is not None
+            )
+        except KeyError_ as exc:
+            raise ConfigError(str(exc)) from None
     if server.tls.enabled:
         import ssl
 

@@ -10,8 +10,13 @@ drop_oldest makes room) and a failing disk (full, quota, I/O error: 503, or a wa
 once its record is written). Requests ended before the gate (no credentials, bad body) pass the
 same gate in ``on_response_end``, without waiting: an unauthenticated flood cannot fill the spool
 past its cap nor hold connections. Each admitted request reserves room for its record until it is
-queued, so concurrent requests cannot overshoot ``max_bytes`` either. With ``fail_closed`` every
-completion waits until its record is written (and fsynced when ``fsync: always``).
+queued, so concurrent requests cannot overshoot ``max_bytes`` either.
+
+In every mode the record is written (handed to the kernel with ``os.write``; fsynced first with
+``fsync: always``) in ``on_response_end``, before the client has the answer's last byte: a process
+killed at any moment never leaves an answered request without its record. ``fail_closed`` decides
+what happens when that write fails: 503 (or an error event ending the stream) instead of the answer;
+without it the answer goes out and the loss is counted, logged and written into the chain.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from ..audit.record import (
     input_chars,
     prompt_text,
 )
+from ..audit.retention import describe as describe_retention
 from ..audit.spool import SpoolError
 from ..audit.trail import RETRY_AFTER_ERROR_S, AuditTrail
 from ..config import Config
@@ -49,6 +55,24 @@ _GATED = "audit.gated"  # the gate ran for this request
 _MUST_WAIT = "audit.must_wait"  # admitted while the disk was failing: written before the answer
 _RESERVED = "audit.reserved"  # bytes reserved in the spool for this request's record
 _BEST_EFFORT = "audit.best_effort"  # a metrics scrape let through a closed gate: never waits
+_COUNT = "audit.count"  # the byte counter of the response (what the client gets)
+
+
+class _ByteCount(ResponseFilter):
+    """Counts the bytes the client gets (the audit stage's filter is the last one), so a record
+    written before the answer's last byte names its full size; it may also capture the text."""
+
+    __slots__ = ("capture", "n")
+
+    def __init__(self, capture: TextCapture | None) -> None:
+        self.n = 0
+        self.capture = capture
+
+    def feed(self, chunk: bytes) -> bytes:
+        self.n += len(chunk)
+        if self.capture is not None:
+            self.capture.feed(chunk)
+        return chunk
 
 
 def _unavailable(message: str) -> ProxyError:
@@ -77,7 +101,19 @@ class AuditStage(Stage):
 
     async def startup(self, app: Any) -> None:
         await self.trail.open()
+        from ..audit.recent import mount_recent
+
+        # GET /admin/audit/recent (audit:read): the newest records of this host's spool, for `custos top`.
+        mount_recent(app, self.trail.spool_dir)
         es = self.config.elasticsearch
+        if not es.hosts:
+            log.warning(
+                "audit: no sink configured (audit.elasticsearch.hosts is empty): records stay in the "
+                "local spool; %s",
+                describe_retention(self.config, shipping=False),
+            )
+        else:
+            log.info("audit: %s", describe_retention(self.config, shipping=True))
         if es.hosts:
             from ..audit.shipper import Shipper  # the client library loads only when shipping is on
 
@@ -161,11 +197,13 @@ class AuditStage(Stage):
             self.trail.writer.release(reserved)
 
     def response_filter(self, ctx: RequestContext) -> ResponseFilter | None:
-        if not self._text:
-            return None
-        capture = TextCapture(ctx.response_kind, self.config.max_text_chars)
-        ctx.extras["audit.text"] = capture
-        return capture
+        capture = None
+        if self._text:
+            capture = TextCapture(ctx.response_kind, self.config.max_text_chars)
+            ctx.extras["audit.text"] = capture
+        counter = _ByteCount(capture)
+        ctx.extras[_COUNT] = counter
+        return counter
 
     async def _texts(self, ctx: RequestContext) -> tuple[str | None, str | None] | None:
         """Prompt and answer text, redacted with the redact stage's own session for this request
@@ -188,24 +226,22 @@ class AuditStage(Stage):
 
     async def on_response_end(self, ctx: RequestContext) -> None:
         """Requests ended before the gate pass it here (503 instead of their answer when the record
-        cannot be written). With ``fail_closed``, or while the disk is failing, the record is written
-        (and fsynced with ``fsync: always``) before the client has the complete answer; if it cannot
-        be, the request fails with 503 instead."""
+        cannot be written). Then the record is written -- handed to the kernel, and fsynced with
+        ``fsync: always`` -- before the client has the complete answer, in every mode. If it cannot
+        be: with ``fail_closed`` (or while the disk is failing) the request fails with 503 instead;
+        otherwise the answer goes out and the loss is counted, logged and noted in the chain."""
         if not ctx.extras.get(_GATED):
             await self._admit(ctx, early=True)
-        if (
-            ctx.extras.get(_REFUSED)
-            or ctx.extras.get(_BEST_EFFORT)
-            or not (self._wait or ctx.extras.get(_MUST_WAIT))
-        ):
-            return
-        ctx.extras[_WRITTEN] = True
+        if ctx.extras.get(_REFUSED) or ctx.extras.get(_BEST_EFFORT):
+            return  # refused (no record), or a scrape through a closed gate (best effort, at the end)
+        strict = self._wait or bool(ctx.extras.get(_MUST_WAIT))
         try:
-            await self._write(ctx)
+            await self._write(ctx, wait=True)
         except SpoolError as exc:
             log.error("audit: record of request %s was not written: %s", ctx.request_id, exc)
-            metrics.REFUSED.labels("write_error").inc()
-            raise _unavailable(f"its audit record cannot be written ({exc})") from None
+            if strict:
+                metrics.REFUSED.labels("write_error").inc()
+                raise _unavailable(f"its audit record cannot be written ({exc})") from None
         finally:
             self._release(ctx)
 
@@ -219,17 +255,26 @@ class AuditStage(Stage):
         finally:
             self._release(ctx)
 
-    async def _write(self, ctx: RequestContext) -> None:
+    async def _write(self, ctx: RequestContext, wait: bool = False) -> None:
+        counter = ctx.extras.get(_COUNT)
+        sent = ctx.response_bytes
         try:
             text = await self._texts(ctx) if self._text else None
+            if wait and counter is not None and counter.n > sent:
+                # Before the last byte: the record names what the filters let through (the
+                # forward step counts the bytes only as it sends them).
+                ctx.response_bytes = counter.n
             record = build_record(ctx, text=text, max_bytes=self._max_record)
         except Exception:  # a bug must not cost the request its record
             log.exception(
                 "audit: cannot build the record of request %s; writing a minimal one", ctx.request_id
             )
             record = fallback_record(ctx, self._max_record)
-        wait = (self._wait or bool(ctx.extras.get(_MUST_WAIT))) and not ctx.extras.get(_BEST_EFFORT)
+        finally:
+            ctx.response_bytes = sent
+        wait = (wait or self._wait or bool(ctx.extras.get(_MUST_WAIT))) and not ctx.extras.get(_BEST_EFFORT)
         fut = self.trail.append(record, wait=wait)
+        ctx.extras[_WRITTEN] = True  # sealed and queued: on_complete must not write it again
         self._release(ctx)  # queued: the writer counts it from here
         if fut is not None:
             await fut

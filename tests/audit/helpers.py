@@ -40,10 +40,22 @@ def make_ctx(i: int, *, status: int = 200, denied: bool = False, stream: bool = 
 
 
 def spool_records(spool_dir: Path) -> list[dict[str, Any]]:
+    """Every complete record in the spool, sealed (compressed) segments included; a last line still
+    being written (or torn by a kill) is left out, as the writer's own readers do."""
+    from sidecar.audit.compression import open_segment
+    from sidecar.audit.spool import chain_dirs, list_segments
+
     out = []
-    for seg in sorted(spool_dir.glob("*/seg-*.jsonl")):
-        for line in seg.read_bytes().splitlines():
-            out.append(json.loads(line))
+    for chain in chain_dirs(spool_dir):
+        for _first, seg in list_segments(chain):
+            try:
+                with open_segment(seg) as f:
+                    data = f.read()
+            except FileNotFoundError:  # pruned meanwhile
+                continue
+            lines = data.split(b"\n")
+            lines.pop()  # after the last newline: empty, or a line being written (torn)
+            out.extend(json.loads(line) for line in lines if line)
     return out
 
 

@@ -100,7 +100,14 @@ async def test_spool_cap_holds_without_the_gate(tmp_path: Path) -> None:
     """Records appended past the gate (as a flood of in-flight requests would) never take the spool
     over ``max_bytes``: the ones that do not fit are lost, counted, noted and reported."""
     cap = 64 * 1024
-    trail = AuditTrail(AuditConfig(max_bytes=cap, when_full="block", checkpoint_every=10_000), tmp_path)
+    cfg = AuditConfig(
+        max_bytes=cap,
+        when_full="block",
+        checkpoint_every=10_000,
+        retention={"enabled": False},  # the cap as a fuse (the default prunes instead)
+        compression="none",
+    )
+    trail = AuditTrail(cfg, tmp_path)
     await trail.open()
     for i in range(200):  # ~1.2 KB each: about 240 KB offered
         trail.append(build_record(make_ctx(i)))
@@ -108,16 +115,23 @@ async def test_spool_cap_holds_without_the_gate(tmp_path: Path) -> None:
     spool = tmp_path / "audit" / "spool"
     size = sum(p.stat().st_size for p in spool.glob("*/seg-*.jsonl"))
     assert size <= cap
-    records = spool_records(spool)
-    assert trail.writer is not None and trail.writer.lost == 200 - len(records) > 0
+    everything = spool_records(spool)
+    records = [r for r in everything if r["event"]["action"] == "chat"]
+    # Lost: the requests' records that did not fit, and the loss record too when it did not fit.
+    assert trail.writer is not None and trail.writer.lost >= 200 - len(records) > 0
     notes = [json.loads(x) for f in spool.glob("*/dropped.jsonl") for x in f.read_bytes().splitlines()]
-    assert notes and notes[0]["reason"].startswith("spool full") and notes[-1]["to"] == 200
+    assert notes and notes[0]["reason"].startswith("spool full")
+    assert notes[0]["from"] == len(records) + 1 and max(n["to"] for n in notes) >= 200
+    # The loss is also a record in the chain when it fits (it ships like any other).
+    for loss in [r for r in everything if r["event"]["action"] == "audit_loss"]:
+        assert loss["custos"]["loss"]["from"] == len(records) + 1 and loss["audit"]["seq"] > 200
     public = load_public_key(tmp_path / "audit" / "signing.pub")
     report = Report()
     report = verify(load_path(spool, report), public, report)
     assert not report.ok
     first = report.problems[0]
     assert first.kind == "missing" and first.seq == len(records) + 1 and "spool full" in first.detail
+    assert report.chains[0].lost >= 200 - len(records)
 
 
 def test_verify_reports_a_noted_tail_without_checkpoint(tmp_path: Path) -> None:

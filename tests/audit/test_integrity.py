@@ -64,7 +64,7 @@ async def test_deleting_the_head_of_a_chain_is_reported(tmp_path: Path) -> None:
 
 async def test_pruned_after_shipping_verifies_with_signed_notes(tmp_path: Path) -> None:
     cap = 64 * 1024  # 8 KiB segments: shipped ones are pruned as the spool fills
-    await write(tmp_path, 300, shipped_lag=5, max_bytes=cap, when_full="block")
+    await write(tmp_path, 300, shipped_lag=5, max_bytes=cap, when_full="block", compression="none")
     records = spool_records(tmp_path / "audit" / "spool")
     first = records[0]["audit"]["seq"]
     assert first > 1 and records[-1]["audit"]["seq"] == 300  # pruned, nothing lost

@@ -17,7 +17,16 @@ CAP = 64 * 1024  # the smallest cap allowed; records are ~1.3 KB, so ~45 fill it
 
 
 def start(start_sidecar, when_full: str, **extra):
-    audit = {"max_bytes": CAP, "when_full": when_full, "block_timeout_s": 1, **extra}
+    # Retention off and no compression: the cap as it was before issue 21 (tests/audit/test_retention.py
+    # covers the default, which prunes instead).
+    audit = {
+        "max_bytes": CAP,
+        "when_full": when_full,
+        "block_timeout_s": 1,
+        "retention": {"enabled": False},
+        "compression": "none",
+        **extra,
+    }
     return start_sidecar(f"http://127.0.0.1:{free_port()}", config={"audit": audit})
 
 

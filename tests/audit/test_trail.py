@@ -162,18 +162,31 @@ async def test_cli_verify_exit_codes(tmp_path: Path) -> None:
 
 async def test_drop_oldest_caps_the_spool_and_says_so(tmp_path: Path) -> None:
     cap = 64 * 1024
-    await write_trail(tmp_path, 200, max_bytes=cap, when_full="drop_oldest", checkpoint_every=1000)
+    await write_trail(
+        tmp_path,
+        200,
+        max_bytes=cap,
+        when_full="drop_oldest",
+        checkpoint_every=1000,
+        retention={"enabled": False},  # drops only happen with retention off (it prunes otherwise)
+        compression="none",
+    )
     chain_dir = next((tmp_path / "audit" / "spool").glob("*-w0"))
     size = sum(p.stat().st_size for _f, p in list_segments(chain_dir))
     assert size <= cap
     records = spool_records(tmp_path / "audit" / "spool")
-    assert records[-1]["audit"]["seq"] == 200 and records[0]["audit"]["seq"] > 1
+    requests = [r for r in records if r["event"]["action"] != "audit_loss"]
+    assert requests[-1]["event"]["id"] == "req-000199" and records[0]["audit"]["seq"] > 1
     notes = [json.loads(x) for x in (chain_dir / "dropped.jsonl").read_bytes().splitlines()]
     assert notes[0]["from"] == 1 and notes[-1]["to"] == records[0]["audit"]["seq"] - 1
+    # Each drop is also a record of the chain (shipped like any other), naming the range dropped.
+    losses = [r["custos"]["loss"] for r in records if r["event"]["action"] == "audit_loss"]
+    assert losses and losses[-1]["to"] == notes[-1]["to"] and "drop_oldest" in losses[-1]["reason"]
     # The gap is reported (records were lost), with the spool's own explanation.
     report = check(tmp_path)
     assert [p.kind for p in report.problems] == ["missing"]
     assert "spool full" in report.problems[0].detail
+    assert report.chains[0].lost == notes[-1]["to"]
 
 
 async def test_damaged_chain_end_starts_a_new_chain(tmp_path: Path) -> None:

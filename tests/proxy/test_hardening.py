@@ -348,7 +348,13 @@ def test_forwarded_for_from_a_trusted_proxy_is_believed(
 
 # -- /metrics while the audit gate is closed ----------------------------------------------------------
 def test_open_metrics_readable_while_the_audit_gate_is_closed(start_sidecar: Callable[..., Sidecar]) -> None:
-    audit = {"max_bytes": 64 * 1024, "when_full": "fail_closed", "fail_closed": True}
+    audit = {
+        "max_bytes": 64 * 1024,
+        "when_full": "fail_closed",
+        "fail_closed": True,
+        "retention": {"enabled": False},  # the cap must close the gate (retention would make room)
+        "compression": "none",
+    }
     sc = start_sidecar(
         f"http://127.0.0.1:{free_port()}",  # 502s: every request still leaves a record
         {"audit": audit, "metrics": {"require_token": False}},

@@ -147,7 +147,9 @@ def test_client_controlled_fields_are_bounded_and_marked(guarded, tmp_path) -> N
 
 def test_unauthenticated_flood_keeps_the_spool_under_its_cap(upstream, start_sidecar, tmp_path) -> None:
     cap = 256 * 1024
-    sc = start_sidecar(upstream.url, config={"audit": {"max_bytes": cap, "when_full": "block"}})
+    # Retention off: the cap is the fuse under attack here (with retention the spool never fills).
+    audit = {"max_bytes": cap, "when_full": "block", "retention": {"enabled": False}, "compression": "none"}
+    sc = start_sidecar(upstream.url, config={"audit": audit})
     path = "/v1/" + "p" * 1_900  # under the path limit, so every one reaches the pipeline
 
     def attack(i: int) -> int:
@@ -256,9 +258,10 @@ def test_full_disk_refuses_instead_of_answering_unrecorded(
         if fail_closed:
             assert unrecorded == []  # written before the answer: no answer without its record
         else:
-            # Written after the answer: only a record already in flight when the disk filled can be
-            # lost, and then it is counted, logged and noted.
-            assert len(unrecorded) <= max(lost, 0) and len(unrecorded) <= 2, unrecorded
+            # Written before the answer, but fail_closed is off: an answer whose record write failed
+            # still goes out, and the loss is counted, logged and noted (a few per time the disk
+            # fills up again: compressing sealed files frees room in between).
+            assert len(unrecorded) <= max(lost, 0), unrecorded
         if unrecorded or lost:
             assert "LOST" in sc.process.log()
             notes = [
