@@ -94,6 +94,8 @@ class CustosApp:
         self.trusted_proxies = parse_networks(config.rbac.trusted_proxies)
         self.metrics_need_token = config.metrics.require_token
         self.mounts: dict[str, ASGIApp] = {}
+        self._operations: dict[str, str] = {}
+        self._v1_mounts: list[str] = []
         # Features may replace how /metrics renders (multiprocess collection, extra registries).
         self.render_metrics: Callable[[], bytes] = lambda: generate_latest(REGISTRY)
         self._forward: Terminal = self._upstream_terminal
@@ -102,10 +104,16 @@ class CustosApp:
             "/metrics/upstream": ("metrics", self._upstream_metrics_terminal),
         }
 
-    def mount(self, prefix: str, app: ASGIApp) -> None:
-        """Serve ``prefix`` (e.g. ``/admin/alerts``) with another ASGI app; the prefix is kept in the path.
-        The app runs after the stages: ``scope["custos.identity"]`` holds the authenticated caller."""
-        self.mounts[prefix.rstrip("/")] = app
+    def mount(self, prefix: str, app: ASGIApp, *, operation: str = "admin") -> None:
+        """Serve ``prefix`` (e.g. ``/admin/alerts``, ``/v1/history``) with another ASGI app; the prefix is
+        kept in the path. The app runs after the stages: ``scope["custos.identity"]`` holds the
+        authenticated caller. ``operation`` names such requests in metrics, traces and audit records."""
+        prefix = prefix.rstrip("/")
+        self.mounts[prefix] = app
+        self._operations[prefix] = operation
+        if prefix.startswith("/v1/"):
+            # Served here instead of upstream; every other /v1/ path still skips this scan.
+            self._v1_mounts = [p for p in self.mounts if p.startswith("/v1/")]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -277,18 +285,24 @@ class CustosApp:
     def _route(self, scope: dict[str, Any], ctx: RequestContext) -> Terminal | None:
         path = ctx.path
         if path.startswith("/v1/"):
+            for prefix in self._v1_mounts:
+                if path == prefix or path.startswith(prefix + "/"):
+                    return self._mounted(prefix, scope, ctx)
             return self._forward
         local = self._local.get(path)
         if local is not None:
             ctx.route = path
             ctx.operation = local[0]
             return local[1]
-        for prefix, app in self.mounts.items():
+        for prefix in self.mounts:
             if path == prefix or path.startswith(prefix + "/"):
-                ctx.route = prefix
-                ctx.operation = "admin"
-                return self._mounted_terminal(app, scope)
+                return self._mounted(prefix, scope, ctx)
         return None
+
+    def _mounted(self, prefix: str, scope: dict[str, Any], ctx: RequestContext) -> Terminal:
+        ctx.route = prefix
+        ctx.operation = self._operations[prefix]
+        return self._mounted_terminal(self.mounts[prefix], scope)
 
     async def refused_head(self, peer: str, url: bytes, status: int, code: str, message: str) -> None:
         """A request the HTTP protocol refused before its head was complete (431, 408): answered
