@@ -100,6 +100,8 @@ class Filter:
     until: float | None = None  # exclusive
     outcome: str | None = None
     statuses: frozenset[int] | None = None
+    model: str | None = None  # llm.request.model, exact
+    operation: str | None = None  # llm.operation.name (chat, text_completion, history, ...), exact
 
     def __post_init__(self) -> None:
         if self.outcome is not None and self.outcome not in OUTCOMES:
@@ -115,6 +117,10 @@ class Filter:
         if self.outcome is not None and _get(doc, "event", "outcome") != self.outcome:
             return False
         if self.statuses is not None and _get(doc, "http", "response", "status_code") not in self.statuses:
+            return False
+        if self.model is not None and _get(doc, "llm", "request", "model") != self.model:
+            return False
+        if self.operation is not None and _get(doc, "llm", "operation", "name") != self.operation:
             return False
         if self.since is not None or self.until is not None:
             ts = timestamp(doc)
@@ -137,6 +143,10 @@ class Filter:
             must.append({"term": {"event.outcome": self.outcome}})
         if self.statuses is not None:
             must.append({"terms": {"http.response.status_code": sorted(self.statuses)}})
+        if self.model is not None:
+            must.append({"term": {"llm.request.model": self.model}})
+        if self.operation is not None:
+            must.append({"term": {"llm.operation.name": self.operation}})
         if self.since is not None or self.until is not None:
             rng: dict[str, Any] = {"format": "strict_date_optional_time"}
             if self.since is not None:
@@ -182,6 +192,9 @@ def open_source(path: Path) -> Source:
 def _is_record(doc: Any) -> bool:
     audit = _get(doc, "audit")
     return isinstance(audit, dict) and audit.get("type") not in ("checkpoint", "prune")
+
+
+is_record = _is_record  # public: the History API's spool index (sidecar/history) reads with it
 
 
 def _records_of(path: Path) -> Iterator[dict[str, Any]]:
@@ -324,6 +337,38 @@ def search_es(client: Any, index: str, flt: Filter, limit: int | None) -> list[d
 
     docs = [h["_source"] for h in scan(client, index=index, query={"query": query}, size=2000)]
     return sorted(docs, key=_sort_key)
+
+
+# Newest first, with tie-breakers that make the order total (a client may reuse a request id; two
+# chains may stamp the same millisecond): the keys of ``search_after`` pages.
+ES_PAGE_SORT: list[dict[str, Any]] = [
+    {"@timestamp": {"order": "desc", "unmapped_type": "date"}},
+    {"event.id": {"order": "desc", "unmapped_type": "keyword"}},
+    {"audit.chain_id": {"order": "desc", "unmapped_type": "keyword"}},
+    {"audit.seq": {"order": "desc", "unmapped_type": "long"}},
+]
+
+
+def search_es_page(
+    client: Any, index: str, flt: Filter, size: int, search_after: list[Any] | None = None
+) -> list[tuple[dict[str, Any], list[Any]]]:
+    """One page of matching records, newest first (``ES_PAGE_SORT``), each with its sort values (pass
+    the last one's as ``search_after`` for the next page). Used by the History API (sidecar/history);
+    a page costs one search, however deep it is."""
+    kwargs: dict[str, Any] = {}
+    if search_after is not None:
+        kwargs["search_after"] = search_after
+    resp = client.search(
+        index=index,
+        query=flt.es_query(),
+        size=size,
+        sort=ES_PAGE_SORT,
+        ignore_unavailable=True,
+        allow_no_indices=True,
+        track_total_hits=False,
+        **kwargs,
+    )
+    return [(h["_source"], list(h["sort"])) for h in resp["hits"]["hits"]]
 
 
 # -- presentation ------------------------------------------------------------------------------------

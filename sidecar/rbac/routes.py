@@ -13,6 +13,8 @@ Built-in table (policy ``routes:`` entries are checked first and may add more):
 | GET    | /metrics, /metrics/upstream | metrics:read        |
 | GET    | /admin/alerts[/...]   | alerts:read               |
 | POST, DELETE | /admin/alerts/silences[/<id>], POST /admin/alerts/receivers/<name>/test | alerts:manage |
+| GET    | /admin/audit/recent   | audit:read                |
+| GET    | /v1/history[/<id>]    | history:list (other users' records: audit:read as well) |
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ BUILTIN_ROUTES: list[RouteSpec] = [
     _local(method="DELETE", path="/admin/alerts/silences/*", permission="alerts:manage"),
     _local(method="POST", path="/admin/alerts/receivers/*/test", permission="alerts:manage"),
     _local(method="GET", path="/admin/audit/recent", permission="audit:read"),
+    # The History API (sidecar.history): a caller's own records; ?user= also needs audit:read.
+    _local(method="GET", path="/v1/history", permission="history:list"),
+    _local(method="GET", path="/v1/history/*", permission="history:list"),
 ]
 
 

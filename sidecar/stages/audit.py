@@ -105,6 +105,9 @@ class AuditStage(Stage):
 
         # GET /admin/audit/recent (audit:read): the newest records of this host's spool, for `custos top`.
         mount_recent(app, self.trail.spool_dir)
+        from ..history import mount_history  # GET /v1/history (history:list): callers' own records
+
+        mount_history(app, self.config, self.trail.spool_dir)
         es = self.config.elasticsearch
         if not es.hosts:
             log.warning(
