@@ -38,6 +38,7 @@ from .spool import chain_dirs, list_segments
 log = logging.getLogger("custos.audit")
 
 PREFIX = "/admin/audit"
+LAST_VERIFY = ".last-verify.json"  # written by `custos audit verify` beside the chains
 PATH = PREFIX + "/recent"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -193,7 +194,21 @@ def read_recent(
         found.extend(per_chain)
     # Timestamps are fixed-width UTC ISO strings: they sort as text.
     newest = heapq.nlargest(limit, found, key=lambda r: str(r.get("timestamp") or ""))
-    return {"records": newest, "chains": len(chains), "complete": complete}
+    return {
+        "records": newest,
+        "chains": len(chains),
+        "complete": complete,
+        "last_verification": last_verification(Path(spool_dir)),
+    }
+
+
+def last_verification(spool_dir: Path) -> dict[str, Any] | None:
+    """The outcome of the last ``custos audit verify`` run on this host (None: never verified)."""
+    try:
+        doc = orjson.loads((spool_dir / LAST_VERIFY).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _error(status: int, message: str, code: str, param: str | None = None) -> tuple[int, dict[str, Any]]:

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,7 @@ def run_verify(args: argparse.Namespace) -> int:
     report = verify(chains, public, report)
     _refuse_wrong_key(report, key_path, public)
     code = 0 if report.ok else 1
+    record_verification(audit.spool_path(config.state.dir), source, report)
     if args.json:
         out = {
             "source": source,
@@ -267,6 +269,29 @@ def _holds_audit(chains: list[Any]) -> bool:
             if isinstance(audit, dict) and isinstance(audit.get("seq"), int) and audit.get("hash"):
                 return True
     return False
+
+
+def record_verification(spool_dir: Path, source: str, report: Any) -> None:
+    """Keep the outcome beside this sidecar's spool, for operators' views (``custos top`` reads it
+    through ``/admin/audit/recent``). A spool that does not exist here (verifying a copy on another
+    machine) records nothing."""
+    from ..audit.recent import LAST_VERIFY
+    from ..keyfile import replace_file
+
+    if not spool_dir.is_dir():
+        return
+    result = {
+        "at": time.time(),
+        "source": source,
+        "ok": report.ok,
+        "problems": len(report.problems),
+        "warnings": len(report.warnings),
+        "records": sum(c.records for c in report.chains),
+    }
+    try:
+        replace_file(spool_dir / LAST_VERIFY, orjson.dumps(result), 0o644)
+    except OSError as exc:  # a read-only spool (verifying as another user): the verdict stands anyway
+        print(f"note: could not record the result in {spool_dir}: {exc.strerror}", file=sys.stderr)
 
 
 def _refuse_wrong_key(report: Any, key_path: Path, public: Any) -> None:

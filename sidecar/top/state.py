@@ -46,6 +46,7 @@ class TopState:
         self._gpu_sample_ts: float | None = None
         self.alerts: list[dict[str, Any]] | None = None
         self.denials: list[dict[str, Any]] | None = None
+        self.last_verification: dict[str, Any] | None = None  # the last `custos audit verify` here
         self.problems: dict[str, str] = {}  # endpoint name -> why its pane cannot show it
         self.thresholds = Thresholds.builtin()
         self.updated_at: float | None = None  # wall time of the last successful /metrics read
@@ -109,6 +110,7 @@ class TopState:
             d = replies.get("denials")
             if d is not None:
                 self.denials = _list(d, "records") if d.ok else None
+                self.last_verification = _object(d, "last_verification") if d.ok else None
             r = replies.get("rules")
             if r is not None and r.ok:
                 try:
@@ -182,6 +184,15 @@ class TopState:
             for f, value in points.items():
                 if value is not None:
                     gpu.history[f].append(value)
+
+
+def _object(reply: Reply, key: str) -> dict[str, Any] | None:
+    try:
+        doc = reply.json()
+    except ValueError:
+        return None
+    found = doc.get(key) if isinstance(doc, dict) else None
+    return found if isinstance(found, dict) else None
 
 
 def _list(reply: Reply, key: str) -> list[dict[str, Any]] | None:

@@ -589,6 +589,7 @@ def audit(state: TopState, detail: bool = False) -> Panel:
         _note("checkpoints"),
         fmt_num(val("custos_audit_checkpoints_total"), 0),
     )
+    grid.add_row(_note("last verify"), _last_verification(state), "", "")
     if detail:
         fails = new.by("custos_audit_ship_failures_total", ("reason",))
         refused = new.by("custos_audit_refused_total", ("reason",))
@@ -599,6 +600,19 @@ def audit(state: TopState, detail: bool = False) -> Panel:
             ", ".join(f"{r} {fmt_num(v, 0)}" for (r,), v in sorted(refused.items())) or "0",
         )
     return _panel(grid, "Audit", problem)
+
+
+def _last_verification(state: TopState) -> Text:
+    """The outcome of the last `custos audit verify` on the sidecar's host (read with audit:read)."""
+    if "denials" in state.problems:
+        return Text("unknown", style=style_for(None))  # the denials pane says why (audit:read)
+    found = state.last_verification
+    if not found:
+        return Text("never", style=style_for("warning"))
+    age = fmt_seconds(max(0.0, time.time() - float(found.get("at") or 0)))
+    if found.get("ok"):
+        return Text(f"OK {age} ago", style=OK_STYLE)
+    return Text(f"FAILED ({found.get('problems')}) {age} ago", style=style_for("critical"))
 
 
 # -- denials ---------------------------------------------------------------------------------------
@@ -684,7 +698,7 @@ def layout(state: TopState, url: str, pane: str, interval: float, width: int = 1
     elif pane == "alerts":
         body.update(alerts(state, True))
     elif pane == "audit":
-        body.split_column(Layout(audit(state, True), size=9), Layout(denials(state, True)))
+        body.split_column(Layout(audit(state, True), size=10), Layout(denials(state, True)))
     else:
         new = state.latest()
         n_routes = (
@@ -711,7 +725,7 @@ def layout(state: TopState, url: str, pane: str, interval: float, width: int = 1
             Layout(alerts(state), ratio=1),
             Layout(name="right", ratio=1),
         )
-        body["bottom"]["right"].split_column(Layout(audit(state), size=7), Layout(denials(state)))
+        body["bottom"]["right"].split_column(Layout(audit(state), size=8), Layout(denials(state)))
     return root
 
 

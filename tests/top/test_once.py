@@ -4,11 +4,12 @@ with the real numbers, per-pane reasons for what a token may not read, and exit 
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 
 from tests.conftest import mint_token
-from tests.support.procs import free_port
+from tests.support.procs import custos_cmd, free_port
 from tests.top.conftest import operator_token, run_top, send_traffic
 
 ANSI = re.compile(r"\x1b\[")
@@ -29,6 +30,14 @@ def test_once_shows_traffic_engine_gpu_audit_and_denials(top_sidecar, tmp_path: 
     token_file = tmp_path / "token"
     token_file.write_text(operator_token() + "\n")
     time.sleep(1.5)  # one GPU sample (gpu.interval_s 1) and the audit writer
+    before = run_top("--url", top_sidecar.url, "--token-file", str(token_file), "--once", "--interval", "0.5")
+    assert re.search(r"last verify\s+never", before.stdout), before.stdout
+    verified = subprocess.run(
+        custos_cmd("audit", "verify", "--config", str(top_sidecar.config_path)),
+        capture_output=True,
+        timeout=120,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
     proc = run_top("--url", top_sidecar.url, "--token-file", str(token_file), "--once", "--interval", "0.5")
     out = proc.stdout
     assert proc.returncode == 0, proc.stderr
@@ -56,6 +65,9 @@ def test_once_shows_traffic_engine_gpu_audit_and_denials(top_sidecar, tmp_path: 
     # Audit: records were written (every request, top's own reads too).
     recs = re.search(r"records\s+(\d+)", out)
     assert recs and int(recs.group(1)) >= 6, out
+
+    # The last verification of the trail on the sidecar's host (custos audit verify, just run).
+    assert re.search(r"last verify\s+OK \S+ ago", out), out
 
     # Denials from /admin/audit/recent: the 403 with its subject and reason, the 401 without identity.
     lines = out.splitlines()

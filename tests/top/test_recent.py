@@ -159,4 +159,4 @@ def test_mount_recent_mounts_on_the_prefix(tmp_path: Path) -> None:
     recent = mount_recent(app, tmp_path)
     assert app.mounts == {"/admin/audit": recent}
     status, doc = _call(recent)
-    assert status == 200 and doc == {"records": [], "chains": 0, "complete": True}
+    assert status == 200 and doc == {"records": [], "chains": 0, "complete": True, "last_verification": None}

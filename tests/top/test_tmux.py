@@ -107,7 +107,7 @@ def test_top_in_tmux_shows_requests_heat_throttling_and_alert_then_quits(top_sid
         assert hot is not None and hot > early and hot >= 90, (early, hot)
         assert "thermal" in screen.split("GPUs", 1)[1].split("Alerts", 1)[0], screen  # throttling reason
         alert_line = next(line for line in screen.splitlines() if "CustosGPUTemperatureHigh" in line)
-        assert re.search(r"(pending|FIRING)\s+CustosGPUTemperatureHigh\s+gpu=0", alert_line), alert_line
+        assert re.search(r"(pending|FIRING)\s+CustosGPUTemperatureHigh\s+gpu=0", alert_line), screen
         # its severity, since when, and its receiver
         assert re.search(r"gpu=0\s+(warning|critical)\s+\d+[ms]\S*\s+default\b", alert_line), alert_line
         m = re.search(r"/v1/chat/completions\s+(\d+\.\d+)\s.*?(\d+) │", screen)
