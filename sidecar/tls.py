@@ -32,11 +32,20 @@ from .section import Section
 
 log = logging.getLogger("custos.tls")
 
-EXPIRY = Gauge(
-    "custos_tls_certificate_expiry_timestamp_seconds",
-    "When the sidecar's TLS certificate in force expires (Unix time)",
-    multiprocess_mode="min",
-)
+_expiry: Gauge | None = None
+
+
+def _set_expiry(timestamp: float) -> None:
+    """Registered on first use, so a sidecar without TLS exports no expiry series (an unset gauge reads
+    0, which the expiry rule would take for a certificate that expired in 1970)."""
+    global _expiry
+    if _expiry is None:
+        _expiry = Gauge(
+            "custos_tls_certificate_expiry_timestamp_seconds",
+            "When the sidecar's TLS certificate in force expires (Unix time)",
+            multiprocess_mode="min",
+        )
+    _expiry.set(timestamp)
 
 
 class TLSConfig(Section):
@@ -111,7 +120,7 @@ class RotatingCertificate:
         self.cfg = cfg
         self.current = build_context(cfg)  # at startup a bad pair is fatal: there is no old one
         self.serial, expiry = certificate_info(cfg.cert_file)  # type: ignore[arg-type]
-        EXPIRY.set(expiry)
+        _set_expiry(expiry)
         self._stamp = _stamp(cfg.cert_file, cfg.key_file)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -148,7 +157,7 @@ class RotatingCertificate:
             )
             return False
         self.current, self.serial = context, serial
-        EXPIRY.set(expiry)
+        _set_expiry(expiry)
         log.info("TLS: new certificate in force (serial %x), for new connections", serial)
         return True
 

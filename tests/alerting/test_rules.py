@@ -50,7 +50,9 @@ SEED_INPUT = [
     ("custos_audit_dead_letters_total", "0x5 3x14"),
     ('custos_auth_failures_total{reason="expired"}', "0x10 0+10x9"),
     # The TLS certificate expires at t = 87000 s: less than a day away from 11m on.
-    ("custos_tls_certificate_expiry_timestamp_seconds", "87000x20"),
+    ('custos_tls_certificate_expiry_timestamp_seconds{instance="tls"}', "87000x20"),
+    # A sidecar without TLS must not count as a certificate that expired in 1970.
+    ('custos_tls_certificate_expiry_timestamp_seconds{instance="plain"}', "0x20"),
 ]
 MINUTES = 20
 

@@ -221,3 +221,13 @@ def test_a_pair_that_does_not_load_fails_at_start(tmp_path: Path, pki: DevPKI) -
     )
     assert out.returncode == 2
     assert "server.tls" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_plain_http_sidecar_exports_no_expiry(
+    upstream: RecordingUpstream, start_sidecar: Callable[..., Sidecar]
+) -> None:
+    # An unset gauge would read 0: a certificate that expired in 1970, paging on-call for nothing.
+    sc = start_sidecar(upstream.url)
+    text = httpx.get(sc.url + "/metrics", headers=sc.headers, timeout=10).text
+    assert "custos_requests_total" in text or "custos_build_info" in text
+    assert "custos_tls_certificate_expiry_timestamp_seconds" not in text
