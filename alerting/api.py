@@ -19,6 +19,10 @@ a ``createdBy`` in the body is ignored. Broad silences also need ``alerting.admi
 (``alerts:silence-broad``): one that matches alerts of any name or every rule's alerts, one that may cover
 every alert of a protected rule (``protected_alerts``: the security and audit-trail rules), or one longer
 than ``max_silence_duration`` (7d; 400). See ``silences.silence_breadth``.
+
+Built on FastAPI: ``GET /admin/alerts/openapi.json`` is the OpenAPI document (``alerts:read``, like every
+read). Errors have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}`` (type
+``alerting_error``); a bad silence body is a 400 whose ``param`` names the field.
 """
 
 from __future__ import annotations
@@ -29,9 +33,24 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sidecar.apiutil import ApiError as _ApiError
+from sidecar.apiutil import (
+    ErrorGuard,
+    ErrorResponse,
+    api_error_response,
+    error_response,
+    install_error_handlers,
+    json_response,
+    request_path,
+)
 
 from .matchers import parse_matchers
 from .model import Alert, iso, parse_iso
@@ -44,15 +63,16 @@ from .state import read_json
 log = logging.getLogger("custos.alerting.api")
 
 PREFIX = "/admin/alerts"
+OPENAPI_PATH = PREFIX + "/openapi.json"
 MAX_BODY = 64 * 1024
+INTERNAL = "Internal error in the alerting API."
+_ERROR_TYPE = "alerting_error"
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
+class ApiError(_ApiError):
+    """An answer in OpenAI's error shape, of type ``alerting_error``."""
+
+    error_type = _ERROR_TYPE
 
 
 class Caller:
@@ -177,124 +197,31 @@ class AlertsAPI:
         self.external_labels = dict(external_labels or {})
         self._rule_cache: tuple[Any, list[Any]] | None = None
         self._protected = parse_matchers(getattr(admin, "protected_alerts", None) or [])
+        self.api = create_app(self)
+        self._app = ErrorGuard(self.api, internal_message=INTERNAL, log=log, what="alerting admin API")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        try:
-            status, body = await self.handle(scope, receive)
-        except ApiError as exc:
-            status = exc.status
-            body = {
-                "error": {"message": exc.message, "type": "alerting_error", "code": exc.code, "param": None}
-            }
-        except Exception:
-            log.exception("alerting admin API failed")
-            status = 500
-            body = {
-                "error": {
-                    "message": "Internal error in the alerting API.",
-                    "type": "server_error",
-                    "code": "internal",
-                    "param": None,
-                }
-            }
-        data = orjson.dumps(body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(data)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": data})
-
-    async def handle(self, scope: dict[str, Any], receive: Any) -> tuple[int, Any]:
-        path = scope["path"][len(PREFIX) :].rstrip("/") or "/"
-        method = scope["method"]
-        now = time.time()
-        if method == "GET":
-            await self.authorize(scope, self.admin.read_permission)
-            if path == "/":
-                if self.service is None:  # reads the state file
-                    return 200, {"alerts": await asyncio.to_thread(self.alert_list, now)}
-                return 200, {"alerts": self.alert_list(now)}
-            if path == "/rules":
-                return 200, {"groups": self.rule_list()}
-            if path == "/status":
-                return 200, self.status(now)
-            if path == "/silences":
-                silences = await asyncio.to_thread(self.silences.list)
-                return 200, {"silences": [s.to_json(now) for s in silences]}
-            if path.startswith("/silences/"):
-                s = await asyncio.to_thread(self.silences.get, path.removeprefix("/silences/"))
-                if s is None:
-                    raise ApiError(404, "No such silence.", "not_found")
-                return 200, s.to_json(now)
-        elif method == "POST" and path == "/silences":
-            caller = await self.authorize(scope, self.admin.manage_permission)
-            doc = await _read_json(receive)
-            # Policy evaluated here, on the loop; disk (lock, write, fsync) goes to a thread.
-            broad = caller.may(self.admin.broad_silence_permission)
-            silence = await asyncio.to_thread(self._add_silence, doc, caller.subject, broad, now)
-            return 200, {"silenceID": silence.id, "silence": silence.to_json(now)}
-        elif method == "POST" and path.startswith("/receivers/") and path.endswith("/test"):
-            await self.authorize(scope, self.admin.manage_permission)
-            name = path.removeprefix("/receivers/").removesuffix("/test")
-            if self.service is None or name not in {r.name for r in self.service.config.receivers}:
-                raise ApiError(404, f"No receiver named {name!r} in this process.", "not_found")
-            from .receivers import send_test
-
-            if {i.kind for i in self.service.notifier.integrations(name)} <= {"log"}:
-                # Only logged is not delivered: say so instead of a 200.
-                raise ApiError(
-                    409,
-                    f"Receiver {name!r} has no integrations (its notifications are only logged): "
-                    "nothing was sent.",
-                    "no_integrations",
-                )
-            results = await send_test(self.service.notifier, name)
-            return (200 if all(results.values()) else 502), {"receiver": name, "delivered": results}
-        elif method == "DELETE" and path.startswith("/silences/"):
-            await self.authorize(scope, self.admin.manage_permission)
-            try:
-                s = await asyncio.to_thread(self.silences.expire, path.removeprefix("/silences/"), now)
-            except SilenceError as exc:
-                raise ApiError(404, str(exc), "not_found") from None
-            return 200, s.to_json(now)
-        else:
-            raise ApiError(
-                405 if path in ("/", "/rules", "/status", "/silences") else 404,
-                f"No route for {method} {scope['path']}.",
-                "not_found",
-            )
-        raise ApiError(404, f"No route for {method} {scope['path']}.", "not_found")
+        await self._app(scope, receive, send)
 
     def _add_silence(self, doc: Any, subject: str, broad: bool, now: float) -> Any:
         """``broad``: the caller holds the broad-silence permission."""
-        if not isinstance(doc, dict):
-            raise ApiError(400, "The body must be a JSON object.", "invalid_request")
-        matchers = doc.get("matchers")
-        if isinstance(matchers, list) and matchers and all(isinstance(m, dict) for m in matchers):
-            # Alertmanager's v2 shape: {"name", "value", "isRegex", "isEqual"}.
-            matchers = [_am_matcher(m) for m in matchers]
-        if not isinstance(matchers, list) or not all(isinstance(m, str) for m in matchers):
-            raise ApiError(
-                400, 'matchers must be a list like ["alertname=\\"X\\"", "gpu=\\"0\\""].', "invalid_request"
-            )
+        body = SilenceRequest.parse(doc)
+        matchers = [m if isinstance(m, str) else m.expression() for m in body.matchers]
+        field = "startsAt"
         try:
-            starts = parse_iso(doc["startsAt"]) if doc.get("startsAt") else now
-            if doc.get("endsAt"):
-                ends = parse_iso(doc["endsAt"])
-            elif doc.get("duration"):
-                ends = starts + parse_duration(doc["duration"])
+            starts = parse_iso(body.startsAt) if body.startsAt else now
+            if body.endsAt:
+                field = "endsAt"
+                ends = parse_iso(body.endsAt)
+            elif body.duration:
+                field = "duration"
+                ends = starts + parse_duration(body.duration)
             else:
-                raise ApiError(400, "Give endsAt (RFC 3339) or duration (e.g. 2h).", "invalid_request")
+                raise ApiError(
+                    400, "Give endsAt (RFC 3339) or duration (e.g. 2h).", "invalid_request", "endsAt"
+                )
         except (ValueError, TypeError) as exc:
-            raise ApiError(400, f"Bad time: {exc}", "invalid_request") from None
+            raise ApiError(400, f"Bad time: {exc}", "invalid_request", field) from None
         # The author is who authenticated, never what the body says (amtool sends a createdBy: ignored).
         created_by = subject
         try:
@@ -325,7 +252,7 @@ class AlertsAPI:
                 matchers,
                 ends,
                 created_by=created_by,
-                comment=str(doc.get("comment", "")),
+                comment=body.comment,
                 starts_at=starts,
                 now=now,
             )
@@ -431,16 +358,6 @@ def _alert_doc(r: dict[str, Any], reason: str | None, receivers: list[str]) -> d
     }
 
 
-def _am_matcher(m: dict[str, Any]) -> str:
-    op = (
-        ("=~" if m.get("isRegex") else "=")
-        if m.get("isEqual", True)
-        else ("!~" if m.get("isRegex") else "!=")
-    )
-    value = str(m.get("value", "")).replace("\\", "\\\\").replace('"', '\\"')
-    return f'{m.get("name")}{op}"{value}"'
-
-
 async def _read_json(receive: Any) -> Any:
     chunks, size = [], 0
     while True:
@@ -458,3 +375,355 @@ async def _read_json(receive: Any) -> Any:
         return orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"Body is not valid JSON: {exc}", "invalid_json") from None
+
+
+# -- the HTTP API (FastAPI) -------------------------------------------------------------------------------
+MATCHERS_MESSAGE = 'matchers must be a list like ["alertname=\\"X\\"", "gpu=\\"0\\""].'
+AM_MATCHERS_MESSAGE = (
+    'matchers: Alertmanager matcher objects need "name" and "value" (strings); '
+    '"isRegex" and "isEqual" are booleans.'
+)
+
+
+def _text(value: Any) -> Any:
+    """Free text as before (``str()`` of whatever JSON value was sent); null is empty."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+class AlertmanagerMatcher(BaseModel):
+    """Alertmanager's v2 matcher object (what amtool sends)."""
+
+    name: str = Field(description="the label name")
+    value: Annotated[str, BeforeValidator(_text)] = Field("", description="the value, or a regex")
+    isRegex: bool = False
+    isEqual: bool = Field(True, description="false: the matcher negates (!= or !~)")
+
+    def expression(self) -> str:
+        if self.isEqual:
+            op = "=~" if self.isRegex else "="
+        else:
+            op = "!~" if self.isRegex else "!="
+        value = self.value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{self.name}{op}"{value}"'
+
+
+class SilenceRequest(BaseModel):
+    """A new silence. Unknown fields are ignored (amtool sends ``id``, ``createdBy``, ...)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    matchers: list[str] | list[AlertmanagerMatcher] = Field(
+        description='all must match: Custos/PromQL matcher strings such as `alertname="X"` or '
+        '`gpu=~"0|1"`, or Alertmanager v2 matcher objects'
+    )
+    startsAt: str | None = Field(None, description="RFC 3339; default: now")
+    endsAt: str | None = Field(None, description="RFC 3339; give endsAt or duration")
+    duration: str | float | None = Field(
+        None, description="from startsAt, e.g. 2h or 1h30m (a number: seconds); give endsAt or duration"
+    )
+    comment: Annotated[str, BeforeValidator(_text)] = ""
+    createdBy: Any = Field(
+        None, description="ignored: the author is the authenticated subject (admin-token, local)"
+    )
+
+    @classmethod
+    def parse(cls, doc: Any) -> SilenceRequest:
+        """The body validated; ``ApiError`` 400 naming the field (the messages of the hand-written
+        checks this replaced)."""
+        if not isinstance(doc, dict):
+            raise ApiError(400, "The body must be a JSON object.", "invalid_request")
+        try:
+            return cls.model_validate(doc)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = err.get("loc") or ()
+            field = str(loc[0]) if loc else None
+            if field == "matchers":
+                given = doc.get("matchers")
+                objects = isinstance(given, list) and given and all(isinstance(m, dict) for m in given)
+                message = AM_MATCHERS_MESSAGE if objects else MATCHERS_MESSAGE
+            elif field in ("startsAt", "endsAt", "duration"):
+                message = f"Bad time: {field}: {err.get('msg', 'invalid')}"
+            else:
+                message = f"{field}: {err.get('msg', 'invalid')}."
+            raise ApiError(400, message, "invalid_request", field) from None
+
+
+class AlertDoc(BaseModel):
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    state: str = Field(description="pending, firing, suppressed (silenced or inhibited) or resolved")
+    activeAt: str | None
+    firedAt: str | None
+    resolvedAt: str | None
+    value: float | None
+    suppressedBy: str = Field(description="why a firing alert is suppressed (silence or inhibition)")
+    receivers: list[str]
+
+
+class AlertList(BaseModel):
+    alerts: list[AlertDoc]
+
+
+class RuleDoc(BaseModel):
+    """A rule as in its rule file, with its health (the rule file's fields pass through)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="alerting or recording")
+    health: str = Field(description="ok, err or unknown")
+    lastError: str
+    lastEvaluation: str | None
+    active: int = Field(description="pending and firing alerts of the rule")
+
+
+class RuleGroup(BaseModel):
+    name: str
+    file: str | None
+    source: str | None
+    interval: float
+    rules: list[RuleDoc]
+
+
+class RuleGroups(BaseModel):
+    groups: list[RuleGroup] = Field(description="empty in a worker that does not run the engine")
+
+
+class EngineStatus(BaseModel):
+    """Only ``engine`` in a worker that does not run the engine."""
+
+    engine: str
+    lastEvaluation: str | None = None
+    evaluationInterval: float | None = None
+    series: int | None = None
+    groups: int | None = None
+    rules: int | None = None
+    aggregationGroups: int | None = None
+    receivers: dict[str, list[str]] | None = Field(None, description="receiver -> integrations")
+    targets: list[dict[str, str]] | None = Field(None, description="scraped targets: job, url")
+
+
+class SilenceState(BaseModel):
+    state: str = Field(description="pending, active or expired")
+
+
+class SilenceDoc(BaseModel):
+    id: str
+    matchers: list[str]
+    startsAt: str
+    endsAt: str
+    createdBy: str
+    comment: str
+    updatedAt: str
+    status: SilenceState
+
+
+class SilenceList(BaseModel):
+    silences: list[SilenceDoc]
+
+
+class SilenceCreated(BaseModel):
+    silenceID: str
+    silence: SilenceDoc
+
+
+class ReceiverTest(BaseModel):
+    receiver: str
+    delivered: dict[str, bool] = Field(description="integration -> delivered (502 unless all were)")
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    what = {
+        400: "a bad request body (error.param names the field)",
+        401: "no valid token",
+        403: "the permission is missing (error.message names it), or the silence is too broad",
+        404: "no such silence or receiver",
+        409: "the receiver has no integrations: nothing was sent",
+        413: "the body is too large",
+    }
+    return {s: {"model": ErrorResponse, "description": what[s]} for s in (401, 403, *statuses)}
+
+
+def _body_schemas() -> dict[str, Any]:
+    schema = SilenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    return {**defs, "SilenceRequest": schema}
+
+
+async def _reader(request: Request) -> Caller:
+    owner = request.app.state.owner
+    return await owner.authorize(request.scope, owner.admin.read_permission)
+
+
+async def _manager(request: Request) -> Caller:
+    owner = request.app.state.owner
+    return await owner.authorize(request.scope, owner.admin.manage_permission)
+
+
+# Module level: the route signatures are resolved in this module's namespace (postponed annotations).
+Reader = Annotated[Caller, Depends(_reader)]
+Manager = Annotated[Caller, Depends(_manager)]
+
+
+def create_app(owner: AlertsAPI) -> FastAPI:
+    """The FastAPI app of ``owner`` (its service, silences, authorizer and admin settings)."""
+    api = FastAPI(
+        title="Custos alerting admin API",
+        version="1",
+        description=(__doc__ or "").split("\n\n", 1)[0],
+        openapi_url=None,  # served below, behind alerts:read like every read
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+    )
+    install_error_handlers(api, internal_message=INTERNAL, log=log, what="alerting admin API")
+    api.state.owner = owner
+    admin = owner.admin
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _unrouted(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # As before: every GET is authorized first (an unknown path is a 404 only for readers); other
+        # methods are 405 on the listing paths, else 404; all with code not_found.
+        method = request.method
+        if exc.status_code not in (404, 405):
+            return error_response(exc.status_code, str(exc.detail), "http_error", type=_ERROR_TYPE)
+        rel = request.scope["path"][len(PREFIX) :] or "/"
+        status = 404
+        if method == "GET":
+            try:
+                await owner.authorize(request.scope, admin.read_permission)
+            except ApiError as err:
+                return api_error_response(err)
+        elif rel in ("/", "/rules", "/status", "/silences"):
+            status = 405
+        return error_response(
+            status, f"No route for {method} {request_path(request)}.", "not_found", type=_ERROR_TYPE
+        )
+
+    @api.get(PREFIX, response_model=AlertList, responses=_errors(), operation_id="listAlerts")
+    async def alerts(caller: Reader) -> Response:
+        """Alerts: pending, firing (suppressed when silenced or inhibited) and resolved."""
+        now = time.time()
+        if owner.service is None:  # reads the state file
+            return json_response({"alerts": await asyncio.to_thread(owner.alert_list, now)})
+        return json_response({"alerts": owner.alert_list(now)})
+
+    @api.get(PREFIX + "/rules", response_model=RuleGroups, responses=_errors(), operation_id="listRules")
+    async def rules(caller: Reader) -> Response:
+        """Rule groups and rules, with their health and last error."""
+        return json_response({"groups": owner.rule_list()})
+
+    @api.get(PREFIX + "/status", response_model=EngineStatus, responses=_errors(), operation_id="status")
+    async def status(caller: Reader) -> Response:
+        """The engine: last evaluation, series, rules, receivers and scraped targets."""
+        return json_response(owner.status(time.time()))
+
+    @api.get(
+        PREFIX + "/silences", response_model=SilenceList, responses=_errors(), operation_id="listSilences"
+    )
+    async def silences(caller: Reader) -> Response:
+        now = time.time()
+        found = await asyncio.to_thread(owner.silences.list)
+        return json_response({"silences": [s.to_json(now) for s in found]})
+
+    @api.post(
+        PREFIX + "/silences",
+        response_model=SilenceCreated,
+        responses=_errors(400, 413),
+        operation_id="createSilence",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SilenceRequest"}}},
+            }
+        },
+    )
+    async def create_silence(request: Request, caller: Manager) -> Response:
+        """A silence; broad or overlong ones need ``alerting.admin.broad_silence_permission``."""
+        now = time.time()
+        # Read here, after the authorization (not by FastAPI before it), then validated as a
+        # SilenceRequest: a caller without the permission gets 401/403 whatever the body.
+        doc = await _read_json(request.receive)
+        # Policy evaluated here, on the loop; disk (lock, write, fsync) goes to a thread.
+        broad = caller.may(admin.broad_silence_permission)
+        silence = await asyncio.to_thread(owner._add_silence, doc, caller.subject, broad, now)
+        return json_response({"silenceID": silence.id, "silence": silence.to_json(now)})
+
+    @api.get(
+        PREFIX + "/silences/{silence_id:path}",
+        response_model=SilenceDoc,
+        responses=_errors(404),
+        operation_id="getSilence",
+    )
+    async def get_silence(silence_id: str, caller: Reader) -> Response:
+        s = await asyncio.to_thread(owner.silences.get, silence_id)
+        if s is None:
+            raise ApiError(404, "No such silence.", "not_found")
+        return json_response(s.to_json(time.time()))
+
+    @api.delete(
+        PREFIX + "/silences/{silence_id:path}",
+        response_model=SilenceDoc,
+        responses=_errors(404),
+        operation_id="expireSilence",
+    )
+    async def expire_silence(silence_id: str, caller: Manager) -> Response:
+        """Expire a silence (it stays listed, as expired)."""
+        now = time.time()
+        try:
+            s = await asyncio.to_thread(owner.silences.expire, silence_id, now)
+        except SilenceError as exc:
+            raise ApiError(404, str(exc), "not_found") from None
+        return json_response(s.to_json(now))
+
+    @api.post(
+        PREFIX + "/receivers/{name:path}/test",
+        response_model=ReceiverTest,
+        responses={
+            **_errors(404, 409),
+            502: {"model": ReceiverTest, "description": "an integration failed to deliver"},
+        },
+        operation_id="testReceiver",
+    )
+    async def test_receiver(name: str, caller: Manager) -> Response:
+        """Send a test notification through a receiver of this process."""
+        svc = owner.service
+        if svc is None or name not in {r.name for r in svc.config.receivers}:
+            raise ApiError(404, f"No receiver named {name!r} in this process.", "not_found")
+        from .receivers import send_test
+
+        if {i.kind for i in svc.notifier.integrations(name)} <= {"log"}:
+            # Only logged is not delivered: say so instead of a 200.
+            raise ApiError(
+                409,
+                f"Receiver {name!r} has no integrations (its notifications are only logged): "
+                "nothing was sent.",
+                "no_integrations",
+            )
+        results = await send_test(svc.notifier, name)
+        return json_response({"receiver": name, "delivered": results}, 200 if all(results.values()) else 502)
+
+    base_openapi = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            doc = base_openapi()
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(_body_schemas())
+            # Bad input is a 400 in OpenAI's shape (ErrorResponse), never FastAPI's 422.
+            for operations in doc.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+        return api.openapi_schema  # type: ignore[return-value]
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+    @api.get(OPENAPI_PATH, include_in_schema=False)
+    async def openapi_document(caller: Reader) -> Response:
+        return json_response(api.openapi())
+
+    return api

@@ -17,6 +17,10 @@ matches nothing old reads a bounded amount and says ``"complete": false``. Disk 
 Each record is reduced to: ``timestamp``, ``request_id``, ``user_id``, ``roles``, ``status``,
 ``method``, ``path``, ``outcome``, ``reason`` (the deny reason, else the error message),
 ``error_type``, ``source_ip``. No prompt or answer hashes, no text.
+
+The OpenAPI document of this endpoint is ``GET /admin/audit/openapi.json`` (``audit:read`` as well).
+Errors have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``; a bad query parameter
+is a 400 whose ``param`` names it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,20 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..apiutil import (
+    ApiError,
+    ErrorGuard,
+    ErrorResponse,
+    error_response,
+    install_error_handlers,
+    json_response,
+    request_path,
+)
 from .compression import is_compressed, open_segment, segment_size
 from .spool import chain_dirs, list_segments
 
@@ -40,13 +57,13 @@ log = logging.getLogger("custos.audit")
 PREFIX = "/admin/audit"
 LAST_VERIFY = ".last-verify.json"  # written by `custos audit verify` beside the chains
 PATH = PREFIX + "/recent"
+OPENAPI_PATH = PREFIX + "/openapi.json"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_STATUSES = 20
 MAX_SCAN_BYTES = 8 * 1024 * 1024
 OUTCOMES = ("success", "failure", "unknown")
 _CHUNK = 64 * 1024
-_JSON = [(b"content-type", b"application/json")]
 
 
 class QueryError(ValueError):
@@ -211,47 +228,116 @@ def last_verification(spool_dir: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _error(status: int, message: str, code: str, param: str | None = None) -> tuple[int, dict[str, Any]]:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return status, {"error": {"message": message, "type": kind, "param": param, "code": code}}
+# -- the HTTP API (FastAPI) -------------------------------------------------------------------------
+class RecentRecord(BaseModel):
+    """One audit record, reduced (values as the record holds them; null when it has none)."""
+
+    timestamp: str | None = Field(None, description="@timestamp, RFC 3339 UTC")
+    request_id: str | None = Field(None, description="event.id (x-request-id)")
+    user_id: str | None = Field(None, description="user.id: the subject, null before authentication")
+    roles: list[str] = Field(default_factory=list, description="user.roles")
+    status: int | None = Field(None, description="http.response.status_code")
+    method: str | None = None
+    path: str | None = Field(None, description="url.path")
+    outcome: str | None = Field(None, description="event.outcome: success, failure or unknown")
+    reason: str | None = Field(None, description="the deny reason, else the error message")
+    error_type: str | None = Field(None, description="error.type")
+    source_ip: str | None = Field(None, description="source.ip")
+
+
+class RecentAnswer(BaseModel):
+    records: list[RecentRecord] = Field(description="newest first")
+    chains: int = Field(description="spool chains read (one per worker process)")
+    complete: bool = Field(description="false: the scan budget ran out before enough records matched")
+    last_verification: dict[str, Any] | None = Field(
+        None, description="the outcome of the last `custos audit verify` on this host (null: never)"
+    )
+
+
+_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": "how many records, newest first",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    },
+    {
+        "name": "outcome",
+        "in": "query",
+        "required": False,
+        "description": "event.outcome",
+        "schema": {"type": "string", "enum": list(OUTCOMES)},
+    },
+    {
+        "name": "status",
+        "in": "query",
+        "required": False,
+        "description": f"comma-separated HTTP status codes (1 to {MAX_STATUSES}), e.g. 401,403,429",
+        "schema": {"type": "string", "pattern": r"^\s*[0-9]{3}\s*(,\s*[0-9]{3}\s*)*,?$"},
+    },
+]
+
+
+def create_app(spool_dir: Path, max_scan_bytes: int = MAX_SCAN_BYTES) -> FastAPI:
+    api = FastAPI(
+        title="Custos audit: recent records",
+        version="1",
+        description=(__doc__ or "").split("\n\n", 1)[0],
+        openapi_url=OPENAPI_PATH,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+    )
+    install_error_handlers(
+        api, internal_message="Internal error reading the audit spool.", log=log, what="audit"
+    )
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _unrouted(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        method = request.method
+        if exc.status_code == 405 and request.scope["path"] == PATH:
+            return error_response(405, f"{method} is not allowed on {PATH}; use GET.", "method_not_allowed")
+        if exc.status_code in (404, 405):
+            return error_response(404, f"No route for {method} {request_path(request)}.", "not_found")
+        return error_response(exc.status_code, str(exc.detail), "http_error")
+
+    @api.get(
+        PATH,
+        response_model=RecentAnswer,
+        responses={400: {"model": ErrorResponse, "description": "a bad query parameter (error.param)"}},
+        summary="The newest audit records of this sidecar's spool",
+        operation_id="listRecentAuditRecords",
+        openapi_extra={"parameters": _PARAMETERS},
+    )
+    async def recent(request: Request) -> Response:
+        # The query string is parsed here, not by FastAPI: the same answers (and messages) as before.
+        try:
+            limit, outcome, statuses = parse_query(request.scope.get("query_string", b""))
+        except QueryError as exc:
+            raise ApiError(400, str(exc), "invalid_request", exc.param) from None
+        result = await asyncio.to_thread(read_recent, spool_dir, limit, outcome, statuses, max_scan_bytes)
+        return json_response(result)
+
+    return api
 
 
 class RecentRecords:
-    """ASGI app for ``GET /admin/audit/recent`` over one spool directory."""
+    """ASGI app for ``GET /admin/audit/recent`` (and its OpenAPI document) over one spool directory."""
 
     def __init__(self, spool_dir: Path | str, max_scan_bytes: int = MAX_SCAN_BYTES) -> None:
         self.spool_dir = Path(spool_dir)
         self.max_scan_bytes = max_scan_bytes
+        self.api = create_app(self.spool_dir, max_scan_bytes)
+        self._app = ErrorGuard(
+            self.api,
+            internal_message="Internal error reading the audit spool.",
+            log=log,
+            what="audit: /admin/audit/recent",
+        )
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope.get("type") != "http":
-            return
-        try:
-            status, body = await self._handle(scope)
-        except Exception:
-            log.exception("audit: /admin/audit/recent failed")
-            status, body = _error(500, "Internal error reading the audit spool.", "internal")
-        data = orjson.dumps(body)
-        headers = [*_JSON, (b"content-length", str(len(data)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
-
-    async def _handle(self, scope: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        path = scope.get("path", "").rstrip("/")
-        if path != PATH:
-            return _error(404, f"No route for {scope.get('method')} {scope.get('path')}.", "not_found")
-        if scope.get("method") != "GET":
-            return _error(
-                405, f"{scope.get('method')} is not allowed on {PATH}; use GET.", "method_not_allowed"
-            )
-        try:
-            limit, outcome, statuses = parse_query(scope.get("query_string", b""))
-        except QueryError as exc:
-            return _error(400, str(exc), "invalid_request", exc.param)
-        result = await asyncio.to_thread(
-            read_recent, self.spool_dir, limit, outcome, statuses, self.max_scan_bytes
-        )
-        return 200, result
+        await self._app(scope, receive, send)
 
 
 def mount_recent(app: Any, spool_dir: Path | str) -> RecentRecords:

@@ -35,11 +35,9 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..apiutil import ApiError, ErrorResponse, install_error_handlers, scope_identity
 from ..audit.config import AuditConfig
 from ..audit.query import Filter, QueryError, parse_statuses, parse_time, search_es_page
 from .index import SpoolIndex
@@ -101,36 +99,11 @@ class HistoryList(BaseModel):
     source: Literal["elasticsearch", "spool"]
 
 
-class ErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-
-
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "a bad parameter (error.param names it)"},
     401: {"model": ErrorResponse, "description": "no authenticated caller"},
     403: {"model": ErrorResponse, "description": "?user= of another subject without audit:read"},
 }
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
-
-
-def _error_response(status: int, message: str, code: str | None, param: str | None = None) -> JSONResponse:
-    kind = {401: "authentication_error", 403: "permission_error"}.get(
-        status, "invalid_request_error" if status < 500 else "server_error"
-    )
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status)
 
 
 # -- records -> entries -----------------------------------------------------------------------------
@@ -328,29 +301,12 @@ def create_app(source: Any, *, with_text: bool, may_read_audit: Checker) -> Fast
         redoc_url=None,
     )
 
-    @api.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error_response(exc.status, exc.message, exc.code, exc.param)
-
-    @api.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path")]
-        param = loc[-1] if loc else None
-        return _error_response(400, f"{param}: {first.get('msg', 'invalid')}.", "invalid_parameter", param)
-
-    @api.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error_response(exc.status_code, str(exc.detail), code)
-
-    @api.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("history: %s %s failed", request.method, request.url.path)
-        return _error_response(500, "Internal error reading the audit trail.", "internal")
+    install_error_handlers(
+        api, internal_message="Internal error reading the audit trail.", log=log, what="history"
+    )
 
     def caller(request: Request) -> tuple[str, tuple[str, ...]]:
-        identity = request.scope.get("custos.identity")
+        identity = scope_identity(request)
         if identity is None or not getattr(identity, "subject", None):
             raise ApiError(401, "The History API needs an authenticated caller.", "auth_required")
         return identity.subject, tuple(identity.roles)

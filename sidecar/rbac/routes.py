@@ -13,7 +13,7 @@ Built-in table (policy ``routes:`` entries are checked first and may add more):
 | GET    | /metrics, /metrics/upstream | metrics:read        |
 | GET    | /admin/alerts[/...]   | alerts:read               |
 | POST, DELETE | /admin/alerts/silences[/<id>], POST /admin/alerts/receivers/<name>/test | alerts:manage |
-| GET    | /admin/audit/recent   | audit:read                |
+| GET    | /admin/audit/recent, /admin/audit/openapi.json | audit:read |
 | GET    | /v1/history[/<id>]    | history:list (other users' records: audit:read as well) |
 """
 
@@ -52,6 +52,7 @@ BUILTIN_ROUTES: list[RouteSpec] = [
     _local(method="DELETE", path="/admin/alerts/silences/*", permission="alerts:manage"),
     _local(method="POST", path="/admin/alerts/receivers/*/test", permission="alerts:manage"),
     _local(method="GET", path="/admin/audit/recent", permission="audit:read"),
+    _local(method="GET", path="/admin/audit/openapi.json", permission="audit:read"),
     # The History API (sidecar.history): a caller's own records; ?user= also needs audit:read.
     _local(method="GET", path="/v1/history", permission="history:list"),
     _local(method="GET", path="/v1/history/*", permission="history:list"),

@@ -248,6 +248,23 @@ def test_admin_api_without_identity_needs_the_admin_token(start_sidecar, recorde
     status, doc = _http(sc.url + f"/admin/alerts/silences/{doc['silenceID']}", "DELETE", token="s3cret")
     assert status == 200 and doc["status"]["state"] == "expired"
     assert _http(sc.url + "/admin/alerts/nothing", token="s3cret")[0] == 404
+    # The OpenAPI document: behind the admin token like every read.
+    assert _http(sc.url + "/admin/alerts/openapi.json")[0] == 401
+    status, doc = _http(sc.url + "/admin/alerts/openapi.json", token="s3cret")
+    assert status == 200 and doc["info"]["title"] == "Custos alerting admin API"
+    assert set(doc["paths"]) == {
+        "/admin/alerts", "/admin/alerts/rules", "/admin/alerts/status", "/admin/alerts/silences",
+        "/admin/alerts/silences/{silence_id}", "/admin/alerts/receivers/{name}/test",
+    }  # fmt: skip
+    body = doc["components"]["schemas"]["SilenceRequest"]
+    assert body["required"] == ["matchers"]
+    assert {"matchers", "startsAt", "endsAt", "duration", "comment"} <= set(body["properties"])
+    assert set(doc["components"]["schemas"]["ErrorBody"]["properties"]) == {
+        "message",
+        "type",
+        "param",
+        "code",
+    }
 
 
 def test_gpu_simulation_in_a_real_sidecar_pages_wecom(start_sidecar, recorder, tmp_path: Path) -> None:

@@ -141,6 +141,28 @@ def test_refused_admin_requests_are_audited(admin_sidecar) -> None:
     assert rec["http"]["request"]["method"] == "POST" and rec["http"]["response"]["status_code"] == 403
     assert _stored(sc) == []
 
+    # The OpenAPI document is a read like the others: alerts:read, and refusals are audited too.
+    r = _call(sc, "GET", "/admin/alerts/openapi.json", request_id="adm-openapi-anon")
+    assert r.status_code == 401
+    r = _call(sc, "GET", "/admin/alerts/openapi.json", VIEWER, request_id="adm-openapi-viewer")
+    assert r.status_code == 403 and "alerts:read" in r.json()["error"]["message"]
+    rec = _record(spool, "adm-openapi-viewer")
+    assert rec["user"]["id"] == "bob-viewer" and rec["http"]["response"]["status_code"] == 403
+    r = _call(sc, "GET", "/admin/alerts/openapi.json", OPERATOR)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    doc = r.json()
+    assert doc["openapi"].startswith("3.") and "/admin/alerts/openapi.json" not in doc["paths"]
+    assert set(doc["paths"][SILENCES]) == {"get", "post"}
+    assert set(doc["paths"][SILENCES + "/{silence_id}"]) == {"get", "delete"}
+    post = doc["paths"][SILENCES]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/SilenceRequest"
+    }
+    assert {"400", "401", "403"} <= set(post["responses"]) and "422" not in post["responses"]
+    assert post["responses"]["403"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorResponse"
+    }
+
 
 def test_created_by_is_the_authenticated_subject_not_the_body(admin_sidecar) -> None:
     sc, _ = admin_sidecar

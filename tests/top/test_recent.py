@@ -94,6 +94,15 @@ def test_recent_records_in_process_over_a_real_spool(top_sidecar, tmp_path: Path
         assert status == 400 and err["error"]["param"] == param, (bad, err)
     assert _call(app, method="POST")[0] == 405
     assert _call(app, path="/admin/audit/other")[0] == 404
+    # Its OpenAPI document: the three query parameters, the answer's model, 400 in OpenAI's shape.
+    status, api_doc = _call(app, path="/admin/audit/openapi.json")
+    assert status == 200 and set(api_doc["paths"]) == {"/admin/audit/recent"}
+    get = api_doc["paths"]["/admin/audit/recent"]["get"]
+    assert [p["name"] for p in get["parameters"]] == ["limit", "outcome", "status"]
+    assert get["parameters"][0]["schema"]["maximum"] == 500
+    assert set(api_doc["components"]["schemas"]["RecentRecord"]["properties"]) == set(records[0])
+    assert set(get["responses"]) == {"200", "400"}
+    assert _call(app, method="POST", path="/admin/audit/openapi.json")[0] == 404
 
     # A torn last line (a writer killed mid-line) is skipped, not returned half.
     seg = list_segments(chain_dirs(spool)[0])[-1][1]
@@ -145,6 +154,11 @@ def test_recent_records_end_to_end_needs_audit_read(top_sidecar) -> None:
         time.sleep(0.2)
     assert doc["records"][0]["path"] == "/admin/audit/recent"
     assert "audit:read" in doc["records"][0]["reason"]
+    # The OpenAPI document needs audit:read as well (built-in route GET /admin/audit/openapi.json).
+    status, api_doc = http(top_sidecar.url + "/admin/audit/openapi.json", operator_token())
+    assert status == 200 and "/admin/audit/recent" in api_doc["paths"], api_doc
+    status, _ = http(top_sidecar.url + "/admin/audit/openapi.json", mint_token("grafana", ["metrics-only"]))
+    assert status == 403
 
 
 def test_mount_recent_mounts_on_the_prefix(tmp_path: Path) -> None:
