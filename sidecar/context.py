@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from .errors import ProxyError, bad_request
+from .sse import SSEEvents
 
 # Routes whose bodies must be JSON objects, mapped to the OpenTelemetry GenAI operation name.
 INFERENCE_ROUTES: dict[str, str] = {
@@ -74,6 +75,7 @@ class RequestContext:
         "response_headers",
         "response_kind",
         "route",
+        "sse_events",
         "started",
         "started_wall",
         "status",
@@ -123,6 +125,8 @@ class RequestContext:
         # "json", "sse" or "other": how filters should read the response body.
         self.response_kind = "other"
         self.response_bytes = 0
+        # SSE answers: each event split and parsed once, shared by the filters that read streams.
+        self.sse_events: SSEEvents | None = None
         self.error: ProxyError | None = None
         self.cancelled = False
         self.usage = Usage()

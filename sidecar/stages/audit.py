@@ -202,7 +202,8 @@ class AuditStage(Stage):
     def response_filter(self, ctx: RequestContext) -> ResponseFilter | None:
         capture = None
         if self._text:
-            capture = TextCapture(ctx.response_kind, self.config.max_text_chars)
+            # With the context it reads the stream parse the other stream filters share.
+            capture = TextCapture(ctx.response_kind, self.config.max_text_chars, ctx)
             ctx.extras["audit.text"] = capture
         counter = _ByteCount(capture)
         ctx.extras[_COUNT] = counter

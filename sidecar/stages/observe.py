@@ -13,17 +13,20 @@ import orjson
 
 from ..config import Config
 from ..context import RequestContext
-from ..sse import SSEBuffer, event_data
+from ..sse import NOT_JSON, SSEReader, shared_events
 from ..stage import ResponseFilter, Stage
 
 
 class ObserveFilter(ResponseFilter):
+    """Streams are read through the response's shared parse (``RequestContext.sse_events``): each
+    event was split and parsed once, by the first filter that read it."""
+
     __slots__ = ("ctx", "digest", "sse", "streamed_tokens")
 
     def __init__(self, ctx: RequestContext) -> None:
         self.ctx = ctx
         self.digest = hashlib.sha256()
-        self.sse = SSEBuffer() if ctx.response_kind == "sse" else None
+        self.sse = SSEReader(shared_events(ctx)) if ctx.response_kind == "sse" else None
         self.streamed_tokens = 0
 
     def feed(self, chunk: bytes) -> bytes:
@@ -32,7 +35,8 @@ class ObserveFilter(ResponseFilter):
         self.digest.update(chunk)
         if self.sse is not None:
             for event in self.sse.feed(chunk):
-                self._read_event(event)
+                if event.doc is not NOT_JSON:
+                    self._read_event(event.doc)
         elif self.ctx.response_kind == "json":
             self._read_json(chunk)
         return chunk
@@ -57,14 +61,7 @@ class ObserveFilter(ResponseFilter):
                 if isinstance(choice, dict) and choice.get("finish_reason"):
                     self.ctx.finish_reasons.append(str(choice["finish_reason"]))
 
-    def _read_event(self, event: bytes) -> None:
-        data = event_data(event)
-        if not data or data == b"[DONE]":
-            return
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
+    def _read_event(self, doc: object) -> None:
         if not isinstance(doc, dict):
             return
         self._read_usage(doc)

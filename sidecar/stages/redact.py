@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, unquote_plus
@@ -41,7 +42,7 @@ from ..redaction.operators import Session, load_hash_key
 from ..redaction.policy import load_policy
 from ..redaction.streaming import StreamRedactor
 from ..redaction.walk import AnswerWalker, Walker, walk_request
-from ..sse import SSEBuffer, event_data
+from ..sse import NOT_JSON, SSEEvent, SSEEvents, SSEReader, shared_events
 from ..stage import ResponseFilter, Stage
 
 log = logging.getLogger("custos.redact")
@@ -52,6 +53,7 @@ _THREAD_CHARS = 256 * 1024
 
 # Streamed text fields of a delta, each with its own holdback.
 _TEXT_KEYS = ("content", "reasoning_content", "reasoning", "refusal")
+_TEXT_KEY_SET = frozenset(_TEXT_KEYS)
 _NO_SKIP: frozenset[str] = frozenset()
 _SKIP_ARGS = frozenset({"arguments"})
 _SKIP_FUNCTION = frozenset({"function"})
@@ -59,6 +61,8 @@ _SKIP_LOGPROBS = frozenset({"logprobs"})
 _SKIP_TEXT = frozenset({"logprobs", "text"})
 _SKIP_DELTA = frozenset({"delta", "logprobs"})
 _SKIP_DELTA_TEXT = frozenset({"delta", "logprobs", "text"})
+# Events waiting for their held text, at most (then they go out rewritten, as without the queue).
+_QUEUE_MAX = 256
 
 
 class _State:
@@ -159,7 +163,7 @@ class RedactStage(Stage):
         if ctx.response_kind == "json":
             return _JSONFilter(self, state)
         if ctx.response_kind == "sse":
-            return _SSEFilter(self, state)
+            return _SSEFilter(self, state, shared_events(ctx))
         return None
 
     def text_out(self, text: str, state: _State) -> str:
@@ -252,22 +256,71 @@ class _JSONFilter(ResponseFilter):
         return orjson.dumps(out)
 
 
+class _Queued:
+    """An event waiting for its text to be released: its doc, its text fields ``(choice position,
+    key, stream, text)`` and whether anything else in it was redacted (then it is re-serialized)."""
+
+    __slots__ = ("doc", "event", "modified", "pieces")
+
+    def __init__(self, event: SSEEvent, doc: Any, pieces: list[_Piece], modified: bool) -> None:
+        self.event = event
+        self.doc = doc
+        self.pieces = pieces
+        self.modified = modified
+
+
+# (position in ``choices``, key in the choice or its delta, stream, text)
+_Piece = tuple[int, str, tuple[int, str], str]
+
+
 class _SSEFilter(ResponseFilter):
     """Per choice index and text field, a ``StreamRedactor``; every other string of an event is
-    redacted per event. Events are rewritten only when something changed, so untouched events pass
-    byte for byte."""
+    redacted per event.
 
-    __slots__ = ("logprobs", "sse", "stage", "state", "streams", "template", "walker")
+    Fast path: an event whose choices carry only text fields (no logprobs, no tool calls) waits in a
+    queue until its redactors have released all of its text; when that text went out unchanged (the
+    redactor's ``clean``) and nothing else in the event changed, the event goes out as it came, byte
+    for byte, parsed once (``RequestContext.sse_events``). ``credit`` counts, per stream, the
+    characters released unchanged that belong to queued events. Anything else (text redacted or
+    restored, logprobs, tool calls, a stream whose held text belongs to events already sent, i.e. in
+    ``misaligned``) sends the queued events out at once, rewritten to carry exactly what was released
+    (``_flush_queue``), and the event is handled per event as before (``_json_event``)."""
 
-    def __init__(self, stage: RedactStage, state: _State) -> None:
+    __slots__ = (
+        "batch",
+        "batch_stream",
+        "credit",
+        "events",
+        "logprobs",
+        "misaligned",
+        "queue",
+        "reader",
+        "skeleton",
+        "stage",
+        "state",
+        "streams",
+        "template",
+        "walker",
+    )
+
+    def __init__(self, stage: RedactStage, state: _State, events: SSEEvents) -> None:
         self.stage = stage
         self.state = state
-        self.sse = SSEBuffer()
+        self.events = events
+        self.reader = SSEReader(events)
         self.streams: dict[tuple[int, str], StreamRedactor] = {}
         self.template: dict[str, Any] | None = None
         # Per choice index: logprobs delayed while that choice's text is held back.
         self.logprobs: dict[int, _Pending] = {}
         self.walker = stage.answer_walker(state)
+        self.queue: deque[_Queued] = deque()
+        self.credit: dict[tuple[int, str], int] = {}
+        self.misaligned: set[tuple[int, str]] = set()
+        # The last fast-path event with its text fields blanked, after its strings walked unchanged.
+        self.skeleton: Any = None
+        # Prose deltas of one stream, queued and fed as one at the end of the chunk (``_settle``).
+        self.batch: list[str] = []
+        self.batch_stream: tuple[int, str] = (0, "")
 
     def _stream(self, index: int, key: str) -> StreamRedactor:
         sr = self.streams.get((index, key))
@@ -285,38 +338,332 @@ class _SSEFilter(ResponseFilter):
     def feed(self, chunk: bytes) -> bytes:
         if not chunk:
             return chunk
-        return b"".join(self._event(e) for e in self.sse.feed(chunk))
+        out: list[SSEEvent] = []
+        for event in self.reader.feed(chunk):
+            self._event(event, out)
+        if self.batch:
+            self._settle(out)
+        return self.events.publish(out)
 
     def flush(self) -> bytes:
-        # The stream ended without [DONE] (or was cut): release what is held, then any partial event.
-        rest = self.sse.rest()
-        if rest:
-            rest = self._event(rest)
-        return self._flush_all() + rest
+        # The stream ended without [DONE] (or was cut): a partial event, then what is still held.
+        out: list[SSEEvent] = []
+        if self.batch:
+            self._settle(out)
+        rest = self.reader.rest()
+        if rest is not None:
+            self._event(rest, out)
+        self._finish(out)
+        return self.events.publish(out)
 
-    def _event(self, event: bytes) -> bytes:
-        data = event_data(event)
-        if data is None:
-            return event
-        if data == b"[DONE]":
-            return self._flush_all() + event
+    # -- one event --------------------------------------------------------------------------------
+    def _event(self, event: SSEEvent, out: list[SSEEvent]) -> None:
+        doc = event.doc
+        if doc is NOT_JSON:
+            if self.batch:
+                self._settle(out)
+            if event.data is None:  # a comment, a keep-alive: in its place in the order
+                self._enqueue(_Queued(event, doc, [], False), out)
+            elif event.done:
+                self._finish(out)
+                out.append(event)
+            else:
+                self._text_event(event, out)
+            return
         try:
-            return self._json_event(event, orjson.loads(data))
-        except (orjson.JSONDecodeError, RecursionError):
-            # Not JSON (or nested too deep to walk): not passed on unread, redacted as text.
-            text = data.decode("utf-8", "replace")
-            new = self.stage.text_out(text, self.state)
-            if new == text:
-                return event
-            return _rewrite(event, b"\ndata: ".join(new.encode().split(b"\n")))
+            if type(doc) is dict and self._token_event(event, doc, out):
+                return
+            if self.batch:
+                self._settle(out)
+            if self._simple(doc):
+                self._fast_event(event, doc, out)
+                return
+            self._flush_queue(out)
+            out.append(self._json_event(event, doc))
+            self.misaligned = {key for key, sr in self.streams.items() if sr.held}
+        except RecursionError:
+            # Nested too deep to walk: not passed on unread, redacted as text.
+            self._text_event(event, out)
 
-    def _json_event(self, event: bytes, doc: Any) -> bytes:
+    def _text_event(self, event: SSEEvent, out: list[SSEEvent]) -> None:
+        """Data that is not JSON: redacted as text."""
+        data = event.data or b""
+        text = data.decode("utf-8", "replace")
+        new = self.stage.text_out(text, self.state)
+        if new != text:
+            event = self.events.parse(_rewrite(event.raw, b"\ndata: ".join(new.encode().split(b"\n"))))
+        self._enqueue(_Queued(event, NOT_JSON, [], False), out)
+
+    def _token_event(self, event: SSEEvent, doc: dict[str, Any], out: list[SSEEvent]) -> bool:
+        """The usual event, handled without the general loops: one choice whose delta is one text
+        field, not finishing, and the rest of the event as in the last event that walked unchanged.
+        False when the event is not that (the general path takes it)."""
+        choices = doc.get("choices")
+        if type(choices) is not list or len(choices) != 1 or self.logprobs or self.skeleton is None:
+            return False
+        choice = choices[0]
+        if (
+            type(choice) is not dict
+            or choice.get("finish_reason") is not None
+            or choice.get("logprobs") is not None
+            or "text" in choice
+        ):
+            return False
+        delta = choice.get("delta")
+        if type(delta) is not dict or len(delta) != 1:
+            return False
+        ((key, value),) = delta.items()
+        index = choice.get("index", 0)
+        if key not in _TEXT_KEY_SET or type(value) is not str or not value or type(index) is not int:
+            return False
+        delta[key] = ""
+        try:
+            same = doc == self.skeleton
+        finally:
+            delta[key] = value
+        if not same:
+            return False
+        skey = (index, key)
+        sr = self.streams.get(skey) or self._stream(index, key)
+        self.template = doc
+        queue = self.queue
+        batch = self.batch
+        if batch and self.batch_stream != skey:
+            self._settle(out)
+        if sr.quiet(value) and skey not in self.misaligned and len(queue) < _QUEUE_MAX:
+            # Prose: its redactor runs once per chunk, on the joined deltas (any split is the same).
+            batch.append(value)
+            self.batch_stream = skey
+            queue.append(_Queued(event, doc, [(0, key, skey, value)], False))
+            return True
+        if batch:
+            self._settle(out)
+        got = sr.feed(value)
+        size = len(value)
+        if got:
+            if not sr.clean or skey in self.misaligned:
+                self.misaligned.add(skey)
+                queue.append(_Queued(event, doc, [(0, key, skey, value)], False))
+                self._flush_queue(out, [(0, key, got)])
+                return True
+            credit = self.credit
+            have = credit.get(skey, 0) + len(got)
+            if not queue and have >= size:  # nothing waits and all of this event's text is out
+                credit[skey] = have - size
+                out.append(event)
+                return True
+            credit[skey] = have
+        queue.append(_Queued(event, doc, [(0, key, skey, value)], False))
+        if len(queue) > _QUEUE_MAX:
+            self._flush_queue(out)
+        elif got:
+            self._emit_ready(out)
+        return True
+
+    def _settle(self, out: list[SSEEvent]) -> None:
+        """Feed the batched prose deltas (queued events of one stream) to their redactor at once."""
+        skey = self.batch_stream
+        text = "".join(self.batch)
+        self.batch.clear()
+        sr = self.streams[skey]
+        got = sr.feed(text)
+        if not got:
+            return
+        if sr.clean and skey not in self.misaligned:
+            self.credit[skey] = self.credit.get(skey, 0) + len(got)
+            self._emit_ready(out)
+        else:  # the last queued event is the batch's last: the released text goes there
+            self.misaligned.add(skey)
+            self._flush_queue(out, [(0, skey[1], got)])
+
+    def _simple(self, doc: Any) -> bool:
+        """Fast-path events: choices with text fields only (no logprobs, no tool calls)."""
+        if type(doc) is not dict or self.logprobs:
+            return False
+        choices = doc.get("choices")
+        if type(choices) is not list:
+            return False
+        for choice in choices:
+            if type(choice) is not dict or choice.get("logprobs") is not None:
+                return False
+            delta = choice.get("delta")
+            if delta is not None and (type(delta) is not dict or delta.get("tool_calls") is not None):
+                return False
+        return True
+
+    def _fast_event(self, event: SSEEvent, doc: dict[str, Any], out: list[SSEEvent]) -> None:
+        choices: list[dict[str, Any]] = doc["choices"]
+        pieces: list[_Piece] = []
+        blanks: list[tuple[int, str, str]] = []
+        for pos, choice in enumerate(choices):
+            index = choice.get("index", 0)
+            index = index if isinstance(index, int) else 0
+            value = choice.get("text")
+            if isinstance(value, str):
+                blanks.append((pos, "text", value))
+                if value:
+                    pieces.append((pos, "text", (index, "text"), value))
+            delta = choice.get("delta")
+            if delta is not None:
+                for key in _TEXT_KEYS:
+                    value = delta.get(key)
+                    if isinstance(value, str):
+                        blanks.append((pos, key, value))
+                        if value:
+                            pieces.append((pos, key, (index, key), value))
+        doc, modified = self._walk_others(doc, blanks)
+        self.template = doc
+        # The text fields through their redactors: released unchanged, it is credited to the queue.
+        fresh: list[tuple[int, str, str]] = []
+        credit, misaligned = self.credit, self.misaligned
+        for pos, key, skey, value in pieces:
+            sr = self._stream(*skey)
+            got = sr.feed(value)
+            if got:
+                if sr.clean and skey not in misaligned:
+                    credit[skey] = credit.get(skey, 0) + len(got)
+                else:
+                    misaligned.add(skey)
+                    fresh.append((pos, key, got))
+        for pos, choice in enumerate(choices):
+            if choice.get("finish_reason") is None:
+                continue
+            # End of this choice: its held tails go out with the finishing event.
+            index = choice.get("index", 0)
+            index = index if isinstance(index, int) else 0
+            for skey, sr in self.streams.items():
+                if skey[0] == index and sr.held:
+                    tail = sr.flush()
+                    if sr.clean and skey not in misaligned:
+                        credit[skey] = credit.get(skey, 0) + len(tail)
+                    else:
+                        misaligned.add(skey)
+                        fresh.append((pos, skey[1], tail))
+        self.queue.append(_Queued(event, doc, pieces, modified))
+        if fresh or len(self.queue) > _QUEUE_MAX:
+            self._flush_queue(out, fresh)
+        else:
+            self._emit_ready(out)
+
+    def _walk_others(self, doc: dict[str, Any], blanks: list[tuple[int, str, str]]) -> tuple[Any, bool]:
+        """Every string of the event but its text fields, redacted as per event; skipped when the
+        event equals the last one that walked unchanged, text fields aside. Returns (doc, changed)."""
+        choices = doc["choices"]
+        for pos, key, _ in blanks:
+            choice = choices[pos]
+            (choice if key == "text" else choice["delta"])[key] = ""
+        try:
+            if self.skeleton is not None and doc == self.skeleton:
+                return doc, False
+            w = self.walker
+            w.changed = False
+            new = w.any(doc)
+            changed = w.changed
+            if not changed:
+                self.skeleton = orjson.loads(orjson.dumps(new))
+            return new, changed
+        finally:
+            choices = doc["choices"]
+            for pos, key, value in blanks:
+                choice = choices[pos]
+                (choice if key == "text" else choice["delta"])[key] = value
+
+    # -- the queue --------------------------------------------------------------------------------
+    def _enqueue(self, item: _Queued, out: list[SSEEvent]) -> None:
+        if not self.queue:
+            out.append(item.event)
+            return
+        self.queue.append(item)
+        if len(self.queue) > _QUEUE_MAX:
+            self._flush_queue(out)
+
+    def _emit_ready(self, out: list[SSEEvent]) -> None:
+        """Send, in order, the queued events whose text has all been released unchanged."""
+        queue, credit = self.queue, self.credit
+        while queue:
+            item = queue[0]
+            pieces = item.pieces
+            if len(pieces) == 1:
+                skey, size = pieces[0][2], len(pieces[0][3])
+                if credit.get(skey, 0) < size:
+                    return
+                credit[skey] -= size
+            elif pieces:
+                need: dict[tuple[int, str], int] = {}
+                for _, _, skey, value in pieces:
+                    need[skey] = need.get(skey, 0) + len(value)
+                if any(credit.get(skey, 0) < size for skey, size in need.items()):
+                    return
+                for skey, size in need.items():
+                    credit[skey] -= size
+            queue.popleft()
+            out.append(_reserialized(item.event, item.doc) if item.modified else item.event)
+
+    def _flush_queue(self, out: list[SSEEvent], fresh: list[tuple[int, str, str]] | None = None) -> None:
+        """Send every queued event now, each with the part of its text released so far (unchanged)
+        and the last one also with ``fresh``: released text that differs from what came in. Held
+        text then belongs to events already sent: those streams are misaligned until it is out."""
+        credit = self.credit
+        last = self.queue[-1] if self.queue else None
+        for item in self.queue:
+            changed = item.modified
+            doc = item.doc
+            for pos, key, skey, value in item.pieces:
+                have = credit.get(skey, 0)
+                if have >= len(value):
+                    credit[skey] = have - len(value)
+                    continue
+                credit[skey] = 0
+                choice = doc["choices"][pos]
+                (choice if key == "text" else choice["delta"])[key] = value[:have]
+                changed = True
+            if item is last and fresh:
+                for pos, key, text in fresh:
+                    _place(doc["choices"][pos], key, text)
+                changed = True
+            out.append(_reserialized(item.event, doc) if changed else item.event)
+        self.queue.clear()
+        credit.clear()
+        self.misaligned = {key for key, sr in self.streams.items() if sr.held}
+
+    def _finish(self, out: list[SSEEvent]) -> None:
+        """End of the stream ([DONE], or cut): every held tail is released, into the queued events
+        when it is unchanged, else in an event of its own after them."""
+        tails: list[tuple[tuple[int, str], str]] = []
+        for skey, sr in self.streams.items():
+            if not sr.held:
+                continue
+            tail = sr.flush()
+            if sr.clean and skey not in self.misaligned:
+                self.credit[skey] = self.credit.get(skey, 0) + len(tail)
+            elif tail:
+                tails.append((skey, tail))
+        self._emit_ready(out)
+        if self.queue:
+            self._flush_queue(out)
+        self.misaligned.clear()
+        # A stream cut while text was held: its delayed logprobs are not sent.
+        self.logprobs.clear()
+        for (index, key), tail in tails:
+            doc = {
+                k: v for k, v in (self.template or {}).items() if k in ("id", "object", "created", "model")
+            }
+            choice: dict[str, Any] = {"index": index, "finish_reason": None}
+            if doc.get("object") != "text_completion" and key != "text":
+                choice["delta"] = {}
+            _place(choice, key, tail)
+            doc["choices"] = [choice]
+            data = orjson.dumps(doc)
+            out.append(SSEEvent(b"data: " + data + b"\n\n", data, doc))
+
+    # -- per event (logprobs, tool calls, after a redaction) ------------------------------------------
+    def _json_event(self, event: SSEEvent, doc: Any) -> SSEEvent:
         w = self.walker
         choices = doc.get("choices") if isinstance(doc, dict) else None
         if not isinstance(choices, list):
             w.changed = False
             doc = w.any(doc)
-            return _rewrite(event, orjson.dumps(doc)) if w.changed else event
+            return _reserialized(event, doc) if w.changed else event
         self.template = doc
         changed = False
         for i, choice in enumerate(choices):
@@ -334,7 +681,7 @@ class _SSEFilter(ResponseFilter):
             return event
         if self.template is not doc:
             self.template = doc
-        return _rewrite(event, orjson.dumps(doc))
+        return _reserialized(event, doc)
 
     def _choice(self, choice: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """One choice of one event: (the choice, whether anything in it changed)."""
@@ -438,27 +785,6 @@ class _SSEFilter(ResponseFilter):
                 changed = True
         return changed
 
-    def _flush_all(self) -> bytes:
-        # A stream cut while text was held: its delayed logprobs are not sent.
-        self.logprobs.clear()
-        out = []
-        for (index, key), sr in self.streams.items():
-            if not sr.held:
-                continue
-            tail = sr.flush()
-            if not tail:
-                continue
-            doc = {
-                k: v for k, v in (self.template or {}).items() if k in ("id", "object", "created", "model")
-            }
-            choice: dict[str, Any] = {"index": index, "finish_reason": None}
-            if doc.get("object") != "text_completion" and key != "text":
-                choice["delta"] = {}
-            _place(choice, key, tail)
-            doc["choices"] = [choice]
-            out.append(b"data: " + orjson.dumps(doc) + b"\n\n")
-        return b"".join(out)
-
 
 class _Pending:
     __slots__ = ("dropped", "items")
@@ -508,6 +834,12 @@ def _place(choice: dict[str, Any], key: str, tail: str) -> None:
         return
     current = delta.get(key)
     delta[key] = (current if isinstance(current, str) else "") + tail
+
+
+def _reserialized(event: SSEEvent, doc: Any) -> SSEEvent:
+    """The event carrying ``doc`` now (other fields such as ``id:`` kept), with its parse."""
+    data = orjson.dumps(doc)
+    return SSEEvent(_rewrite(event.raw, data), data, doc)
 
 
 def _rewrite(event: bytes, data: bytes) -> bytes:

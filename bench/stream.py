@@ -1,0 +1,261 @@
+"""Streaming benchmark: token streams as a GPU serving many users produces them.
+
+One load generator (wrk), one instant upstream (nginx answering every chat completion with the same
+vLLM-shaped stream of ``--events`` ``chat.completion.chunk`` events, one token each, then
+``[DONE]``), in one run:
+
+  direct           to the upstream
+  nginx            nginx as a plain reverse proxy (the ceiling for any proxy on this machine)
+  custos           the Custos sidecar with every default stage (redaction, observe, audit, ...)
+  custos-noredact  the same sidecar with ``redaction.enabled: false``
+  litellm          LiteLLM's proxy (no callbacks, no database), when installed (``make bench-deps``)
+
+At each connection count it prints answers/s, events/s and p50/p99 per answer (wrk measures the
+whole answer), and the ratios that matter: Custos against itself without redaction, against nginx
+and against LiteLLM. Each sidecar runs one worker: the numbers are per worker.
+Reproduce: ``custos bench stream`` (``--events 200 --connections 1,32 --duration 10``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from bench.proxy import (
+    MODEL,
+    WRK_LUA,
+    litellm_bin,
+    parse_connections,
+    run_wrk,
+    sidecar_config,
+    sidecar_headers,
+)
+from tests.support.procs import ManagedProcess, free_port, wait_http
+
+PROSE = (
+    "Sure. Here is a short overview of the project and what it needs from you this week. The team "
+    "moved the launch to Thursday, so the review has to happen before then. In 2024 the same review "
+    "took about 3 days, mostly because the notes were spread over several documents. This time, "
+    "please keep everything in one place, answer the open questions first, and flag anything that "
+    "blocks the release. If something is unclear, ask early rather than late; it saves everyone a "
+    "lot of time. Thanks for your help, and have a good week!"
+)
+
+REQUEST = json.dumps(
+    {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Summarize the plan for the week."}],
+        "max_tokens": 256,
+        "stream": True,
+    },
+    separators=(",", ":"),
+)
+
+NGINX_CONF = """
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  keepalive_requests 1000000;
+  proxy_buffering off;
+  upstream instant {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{upstream_port};
+    root {tmp}/www;
+    location = /v1/models {{ default_type application/json;
+      return 200 '{{"object":"list","data":[{{"id":"{model}","object":"model","owned_by":"bench"}}]}}'; }}
+    # The stream is a static file (sendfile); a POST to it answers 405, turned into the file with 200.
+    location = /v1/chat/completions {{ types {{ }} default_type text/event-stream;
+      error_page 405 =200 /stream.sse; try_files /stream.sse =404; }}
+    location = /stream.sse {{ types {{ }} default_type text/event-stream; }}
+  }}
+  server {{
+    listen 127.0.0.1:{proxy_port};
+    location / {{ proxy_pass http://instant; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+"""
+
+
+def tokens(n: int) -> list[str]:
+    """``n`` tokens of prose as a tokenizer emits them: words with their leading space, punctuation."""
+    words: list[str] = []
+    for word in PROSE.split(" "):
+        core = word.rstrip(".,;!")
+        words.append(" " + core)
+        if core != word:
+            words.append(word[len(core) :])
+    return [words[i % len(words)] for i in range(n)]
+
+
+def stream_body(events: int) -> bytes:
+    """A vLLM-shaped answer: the role event, one token per event, the finish event, ``[DONE]``."""
+    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1732780800, "model": MODEL}
+
+    def event(delta: dict, finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return b"data: " + json.dumps({**base, "choices": [choice]}, separators=(",", ":")).encode() + b"\n\n"
+
+    out = [event({"role": "assistant", "content": ""})]
+    out += [event({"content": t}) for t in tokens(events - 2)]
+    out.append(event({}, "stop"))
+    out.append(b"data: [DONE]\n\n")
+    return b"".join(out)
+
+
+@dataclass
+class Result:
+    target: str
+    connections: int
+    answers_per_s: float
+    events_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def main(args: argparse.Namespace) -> int:
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            print(f"bench stream: {tool} is not installed (apt-get install {tool})", file=sys.stderr)
+            return 2
+    conns = parse_connections(args.connections)
+    tmp = Path(tempfile.mkdtemp(prefix="custos-bench-stream-"))
+    procs: list[ManagedProcess] = []
+    try:
+        up_port, ng_port, sc_port, nr_port, ll_port = (free_port() for _ in range(5))
+        for d in ("body", "proxy", "fcgi", "uwsgi", "scgi", "www"):
+            (tmp / d).mkdir()
+        (tmp / "www" / "stream.sse").write_bytes(stream_body(args.events))
+        # nginx workers drop root: they may traverse the private temp dir and read the stream file.
+        tmp.chmod(0o711)
+        (tmp / "www").chmod(0o755)
+        (tmp / "www" / "stream.sse").chmod(0o644)
+        conf = tmp / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(tmp=tmp, upstream_port=up_port, proxy_port=ng_port, model=MODEL))
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        procs.append(ManagedProcess("nginx", [nginx, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"]))
+        upstream = f"http://127.0.0.1:{up_port}"
+        wait_http(upstream + "/v1/models", timeout=10)
+
+        targets = {"direct": upstream, "nginx": f"http://127.0.0.1:{ng_port}"}
+        headers: dict[str, dict[str, str]] = {}
+        for name, port, redaction in (("custos", sc_port, True), ("custos-noredact", nr_port, False)):
+            cfg = sidecar_config(tmp, upstream, port)
+            cfg["state"]["dir"] = str(tmp / f"state-{name}")
+            if not redaction:
+                cfg["redaction"] = {"enabled": False}
+            cfg_path = tmp / f"{name}.yaml"
+            cfg_path.write_text(yaml.safe_dump(cfg))
+            serve = [sys.executable, "-m", "sidecar.cli", "serve", "--config", str(cfg_path)]
+            procs.append(ManagedProcess(name, serve))
+            wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
+            headers[name] = sidecar_headers(cfg_path)
+            targets[name] = f"http://127.0.0.1:{port}"
+
+        ll = litellm_bin()
+        litellm_key = "sk-bench-" + os.urandom(16).hex()
+        if not args.no_litellm and ll is not None:
+            ll_cfg = tmp / "litellm.yaml"
+            ll_cfg.write_text(
+                yaml.safe_dump(
+                    {
+                        "model_list": [
+                            {
+                                "model_name": MODEL,
+                                "litellm_params": {
+                                    "model": f"openai/{MODEL}",
+                                    "api_base": upstream + "/v1",
+                                    "api_key": "none",
+                                },
+                            }
+                        ],
+                        "litellm_settings": {"telemetry": False, "drop_params": True},
+                    }
+                )
+            )
+            env = {
+                "LITELLM_LOG": "ERROR",
+                "LITELLM_TELEMETRY": "False",
+                "DISABLE_ADMIN_UI": "True",
+                "LITELLM_MASTER_KEY": litellm_key,
+            }
+            cmd = [str(ll), "--config", str(ll_cfg), "--host", "127.0.0.1", "--port", str(ll_port)]
+            procs.append(ManagedProcess("litellm", [*cmd, "--num_workers", "1"], env=env))
+            wait_http(f"http://127.0.0.1:{ll_port}/health/liveliness", timeout=180)
+            targets["litellm"] = f"http://127.0.0.1:{ll_port}"
+        elif not args.no_litellm:
+            print(
+                "bench stream: LiteLLM not found in the cache venv; run `make bench-deps` (skipped)",
+                file=sys.stderr,
+            )
+
+        scripts = {}
+        for name in targets:
+            auth = ""
+            if name in headers:
+                auth = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers[name].items())
+            elif name == "litellm":
+                auth = f'wrk.headers["Authorization"] = "Bearer {litellm_key}"'
+            script = tmp / f"{name}.lua"
+            script.write_text(WRK_LUA.format(body=json.dumps(REQUEST), auth=auth))
+            scripts[name] = script
+
+        results: list[Result] = []
+        for c in conns:
+            for name, base in targets.items():
+                url = base + "/v1/chat/completions"
+                run_wrk(url, c, 2, scripts[name])  # warm-up
+                rps, p50, p99, errors = run_wrk(url, c, args.duration, scripts[name])
+                results.append(Result(name, c, rps, rps * args.events, p50, p99, errors))
+                time.sleep(0.5)
+        if args.json:
+            Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
+        print_table(results, args.events)
+        return 0
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_table(results: list[Result], events: int) -> None:
+    by = {(r.target, r.connections): r for r in results}
+    print(f"\n{events}-event answers")
+    head = f"{'target':<16} {'conns':>5} {'answers/s':>10} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
+    print(f"{head} {'errors':>6}")
+    for r in results:
+        print(
+            f"{r.target:<16} {r.connections:>5} {r.answers_per_s:>10.0f} {r.events_per_s:>10.0f} "
+            f"{r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {r.errors:>6}"
+        )
+    for c in sorted({r.connections for r in results}):
+        sc = by.get(("custos", c))
+        if sc is None or not sc.events_per_s:
+            continue
+        for other in ("custos-noredact", "nginx", "litellm"):
+            o = by.get((other, c))
+            if o and o.events_per_s:
+                p50 = f"{sc.p50_ms / o.p50_ms:.2f}x" if o.p50_ms else "-"
+                print(
+                    f"custos / {other} at {c} connections: "
+                    f"events/s {sc.events_per_s / o.events_per_s:.2f}x, p50 {p50}"
+                )
+    print()
+
+
+if __name__ == "__main__":
+    raise SystemExit(os.EX_USAGE)
