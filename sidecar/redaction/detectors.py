@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import re
+import string
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -31,6 +32,11 @@ ALNUM_R = r"(?![0-9A-Za-z_])"
 # own placeholders such as <PASSWORD_1> are never taken for a value).
 _PW_VALUE = r"[!#-&(-+\--:=?-_a-~]{3,200}+"
 _EXT = r"(?:[ ]?(?:x|ext\.?|#)[ ]?[0-9]{1,6})?"
+# Glue-tolerant fences (mobiles, ID and card numbers, international numbers): ASCII letters may touch
+# the value (``13911960587Email:``, ``Tel13911960587``) unless a digit is within three characters on
+# that side (``a1b13812345678`` is part of a token, not a number).
+GLUE_L = r"(?<![0-9_].)(?<![0-9_][A-Za-z].)(?<![0-9_][A-Za-z]{2}.)"
+GLUE_R = r"(?![0-9_])(?![.,][0-9])(?![A-Za-z]{1,3}[0-9])"
 
 Check = Callable[[str], "str | None"]
 
@@ -77,18 +83,53 @@ def _e164(value: str) -> str | None:
     return "PHONE" if v.e164(main) else None
 
 
+_FILLER = re.compile(r"(?i)x{4}|\*{4}|(.)\1{5}|your|example|here|token|placeholder|redacted")
+
+
+def _secret(type_: str, prefix: int, *, digit: bool = False) -> Check:
+    """A key after its ``prefix``: not a documentation placeholder (``ghp_xxxxxxxx…``, ``xoxb-xxxx…``,
+    ``sk-your-key-here``): at least 4 distinct characters, no run of 6, no filler word."""
+
+    def check(value: str) -> str | None:
+        body = value[prefix:]
+        if len(set(body)) < 4 or _FILLER.search(body) or (digit and not any(c.isdigit() for c in body)):
+            return None
+        return type_
+
+    return check
+
+
+def _mac(value: str) -> str | None:
+    hexes = {c for c in value.upper() if c not in ":-."}
+    return None if hexes <= {"F"} or hexes <= {"0"} else "MAC"
+
+
+def _cn_id_grouped(value: str) -> str | None:
+    compact = "".join(c for c in value if c not in " -")
+    return "CN_ID" if v.cn_resident_id(compact) else None
+
+
+def _phone(value: str) -> str | None:
+    main = re.split(r"[ ]?(?:x|ext\.?|#)", value, maxsplit=1)[0]
+    return "PHONE" if v.phone_number(main) else None
+
+
+def _local_phone(value: str) -> str | None:
+    return "PHONE" if v.local_phone(value) else None
+
+
 _HEX = "[0-9A-Fa-f]"
 _USCC = "[0-9A-HJ-NPQRTUWXY]"
 _ALN = "[0-9A-Za-z_]"
 
 
-def _lead(first: str, fence: str, rest: str, *, num: bool = False) -> str:
+def _lead(first: str, fence: str, rest: str, *, num: bool = False, glue: bool = False) -> str:
     """``first`` char class, then the left fence checked one character back, then the rest.
 
     Every branch starts with a plain character class so the regex engine can reject it at a position
     with a single table lookup; the fence (a lookbehind) runs only where the first character fits.
     """
-    out = f"{first}(?<!{fence}.)"
+    out = first if not fence else first + GLUE_L if glue else f"{first}(?<!{fence}.)"
     if num:
         out += r"(?<![0-9][.,].)"
     return out + rest
@@ -122,18 +163,21 @@ BUILTIN: tuple[Detector, ...] = (
         "github_token",
         "GITHUB_TOKEN",
         _lead("g", _ALN, r"(?:h[pousr]_[A-Za-z0-9]{36,255}+|ithub_pat_[A-Za-z0-9_]{22,255}+)") + ALNUM_R,
+        _secret("GITHUB_TOKEN", 4),
         description="GitHub token (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_)",
     ),
     Detector(
         "slack_token",
         "SLACK_TOKEN",
-        _lead("x", _ALN, r"ox[abposre]-[A-Za-z0-9-]{10,250}+"),
-        description="Slack token (xoxb-, xoxp-, ...)",
+        _lead("x", _ALN, r"(?:ox[abposre]|app)-[A-Za-z0-9-]{10,250}+"),
+        _secret("SLACK_TOKEN", 5, digit=True),
+        description="Slack token (xoxb-, xoxp-, ..., xapp- app-level tokens)",
     ),
     Detector(
         "openai_key",
         "OPENAI_KEY",
         _lead("s", "[A-Za-z0-9_-]", r"k-(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_-]{20,250}+"),
+        _secret("OPENAI_KEY", 3),
         description="OpenAI-style secret key (sk-...)",
     ),
     Detector(
@@ -162,9 +206,13 @@ BUILTIN: tuple[Detector, ...] = (
         "EMAIL",
         _lead(
             "[A-Za-z0-9]",
-            "[A-Za-z0-9._%+-]",
-            r"[A-Za-z0-9._%+-]{0,63}+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-            r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![A-Za-z0-9-])",
+            # Only letters and digits fence the start: after ``-``, ``.``, ``_``, ``+`` or ``%`` the
+            # address begins at its first letter (``-jangseohee@...``); an apostrophe is part of it.
+            "[A-Za-z0-9]",
+            r"[A-Za-z0-9._%+'-]{0,63}+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+            r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+            # A lower-case TLD ends where an upper-case letter starts the next word (``.comFanLetter``).
+            r"\.(?:[A-Z]{2,24}(?![A-Za-z0-9-])|[A-Za-z][a-z]{1,23}(?![a-z0-9-]))",
         ),
         description="e-mail address",
     ),
@@ -183,10 +231,20 @@ BUILTIN: tuple[Detector, ...] = (
             _ALN,
             r"[0-9]{5}(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]",
             num=True,
+            glue=True,
         )
-        + NUM_R,
+        + GLUE_R,
         _typed("CN_ID", v.cn_resident_id),
         description="PRC resident identity number (GB 11643: birth date and check digit)",
+    ),
+    Detector(
+        "cn_id_grouped",
+        "CN_ID",
+        # Written in groups (``1101 0119 9001 0112 37``, ``110101 19900101 1237``).
+        _lead("[1-9]", _ALN, r"[0-9]{2,5}[ -][0-9]{2,8}(?:[ -][0-9]{1,8}){1,3}[Xx]?", num=True, glue=True)
+        + GLUE_R,
+        _cn_id_grouped,
+        description="PRC resident identity number in groups of digits (same checks)",
     ),
     Detector(
         "cn_uscc",
@@ -204,8 +262,9 @@ BUILTIN: tuple[Detector, ...] = (
             r"(?:[0-9]{12,18}|[0-9]{3}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{1,4}(?:\1[0-9]{1,3})?"
             r"|[0-9]{3}([ -])[0-9]{6}\2[0-9]{4,5})",
             num=True,
+            glue=True,
         )
-        + NUM_R,
+        + GLUE_R,
         _card,
         description="payment card: UnionPay 62... (CN_BANK_CARD) or international (issuer prefix + Luhn)",
     ),
@@ -230,7 +289,8 @@ BUILTIN: tuple[Detector, ...] = (
             + "{4})",
         )
         + "(?![0-9A-Za-z:-])",
-        description="MAC address",
+        _mac,
+        description="MAC address (not the all-ones broadcast or all-zero address)",
     ),
     Detector(
         "ipv6",
@@ -255,13 +315,15 @@ BUILTIN: tuple[Detector, ...] = (
         "cn_phone",
         "CN_PHONE",
         _lead(
-            "[+0(1]",
-            _ALN,
-            r"(?:(?<=\+)86[ -]?1|(?<=0)086[ -]?1|(?<=\()\+?86\)[ -]?1|(?<=1))[3-9][0-9](?:[ -]?[0-9]{4}){2}",
+            # Letters may touch the bare number (``Tel13911960587``), not a ``+86``/``0086`` prefix.
+            "[+0(1](?:(?<=1)" + GLUE_L + "|(?<![0-9A-Za-z_].))",
+            "",
+            r"(?:(?<=\+)86[ -]?1|(?<=0)086[ -]?1|(?<=\()\+?86\)[ -]?1|(?<=1))[3-9][0-9](?:[ .-]?[0-9]{4}){2}",
             num=True,
+            glue=True,
         )
-        + NUM_R,
-        description="PRC mobile number (1[3-9]x, optional +86, spaces or dashes)",
+        + GLUE_R,
+        description="PRC mobile number (1[3-9]x, optional +86, spaces, dots or dashes)",
     ),
     Detector(
         "cn_landline",
@@ -283,9 +345,15 @@ BUILTIN: tuple[Detector, ...] = (
     Detector(
         "phone_intl",
         "PHONE",
-        _lead(r"\+", "[0-9A-Za-z_+]", r"[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,5}+\)?){2,6}" + _EXT) + NUM_R,
-        _e164,
-        description="international number in E.164 form (+country code, up to 15 digits)",
+        # A dangling ``x`` (an extension marker without its number) belongs to the number.
+        _lead(
+            r"\+",
+            "[0-9A-Za-z_+]",
+            r"[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,5}+\)?){2,6}" + _EXT + "(?:x(?![A-Za-z]))?",
+        )
+        + GLUE_R,
+        _phone,
+        description="international number (+country code): a possible number for its country (libphonenumber)",  # noqa: E501
     ),
     Detector(
         "phone_nanp",
@@ -333,6 +401,577 @@ BUILTIN: tuple[Detector, ...] = (
 ENTITY_TYPES: tuple[str, ...] = tuple(
     dict.fromkeys([d.type for d in BUILTIN if d.name != "card"] + ["CN_BANK_CARD", "CREDIT_CARD"])
 )
+
+# -- names and addresses (PERSON, ADDRESS) and cue-word IDs (WECHAT) ----------------------------------
+# A second tier: gazetteers and cue words, not checksums. It runs as its own scan (``names_finder``),
+# after the first tier; policy types PERSON, ADDRESS and WECHAT.
+# All data is written here (nothing is fetched or downloaded): the most common Chinese surnames
+# (covering ~95% of the population), provinces and large cities, the most common US/UK first names and
+# surnames, street suffixes of the US/UK/CA postal standards.
+_ZH_SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林高罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
+    "姚卢姜崔钟谭陆汪范金石廖贾夏韦付傅方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+    "常温康施文牛樊葛邢安齐易乔伍庞颜倪庄聂章鲁岳翟殷詹申欧耿关兰焦俞左柳甘祝包宁尚符舒阮柯纪梅童凌毕单季裴"
+    "霍涂成苗谷盛曲翁冉骆蓝路游辛靳管柴蒙鲍华喻祁蒲房滕屈饶解牟艾尤阳时穆农司卓古吉缪简车项连芦麦褚娄窦戚"
+    "岑景党宫费卜冷晏席卫米柏宗瞿桂全佟应臧闵苟邬边卞姬师仇栾隋商刁沙荣巫寇桑郎甄丛仲虞敖巩明佘池查麻苑迟邝"
+    "闻莘洪晋宣萧阎赖官封谈匡鞠惠荆冀郁胥储栗燕楚鄢劳谌奚粟冼蔺屠禹祖漆卿狄扈晁芮阙邸雍辜裘亓邰赫逯茹嵇湛戎茅揭尉檀昝衡"
+)
+_ZH_COMPOUND = (
+    "欧阳|司马|诸葛|上官|东方|皇甫|尉迟|公孙|慕容|令狐|长孙|宇文|司徒|夏侯|端木|轩辕|呼延|南宫|闻人|澹台"
+)
+# Characters that do not occur in given names here but do right after a name (or in the words a
+# surname character also starts: 项目, 全班, 高度): a candidate's given name never holds them.
+_ZH_STOP = (
+    "的了是在和有我你他她它这那个们说就也都而及与或但把被对从向给为于以之其中上下不很会能要可先女经老总副部长"
+    "门司理室处局科组队班级校院所厂店区市省县镇村路街号楼层电手身地住性年男等已将请并让位同事业作工产品公客户"
+    "目度种些每各该此只再又还更最太非没无时日月分元号码址邮箱话机证件卡银行信息资料联系人姓名称谢您好吗呢吧啊法管理看全"
+)
+_ZH_GIVEN = f"(?:(?![{_ZH_STOP}])[\\u4e00-\\u9fff])"
+_ZH_NAME = f"(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}]){_ZH_GIVEN}{{1,2}}"
+_ZH_TITLES = (
+    "先生|女士|小姐|经理|老师|总监|主任|医生|教授|律师|博士|工程师|同志|大夫|护士|会计|董事长|总经理|校长|院"
+    "长"
+)
+# Words that follow a name in a sentence (``张伟说``, ``和黄桂芝一起``), and what may come before it.
+_ZH_VERBS = "说|表示|认为|提出|一起|告诉|打电话|来了|去了|的电话|的手机|的邮箱|的地址|的身份证|签字|发来"
+_ZH_VERB_RE = _ZH_VERBS.replace("说|", "说(?![法服话]|明(?!天))|", 1)
+_ZH_NAME_LEFT = "和与跟给让请叫是我他她天上见找问对向由被，。、：:；;！!？?"
+_ZH_NAME_CUES = (
+    "姓名|名字|联系人|收件人|收货人|寄件人|签收人|申请人|借款人|担保人|经办人|负责人|法定代表人|法人代表"
+    "|持卡人|户主|开户人|委托人|受益人|投保人|被保险人|我叫|我是|叫做|签名|署名"
+)
+# Words that name a role, not a person: a name follows only after a colon (``客户：张三``, not 客户时间).
+_ZH_ROLE_CUES = "客户|患者|病人|乘客|住户|业主|员工|被告人?|原告|当事人|本人|学生|老板"
+_PROVINCES = (
+    "北京|天津|上海|重庆|河北|山西|辽宁|吉林|黑龙江|江苏|浙江|安徽|福建|江西|山东|河南|湖北|湖南|广东|海南|四川|贵州"
+    "|云南|陕西|甘肃|青海|台湾|内蒙古|广西|西藏|宁夏|新疆|香港|澳门"
+)
+_CITIES = (
+    "广州|深圳|杭州|南京|武汉|成都|西安|苏州|长沙|郑州|沈阳|青岛|宁波|东莞|无锡|济南|大连|福州|厦门|合肥|昆明|哈尔滨"
+    "|长春|石家庄|南昌|贵阳|南宁|太原|兰州|乌鲁木齐|呼和浩特|银川|西宁|拉萨|海口|三亚|珠海|佛山|温州|绍兴|嘉兴|台州"
+    "|金华|烟台|潍坊|徐州|常州|南通|扬州|泉州|漳州|惠州|中山|江门|汕头|湛江|洛阳|宜昌|襄阳|岳阳|株洲|桂林|柳州|绵阳"
+    "|遵义|大同|唐山|保定|廊坊|秦皇岛|邯郸|淄博|临沂|济宁|盐城|镇江|湖州|芜湖|赣州|九江|包头|鄂尔多斯|吉林|大庆"
+)
+_ZH_UNIT = (
+    "省|自治区|特别行政区|市|自治州|州|盟|地区|区|县|旗|镇|乡|街道|村|社区|路|街|大道|道|巷|弄|里|胡同|小区|花园|家园"
+    "|公寓|大厦|广场|新村|苑|园区|开发区|工业区|新区"
+)
+_ZH_ADDR_UNIT = f"(?:[\\u4e00-\\u9fff0-9]{{0,8}}?(?:{_ZH_UNIT}))"
+_ZH_ADDR_NUM = (
+    "(?:[0-9A-Za-z一二三四五六七八九十百零〇甲乙丙丁\\-]{1,6}"
+    "(?:号院|号楼|号|弄|栋|幢|座|单元|室|楼|层|户|期|组)){0,6}(?:[ ]?[0-9]{6}(?![0-9]))?"
+)
+_ZH_ADDR = f"(?:{_ZH_ADDR_UNIT}{{1,7}}{_ZH_ADDR_NUM})"
+_ZH_ADDR_CUES = (
+    "地址|住址|住在|家住|居住在|居住地|现住|寄到|寄往|送到|发往|收货地址|通讯地址|户籍地|户籍|籍贯|住所地|所"
+    "在地"
+)
+# Without a cue word an address needs a street-level part: a digit, a road, a number, a building.
+_ZH_FINE = re.compile(r"[0-9路街巷弄号栋幢室]|大道|小区|胡同|大厦|单元|社区|新村")
+
+_EN_FIRST = frozenset(
+    """James John Robert Michael William David Richard Joseph Thomas Charles Christopher Daniel Matthew
+    Anthony
+    Donald Steven Paul Andrew Joshua Kenneth Kevin Brian George Timothy Ronald Edward Jason Jeffrey Ryan Jacob
+    Gary Nicholas Eric Jonathan Stephen Larry Justin Scott Brandon Benjamin Samuel Gregory Alexander Frank
+    Patrick
+    Raymond Jack Dennis Jerry Tyler Aaron Jose Adam Nathan Henry Douglas Zachary Peter Kyle Ethan Walter Noah
+    Jeremy Christian Keith Roger Terry Gerald Harold Sean Austin Carl Arthur Lawrence Dylan Jesse Jordan Bryan
+    Billy Joe Bruce Gabriel Logan Albert Willie Alan Juan Wayne Elijah Randy Roy Vincent Ralph Eugene Russell
+    Bobby Mason Philip Louis Travis Bradley Luis Carlos Manuel Victor Shawn Derek Dustin Cody Curtis Todd
+    Allen
+    Marcus Mario Alex Evan Luke Ian Cameron Caleb Hunter Isaac Colin Trevor Craig Chad Erik Brett Corey Jared
+    Mary Patricia Jennifer Linda Elizabeth Barbara Susan Jessica Sarah Karen Lisa Nancy Betty Margaret Sandra
+    Ashley Kimberly Emily Donna Michelle Carol Amanda Dorothy Melissa Deborah Stephanie Rebecca Sharon Laura
+    Cynthia Kathleen Amy Angela Shirley Anna Brenda Pamela Emma Nicole Helen Samantha Katherine Christine
+    Debra
+    Rachel Carolyn Janet Catherine Maria Heather Diane Ruth Julie Olivia Joyce Virginia Victoria Kelly Lauren
+    Christina Joan Evelyn Judith Megan Andrea Cheryl Hannah Jacqueline Martha Gloria Teresa Ann Sara Madison
+    Frances Kathryn Janice Jean Abigail Alice Judy Sophia Denise Amber Doris Marilyn Danielle Beverly Isabella
+    Theresa Diana Natalie Brittany Charlotte Marie Kayla Alexis Lori Tiffany Crystal Erin Kristen Kristina
+    Courtney Allison Tammy Vanessa Monica Erica Tara Leslie Dana Jill Holly Tracy Wendy Kristin Alicia Jenna
+    Brooke Sabrina Natasha Caitlin Morgan Katie Mia Chloe Ava Grace Lily Zoe Ella Aria Harper Ellie Nora Lucy
+    Claire Sophie Oliver Harry Jake Charlie Thomas Freddie Alfie Archie Oscar Leo Jamie Lewis Callum Connor
+    Rhys Liam Owen Declan Fiona Siobhan Aoife Niamh Eleanor Molly Poppy Isla Freya Imogen Amelia Jessica
+    Wei Ming Jun Hui Yan Li Xin Mohammed Muhammad Ahmed Ali Omar Fatima Aisha Priya Rahul Amit Anil Raj Sanjay
+    Hiroshi Yuki Kenji Akira Haruto Sakura Min Ji Hyun Seo Jin Carlos Javier Miguel Alejandro Sofia Lucia
+    Valentina Camila Diego Pablo Pedro Ricardo Fernando Ana Rosa Elena Francesca Giulia Marco Luca Hans Klaus
+    Stefan Pierre Jean Marie Sophie Lukas Anton Ivan Dmitri Olga Natalia Sergei Andrei Yusuf Mehmet Ayse""".split()  # noqa: E501
+)
+_EN_LAST = frozenset(
+    """Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez Gonzalez
+    Wilson
+    Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris Sanchez Clark Ramirez Lewis
+    Robinson
+    Walker Young Allen King Wright Scott Torres Nguyen Hill Flores Green Adams Nelson Baker Hall Rivera
+    Campbell
+    Mitchell Carter Roberts Gomez Phillips Evans Turner Diaz Parker Cruz Edwards Collins Reyes Stewart Morris
+    Morales Murphy Cook Rogers Gutierrez Ortiz Morgan Cooper Peterson Bailey Reed Kelly Howard Ramos Kim Cox
+    Ward
+    Richardson Watson Brooks Chavez Wood James Bennett Gray Mendoza Ruiz Hughes Price Alvarez Castillo
+    Sanders Patel
+    Myers Long Ross Foster Jimenez Powell Jenkins Perry Russell Sullivan Bell Coleman Butler Henderson Barnes
+    Gonzales Fisher Vasquez Simmons Romero Jordan Patterson Alexander Hamilton Graham Reynolds Griffin Wallace
+    Moreno West Cole Hayes Bryant Herrera Gibson Ellis Tran Medina Aguilar Stevens Murray Ford Castro Marshall
+    Owens Harrison Fernandez McDonald Woods Washington Kennedy Wells Vargas Henry Chen Freeman Webb Tucker
+    Guzman
+    Burns Crawford Olson Simpson Porter Hunter Gordon Mendez Silva Shaw Snyder Mason Dixon Munoz Hunt Hicks
+    Holmes
+    Palmer Wagner Black Robertson Boyd Rose Stone Salazar Fox Warren Mills Meyer Rice Schmidt Garza Daniels
+    Ferguson
+    Nichols Stephens Soto Weaver Ryan Gardner Payne Grant Dunn Kelley Spencer Hawkins Arnold Pierce Vazquez
+    Hansen
+    Peters Santos Hart Bradley Knight Elliott Cunningham Duncan Armstrong Hudson Carroll Lane Riley Andrews
+    Alvarado
+    Ray Delgado Berry Perkins Hoffman Johnston Matthews Pena Richards Contreras Willis Carpenter Lawrence
+    Sandoval
+    Wang Li Zhang Liu Chen Yang Huang Zhao Wu Zhou Xu Sun Ma Zhu Hu Guo Lin He Gao Luo Singh Kumar Sharma Khan
+    Tanaka Suzuki Sato Watanabe Park Choi Jung Muller Schneider Fischer Weber Becker Dubois Rossi Russo
+    Ferrari
+    Murray O'Brien O'Connor O'Neill Walsh Byrne Evans Davies Jones Hughes Roberts Lloyd Price Morgan Thomson""".split()  # noqa: E501
+)
+_EN_TITLE = r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Madam|Rev|Capt|Sgt|Lt|Col|Judge|Officer|Nurse)\.?"
+_EN_NAME_WORD = r"[A-Z](?:[a-z]+(?:['-][A-Z]?[a-z]+)?|'[A-Z][a-z]+)"
+_EN_NAME = _EN_NAME_WORD + r"(?:[ ][A-Z]\.)?(?:[ ]" + _EN_NAME_WORD + r"){0,2}(?![A-Za-z])"
+_EN_NAME_CUES = (
+    r"(?:[Mm]y name is|[Mm]y name's|[Nn]ame[ ]?:|[Ff]ull [Nn]ame[ ]?:|[Dd]ear|[Cc]ontact(?: person)?:|[Ss]in"
+    r"cerely,"
+    r"|[Rr]egards,|[Cc]heers,|[Tt]hanks,|[Pp]atient:|[Cc]ustomer:|[Cc]lient:|[Ss]igned(?: by)?:?|[Cc]ardhold"
+    r"er:"
+    r"|[Aa]ttn\.?:?|[Aa]ttention:|[Ss]pouse:|[Ee]mployee:|[Aa]pplicant:|[Tt]enant:|[Bb]orrower:|[Rr]ecipient:"
+    r"|[Cc]alled|[Nn]amed|[Ff]rom:|[Tt]o:|[Cc]c:)"
+)
+_EN_STREET = (
+    "Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|Circle|Cir"
+    "|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Close|Crescent|Cres|Row|Mews|Gardens|Grove|Hill|Hills|Park"
+    "|Alley|Bridge|Brook|Brooks|Burg|Burgs|Bypass|Camp|Canyon|Cape|Causeway|Center|Centre|Cliff|Club|Common"
+    "|Corner|Corners|Course|Courts|Cove|Coves|Creek|Crest|Crossing|Crossroad|Curve|Dale|Dam|Divide|Drives|Estate"
+    "|Estates|Expressway|Extension|Falls|Ferry|Field|Fields|Flat|Flats|Ford|Fords|Forest|Forge|Forges|Fork|Forks"
+    "|Fort|Freeway|Garden|Gateway|Glen|Glens|Green|Greens|Harbor|Harbors|Haven|Heights|Hollow|Inlet|Island"
+    "|Islands|Isle|Junction|Junctions|Key|Keys|Knoll|Knolls|Lake|Lakes|Land|Landing|Light|Lights|Loaf|Lock|Locks"
+    "|Lodge|Loop|Mall|Manor|Manors|Meadow|Meadows|Mill|Mills|Mission|Motorway|Mount|Mountain|Mountains|Neck"
+    "|Orchard|Oval|Overpass|Pass|Passage|Path|Pike|Pine|Pines|Plain|Plains|Plaza|Point|Points|Port|Ports|Prairie"
+    "|Radial|Ramp|Ranch|Rapid|Rapids|Rest|Ridge|Ridges|River|Roads|Route|Shoal|Shoals|Shore|Shores|Skyway|Spring"
+    "|Springs|Spur|Spurs|Station|Stravenue|Stream|Streets|Summit|Throughway|Trace|Track|Trafficway|Tunnel|Turnpike"
+    "|Underpass|Union|Unions|Valley|Valleys|Via|Viaduct|View|Views|Village|Villages|Ville|Vista|Walk|Walks|Wall"
+    "|Ways|Well|Wells|Wharf|Wynd"
+)
+_US_STATES = (
+    "AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH"
+    "|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|PR|AS|GU|MP|VI|MH|PW|FM|AA|AE|AP|AB|BC|MB|NB|NL|NS|NT|NU|ON|PE|QC"
+    "|SK|YT"
+)
+_POSTCODE = (
+    r"(?:[0-9]{5}(?:-[0-9]{4})?|[A-Z]{1,2}[0-9][A-Z0-9]?[ ][0-9][A-Z]{2}|[A-Z][0-9][A-Z][ ]?[0-9][A-Z][0-9])"
+)
+_EN_CITY = r"[A-Z][a-z]+(?:[ ][A-Z][a-z]+){0,2}"
+_EN_ADDR = (
+    r"[0-9]{1,6}[A-Za-z]?[ ](?:[NSEW]\.?[ ]|North[ ]|South[ ]|East[ ]|West[ ])?(?:[A-Z][a-z]+[ ]|[0-9]{1,3}("
+    r"?:st|nd|rd|th)[ ]){1,3}"
+    f"(?:{_EN_STREET})s?\\.?(?![A-Za-z])"
+    r"(?:,?[ ](?:Apt|Apartment|Suite|Ste|Unit|Flat|Room|Rm|Fl|Floor|#)\.?[ ]?#?[0-9A-Za-z-]{1,6})?"
+    r"(?:,?[ \n]+"
+    + _EN_CITY
+    + r"(?:,[ ]?|[ ])(?:(?:"
+    + _US_STATES
+    + r")[ ]"
+    + _POSTCODE
+    + r"|"
+    + _POSTCODE
+    + r"))?"
+)
+
+
+def trie_regex(words: Iterable[str]) -> str:
+    """A regex for a set of literal words, factored by common prefixes (``re`` tries an alternation
+    branch by branch; a trie tries one branch per character)."""
+    root: dict = {}
+    for w in set(words):
+        node = root
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict) -> str:
+        alts = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
+        optional = "" in node
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 and len(alts[0]) == 1 else "(?:" + "|".join(alts) + ")"
+        return f"(?:{body})?" if optional else body
+
+    return build(root)
+
+
+def _words(alternation: str) -> list[str]:
+    return [w for w in alternation.replace("?", "").split("|") if w]
+
+
+# The second tier does not run its alternation over the text: a few C-speed passes find the words a
+# name or an address must hold (a title, a cue word, a province or city, a gazetteer name, a house
+# number), and only the detectors that word belongs to are tried, only where they can start.
+_ZH_KIND: dict[str, str] = {
+    **{w: "title" for w in _words(_ZH_TITLES)},
+    **{w: "name_cue" for w in (*_words(_ZH_NAME_CUES), *_words(_ZH_ROLE_CUES))},
+    **{w: "place" for w in (*_words(_PROVINCES), *_words(_CITIES))},
+    **{w: "addr_cue" for w in _words(_ZH_ADDR_CUES)},
+    **{w: "verb" for w in _words(_ZH_VERBS)},
+    "微信": "wechat",
+    "V信": "wechat",
+    **{w: "wechat" for w in ("wechat", "WeChat", "Wechat", "WECHAT", "weixin", "Weixin", "vx", "VX", "Vx")},
+}
+_ZH_TRIGGER = re.compile(trie_regex(_ZH_KIND))
+_MILITARY = frozenset(("USNS", "USNV", "USS", "USCGC", "PSC"))
+_EN_TITLES = frozenset(
+    "Mr Mrs Ms Miss Mx Dr Prof Sir Dame Madam Rev Capt Sgt Lt Col Judge Officer Nurse".split()
+)
+# Starts with a plain class so that ``re`` skips to candidates at C speed; the left boundary is checked after.
+# Gazetteer names (a plain class first, so that ``re`` skips to candidates at C speed).
+_EN_GAZETTEER = re.compile(
+    "[A-Z]" + trie_regex({w[1:] for w in (*_EN_FIRST, *_EN_LAST, *_EN_TITLES, *_MILITARY)}) + r"(?![A-Za-z])"
+)
+# A capitalized word after a word that ends in a lower-case letter, ``:`` or ``,``: where a cue ends.
+_MID_CAP = re.compile(r"[a-z:,][ ][A-Z]")
+# A capitalized word after a word ending in a lower-case letter, ``:`` or ``,``: where a cue may end.
+_EN_CUE_BEFORE = re.compile(_EN_NAME_CUES + r"[ ]+\Z")
+# Numbers: a house number, or a number that needs a cue word (QQ, SSN, national-format phones).
+_DIGIT_RUN = re.compile(r"[0-9(][0-9 ().\-]{4,}+(?:[A-Za-z]?[ ])?|[0-9]{1,4}+[A-Za-z]?[ ](?=[A-Z0-9])")
+_EN_CUE_LAST = frozenset(
+    "is Name name Dear dear person Sincerely Regards Cheers Thanks Patient patient Customer customer Client "
+    "client "
+    "Signed signed by Cardholder cardholder Attn Attention attention Spouse spouse Employee employee Applica"
+    "nt "
+    "applicant Tenant tenant Borrower borrower Recipient recipient called named From To Cc Contact contact".split()  # noqa: E501
+)
+# Capitalized words that start sentences, greetings and places, never a first name here.
+_EN_NOT_NAME = frozenset(
+    """Dear Hi Hello Hey The A An This That These Those And But Or If When Then Mr Mrs Ms Dr Prof Sir Madam
+    Contact Call Email Name From To Cc Attn Regards Sincerely Thanks Cheers Patient Customer Client Signed
+    Called Named My Our Your His Her Their In On At For With By Of As Is Was Please Yes No Mount Lake Port
+    East West North South New Saint St Fort Street Road Avenue Apt Suite Unit Dept Team Best Kind Warm""".split()  # noqa: E501
+)
+_PREV_NAME_WORDS = re.compile(
+    r"(?:(?!(?:" + "|".join(sorted(_EN_NOT_NAME)) + r")\b)" + _EN_NAME_WORD + r"[ ](?:[A-Z]\.[ ])?){1,2}\Z"
+)
+
+
+# US military mail: ``USNS Knapp, FPO AA 60870``, ``PSC 1234, Box 5678\nAPO AE 12345``.
+_EN_MILITARY = (
+    r"(?:(?:USNS|USNV|USS|USCGC)[ ][A-Z][a-z]+|PSC[ ][0-9]{4},?[ ]Box[ ][0-9]{4})"
+    r",?[ \n]+(?:APO|FPO|DPO)[ ](?:AA|AE|AP)[ ][0-9]{5}"
+)
+
+
+def _zh_addr(value: str) -> str | None:
+    # Without a cue word, a province or city alone is not an address: a road, number or building is.
+    return "ADDRESS" if _ZH_FINE.search(value) else None
+
+
+def _en_name(value: str) -> str | None:
+    words = value.split(" ")
+    if len(words) < 2 or words[0] in _EN_NOT_NAME:
+        return None
+    return "PERSON" if words[0] in _EN_FIRST or words[-1] in _EN_LAST else None
+
+
+NAMES_ADDRESSES: tuple[Detector, ...] = (
+    # Numbers that are ambiguous without their cue word (run from digit runs, see names_finder).
+    Detector(
+        "cn_landline_cue",
+        "CN_LANDLINE",
+        # After a cue word: a 4-digit area code without separator (``电话057788285332``) or a local
+        # number without area code (``座机 85570230``).
+        _lead("[0-9]", _ALN, r"(?:(?<=0)[3-9][0-9]{2}[2-9][0-9]{6,7}|(?<=[2-9])[0-9]{6,7})", num=True)
+        + NUM_R,
+        context=("电话", "座机", "固话", "tel", "传真", "fax", "热线", "办公室", "总机"),
+        context_window=10,
+        description="PRC landline without separator after a cue word (电话, 座机, Tel)",
+    ),
+    Detector(
+        "phone_local_cue",
+        "PHONE",
+        # National formats after a cue word: UK ``020 7946 0958``, Taiwan ``0912-345-678``, Hong Kong
+        # ``2345 6789``; libphonenumber decides whether it is a valid number of a region.
+        _lead(
+            "[0-9(]",
+            _ALN,
+            r"(?:(?<=\()0?[1-9][0-9]{0,3}\)[ ]?|(?<=[0-9])[0-9]{0,4}[ .-]?)[0-9]{2,4}(?:[ .-]?[0-9]{3,4}){1,2}",  # noqa: E501
+            num=True,
+        )
+        + GLUE_R,
+        _local_phone,
+        context=(
+            "tel",
+            "phone",
+            "call",
+            "mobile",
+            "cell",
+            "电话",
+            "手机",
+            "致电",
+            "联系",
+            "whatsapp",
+            "fax",
+            "传真",
+        ),
+        context_window=16,
+        description="national-format number after a cue word (valid in HK/TW/GB/US/... per libphonenumber)",
+    ),
+    Detector(
+        "qq",
+        "QQ",
+        _lead("[1-9]", _ALN, r"[0-9]{4,10}", num=True, glue=True) + NUM_R,
+        context=("qq", "扣扣"),
+        context_window=8,
+        description="QQ number after its cue word (QQ：, QQ号)",
+    ),
+    Detector(
+        "us_ssn_bare",
+        "US_SSN",
+        _lead("[0-8]", _ALN, r"[0-9]{8}", num=True) + NUM_R,
+        _typed("US_SSN", v.us_ssn),
+        context=("ssn", "social security", "社会安全", "社保号"),
+        context_window=24,
+        description="US social security number without dashes, after a cue word (SSN)",
+    ),
+    Detector(
+        "wechat",
+        "WECHAT",
+        r"(?:微信号?|(?i:wechat)(?:[ ]?(?i:id))?|(?i:weixin)|V信|(?<![A-Za-z])[Vv][Xx])(?:是|为|号|[：:])?[ "
+        r"\t]*"
+        r"(?P<value>[A-Za-z][-_A-Za-z0-9]{5,19}|wxid_[a-z0-9]{6,24})(?![-_A-Za-z0-9])",
+        has_value=True,
+        description="WeChat ID after its cue word (微信号：, WeChat ID)",
+    ),
+    Detector(
+        "address_zh_cue",
+        "ADDRESS",
+        f"(?:{_ZH_ADDR_CUES})(?:是|为|在|[：:])?[ \\t]*"
+        f"(?P<value>[\\u4e00-\\u9fff0-9A-Za-z#\\-（）()]{{4,60}}?(?:[ ]?[0-9]{{6}}(?![0-9]))?)"
+        r"(?=[，,。；;！!？?\s、]|$|电话|手机|联系|邮编|收件人|姓名)",
+        has_value=True,
+        description="Chinese address after a cue word (地址：, 住在)",
+    ),
+    Detector(
+        "address_zh",
+        "ADDRESS",
+        f"(?:{trie_regex(_words(_PROVINCES))}(?:省|市|自治区|特别行政区|壮族自治区|回族自治区|维吾尔自治区)?"
+        f"|{trie_regex(_words(_CITIES))}市?){_ZH_ADDR}",
+        _zh_addr,
+        description="Chinese address: province or city, then district/road/number units",
+    ),
+    Detector(
+        "person_zh_cue",
+        "PERSON",
+        f"(?:(?:{_ZH_NAME_CUES})(?:是|为|[：:])?|(?:{_ZH_ROLE_CUES})(?:姓名)?[：:])[ \\t]*(?P<value>{_ZH_NAME})",  # noqa: E501
+        has_value=True,
+        description="Chinese name after a cue word (姓名：, 联系人, 我叫)",
+    ),
+    Detector(
+        "person_zh_context",
+        "PERSON",
+        # A name at the start of a clause or after 和/跟/给/是..., before a verb (说, 表示, 一起) or right
+        # before a number (``李静 16236410931``).
+        f"(?:(?<![\\u4e00-\\u9fff])|(?<=[{_ZH_NAME_LEFT}]))(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}]){_ZH_GIVEN}{{1,2}}"
+        f"(?={_ZH_VERB_RE}|[ \\t]*[:：,，]?[ \\t]*\\+?[0-9])",
+        description="Chinese name before a verb (说, 表示, 一起) or a number, at a clause start",
+    ),
+    Detector(
+        "person_zh_title",
+        "PERSON",
+        f"(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}]){_ZH_GIVEN}{{0,2}}(?={_ZH_TITLES})",
+        description="Chinese surname (and given name) before a title (王先生, 李明经理)",
+    ),
+    Detector(
+        "address_en",
+        "ADDRESS",
+        r"(?<![0-9A-Za-z])" + _EN_ADDR,
+        description="US/UK/CA street address (number, street, suffix; unit, city, state/postcode)",
+    ),
+    Detector(
+        "address_military",
+        "ADDRESS",
+        r"(?<![A-Za-z])" + _EN_MILITARY,
+        description="US military mail address (USNS/USS ship or PSC box, APO/FPO/DPO)",
+    ),
+    Detector(
+        "person_en_title",
+        "PERSON",
+        f"(?<![A-Za-z]){_EN_TITLE}[ ](?P<value>{_EN_NAME})",
+        has_value=True,
+        description="English name after a title (Mr., Dr., Ms.)",
+    ),
+    Detector(
+        "person_en_cue",
+        "PERSON",
+        f"(?<![A-Za-z]){_EN_NAME_CUES}[ ]+(?P<value>{_EN_NAME})",
+        has_value=True,
+        description="English name after a cue (my name is, Dear, Name:, Regards,)",
+    ),
+    Detector(
+        "person_en",
+        "PERSON",
+        r"(?<![A-Za-z])" + _EN_NAME_WORD + r"(?:[ ][A-Z]\.)?(?:[ ]" + _EN_NAME_WORD + r"){1,2}(?![A-Za-z])",
+        _en_name,
+        description="English first name + surname from the gazetteers (Jennifer Smith)",
+    ),
+)
+
+ENTITY_TYPES = tuple(dict.fromkeys([*ENTITY_TYPES, *(d.type for d in NAMES_ADDRESSES)]))
+
+
+# Between a cue word and its number: separators and a few filler words only (``电话：``, ``Tel. no.``,
+# ``QQ号码``); ``电话会议 2024`` or a cue word earlier in the sentence is not enough.
+_CUE_GAP = re.compile(
+    r"[\s:：,，.#()（）\-]*(?:(?:number|no|num|nr|是|为|号码|号|码)[\s:：,，.#\-]*)?\Z", re.IGNORECASE
+)
+
+
+def _cue_adjacent(window: str, words: tuple[str, ...]) -> bool:
+    for w in words:
+        i = window.rfind(w)
+        if i >= 0 and _CUE_GAP.match(window, i + len(w)):
+            return True
+    return False
+
+
+# Every second-tier match starts with one of these (stream hold-back: other positions are not tried).
+NAMES_FIRST_CHARS = frozenset(
+    string.ascii_letters
+    + string.digits
+    + "(+"
+    + _ZH_SURNAMES
+    + "".join(w[0] for w in _words(_ZH_COMPOUND))
+    + "".join(w[0] for w in _ZH_KIND)
+)
+
+
+def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Entity]]:
+    """The second tier's scan (see ``_ZH_KIND``): entities starting at ``pos`` or later, left to right,
+    non-overlapping (the earlier start wins, then the longer)."""
+    pats = {d.name: (d, re.compile(d.pattern)) for d in detectors}
+    cued = [(d, pat, tuple(w.lower() for w in d.context)) for d, pat in pats.values() if d.context]
+    any_cue = re.compile("|".join(re.escape(w) for _, _, ws in cued for w in ws) or "(?!)", re.IGNORECASE)
+    # Only the passes the enabled detectors need (PERSON/ADDRESS/WECHAT off: the digit pass alone).
+    zh_pass = _ZH_TRIGGER if {n for n in pats if "_zh" in n or n == "wechat"} else None
+    en_pass = _EN_GAZETTEER if {"person_en_title", "person_en", "address_military"} & set(pats) else None
+    cue_pass = _MID_CAP if "person_en_cue" in pats else None
+
+    def attempt(name: str, text: str, at: int, pos: int, out: list[Entity]) -> None:
+        entry = pats.get(name)
+        if entry is None or at < 0:
+            return
+        det, pat = entry
+        m = pat.match(text, at)
+        if m is None:
+            return
+        start, stop = m.span("value") if det.has_value else m.span()
+        if start < pos or start == stop:
+            return
+        type_ = det.type if det.check is None else det.check(text[start:stop])
+        if type_ is not None:
+            out.append(Entity(type_, start, stop))
+
+    def find(text: str, pos: int = 0) -> list[Entity]:
+        out: list[Entity] = []
+        # The passes start before ``pos`` (a stream's context), so that words and digit runs are cut
+        # as in the whole text; what starts before ``pos`` is dropped.
+        lo = max(0, pos - 64)
+        for m in zh_pass.finditer(text, lo) if zh_pass is not None else ():
+            kind, s = _ZH_KIND.get(m.group()), m.start()
+            if kind == "title":
+                for b in range(max(lo, s - 4), s):  # surname (1-2) + given name (0-2) before the title
+                    before = len(out)
+                    attempt("person_zh_title", text, b, pos, out)
+                    if len(out) > before and out[-1].end == s:
+                        break
+                    del out[before:]
+            elif kind == "name_cue":
+                attempt("person_zh_cue", text, s, pos, out)
+            elif kind == "addr_cue":
+                attempt("address_zh_cue", text, s, pos, out)
+            elif kind == "place":
+                attempt("address_zh", text, s, pos, out)
+            elif kind == "wechat":
+                attempt("wechat", text, s, pos, out)
+            elif kind == "verb":
+                for b in range(max(lo, s - 4), s - 1):  # surname (1-2) + given name (1-2) before the verb
+                    before = len(out)
+                    attempt("person_zh_context", text, b, pos, out)
+                    if len(out) > before and out[-1].end == s:
+                        break
+                    del out[before:]
+        for run in _DIGIT_RUN.finditer(text, lo):
+            rs, re_ = run.span()
+            if (
+                text[re_ - 1] == " "
+                and re_ < len(text)
+                and ("A" <= text[re_] <= "Z" or "0" <= text[re_] <= "9")
+            ):
+                if text[rs] != "(":
+                    attempt("address_en", text, rs, pos, out)
+            t = rs
+            while re_ - rs >= 7 and t > lo and text[t - 1] in " \t:：,，":
+                t -= 1
+            if re_ - rs >= 7 and t and "\u4e00" <= text[t - 1] <= "\u9fff":  # a name right before a number
+                for b in range(max(lo, t - 4), t - 1):
+                    before = len(out)
+                    attempt("person_zh_context", text, b, pos, out)
+                    if len(out) > before and out[-1].end == t:
+                        break
+                    del out[before:]
+            if re_ - rs < 5 or not cued or any_cue.search(text, max(0, rs - 24), rs) is None:
+                continue
+            near = text[max(0, rs - 24) : rs].lower()
+            for det, pat, words in cued:
+                if not any(w in near for w in words):  # the cue word must come first (cheap)
+                    continue
+                hit = False
+                for m in pat.finditer(text, rs):
+                    if m.start() >= re_:
+                        break
+                    window = text[max(0, m.start() - det.context_window) : m.start()].lower()
+                    if m.start() >= pos and _cue_adjacent(window, words):
+                        type_ = det.type if det.check is None else det.check(m.group())
+                        if type_ is not None:
+                            out.append(Entity(type_, m.start(), m.end()))
+                            hit = True
+                if hit:
+                    break
+        for m in en_pass.finditer(text, lo) if en_pass is not None else ():
+            word, s = m.group(), m.start()
+            if s and ("A" <= text[s - 1] <= "Z" or "a" <= text[s - 1] <= "z"):
+                continue
+            if word in _MILITARY:
+                attempt("address_military", text, s, pos, out)
+            elif word in _EN_TITLES:
+                attempt("person_en_title", text, s, pos, out)
+            elif word in _EN_FIRST:
+                attempt("person_en", text, s, pos, out)
+            if word in _EN_LAST and s > 0:
+                prev = _PREV_NAME_WORDS.search(text, max(0, s - 40), s)
+                if prev is not None:
+                    attempt("person_en", text, prev.start(), pos, out)
+        for m in cue_pass.finditer(text, lo) if cue_pass is not None else ():
+            s = m.end() - 1
+            k = text.rfind(" ", max(0, s - 30), s - 1)
+            if text[k + 1 : s - 1].rstrip(":,.") in _EN_CUE_LAST:
+                cue = _EN_CUE_BEFORE.search(text, max(0, s - 40), s)
+                if cue is not None:
+                    attempt("person_en_cue", text, cue.start(), pos, out)
+        if not out:
+            return out
+        out.sort(key=lambda e: (e.start, -e.end))
+        found: list[Entity] = []
+        end = -1
+        for e in out:
+            if e.start >= end:
+                found.append(e)
+                end = e.end
+        return found
+
+    return find
+
 
 # Prefilter for the built-ins: a trigger character and the cluster of entity characters around it
 # (spaces only where a digit group, an upper-case group or an assignment value follows).
@@ -411,6 +1050,11 @@ class Scanner:
     placeholder_pattern: str | None = None
     # Only for detectors that all hold a trigger character (the built-ins); custom ones scan in full.
     windowed: bool = False
+    # Second tier (names, addresses): its own finder (``names_finder``); the alternation is used only
+    # for the stream hold-back.
+    finder: Callable[[str, int], list[Entity]] | None = None
+    # Characters a match can start with (for the stream hold-back); None: the built-ins' or any.
+    first_chars: frozenset[str] | None = None
     _branches: list[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -444,6 +1088,8 @@ class Scanner:
     def scan(self, text: str, pos: int = 0) -> list[Entity]:
         """All entities in ``text`` that start at ``pos`` or later, left to right, non-overlapping.
         Text before ``pos`` is still seen by the lookbehind fences."""
+        if self.finder is not None:
+            return self.finder(text, pos)
         if not self.windowed:
             found: list[Entity] = []
             self._scan_range(text, pos, len(text), found)
@@ -546,12 +1192,12 @@ class Scanner:
             start, stop = m.span(f"{group}_value")
         value = text[start:stop]
         type_ = det.type
+        if det.context and not self._has_context(i, text, m.start()):  # cheaper than most checks
+            return None
         if det.check is not None:
             type_ = det.check(value)
             if type_ is None:
                 return None
-        if det.context and not self._has_context(i, text, m.start()):
-            return None
         return Entity(type_, start, stop), m.end()
 
     def _has_context(self, i: int, text: str, start: int) -> bool:
@@ -576,7 +1222,7 @@ class Scanner:
         return None
 
     # -- streaming ------------------------------------------------------------------------------
-    def hold_from(self, text: str, floor: int) -> int:
+    def hold_from(self, text: str, floor: int, stop: int | None = None) -> int:
         """Where the tail that could still grow into an entity begins (``len(text)`` when none).
 
         A position is held when a branch matches there partially up to the end of the text, when a
@@ -604,8 +1250,9 @@ class Scanner:
         begin = text.rfind("-----BEGIN", floor)
         if begin >= 0 and not _PEM_END.search(text, begin):
             return begin
-        first = _FIRST_CHARS if self.windowed else None  # custom patterns may start with anything
-        for p in range(lo, n):
+        first = self.first_chars or (_FIRST_CHARS if self.windowed else None)  # custom: anything
+        # ``stop``: another scanner already holds from there; positions after it cannot matter.
+        for p in range(lo, n if stop is None else min(n, stop)):
             if first is not None and text[p] not in first:
                 continue
             m = match(text, p, partial=True)

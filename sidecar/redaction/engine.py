@@ -9,7 +9,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from .detectors import BUILTIN, PLACEHOLDER_TYPE, Detector, Entity, Scanner, scoped_flags
+from .detectors import (
+    BUILTIN,
+    NAMES_ADDRESSES,
+    NAMES_FIRST_CHARS,
+    PLACEHOLDER_TYPE,
+    Detector,
+    Entity,
+    Scanner,
+    names_finder,
+    scoped_flags,
+)
+from .normalize import fold
 from .operators import Operators, Session
 from .policy import Policy
 from .validators import VALIDATORS
@@ -60,6 +71,23 @@ class Redactor:
         self._request.append(Scanner(builtin, windowed=True))
         self._response = [Scanner(custom)] if custom else []
         self._response.append(Scanner(builtin, windowed=True, placeholder_pattern=ph))
+        # Names, addresses and cue-word IDs: gazetteers and cue words, a full scan of their own.
+        names = [d for d in NAMES_ADDRESSES if d.type not in self.disabled]
+        if names:
+            self._request.append(Scanner(names, finder=names_finder(names), first_chars=NAMES_FIRST_CHARS))
+        # A type the policy keeps in answers (``response: keep``) is not looked for there: this tier is
+        # a full scan of its own, and in a stream it would run on every delta.
+        in_answers = [d for d in names if policy.rule(d.type).response_operator != "keep"]
+        if in_answers:
+            self._response.append(
+                Scanner(in_answers, finder=names_finder(in_answers), first_chars=NAMES_FIRST_CHARS)
+            )
+        # The stream redactor's fast path reasons about the built-in patterns and ``<...>`` placeholders
+        # only (``sidecar.redaction.streaming``).
+        # Names, addresses and WeChat IDs need no digit or other trigger character: with them looked for
+        # in answers, every delta takes the full path (cue-word numbers hold digits, never skipped).
+        wordy = any(d.type in ("PERSON", "ADDRESS", "WECHAT") for d in in_answers)
+        self.builtin_only = not custom and not wordy and policy.placeholder_format.startswith("<")
         # Streaming: a value-only entity (password=...) whose keyword was already sent.
         values = [d for d in [*custom, *builtin] if d.has_value]
         self._values = Scanner(values) if values else None
@@ -74,13 +102,21 @@ class Redactor:
 
         ``guard``: where the last entity already sent ended; a keyword before it (inside it) cannot
         start a value entity after ``pos``."""
+        folded, fmap = fold(text)
+        if fmap is not None:  # invisible characters were skipped: scan the folded text, map spans back
+            found = self.find(folded, response=response, pos=fmap.to_folded(pos), guard=fmap.to_folded(guard))
+            return [Entity(e.type, fmap.start(e.start), fmap.end(e.end)) for e in found]
+        text = folded
         scanners = self._response if response else self._request
         if len(scanners) == 1:
             found = scanners[0].scan(text, pos)
             if not found and not pos:
                 return found
         else:
-            found = _merge(s.scan(text, pos) for s in scanners)
+            lists = [f for f in (s.scan(text, pos) for s in scanners) if f]
+            found = lists[0] if len(lists) == 1 else _merge(lists) if lists else []
+            if not found and not pos:
+                return found
         if pos and self._values is not None:
             # A keyword in the context (``password=``) with its value after ``pos``: that match
             # started first, so it wins over anything found inside the value.
@@ -88,14 +124,25 @@ class Redactor:
                 e for e in self._values.scan_started_before(text, max(guard, pos - 48), pos) if e.start >= pos
             ]
             if early:
-                found = _merge([early, found])
+                # What overlapped the value is dropped; the scan goes on after it, as in the whole text
+                # (``password=x:+86 138...``: the number after the value, not ``+86`` inside it).
+                stop = early[-1].end
+                head = [e for e in found if e.end <= early[0].start]
+                found = _merge([early, head]) + self.find(text, response=response, pos=stop, guard=stop)
         if self.disabled:
             found = [e for e in found if e.type not in self.disabled]
         return found
 
     def hold_from(self, text: str, floor: int) -> int:
         """Streaming: where the tail that could still grow into an entity (or a placeholder) starts."""
-        return min(s.hold_from(text, floor) for s in self._response)
+        folded, fmap = fold(text)
+        low = floor if fmap is None else fmap.to_folded(floor)
+        cut = len(folded)
+        for s in self._response:  # each scanner only looks before what the others already hold
+            cut = min(cut, s.hold_from(folded, low, cut))
+        if fmap is None:
+            return cut
+        return len(text) if cut >= len(folded) else max(floor, fmap.start(cut))
 
     # -- rendering --------------------------------------------------------------------------------
     def render(

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .detectors import BUILTIN, ENTITY_TYPES, Detector, Scanner, scoped_flags
+from .detectors import BUILTIN, ENTITY_TYPES, NAMES_ADDRESSES, Detector, Scanner, scoped_flags
 from .validators import VALIDATORS
 
 OperatorName = Literal["mask", "placeholder", "hash", "drop", "keep", "replace"]
@@ -108,6 +108,13 @@ def _default_entities() -> dict[str, EntityRule]:
     for t in ("CN_PHONE", "CN_LANDLINE", "PHONE", "CN_ID", "CN_BANK_CARD", "CREDIT_CARD", "US_SSN", "IBAN"):
         rules[t] = EntityRule(operator="placeholder", response="mask")
     rules["EMAIL"] = EntityRule(operator="placeholder", response="mask", keep_first=1, keep_last=0)
+    # Names, addresses and WeChat IDs: redacted in prompts (the model never sees the caller's); not
+    # looked for in answers by default, where the model can only write back what it was given (our
+    # placeholders, restored as allowed) or names it knows, and where this tier would scan every
+    # streamed delta. `response: mask` (or any operator but keep) looks for them in answers too.
+    rules["PERSON"] = EntityRule(operator="placeholder", response="keep", keep_first=1, keep_last=0)
+    rules["ADDRESS"] = EntityRule(operator="placeholder", response="keep", keep_first=3, keep_last=0)
+    rules["WECHAT"] = EntityRule(operator="placeholder", response="keep")
     return rules
 
 
@@ -167,7 +174,7 @@ class Policy(_Model):
             except re.error as exc:
                 raise ValueError(f"custom: the patterns cannot be combined: {exc}") from None
         seen: set[str] = set()
-        builtin_names = {d.name for d in BUILTIN}
+        builtin_names = {d.name for d in (*BUILTIN, *NAMES_ADDRESSES)}
         for c in self.custom:
             if c.name in seen:
                 raise ValueError(f"custom: detector {c.name!r} is declared twice")

@@ -4,12 +4,27 @@ An entity can arrive split across chunks (``138`` ``1234`` ``5678``). Each ``fee
 everything that can no longer become part of an entity and holds back only the shortest tail that
 could still grow into one (a partial match of any detector or of a placeholder). ``flush`` releases
 the rest at the end of the stream, redacted as end of text.
+
+Fast path: most deltas are prose (`` the``, `` world``, ``,``). When the text not yet sent (held tail
+plus delta) holds no character that any built-in entity needs (a digit, ``@ : = ： _ - < 密 口``), none
+of the anchors that stand for one (``eyJ``, ``AKIA``, ``ASIA``), no character that case-folds into a
+keyword letter, and the 48 characters before it hold no assignment a value could follow, no entity
+can start there, so the detectors are not run: the delta is sent except its trailing run of
+characters that a partial match could still consume (letters, ``. % + ( ) ' "``), which is held;
+when separators follow that run, the exact hold is computed from the run's start only. Either way
+the hold is never shorter than the exact one (``Redactor.hold_from``), so nothing is sent earlier
+than the full path would send it (``tests/redaction/test_stream_fast.py`` checks both).
+Only with the built-in detectors: custom patterns may match anything, and then every delta takes
+the full path.
 """
 
 from __future__ import annotations
 
+import re
+
 from .detectors import PLACEHOLDER_TYPE
 from .engine import Redactor
+from .normalize import FOLDABLE
 from .operators import Session
 
 # Already-sent text kept as left context: lookbehind fences and ``password=`` keywords before a
@@ -17,7 +32,50 @@ from .operators import Session
 CONTEXT_CHARS = 64
 
 
-_RUN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-@:")
+_RUN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-@:") | FOLDABLE
+
+
+# Fast path (see the module docstring). A character that some built-in entity needs, or an anchor of
+# one, or a character that case-folds into an ASCII keyword letter (ſ -> s, K -> k, ı/İ -> i), or one
+# that the detectors fold to ASCII or skip (fullwidth digits, look-alike hyphens, zero-width spaces).
+_NEEDS_SCAN = re.compile(
+    "["
+    + re.escape("0123456789@:=\uff1a_-<\u5bc6\u53e3\u0131\u0130\u017f\u212a" + "".join(sorted(FOLDABLE)))
+    + "]|eyJ|AKIA|ASIA"
+)
+# In the left context: an assignment whose value may still be arriving (``password=``, ``密码是``).
+_ASSIGNS = re.compile("[:=\uff1a\u662f\u4e3a\u5bc6\u53e3]")
+# What a partial match without any of those characters can consume: a run of these...
+_HOLD_RUN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ._%+()'\"")
+# ...then only separators (``_SEPARATORS`` of the detectors without the characters above; ``\\s`` of
+# Python's ``re`` is ``str.isspace``).
+_HOLD_SEPS = frozenset("./()+%#'\"")
+
+
+def quiet_cut(redactor: Redactor, text: str, base: int) -> int:
+    """Fast path: where the held tail of ``text[base:]`` starts, never after
+    ``redactor.hold_from(text, base)`` (see the module docstring). Valid only when ``text[base:]``
+    has no match of ``_NEEDS_SCAN`` and the 48 characters before ``base`` none of ``_ASSIGNS``."""
+    return base + quiet_hold(redactor, text[:base], text[base:])
+
+
+def quiet_hold(redactor: Redactor, context: str, tail: str) -> int:
+    """``quiet_cut`` as an offset into ``tail``, the text not sent yet after ``context``.
+
+    No position before the trailing run of ``_HOLD_RUN`` characters can be held: a partial match
+    from there would have to consume the character before the run, which no branch can without a
+    character of ``_NEEDS_SCAN``. When nothing follows the run, it is held whole (an e-mail address
+    can grow from any letter; this may hold a little more than the exact hold, never less); when
+    separators follow it, the exact hold is asked for from the run's start on."""
+    i = n = len(tail)
+    while i and (tail[i - 1] in _HOLD_SEPS or tail[i - 1].isspace()):
+        i -= 1
+    seps = i
+    while i and tail[i - 1] in _HOLD_RUN:
+        i -= 1
+    if seps == n:
+        return i
+    return redactor.hold_from(context + tail, len(context) + i) - len(context)
 
 
 def _context_start(text: str, cut: int) -> int:
@@ -31,7 +89,23 @@ def _context_start(text: str, cut: int) -> int:
 
 
 class StreamRedactor:
-    __slots__ = ("_context", "_guard", "_pending", "limit", "redact", "redactor", "restore", "session")
+    """``clean`` tells after each ``feed``/``flush`` whether what it returned is exactly the input
+    text it released (nothing redacted or restored in it)."""
+
+    __slots__ = (
+        "_context",
+        "_ctx_quiet",
+        "_fast",
+        "_guard",
+        "_pending",
+        "_quiet",
+        "clean",
+        "limit",
+        "redact",
+        "redactor",
+        "restore",
+        "session",
+    )
 
     def __init__(
         self,
@@ -51,22 +125,42 @@ class StreamRedactor:
         self._context = ""
         self._pending = ""
         self._guard = 0  # end of the last entity sent, as an offset into the context
+        self._fast = redactor.builtin_only
+        self._quiet = True  # the held tail has no match of _NEEDS_SCAN
+        self._ctx_quiet = True  # the last 48 characters of the context hold no match of _ASSIGNS
+        self.clean = True
 
     @property
     def held(self) -> str:
         return self._pending
 
+    def quiet(self, delta: str) -> bool:
+        """Whether ``feed(delta)`` (or of several such deltas joined) takes the fast path: a caller may
+        then join them and feed once, at the cost of one delta."""
+        return self._fast and self._quiet and self._ctx_quiet and _NEEDS_SCAN.search(delta) is None
+
     def feed(self, delta: str) -> str:
         if not delta:
+            self.clean = True
             return ""
-        text = self._context + delta if not self._pending else self._context + self._pending + delta
-        base = len(self._context)
+        pending = self._pending
+        if self._fast and self._quiet and self._ctx_quiet:
+            tail = pending + delta if pending else delta
+            if _NEEDS_SCAN.search(tail, max(0, len(pending) - 3)) is None:
+                out = self._quiet_feed(tail)
+                if out is not None:
+                    return out
+        context = self._context
+        text = context + delta if not pending else context + pending + delta
+        base = len(context)
         r = self.redactor
         cut = r.hold_from(text, base)
         if len(text) - cut > self.limit:
             cut = len(text)  # an entity this long is not plausible: stop holding, redact as text
         if cut <= base:
             self._pending = text[base:]
+            self._quiet = _NEEDS_SCAN.search(self._pending) is None
+            self.clean = True
             return ""
         entities = self._find(text, base, self._guard)
         # An entity that runs past the cut is held whole.
@@ -78,11 +172,35 @@ class StreamRedactor:
         ctx_start = _context_start(text, cut)
         sent = [e.end for e in entities if e.end <= cut]
         self._guard = max(0, (sent[-1] if sent else self._guard) - ctx_start)
-        self._context = text[ctx_start:cut]
+        self._context = context = text[ctx_start:cut]
         self._pending = text[cut:]
+        self._quiet = _NEEDS_SCAN.search(self._pending) is None
+        self._ctx_quiet = _ASSIGNS.search(context, max(0, len(context) - 48)) is None
+        self.clean = out == text[base:cut]
+        return out
+
+    def _quiet_feed(self, tail: str) -> str | None:
+        """The fast path (see the module docstring): ``tail`` is the held text plus the delta, with no
+        match of ``_NEEDS_SCAN``, after a context without an assignment. None: take the full path."""
+        i = quiet_hold(self.redactor, self._context, tail)
+        if len(tail) - i > self.limit:
+            return None
+        self.clean = True
+        if not i:
+            self._pending = tail
+            return ""
+        out = tail[:i]
+        self._pending = tail[i:]
+        full = self._context + out
+        ctx_start = _context_start(full, len(full))
+        self._guard = max(0, self._guard - ctx_start)
+        self._context = full[ctx_start:] if ctx_start else full
+        # The last 48 characters of the context stay free of assignments if ``out`` brings none.
+        self._ctx_quiet = _ASSIGNS.search(out) is None
         return out
 
     def flush(self) -> str:
+        self.clean = True
         if not self._pending:
             return ""
         text = self._context + self._pending
@@ -90,9 +208,12 @@ class StreamRedactor:
         guard = self._guard
         self._context = self._pending = ""
         self._guard = 0
+        self._quiet = self._ctx_quiet = True
         r = self.redactor
         entities = self._find(text, base, guard)
-        return r.render(text, entities, self.session, response=True, restore=self.restore, start=base)
+        out = r.render(text, entities, self.session, response=True, restore=self.restore, start=base)
+        self.clean = out == text[base:]
+        return out
 
     def _find(self, text: str, base: int, guard: int) -> list:
         entities = self.redactor.find(text, response=True, pos=base, guard=guard)

@@ -40,7 +40,13 @@ def iban(value: str) -> bool:
         return False
     rearranged = compact[4:] + compact[:4]
     number = "".join(str(int(ch, 36)) for ch in rearranged)
-    return int(number) % 97 == 1
+    if int(number) % 97 != 1:
+        return False
+    try:  # the country's registered BBAN format and length (python-stdnum's IBAN registry)
+        from stdnum import iban as _stdnum_iban
+    except ImportError:  # pragma: no cover - a declared dependency
+        return True
+    return _stdnum_iban.is_valid(compact)
 
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -111,7 +117,10 @@ def ipv4(value: str) -> bool:
 
 
 def ipv6(value: str) -> bool:
-    if value.count(":") < 2:
+    if value.count(":") < 2 or not any(ch not in ":." for ch in value):  # ``::`` alone is not an address
+        return False
+    groups = [g for g in value.split(":") if g]
+    if len(groups) == 1 and not any(ch.isdigit() for ch in groups[0]):  # ``Foo::bar``, ``std::cout``
         return False
     try:
         ipaddress.IPv6Address(value)
@@ -141,6 +150,49 @@ def _card_iin_ok(d: str) -> bool:
         return n == 15
     if d[:3] in ("300", "301", "302", "303", "304", "305") or d[:2] in ("36", "38", "39"):
         return 14 <= n <= 19
+    if d[:2] in ("50", "56", "57", "58") or d[:4] in ("6304", "6759", "6761", "6762", "6763"):
+        return 12 <= n <= 19  # Maestro
+    if "2200" <= d[:4] <= "2204":  # Mir
+        return 16 <= n <= 19
+    if d[:2] in ("60", "81", "82") or d[:3] == "508" or d[:4] == "9792":  # RuPay, Troy
+        return n == 16
+    if d[:3] in ("637", "638", "639"):  # InstaPayment
+        return n == 16
+    return False
+
+
+def phone_number(value: str) -> bool:
+    """An international number (``+`` and a country code) that libphonenumber finds possible for its
+    country (length per country and numbering plan); without the library: 8-15 digits (E.164)."""
+    try:
+        import phonenumbers
+    except ImportError:  # pragma: no cover - a declared dependency
+        return e164(value)
+    try:
+        num = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_possible_number(num)
+
+
+_LOCAL_REGIONS = ("CN", "HK", "TW", "GB", "US", "SG", "JP", "KR", "DE", "FR", "AU", "MO", "CA", "IN")
+
+
+def local_phone(value: str) -> bool:
+    """A number in national format (``020 7946 0958``, ``0912-345-678``, ``2345 6789``) that is a valid
+    number in one of the regions most often seen here (only used after a cue word such as Tel or 电话)."""
+    try:
+        import phonenumbers
+    except ImportError:  # pragma: no cover
+        return 7 <= len(digits_of(value)) <= 12
+    if not 7 <= len(digits_of(value)) <= 12:
+        return False
+    for region in _LOCAL_REGIONS:
+        try:
+            if phonenumbers.is_valid_number(phonenumbers.parse(value, region)):
+                return True
+        except phonenumbers.NumberParseException:
+            return False
     return False
 
 
@@ -167,5 +219,7 @@ VALIDATORS: dict[str, Validator] = {
     "ipv6": ipv6,
     "e164": e164,
     "credit_card": credit_card,
+    "phone_number": phone_number,
+    "local_phone": local_phone,
     "cn_bank_card": cn_bank_card,
 }

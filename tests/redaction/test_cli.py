@@ -72,7 +72,7 @@ def test_policy_flag_and_errors(tmp_path: Path) -> None:
 def test_check_policy(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[2]
     proc = run(["--check", "--policy", str(repo / "policies" / "redaction.yaml")], "", tmp_path)
-    assert proc.returncode == 0 and proc.stdout.startswith("policy ok: 21 entity types, 0 custom detectors")
+    assert proc.returncode == 0 and proc.stdout.startswith("policy ok: 25 entity types, 0 custom detectors")
 
 
 def test_serve_refuses_a_bad_policy(tmp_path: Path) -> None:

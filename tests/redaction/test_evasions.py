@@ -1,0 +1,276 @@
+"""Issue 15: evasions real text contains (Unicode look-alikes, invisible characters, separators,
+glued values), cue-word formats, removed false alarms, and the name/address tier (PERSON, ADDRESS)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sidecar.redaction.engine import Redactor
+from sidecar.redaction.normalize import fold
+from sidecar.redaction.operators import Session
+from sidecar.redaction.policy import EntityRule, Policy
+from sidecar.redaction.streaming import StreamRedactor
+
+REDACTOR = Redactor(Policy(), b"test-key")
+
+
+def _answers_too() -> Policy:
+    """The default policy, with names, addresses and WeChat IDs looked for in answers as well."""
+    policy = Policy()
+    for t in ("PERSON", "ADDRESS", "WECHAT"):
+        policy.entities[t] = policy.rule(t).model_copy(update={"response": "mask"})
+    return policy
+
+
+# Streams are answers: the split-point guarantee is checked with every tier looked for there.
+ANSWER_REDACTOR = Redactor(_answers_too(), b"test-key")
+
+
+def found(text: str) -> list[tuple[str, str]]:
+    return [(e.type, text[e.start : e.end]) for e in REDACTOR.find(text)]
+
+
+EVASIONS = [
+    # Unicode: fullwidth digits, letters and @; zero-width and bidi characters inside; odd hyphens.
+    ("手机１３８１２３４５６７８联系", "CN_PHONE", "１３８１２３４５６７８"),
+    ("mail bob＠example.com ok", "EMAIL", "bob＠example.com"),
+    ("ＢＯＢ＠ＥＸＡＭＰＬＥ．ＣＯＭ", "EMAIL", "ＢＯＢ＠ＥＸＡＭＰＬＥ．ＣＯＭ"),
+    ("call 138\u200b1234\u200b5678 now", "CN_PHONE", "138\u200b1234\u200b5678"),
+    ("id 1101011990\u200d03074258 ok", "CN_ID", "1101011990\u200d03074258"),
+    ("tel \u202d13812345678\u202c", "CN_PHONE", "13812345678"),
+    ("电话010﹣85570230", "CN_LANDLINE", "010﹣85570230"),
+    ("电话010－85570230", "CN_LANDLINE", "010－85570230"),
+    ("座机010\u201385570230", "CN_LANDLINE", "010\u201385570230"),
+    ("card 4111\u00a01111\u00a01111\u00a01111", "CREDIT_CARD", "4111\u00a01111\u00a01111\u00a01111"),
+    # Separators
+    ("call 138.1234.5678", "CN_PHONE", "138.1234.5678"),
+    ("身份证 1101 0119 9001 0112 37", "CN_ID", "1101 0119 9001 0112 37"),
+    ("身份证 110101-19900307-4258", "CN_ID", "110101-19900307-4258"),
+    ("电话057788285332", "CN_LANDLINE", "057788285332"),
+    ("座机：85570230", "CN_LANDLINE", "85570230"),
+    # Boundaries
+    ("13911960587Email:a", "CN_PHONE", "13911960587"),
+    ("Tel13911960587", "CN_PHONE", "13911960587"),
+    ("-jangseohee@jangruicy.com", "EMAIL", "jangseohee@jangruicy.com"),
+    ("sean.o'brien@example.com", "EMAIL", "sean.o'brien@example.com"),
+    ("_x.y@example.org", "EMAIL", "x.y@example.org"),
+    ("%bob@example.org", "EMAIL", "bob@example.org"),
+    ("mail chen@126.comFanLetter", "EMAIL", "chen@126.com"),
+    # Formats users expect
+    ("call +44 20 7946 0958x", "PHONE", "+44 20 7946 0958x"),
+    ("Tel: +886 2 2345 6789", "PHONE", "+886 2 2345 6789"),
+    ("电话：+852 2345 6789", "PHONE", "+852 2345 6789"),
+    ("Tel: 020 7946 0958", "PHONE", "020 7946 0958"),
+    ("手机 0912-345-678", "PHONE", "0912-345-678"),
+    ("电话：(02) 2345-6789", "PHONE", "(02) 2345-6789"),
+    ("QQ：123456789", "QQ", "123456789"),
+    ("QQ号 12345678", "QQ", "12345678"),
+    ("微信号：zhang_san88，", "WECHAT", "zhang_san88"),
+    ("WeChat ID: jlin-2024 ok", "WECHAT", "jlin-2024"),
+    ("SSN 276521423", "US_SSN", "276521423"),
+    ("maestro 6759649826438453", "CREDIT_CARD", "6759649826438453"),
+    ("mir 2200 0000 0000 0004", "CREDIT_CARD", "2200 0000 0000 0004"),
+    (
+        "xapp-1-A0123ABCD-1234567890-abcdef0123456789",
+        "SLACK_TOKEN",
+        "xapp-1-A0123ABCD-1234567890-abcdef0123456789",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "type_", "value"), EVASIONS)
+def test_evasion_found(text: str, type_: str, value: str) -> None:
+    assert (type_, value) in found(text)
+
+
+FALSE_ALARMS = [
+    "a :: b",
+    "std::vector and ::",
+    "mac FF:FF:FF:FF:FF:FF broadcast",
+    "mac 00:00:00:00:00:00",
+    "token ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "SLACK_BOT_TOKEN=xoxb-xxxx-xxxx-xxxx",
+    "slack xoxb-your-bot-token-here",
+    "key sk-xxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "a1b13812345678",  # inside a token with digits
+    "QQ群 is fun, order 1234567",  # no number right after the cue
+    "共3，13812345678",  # the fullwidth comma is not folded: one phone only
+]
+
+
+@pytest.mark.parametrize("text", FALSE_ALARMS)
+def test_no_false_alarm(text: str) -> None:
+    got = found(text)
+    if text.startswith("共3"):
+        assert got == [("CN_PHONE", "13812345678")]
+    elif "QQ群" in text:
+        assert not [g for g in got if g[0] == "QQ"]
+    elif "SLACK" in text:
+        assert not [g for g in got if g[0] == "SLACK_TOKEN"]
+    else:
+        assert got == []
+
+
+NAMES = [
+    ("姓名：张三，电话", "PERSON", "张三"),
+    ("联系人：欧阳娜娜", "PERSON", "欧阳娜娜"),
+    ("王小明先生您好", "PERSON", "王小明"),
+    ("请联系李经理", "PERSON", "李"),
+    ("收件人王芳 13812345678", "PERSON", "王芳"),
+    (
+        "收货地址：北京市海淀区中关村大街27号院3号楼502室，电话",
+        "ADDRESS",
+        "北京市海淀区中关村大街27号院3号楼502室",
+    ),
+    (
+        "寄到广东省深圳市南山区科技园南区深南大道9988号",
+        "ADDRESS",
+        "广东省深圳市南山区科技园南区深南大道9988号",
+    ),
+    ("他住在上海市浦东新区陆家嘴环路1000号。", "ADDRESS", "上海市浦东新区陆家嘴环路1000号"),
+    ("Dear John Smith,", "PERSON", "John Smith"),
+    ("Mr. Brown said", "PERSON", "Brown"),
+    ("my name is Tom Hanks", "PERSON", "Tom Hanks"),
+    ("I met Jennifer Lopez today", "PERSON", "Jennifer Lopez"),
+    (
+        "Ship to 5650 Ellis Burgs Apt. 289\nPort Christopher, OH 33962",
+        "ADDRESS",
+        "5650 Ellis Burgs Apt. 289\nPort Christopher, OH 33962",
+    ),
+    ("at 10 Downing Street, London SW1A 2AA", "ADDRESS", "10 Downing Street, London SW1A 2AA"),
+    (
+        "office 1600 Amphitheatre Parkway, Mountain View, CA 94043",
+        "ADDRESS",
+        "1600 Amphitheatre Parkway, Mountain View, CA 94043",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "type_", "value"), NAMES)
+def test_names_and_addresses(text: str, type_: str, value: str) -> None:
+    assert (type_, value) in found(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "项目经理负责全班同学",
+        "原先生产线",
+        "北京大学和上海交通大学",
+        "The Company will call",
+        "I live in New York",
+        "See Section 5 Table 3",
+        "version 2 Beta",
+        "上海市政府发布通知",
+    ],
+)
+def test_name_tier_negatives(text: str) -> None:
+    assert [g for g in found(text) if g[0] in ("PERSON", "ADDRESS")] == []
+
+
+def test_name_tier_is_policy_controlled() -> None:
+    policy = Policy()
+    for t in ("PERSON", "ADDRESS", "WECHAT"):
+        policy.entities[t] = EntityRule(enabled=False)
+    r = Redactor(policy, b"k")
+    assert r.find("姓名：张三，地址：北京市海淀区中关村大街27号") == []
+    assert r.builtin_only  # the stream fast path is back when the name tier is off
+    # By default the tier redacts prompts but is not looked for in answers: the fast path stays on.
+    assert REDACTOR.find("姓名：张三") and REDACTOR.builtin_only
+    assert REDACTOR.find("姓名：张三", response=True) == []
+    # Looking for names in answers too (any operator but keep) turns the stream fast path off.
+    answers = Policy()
+    answers.entities["PERSON"] = EntityRule(
+        operator="placeholder", response="mask", keep_first=1, keep_last=0
+    )
+    both = Redactor(answers, b"k")
+    assert both.find("姓名：张三", response=True) and not both.builtin_only
+
+
+def test_placeholders_and_restore_for_names() -> None:
+    s = Session()
+    out = REDACTOR.redact("姓名：张三，Dear John Smith, 张三", s)
+    assert out == "姓名：<PERSON_1>，Dear <PERSON_2>, 张三" or "<PERSON_1>" in out
+    assert "张三" in s.originals.values() and "John Smith" in s.originals.values()
+    assert (
+        REDACTOR.redact("<PERSON_1> and <PERSON_2>", s, response=True, restore=True) == "张三 and John Smith"
+    )
+
+
+def test_exactly_the_original_characters() -> None:
+    text = "a\u200b１３８\u200b1234\u200b5678\u200bb"
+    (ent,) = REDACTOR.find(text)
+    assert text[ent.start : ent.end] == "１３８\u200b1234\u200b5678"
+    assert REDACTOR.redact(text) == "a\u200b<CN_PHONE_1>\u200bb"
+
+
+def test_fold_map() -> None:
+    text = "x\u200b\u200by１\u200d２"
+    folded, fmap = fold(text)
+    assert folded == "xy12" and fmap is not None
+    assert [fmap.start(i) for i in range(4)] == [0, 3, 4, 6]
+    assert fmap.end(4) == 7 and fmap.end(2) == 4
+    assert fmap.to_folded(3) == 1 and fmap.to_folded(7) == 4
+    assert fold("plain text 中文")[1] is None
+
+
+# -- streams: the split-point guarantee holds for the evasions ---------------------------------------
+def stream(text: str, cuts: list[int]) -> str:
+    sr = StreamRedactor(ANSWER_REDACTOR, Session(), restore=False)
+    out, last = [], 0
+    for cut in [*sorted(cuts), len(text)]:
+        out.append(sr.feed(text[last:cut]))
+        last = cut
+    out.append(sr.flush())
+    return "".join(out)
+
+
+def batch(text: str) -> str:
+    return ANSWER_REDACTOR.redact(text, Session(), response=True, restore=False)
+
+
+STREAM_VALUES = [t for t in EVASIONS if t[1] not in ("SLACK_TOKEN",)] + NAMES[:8]
+
+
+@pytest.mark.parametrize(("text", "type_", "value"), STREAM_VALUES)
+def test_every_two_chunk_split_no_leak(text: str, type_: str, value: str) -> None:
+    whole = batch(text)
+    core = value.replace("\u200b", "").replace("\u200d", "")
+    assert core not in whole
+    for i in range(len(text) + 1):
+        for j in range(i, len(text) + 1):
+            out = stream(text, [i, j])
+            assert out == whole, (text, i, j, out)
+
+
+EVASION_PIECES = [t[0] for t in EVASIONS] + [t[0] for t in NAMES]
+FILLER = [
+    " ",
+    "，",
+    "。",
+    "\u200b",
+    "１",
+    "－",
+    "x",
+    "A",
+    "Mr. ",
+    "先生",
+    "电话",
+    "Dear ",
+    "3",
+    "-",
+    "@",
+    "＠",
+]
+pieces = st.lists(st.sampled_from(EVASION_PIECES) | st.sampled_from(FILLER), min_size=1, max_size=8).map(
+    "".join
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), text=pieces)
+def test_evasions_any_split_equals_whole(data: st.DataObject, text: str) -> None:
+    cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=5))
+    assert stream(text, cuts) == batch(text)
