@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.support.procs import CACHE, ManagedProcess, custos_cmd, free_port
+from tests.support.upstream import RecordingUpstream
 
 TINY_MODEL_NAME = "custos-tiny"
 
@@ -218,6 +219,15 @@ def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., Sidecar]]:
     yield _start
     for sc in started:
         sc.stop()
+
+
+@pytest.fixture
+def upstream() -> Iterator[RecordingUpstream]:
+    """A recording upstream (``tests/support/upstream.py``): a real HTTP server that records what a
+    sidecar forwarded and answers as the test says, for tests that need no model."""
+    up = RecordingUpstream()
+    yield up
+    up.close()
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import httpx
 import orjson
 
 from tests.conftest import Sidecar
-from tests.security.conftest import RecordingUpstream
 from tests.support.procs import custos_cmd
+from tests.support.upstream import RecordingUpstream
 
 CHAT = {"model": "custos-tiny", "messages": [{"role": "user", "content": "hi"}]}
 AUDIT = {"checkpoint_interval_s": 0.2, "retention": {"enabled": False}, "compression": "none"}

@@ -17,26 +17,17 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from sidecar.audit.config import AuditConfig
 from sidecar.audit.keys import load_public_key
 from sidecar.audit.record import build_record
 from sidecar.audit.trail import AuditTrail
 from sidecar.audit.verify import Report, load_path, verify
-from tests.security.conftest import RecordingUpstream
 
 from .helpers import make_ctx, run_verify, spool_records, wait_until
 from .test_spool_full import metric
 
 CAP = 64 * 1024  # the smallest cap: 8 KiB segments, ~6 records each
-
-
-@pytest.fixture
-def upstream():
-    up = RecordingUpstream()
-    yield up
-    up.close()
 
 
 def check(state: Path, path: Path | None = None) -> Report:

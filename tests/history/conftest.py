@@ -10,7 +10,6 @@ import httpx
 
 from tests.conftest import mint_token
 from tests.es_node.fixtures import elasticsearch, es_index_prefix  # noqa: F401
-from tests.security.conftest import upstream  # noqa: F401
 
 POLICY = """
 version: 1

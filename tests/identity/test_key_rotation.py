@@ -12,8 +12,8 @@ import httpx
 import jwt
 
 from tests.conftest import Sidecar
-from tests.security.conftest import RecordingUpstream
 from tests.support.procs import custos_cmd
+from tests.support.upstream import RecordingUpstream
 
 
 def _custos(*args: str) -> str:

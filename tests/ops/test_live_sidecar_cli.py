@@ -6,23 +6,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import Sidecar, mint_token
-from tests.security.conftest import RecordingUpstream
+from tests.support.upstream import RecordingUpstream
 
 from .test_bad_input import run
-
-
-@pytest.fixture
-def upstream() -> Iterator[RecordingUpstream]:
-    up = RecordingUpstream()
-    yield up
-    up.close()
 
 
 @pytest.fixture

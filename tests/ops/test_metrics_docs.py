@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,7 +17,7 @@ import pytest
 
 from sidecar.redaction.detectors import ENTITY_TYPES
 from tests.conftest import Sidecar, mint_token
-from tests.security.conftest import RecordingUpstream
+from tests.support.upstream import RecordingUpstream
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = (REPO / "docs" / "metrics.md").read_text(encoding="utf-8")
@@ -119,13 +119,6 @@ def _family(name: str, samples: dict[str, list[dict[str, str]]]) -> list[dict[st
     for suffix in ("", "_bucket", "_count", "_sum"):
         out += samples.get(name + suffix, [])
     return out
-
-
-@pytest.fixture
-def upstream() -> Iterator[RecordingUpstream]:
-    up = RecordingUpstream()
-    yield up
-    up.close()
 
 
 @pytest.fixture

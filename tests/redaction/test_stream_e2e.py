@@ -7,7 +7,8 @@ import httpx
 import orjson
 
 from tests.conftest import Sidecar
-from tests.security.conftest import MODEL, RecordingUpstream, Reply, guarded, upstream  # noqa: F401
+from tests.security.conftest import guarded  # noqa: F401 (fixture)
+from tests.support.upstream import MODEL, RecordingUpstream, Reply
 
 
 def chunk(content: str | None = None, finish: str | None = None, **delta: object) -> dict:

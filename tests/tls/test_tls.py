@@ -16,8 +16,8 @@ from cryptography import x509
 
 from sidecar.commands.tls import DevPKI, make_dev_pki
 from tests.conftest import Sidecar
-from tests.security.conftest import MODEL, RecordingUpstream, Reply
 from tests.support.procs import custos_cmd
+from tests.support.upstream import MODEL, RecordingUpstream, Reply
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 

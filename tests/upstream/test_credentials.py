@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from sidecar.config import ConfigError, load_config
 from tests.conftest import Sidecar
-from tests.security.conftest import RecordingUpstream
+from tests.support.upstream import RecordingUpstream
 
 CHAT = {"model": "custos-tiny", "messages": [{"role": "user", "content": "hi"}]}
 
