@@ -75,7 +75,8 @@ def parse_statuses(text: str) -> frozenset[int]:
     return frozenset(codes)
 
 
-def _get(doc: Any, *keys: str) -> Any:
+def dig(doc: Any, *keys: str) -> Any:
+    """``doc[k1][k2]...`` of a JSON record, None where a level is missing or not an object."""
     for k in keys:
         if not isinstance(doc, dict):
             return None
@@ -110,17 +111,17 @@ class Filter:
             raise QueryError("the time range is empty: --until must be later than --since")
 
     def matches(self, doc: dict[str, Any]) -> bool:
-        if self.request_id is not None and _get(doc, "event", "id") != self.request_id:
+        if self.request_id is not None and dig(doc, "event", "id") != self.request_id:
             return False
-        if self.user is not None and _get(doc, "user", "id") != self.user:
+        if self.user is not None and dig(doc, "user", "id") != self.user:
             return False
-        if self.outcome is not None and _get(doc, "event", "outcome") != self.outcome:
+        if self.outcome is not None and dig(doc, "event", "outcome") != self.outcome:
             return False
-        if self.statuses is not None and _get(doc, "http", "response", "status_code") not in self.statuses:
+        if self.statuses is not None and dig(doc, "http", "response", "status_code") not in self.statuses:
             return False
-        if self.model is not None and _get(doc, "llm", "request", "model") != self.model:
+        if self.model is not None and dig(doc, "llm", "request", "model") != self.model:
             return False
-        if self.operation is not None and _get(doc, "llm", "operation", "name") != self.operation:
+        if self.operation is not None and dig(doc, "llm", "operation", "name") != self.operation:
             return False
         if self.since is not None or self.until is not None:
             ts = timestamp(doc)
@@ -190,7 +191,7 @@ def open_source(path: Path) -> Source:
 
 
 def _is_record(doc: Any) -> bool:
-    audit = _get(doc, "audit")
+    audit = dig(doc, "audit")
     return isinstance(audit, dict) and audit.get("type") not in ("checkpoint", "prune")
 
 
@@ -267,7 +268,7 @@ def end_positions(source: Source) -> Position:
 
 
 def record_key(doc: dict[str, Any]) -> tuple[Any, Any]:
-    audit = _get(doc, "audit") or {}
+    audit = dig(doc, "audit") or {}
     return audit.get("chain_id"), audit.get("seq")
 
 
@@ -377,15 +378,15 @@ COLUMNS = ("TIME", "REQUEST ID", "USER", "STATUS", "OUTCOME", "METHOD", "PATH", 
 
 def row(doc: dict[str, Any]) -> tuple[str, ...]:
     """One table row: when, which request, who, how it ended, and why (deny reason, error, model)."""
-    status = _get(doc, "http", "response", "status_code")
+    status = dig(doc, "http", "response", "status_code")
     detail = (
-        _get(doc, "event", "reason")
-        or _get(doc, "llm", "authz", "reason")
-        or _get(doc, "error", "message")
-        or _get(doc, "llm", "request", "model")
+        dig(doc, "event", "reason")
+        or dig(doc, "llm", "authz", "reason")
+        or dig(doc, "error", "message")
+        or dig(doc, "llm", "request", "model")
         or ""
     )
-    action = _get(doc, "event", "action")
+    action = dig(doc, "event", "action")
     if action in ("audit_loss", "audit_restart"):
         detail = f"[{action}] {detail}".strip()
     ts = doc.get("@timestamp")
@@ -393,12 +394,12 @@ def row(doc: dict[str, Any]) -> tuple[str, ...]:
         ts = ts[:23] + "Z"  # milliseconds are enough to read; --json has the stored value
     return (
         str(ts or "-"),
-        str(_get(doc, "event", "id") or "-"),
-        str(_get(doc, "user", "id") or "-"),
+        str(dig(doc, "event", "id") or "-"),
+        str(dig(doc, "user", "id") or "-"),
         str(status) if isinstance(status, int) else "-",
-        str(_get(doc, "event", "outcome") or "-"),
-        str(_get(doc, "http", "request", "method") or "-"),
-        str(_get(doc, "url", "path") or "-"),
+        str(dig(doc, "event", "outcome") or "-"),
+        str(dig(doc, "http", "request", "method") or "-"),
+        str(dig(doc, "url", "path") or "-"),
         _one_line(str(detail)),
     )
 

@@ -50,6 +50,7 @@ from ..apiutil import (
     request_path,
 )
 from .compression import is_compressed, open_segment, segment_size
+from .query import dig
 from .spool import chain_dirs, list_segments
 
 log = logging.getLogger("custos.audit")
@@ -145,33 +146,23 @@ def _lines_backwards(path: Path, budget: list[int]) -> Iterator[bytes]:
         f.close()
 
 
-def _get(doc: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(doc, dict):
-            return None
-        doc = doc.get(k)
-    return doc
-
-
 def summarize(doc: dict[str, Any]) -> dict[str, Any]:
     """One record reduced to what an operator scans for: who, what, when, why."""
-    status = _get(doc, "http", "response", "status_code")
-    reason = (
-        _get(doc, "event", "reason") or _get(doc, "llm", "authz", "reason") or _get(doc, "error", "message")
-    )
-    roles = _get(doc, "user", "roles")
+    status = dig(doc, "http", "response", "status_code")
+    reason = dig(doc, "event", "reason") or dig(doc, "llm", "authz", "reason") or dig(doc, "error", "message")
+    roles = dig(doc, "user", "roles")
     return {
         "timestamp": doc.get("@timestamp"),
-        "request_id": _get(doc, "event", "id"),
-        "user_id": _get(doc, "user", "id"),
+        "request_id": dig(doc, "event", "id"),
+        "user_id": dig(doc, "user", "id"),
         "roles": roles if isinstance(roles, list) else [],
         "status": status if isinstance(status, int) else None,
-        "method": _get(doc, "http", "request", "method"),
-        "path": _get(doc, "url", "path"),
-        "outcome": _get(doc, "event", "outcome"),
+        "method": dig(doc, "http", "request", "method"),
+        "path": dig(doc, "url", "path"),
+        "outcome": dig(doc, "event", "outcome"),
         "reason": reason,
-        "error_type": _get(doc, "error", "type"),
-        "source_ip": _get(doc, "source", "ip"),
+        "error_type": dig(doc, "error", "type"),
+        "source_ip": dig(doc, "source", "ip"),
     }
 
 
@@ -197,9 +188,9 @@ def read_recent(
                     continue
                 if not isinstance(doc, dict):
                     continue
-                if outcome is not None and _get(doc, "event", "outcome") != outcome:
+                if outcome is not None and dig(doc, "event", "outcome") != outcome:
                     continue
-                if statuses is not None and _get(doc, "http", "response", "status_code") not in statuses:
+                if statuses is not None and dig(doc, "http", "response", "status_code") not in statuses:
                     continue
                 per_chain.append(summarize(doc))
                 if len(per_chain) >= limit:

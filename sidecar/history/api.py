@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field
 
 from ..apiutil import ApiError, ErrorResponse, install_error_handlers, scope_identity
 from ..audit.config import AuditConfig
-from ..audit.query import Filter, QueryError, parse_statuses, parse_time, search_es_page
+from ..audit.query import Filter, QueryError, dig, parse_statuses, parse_time, search_es_page
 from .index import SpoolIndex
 
 log = logging.getLogger("custos.history")
@@ -107,14 +107,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 # -- records -> entries -----------------------------------------------------------------------------
-def _get(doc: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(doc, dict):
-            return None
-        doc = doc.get(k)
-    return doc
-
-
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -124,40 +116,40 @@ def _str(value: Any) -> str | None:
 
 
 def entry(doc: dict[str, Any], with_text: bool) -> HistoryEntry:
-    redactions = _get(doc, "llm", "redactions")
-    finish = _get(doc, "llm", "response", "finish_reasons")
+    redactions = dig(doc, "llm", "redactions")
+    finish = dig(doc, "llm", "response", "finish_reasons")
     err = doc.get("error")
-    duration = _int(_get(doc, "event", "duration"))
+    duration = _int(dig(doc, "event", "duration"))
     return HistoryEntry(
-        id=_str(_get(doc, "event", "id")) or "",
+        id=_str(dig(doc, "event", "id")) or "",
         created_at=_str(doc.get("@timestamp")) or "",
-        user=_str(_get(doc, "user", "id")),
-        model=_str(_get(doc, "llm", "request", "model")),
-        operation=_str(_get(doc, "llm", "operation", "name")),
-        method=_str(_get(doc, "http", "request", "method")),
-        path=_str(_get(doc, "url", "path")),
-        status=_int(_get(doc, "http", "response", "status_code")),
-        outcome=_str(_get(doc, "event", "outcome")),
-        stream=_get(doc, "llm", "request", "stream")
-        if isinstance(_get(doc, "llm", "request", "stream"), bool)
+        user=_str(dig(doc, "user", "id")),
+        model=_str(dig(doc, "llm", "request", "model")),
+        operation=_str(dig(doc, "llm", "operation", "name")),
+        method=_str(dig(doc, "http", "request", "method")),
+        path=_str(dig(doc, "url", "path")),
+        status=_int(dig(doc, "http", "response", "status_code")),
+        outcome=_str(dig(doc, "event", "outcome")),
+        stream=dig(doc, "llm", "request", "stream")
+        if isinstance(dig(doc, "llm", "request", "stream"), bool)
         else None,
         duration_ms=None if duration is None else duration // 1_000_000,
         usage=Usage(
-            input_tokens=_int(_get(doc, "llm", "usage", "input_tokens")),
-            output_tokens=_int(_get(doc, "llm", "usage", "output_tokens")),
+            input_tokens=_int(dig(doc, "llm", "usage", "input_tokens")),
+            output_tokens=_int(dig(doc, "llm", "usage", "output_tokens")),
         ),
         finish_reasons=[f for f in finish if isinstance(f, str)] if isinstance(finish, list) else [],
         redactions={k: v for k, v in redactions.items() if _int(v) is not None}
         if isinstance(redactions, dict)
         else {},
-        redactions_total=_int(_get(doc, "llm", "redactions_total")) or 0,
+        redactions_total=_int(dig(doc, "llm", "redactions_total")) or 0,
         error=RecordError(
             type=_str(err.get("type")), code=_str(err.get("code")), message=_str(err.get("message"))
         )
         if isinstance(err, dict)
         else None,
-        prompt=_str(_get(doc, "llm", "prompt", "text")) if with_text else None,
-        answer=_str(_get(doc, "llm", "output", "text")) if with_text else None,
+        prompt=_str(dig(doc, "llm", "prompt", "text")) if with_text else None,
+        answer=_str(dig(doc, "llm", "output", "text")) if with_text else None,
     )
 
 

@@ -42,7 +42,7 @@ from typing import Any
 import orjson
 
 from ..audit.compression import is_compressed, open_segment, plain_path
-from ..audit.query import Filter, is_record, timestamp
+from ..audit.query import Filter, dig, is_record, timestamp
 from ..audit.spool import chain_dirs, iter_lines, list_segments
 
 log = logging.getLogger("custos.history")
@@ -53,14 +53,6 @@ DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 # (ts, request id, chain, segment first seq, offset of the line, status, model, operation)
 Entry = tuple[float, str, str, int, int, int, str | None, str | None]
 Key = tuple[float, str, str, int, int]  # the first five fields: unique, and the cursor
-
-
-def _get(doc: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(doc, dict):
-            return None
-        doc = doc.get(k)
-    return doc
 
 
 def _intern(value: Any) -> str | None:
@@ -151,12 +143,12 @@ class SpoolIndex:
             return
         if not is_record(doc):
             return
-        subject = _get(doc, "user", "id")
+        subject = dig(doc, "user", "id")
         ts = timestamp(doc)
         if not isinstance(subject, str) or ts is None:
             return
-        rid = _get(doc, "event", "id")
-        status = _get(doc, "http", "response", "status_code")
+        rid = dig(doc, "event", "id")
+        status = dig(doc, "http", "response", "status_code")
         entry: Entry = (
             ts,
             rid if isinstance(rid, str) else "",
@@ -164,8 +156,8 @@ class SpoolIndex:
             first,
             offset,
             status if isinstance(status, int) else 0,
-            _intern(_get(doc, "llm", "request", "model")),
-            _intern(_get(doc, "llm", "operation", "name")),
+            _intern(dig(doc, "llm", "request", "model")),
+            _intern(dig(doc, "llm", "operation", "name")),
         )
         out.append((sys.intern(subject), entry))
 
