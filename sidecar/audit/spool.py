@@ -272,7 +272,7 @@ def write_clean_stop(chain_dir: Path, seq: int, last_hash: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, chain_dir / CLEAN_STOP)
-    _fsync_dir(chain_dir)
+    compression.fsync_dir(chain_dir)
 
 
 def take_clean_stop(chain_dir: Path) -> dict[str, Any] | None:
@@ -286,17 +286,8 @@ def take_clean_stop(chain_dir: Path) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         marker = None
     path.unlink(missing_ok=True)
-    _fsync_dir(chain_dir)
+    compression.fsync_dir(chain_dir)
     return marker if isinstance(marker, dict) else None
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def last_checkpoint_seq(chain_dir: Path) -> int:
