@@ -59,9 +59,9 @@ def spool_records(spool_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def wait_until(check: Any, timeout: float = 15.0) -> Any:
-    """Polls ``check()`` until it returns something truthy (records are written just after the
-    response, by the writer thread)."""
+def wait_until(check: Any, timeout: float = 15.0, interval: float = 0.1) -> Any:
+    """Polls ``check()`` every ``interval`` s until it returns something truthy (records are written
+    just after the response, by the writer thread)."""
     import time
 
     deadline = time.monotonic() + timeout
@@ -69,7 +69,7 @@ def wait_until(check: Any, timeout: float = 15.0) -> Any:
         value = check()
         if value or time.monotonic() > deadline:
             return value
-        time.sleep(0.1)
+        time.sleep(interval)
 
 
 def run_verify(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -26,6 +26,9 @@ GRAFANA = DASHBOARDS / "grafana" / "dashboards"
 MAY_BE_ABSENT = {
     # Older vLLM's name of the KV-cache gauge; the panel shows whichever the engine exports.
     "vllm:gpu_cache_usage_perc": "alternative name for vllm:kv_cache_usage_perc (vLLM < 0.10)",
+    # Exported only by a sidecar that serves TLS (server.tls); the live stack speaks plain HTTP, and a
+    # plain sidecar must not export it (tests/tls checks both).
+    "custos_tls_certificate_expiry_timestamp_seconds": "only with server.tls",
 }
 
 _KEYWORDS = {

@@ -93,6 +93,11 @@ class RecordingUpstream:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        if not (request.path.startswith("/v1/") or request.path == "/metrics"):
+            # Not something a sidecar sends upstream: a stray client of an earlier test that still
+            # targets this (reused) port, e.g. an alert engine's Prometheus queries or an audit
+            # shipper's Elasticsearch calls. Not evidence of anything: answered 404, not recorded.
+            return web.Response(status=404)
         self.requests.append(
             Recorded(
                 method=request.method,
