@@ -112,7 +112,7 @@ class CustosApp:
         self.mounts[prefix] = app
         self._operations[prefix] = operation
         if prefix.startswith("/v1/"):
-            # Served here instead of upstream; every other /v1/ path still skips this scan.
+            # Served here instead of upstream; the proxied path scans only these (usually one).
             self._v1_mounts = [p for p in self.mounts if p.startswith("/v1/")]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
