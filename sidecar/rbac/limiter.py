@@ -56,8 +56,9 @@ class LocalLimiter:
             self._buckets.clear()
 
 
-# KEYS[1] bucket hash; ARGV: rate per second, burst, ttl seconds. Returns {allowed, tokens*1000, retry ms}.
-_LUA = """
+# Both scripts: KEYS[1] bucket hash; ARGV: rate per second, burst, ttl seconds. The bucket is refilled
+# to now first (Redis' clock, so every replica agrees), then taken from and stored.
+_REFILL = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local rate = tonumber(ARGV[1])
@@ -67,6 +68,16 @@ local tokens = tonumber(b[1])
 local ts = tonumber(b[2])
 if tokens == nil then tokens = burst; ts = now end
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+"""
+_STORE = """
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+"""
+
+# A take: returns {allowed, tokens*1000, retry ms}.
+_LUA = (
+    _REFILL
+    + """
 local allowed = 0
 local retry = 0
 if tokens >= 1 then
@@ -75,29 +86,16 @@ if tokens >= 1 then
 else
   retry = (1 - tokens) / rate
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return {allowed, math.floor(tokens * 1000), math.ceil(retry * 1000)}
 """
-
+    + _STORE
+    + "return {allowed, math.floor(tokens * 1000), math.ceil(retry * 1000)}\n"
+)
 
 # A charge always takes a token, down to a floor of -burst (a source that keeps failing while refused
-# stays refused). KEYS[1] bucket hash; ARGV: rate per second, burst, ttl seconds. Returns tokens*1000.
-_CHARGE_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(b[1])
-local ts = tonumber(b[2])
-if tokens == nil then tokens = burst; ts = now end
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-tokens = math.max(-burst, tokens - 1)
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return math.floor(tokens * 1000)
-"""
+# stays refused). Returns tokens*1000.
+_CHARGE_LUA = (
+    _REFILL + "tokens = math.max(-burst, tokens - 1)\n" + _STORE + "return math.floor(tokens * 1000)\n"
+)
 
 
 class RedisLimiter:

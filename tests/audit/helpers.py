@@ -76,3 +76,16 @@ def run_verify(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     return subprocess.run(
         custos_cmd("audit", "verify", *args), capture_output=True, text=True, timeout=120, env=env
     )
+
+
+def wait_record(spool: Path, request_id: str, timeout: float = 15.0) -> dict[str, Any]:
+    """The record of ``request_id`` once the writer has it on disk (AssertionError after ``timeout``)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for rec in spool_records(spool):
+            if rec["event"]["id"] == request_id:
+                return rec
+        time.sleep(0.1)
+    raise AssertionError(f"no audit record for {request_id} in {spool}")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,19 +13,9 @@ import pytest
 from tests.conftest import mint_token
 from tests.support.procs import free_port
 
-from .helpers import run_verify, spool_records
+from .helpers import run_verify, spool_records, wait_record
 
 CHAT = "/v1/chat/completions"
-
-
-def wait_record(spool: Path, request_id: str, timeout: float = 15.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for rec in spool_records(spool):
-            if rec["event"]["id"] == request_id:
-                return rec
-        time.sleep(0.1)
-    raise AssertionError(f"no audit record for {request_id} in {spool}")
 
 
 def chat_body(stream: bool = False, max_tokens: int = 8) -> dict[str, Any]:

@@ -6,7 +6,6 @@ overlong ones, need ``alerts:silence-broad``."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.audit.helpers import spool_records
+from tests.audit.helpers import wait_record
 from tests.conftest import Sidecar, mint_token
 
 from .conftest import RecordingUpstream
@@ -73,16 +72,6 @@ def _call(
     return httpx.request(method, sc.url + path, headers=h, json=body, timeout=30)
 
 
-def _record(spool: Path, request_id: str, timeout: float = 15.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for rec in spool_records(spool):
-            if rec["event"]["id"] == request_id:
-                return rec
-        time.sleep(0.1)
-    raise AssertionError(f"no audit record for {request_id} in {spool}")
-
-
 def _silence_ids(sc: Sidecar) -> set[str]:
     r = _call(sc, "GET", SILENCES, LEAD)
     assert r.status_code == 200, r.text
@@ -106,14 +95,14 @@ def test_silence_create_and_delete_are_audited_with_the_callers_subject(admin_si
     )
     assert r.status_code == 200, r.text
     sid = r.json()["silenceID"]
-    rec = _record(spool, "adm-create")
+    rec = wait_record(spool, "adm-create")
     assert rec["user"]["id"] == "op-alice" and rec["user"]["roles"] == ["operator"]
     assert rec["url"]["path"] == SILENCES and rec["http"]["request"]["method"] == "POST"
     assert rec["http"]["response"]["status_code"] == 200 and rec["event"]["outcome"] == "success"
 
     r = _call(sc, "DELETE", f"{SILENCES}/{sid}", OPERATOR, request_id="adm-delete")
     assert r.status_code == 200 and r.json()["status"]["state"] == "expired"
-    rec = _record(spool, "adm-delete")
+    rec = wait_record(spool, "adm-delete")
     assert rec["user"]["id"] == "op-alice"
     assert rec["url"]["path"] == f"{SILENCES}/{sid}" and rec["http"]["request"]["method"] == "DELETE"
     assert rec["http"]["response"]["status_code"] == 200
@@ -123,20 +112,20 @@ def test_refused_admin_requests_are_audited(admin_sidecar) -> None:
     sc, spool = admin_sidecar
     r = _call(sc, "GET", "/admin/alerts", request_id="adm-no-token")
     assert r.status_code == 401
-    rec = _record(spool, "adm-no-token")
+    rec = wait_record(spool, "adm-no-token")
     assert rec["http"]["response"]["status_code"] == 401 and rec["event"]["outcome"] == "failure"
     assert rec["url"]["path"] == "/admin/alerts" and rec["http"]["request"]["method"] == "GET"
     assert not rec.get("user")
 
     r = _call(sc, "GET", "/admin/alerts", VIEWER, request_id="adm-viewer-read")
     assert r.status_code == 403 and "alerts:read" in r.json()["error"]["message"]
-    rec = _record(spool, "adm-viewer-read")
+    rec = wait_record(spool, "adm-viewer-read")
     assert rec["user"]["id"] == "bob-viewer" and rec["http"]["response"]["status_code"] == 403
 
     body = {"matchers": ['alertname="CustosGPULost"'], "duration": "1h", "comment": "x"}
     r = _call(sc, "POST", SILENCES, VIEWER, body, "adm-viewer-silence")
     assert r.status_code == 403
-    rec = _record(spool, "adm-viewer-silence")
+    rec = wait_record(spool, "adm-viewer-silence")
     assert rec["user"]["id"] == "bob-viewer" and rec["url"]["path"] == SILENCES
     assert rec["http"]["request"]["method"] == "POST" and rec["http"]["response"]["status_code"] == 403
     assert _stored(sc) == []
@@ -146,7 +135,7 @@ def test_refused_admin_requests_are_audited(admin_sidecar) -> None:
     assert r.status_code == 401
     r = _call(sc, "GET", "/admin/alerts/openapi.json", VIEWER, request_id="adm-openapi-viewer")
     assert r.status_code == 403 and "alerts:read" in r.json()["error"]["message"]
-    rec = _record(spool, "adm-openapi-viewer")
+    rec = wait_record(spool, "adm-openapi-viewer")
     assert rec["user"]["id"] == "bob-viewer" and rec["http"]["response"]["status_code"] == 403
     r = _call(sc, "GET", "/admin/alerts/openapi.json", OPERATOR)
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
@@ -207,7 +196,7 @@ def test_broad_silences_need_the_broad_permission(admin_sidecar, matchers: list[
     # Nothing about the policy behind the refusal: no role, no address.
     assert "operator" not in message and "127.0.0.1" not in message
     assert _stored(sc) == [] and _silence_ids(sc) == set()
-    rec = _record(spool, "adm-broad")
+    rec = wait_record(spool, "adm-broad")
     assert rec["user"]["id"] == "op-alice" and rec["http"]["response"]["status_code"] == 403
 
     r = _call(sc, "POST", SILENCES, LEAD, body)
