@@ -621,6 +621,9 @@ _ZH_KIND: dict[str, str] = {
     **{w: "wechat" for w in ("wechat", "WeChat", "Wechat", "WECHAT", "weixin", "Weixin", "vx", "VX", "Vx")},
 }
 _ZH_TRIGGER = re.compile(trie_regex(_ZH_KIND))
+# The same pass on ASCII-only text (most English lines): only the ASCII cue words can match there, and
+# a class of four first letters is skipped to much faster than the class of every trigger's first character.
+_ZH_TRIGGER_ASCII = re.compile(trie_regex(w for w in _ZH_KIND if w.isascii()))
 _MILITARY = frozenset(("USNS", "USNV", "USS", "USCGC", "PSC"))
 _EN_TITLES = frozenset(
     "Mr Mrs Ms Miss Mx Dr Prof Sir Dame Madam Rev Capt Sgt Lt Col Judge Officer Nurse".split()
@@ -631,11 +634,17 @@ _EN_GAZETTEER = re.compile(
     "[A-Z]" + trie_regex({w[1:] for w in (*_EN_FIRST, *_EN_LAST, *_EN_TITLES, *_MILITARY)}) + r"(?![A-Za-z])"
 )
 # A capitalized word after a word that ends in a lower-case letter, ``:`` or ``,``: where a cue ends.
-_MID_CAP = re.compile(r"[a-z:,][ ][A-Z]")
+# The pattern starts at the space (a literal ``re`` skips to at C speed) and looks back for the letter, so
+# it is run from one character later than the pass's start (same matches, same ends).
+_MID_CAP = re.compile(r"[ ](?<=[a-z:,][ ])[A-Z]")
 # A capitalized word after a word ending in a lower-case letter, ``:`` or ``,``: where a cue may end.
 _EN_CUE_BEFORE = re.compile(_EN_NAME_CUES + r"[ ]+\Z")
 # Numbers: a house number, or a number that needs a cue word (QQ, SSN, national-format phones).
-_DIGIT_RUN = re.compile(r"[0-9(][0-9 ().\-]{4,}+(?:[A-Za-z]?[ ])?|[0-9]{1,4}+[A-Za-z]?[ ](?=[A-Z0-9])")
+# Written with one leading class (``re`` then skips to candidates at C speed; a top-level alternation is
+# tried at every position): ``[0-9(]A|[0-9]{1,4}+B`` as ``[0-9(](?:A|(?<=[0-9])[0-9]{0,3}+B)``.
+_DIGIT_RUN = re.compile(
+    r"[0-9(](?:[0-9 ().\-]{4,}+(?:[A-Za-z]?[ ])?|(?<=[0-9])[0-9]{0,3}+[A-Za-z]?[ ](?=[A-Z0-9]))"
+)
 _EN_CUE_LAST = frozenset(
     "is Name name Dear dear person Sincerely Regards Cheers Thanks Patient patient Customer customer Client "
     "client "
@@ -877,7 +886,11 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
         # The passes start before ``pos`` (a stream's context), so that words and digit runs are cut
         # as in the whole text; what starts before ``pos`` is dropped.
         lo = max(0, pos - 64)
-        for m in zh_pass.finditer(text, lo) if zh_pass is not None else ():
+        if zh_pass is not None and text.isascii():
+            zh_iter = _ZH_TRIGGER_ASCII.finditer(text, lo)
+        else:
+            zh_iter = zh_pass.finditer(text, lo) if zh_pass is not None else ()
+        for m in zh_iter:
             kind, s = _ZH_KIND.get(m.group()), m.start()
             if kind == "title":
                 for b in range(max(lo, s - 4), s):  # surname (1-2) + given name (0-2) before the title
@@ -952,7 +965,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 prev = _PREV_NAME_WORDS.search(text, max(0, s - 40), s)
                 if prev is not None:
                     attempt("person_en", text, prev.start(), pos, out)
-        for m in cue_pass.finditer(text, lo) if cue_pass is not None else ():
+        for m in cue_pass.finditer(text, lo + 1) if cue_pass is not None else ():
             s = m.end() - 1
             k = text.rfind(" ", max(0, s - 30), s - 1)
             if text[k + 1 : s - 1].rstrip(":,.") in _EN_CUE_LAST:

@@ -113,7 +113,11 @@ class Redactor:
             if not found and not pos:
                 return found
         else:
-            lists = [f for f in (s.scan(text, pos) for s in scanners) if f]
+            lists = []  # a plain loop: no generator per call (most texts hold no entity)
+            for s in scanners:
+                f = s.scan(text, pos)
+                if f:
+                    lists.append(f)
             found = lists[0] if len(lists) == 1 else _merge(lists) if lists else []
             if not found and not pos:
                 return found

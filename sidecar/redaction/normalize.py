@@ -80,7 +80,7 @@ class Folded:
 
 def fold(text: str) -> tuple[str, Folded | None]:
     """The text the detectors scan, and the offset map back (None: same offsets)."""
-    if _SPECIAL.search(text) is None:
+    if text.isascii() or _SPECIAL.search(text) is None:  # isascii: a flag of the str, O(1)
         return text, None
     folded = text.translate(_TABLE)
     if len(folded) == len(text):
