@@ -47,8 +47,8 @@ from sidecar.apiutil import (
     ErrorResponse,
     api_error_response,
     error_response,
-    install_error_handlers,
     json_response,
+    new_api,
     request_path,
 )
 
@@ -569,16 +569,15 @@ Manager = Annotated[Caller, Depends(_manager)]
 
 def create_app(owner: AlertsAPI) -> FastAPI:
     """The FastAPI app of ``owner`` (its service, silences, authorizer and admin settings)."""
-    api = FastAPI(
-        title="Custos alerting admin API",
-        version="1",
-        description=(__doc__ or "").split("\n\n", 1)[0],
+    api = new_api(
+        "Custos alerting admin API",
+        __doc__,
         openapi_url=None,  # served below, behind alerts:read like every read
-        docs_url=None,
-        redoc_url=None,
+        internal_message=INTERNAL,
+        log=log,
+        what="alerting admin API",
         redirect_slashes=False,
     )
-    install_error_handlers(api, internal_message=INTERNAL, log=log, what="alerting admin API")
     api.state.owner = owner
     admin = owner.admin
 

@@ -83,6 +83,31 @@ def validation_param(errors: Any) -> tuple[str | None, str]:
     return (loc[-1] if loc else None), str(first.get("msg", "invalid"))
 
 
+def new_api(
+    title: str,
+    module_doc: str | None,
+    *,
+    openapi_url: str | None,
+    internal_message: str,
+    log: logging.Logger,
+    what: str,
+    redirect_slashes: bool = True,
+) -> FastAPI:
+    """A FastAPI app for one of the sidecar's own APIs: described by its module's first paragraph,
+    no interactive docs pages, and the OpenAI-shaped error handlers installed."""
+    api = FastAPI(
+        title=title,
+        version="1",
+        description=(module_doc or "").split("\n\n", 1)[0],
+        openapi_url=openapi_url,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=redirect_slashes,
+    )
+    install_error_handlers(api, internal_message=internal_message, log=log, what=what)
+    return api
+
+
 def install_error_handlers(api: FastAPI, *, internal_message: str, log: logging.Logger, what: str) -> None:
     """OpenAI-shaped answers for :class:`ApiError`, request validation (400, ``invalid_parameter``,
     ``param`` names it), HTTP errors (404, 405) and anything unexpected (500 ``internal_message``)."""

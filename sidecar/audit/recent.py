@@ -45,8 +45,8 @@ from ..apiutil import (
     ErrorGuard,
     ErrorResponse,
     error_response,
-    install_error_handlers,
     json_response,
+    new_api,
     request_path,
 )
 from .compression import is_compressed, open_segment, segment_size
@@ -271,17 +271,14 @@ _PARAMETERS: list[dict[str, Any]] = [
 
 
 def create_app(spool_dir: Path, max_scan_bytes: int = MAX_SCAN_BYTES) -> FastAPI:
-    api = FastAPI(
-        title="Custos audit: recent records",
-        version="1",
-        description=(__doc__ or "").split("\n\n", 1)[0],
+    api = new_api(
+        "Custos audit: recent records",
+        __doc__,
         openapi_url=OPENAPI_PATH,
-        docs_url=None,
-        redoc_url=None,
+        internal_message="Internal error reading the audit spool.",
+        log=log,
+        what="audit",
         redirect_slashes=False,
-    )
-    install_error_handlers(
-        api, internal_message="Internal error reading the audit spool.", log=log, what="audit"
     )
 
     @api.exception_handler(StarletteHTTPException)

@@ -37,7 +37,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
-from ..apiutil import ApiError, ErrorResponse, install_error_handlers, scope_identity
+from ..apiutil import ApiError, ErrorResponse, new_api, scope_identity
 from ..audit.config import AuditConfig
 from ..audit.query import Filter, QueryError, dig, parse_statuses, parse_time, search_es_page
 from .index import SpoolIndex
@@ -284,17 +284,13 @@ def _filter(
 
 
 def create_app(source: Any, *, with_text: bool, may_read_audit: Checker) -> FastAPI:
-    api = FastAPI(
-        title="Custos History API",
-        version="1",
-        description=(__doc__ or "").split("\n\n", 1)[0],
+    api = new_api(
+        "Custos History API",
+        __doc__,
         openapi_url=OPENAPI_PATH,
-        docs_url=None,
-        redoc_url=None,
-    )
-
-    install_error_handlers(
-        api, internal_message="Internal error reading the audit trail.", log=log, what="history"
+        internal_message="Internal error reading the audit trail.",
+        log=log,
+        what="history",
     )
 
     def caller(request: Request) -> tuple[str, tuple[str, ...]]:
