@@ -84,7 +84,9 @@ async def test_default_retention_prunes_signed_segments_without_a_sink(tmp_path:
 
 
 async def test_retention_off_without_a_sink_keeps_everything_until_the_cap(tmp_path: Path) -> None:
-    trail = await write(tmp_path, 300, max_bytes=CAP, retention={"enabled": False})
+    # Uncompressed, so the 300 records (~390 KB) overflow the 64 KiB cap whatever the sealer thread's
+    # pace; gzipped they shrink ~8x and, when the sealer keeps up, can all fit.
+    trail = await write(tmp_path, 300, max_bytes=CAP, retention={"enabled": False}, compression="none")
     assert trail.writer is not None and trail.writer.lost > 0  # past the gate: over the cap, lost
     records = spool_records(spool(tmp_path))
     assert records[0]["audit"]["seq"] == 1 and not notes(tmp_path)
@@ -92,7 +94,8 @@ async def test_retention_off_without_a_sink_keeps_everything_until_the_cap(tmp_p
 
 async def test_unshipped_segments_are_never_pruned(tmp_path: Path) -> None:
     """With a sink, retention prunes only what it acknowledged, however full the spool is."""
-    trail = AuditTrail(AuditConfig(max_bytes=CAP, checkpoint_every=10_000), tmp_path)
+    config = AuditConfig(max_bytes=CAP, checkpoint_every=10_000, compression="none")  # see above
+    trail = AuditTrail(config, tmp_path)
     await trail.open()
     writer = trail.writer
     assert writer is not None
