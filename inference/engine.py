@@ -367,6 +367,38 @@ class Engine:
                 self._cond.notify_all()
         return await asyncio.wrap_future(future)
 
+    async def mean_hidden_state(self, prompt_ids: list[int], adapter: str | None) -> list[float]:
+        """The mean of the last hidden layer over the prompt's tokens (the pooling routes' vector).
+
+        The forward pass runs on the scheduler thread between two generation steps, so the model is
+        never used from two threads at once and the event loop only waits. KeyError: ``adapter`` was
+        unloaded meanwhile; EngineError: the engine stopped before the pass ran.
+        """
+        return await self._on_scheduler(lambda: self._mean_hidden_state(prompt_ids, adapter))
+
+    def _mean_hidden_state(self, prompt_ids: list[int], adapter: str | None) -> list[float]:
+        if adapter is not None and adapter not in self.adapters:
+            raise KeyError(adapter)
+        kwargs: dict[str, Any] = {
+            "input_ids": torch.tensor([prompt_ids], dtype=torch.long, device=self.device),
+            "output_hidden_states": True,
+            "use_cache": False,
+        }
+        if self._keep_arg:  # the logits are not wanted: compute one position instead of all
+            kwargs["logits_to_keep"] = 1
+        with torch.inference_mode():
+            out = self._call_model([adapter], kwargs)
+        return out.hidden_states[-1][0].float().mean(dim=0).tolist()
+
+    def _fail_control(self, message: str) -> None:
+        """Control tasks still queued when the scheduler stops: their callers get an EngineError."""
+        with self._cond:
+            control = list(self._control)
+            self._control.clear()
+        for _, future in control:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(EngineError(message))
+
     @staticmethod
     def _run_control(task: Callable[[], Any], future: concurrent.futures.Future) -> None:
         if not future.set_running_or_notify_cancel():
@@ -425,6 +457,7 @@ class Engine:
             raise
         finally:
             self._fail_all("the engine stopped")
+            self._fail_control("the engine stopped")
 
     def _log_stats(self) -> None:
         """Every ``STATS_INTERVAL_S`` while busy, one line like vLLM's: throughput and queue depth."""
@@ -511,9 +544,13 @@ class Engine:
         }
         if last_only and self._keep_arg:
             kwargs["logits_to_keep"] = 1
+        return self._call_model([seq.adapter for seq in rows], kwargs)
+
+    def _call_model(self, adapters: list[str | None], kwargs: dict[str, Any]) -> Any:
+        """One forward pass; with LoRA adapters loaded, row i runs with ``adapters[i]`` (None: base)."""
         if self._peft is not None:
             # One batch, any mix of adapters: each LoRA layer adds an adapter's delta to its rows only.
-            kwargs["adapter_names"] = [seq.adapter or BASE_ADAPTER for seq in rows]
+            kwargs["adapter_names"] = [name or BASE_ADAPTER for name in adapters]
             return self._peft(**kwargs)
         return self.model(**kwargs)
 

@@ -89,7 +89,125 @@ class ChatCompletionRequest(_Common):
     echo: bool = False
 
 
-def parse(model: type[_Common], body: Any) -> Any:
+# Pydantic names the member of a union it tried in the error's location; these are not parameters.
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
+# OpenAI's ``include`` values; only the output text's logprobs mean anything for a text-only engine.
+ResponseIncludable = Literal[
+    "file_search_call.results",
+    "web_search_call.results",
+    "web_search_call.action.sources",
+    "message.input_image.image_url",
+    "computer_call_output.output.image_url",
+    "code_interpreter_call.outputs",
+    "reasoning.encrypted_content",
+    "message.output_text.logprobs",
+]
+
+
+class ResponseTextConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    format: dict[str, Any] | None = None
+
+
+class ResponsesRequest(_Common):
+    """``POST /v1/responses``: OpenAI's Responses API for text in, text out (no tools, nothing stored)."""
+
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = None
+    store: bool | None = True
+    previous_response_id: str | None = None
+    conversation: Any = None
+    prompt: Any = None
+    background: bool | None = False
+    text: ResponseTextConfig | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] = "auto"
+    parallel_tool_calls: bool | None = True
+    truncation: Literal["auto", "disabled"] | None = "disabled"
+    include: list[ResponseIncludable] | None = None
+    reasoning: dict[str, Any] | None = None
+    n: Literal[1] = 1  # one output message per response
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        # OpenAI's limits: 16 pairs, keys up to 64 characters (values: 512, checked above).
+        if value and len(value) > 16:
+            raise ValueError("at most 16 key-value pairs")
+        if value and any(len(key) > 64 for key in value):
+            raise ValueError("keys must be at most 64 characters")
+        return value
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return "message.output_text.logprobs" in (self.include or [])
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's ``POST /tokenize`` for a prompt."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    prompt: str
+    add_special_tokens: bool = True
+    return_token_strs: bool | None = False
+
+
+class TokenizeChatRequest(BaseModel):
+    """vLLM's ``POST /tokenize`` for chat messages: the prompt the chat template makes of them."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    add_special_tokens: bool = False
+    return_token_strs: bool | None = False
+    chat_template_kwargs: dict[str, Any] | None = None
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    tokens: list[int]
+
+
+class _PoolingCommon(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    user: str | None = None
+    add_special_tokens: bool = True
+
+
+class PoolingRequest(_PoolingCommon):
+    """``POST /pooling`` and ``POST /v1/embeddings``: one vector per input."""
+
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+
+
+class ScoreRequest(_PoolingCommon):
+    """``POST /v1/score``: text_1 against text_2, paired 1:1, 1:N or N:N."""
+
+    text_1: str | list[str]
+    text_2: str | list[str]
+
+
+class RerankRequest(_PoolingCommon):
+    """``POST /v1/rerank``: documents ordered by their score against the query."""
+
+    query: str
+    documents: list[str]
+    top_n: int | None = Field(None, ge=0)
+    return_documents: bool = True
+
+
+def parse(model: type[BaseModel], body: Any) -> Any:
     """Validate ``body`` into ``model``, or raise a 400 naming the first bad parameter."""
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.", code="invalid_body")
@@ -97,7 +215,7 @@ def parse(model: type[_Common], body: Any) -> Any:
         request = model.model_validate(body)
     except ValidationError as exc:
         error = exc.errors()[0]
-        loc = [p for p in error["loc"] if not (isinstance(p, str) and "[" in p)]
+        loc = [p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS))]
         param = _dotted(loc) or None
         message = error["msg"]
         if error["type"] == "missing":
@@ -105,7 +223,10 @@ def parse(model: type[_Common], body: Any) -> Any:
         raise bad_request(
             f"{param}: {message}" if param else message, param=param, code="invalid_parameter"
         ) from None
-    _check_unsupported(request)
+    if isinstance(request, _Common):
+        _check_unsupported(request)
+    if isinstance(request, ResponsesRequest):
+        _check_responses_request(request)
     return request
 
 
@@ -145,6 +266,75 @@ def _check_unsupported(request: _Common) -> None:
                 param="response_format",
                 code="unsupported_parameter",
             )
+
+
+def _check_responses_request(request: ResponsesRequest) -> None:
+    def unsupported(param: str, why: str) -> ProxyError:
+        return bad_request(f"{param}: {why}", param=param, code="unsupported_parameter")
+
+    if request.previous_response_id is not None:
+        raise unsupported(
+            "previous_response_id",
+            "responses are not stored by this engine (store is accepted and ignored); "
+            "send the earlier turns in input.",
+        )
+    if request.conversation is not None:
+        raise unsupported("conversation", "conversations are not stored by this engine; send them in input.")
+    if request.background:
+        raise unsupported(
+            "background", "background responses need stored responses, which this engine does not keep."
+        )
+    if request.prompt is not None:
+        raise unsupported("prompt", "prompt templates are not supported.")
+    if request.tools:
+        raise unsupported("tools", "tool calling is not supported by the CPU engine.")
+    if request.tool_choice not in ("auto", "none"):
+        raise unsupported("tool_choice", "tool calling is not supported by the CPU engine.")
+    fmt = ((request.text.format if request.text else None) or {}).get("type", "text")
+    if fmt != "text":
+        raise unsupported("text.format", f"type {fmt!r} is not supported by the CPU engine.")
+
+
+RESPONSE_ROLES = ("user", "system", "developer", "assistant")
+RESPONSE_TEXT_PARTS = ("input_text", "output_text")
+
+
+def response_messages(request: ResponsesRequest) -> list[dict[str, Any]]:
+    """The chat messages a Responses request stands for: ``instructions`` first (a system message),
+    then ``input`` (a string is one user message). Only message items with text parts are accepted."""
+    items = [{"role": "user", "content": request.input}] if isinstance(request.input, str) else request.input
+    if not items:
+        raise bad_request("input: must not be empty.", param="input")
+    messages = [_input_message(i, item) for i, item in enumerate(items)]
+    out = flatten_content(messages, field="input", text_parts=RESPONSE_TEXT_PARTS)
+    if request.instructions:
+        out.insert(0, {"role": "system", "content": request.instructions})
+    return out
+
+
+def _input_message(index: int, item: dict[str, Any]) -> ChatMessage:
+    kind = item.get("type", "message")
+    if kind != "message":
+        raise bad_request(
+            f"input[{index}].type: items of type {kind!r} are not supported by the CPU engine "
+            "(only messages with text).",
+            param=f"input[{index}].type",
+            code="unsupported_parameter",
+        )
+    role = item.get("role")
+    if role not in RESPONSE_ROLES:
+        raise bad_request(
+            f"input[{index}].role: must be one of {', '.join(RESPONSE_ROLES)} (got {role!r}).",
+            param=f"input[{index}].role",
+        )
+    content = item.get("content")
+    parts_ok = isinstance(content, list) and all(isinstance(part, dict) for part in content)
+    if not (isinstance(content, str) or parts_ok):
+        raise bad_request(
+            f"input[{index}].content: must be a string or a list of content parts.",
+            param=f"input[{index}].content",
+        )
+    return ChatMessage(role=role, content=content)
 
 
 def sampling_params(request: _Common, max_tokens: int, vocab_size: int) -> SamplingParams:
@@ -192,11 +382,22 @@ def requested_logprobs(request: _Common) -> int | None:
     """None: no logprobs; k: the chosen token's logprob plus the k most likely alternatives."""
     if isinstance(request, ChatCompletionRequest):
         return (request.top_logprobs or 0) if request.logprobs else None
+    if isinstance(request, ResponsesRequest):
+        return (request.top_logprobs or 0) if request.wants_logprobs else None
     return getattr(request, "logprobs", None)
 
 
-def flatten_content(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    """Messages with plain-string content (text parts joined), which every chat template understands."""
+CHAT_TEXT_PARTS = ("text", "input_text")
+
+
+def flatten_content(
+    messages: list[ChatMessage], field: str = "messages", text_parts: tuple[str, ...] = CHAT_TEXT_PARTS
+) -> list[dict[str, Any]]:
+    """Messages with plain-string content (text parts joined), which every chat template understands.
+
+    ``field`` names the request field the messages came from (in errors); ``text_parts`` are the
+    part types that carry text there.
+    """
     out: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         content = message.content
@@ -204,13 +405,13 @@ def flatten_content(messages: list[ChatMessage]) -> list[dict[str, Any]]:
             texts = []
             for j, part in enumerate(content):
                 kind = part.get("type")
-                if kind in ("text", "input_text") and isinstance(part.get("text"), str):
+                if kind in text_parts and isinstance(part.get("text"), str):
                     texts.append(part["text"])
                 else:
                     raise bad_request(
-                        f"messages[{i}].content[{j}]: only text parts are supported by this model "
+                        f"{field}[{i}].content[{j}]: only text parts are supported by this model "
                         f"(got type {kind!r}).",
-                        param=f"messages[{i}].content",
+                        param=f"{field}[{i}].content",
                     )
             content = "\n".join(texts)
         entry = message.model_dump(exclude_none=True)

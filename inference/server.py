@@ -1,10 +1,14 @@
 """The CPU engine's OpenAI-compatible HTTP server (Starlette on uvicorn), shaped like ``vllm serve``.
 
 Routes: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` (JSON or SSE streams ending with
-``data: [DONE]``, vLLM's chunk shapes), ``/health``, ``/version``, ``/metrics``, and vLLM's
-``/v1/load_lora_adapter`` / ``/v1/unload_lora_adapter``: LoRA adapters are served beside the base model
-and selected per request by ``model``. A client that goes
-away aborts its sequences (stream or not), which frees their batch slots at once.
+``data: [DONE]``, vLLM's chunk shapes), ``/v1/responses`` (OpenAI's Responses API, text only, nothing
+stored; JSON or typed SSE events), vLLM's ``/tokenize`` and ``/detokenize``, the pooling routes
+``/pooling``, ``/v1/embeddings``, ``/v1/score`` (also ``/score``) and ``/v1/rerank`` (also ``/rerank``,
+``/v2/rerank``) (mean of the last hidden layer: for testing the API shape, see ``pooling.py``),
+``/health``, ``/version``, ``/metrics``, and vLLM's ``/v1/load_lora_adapter`` /
+``/v1/unload_lora_adapter``: LoRA adapters are served beside the base model and selected per request by
+``model``. A client that goes away aborts its sequences (stream or not), which frees their batch slots
+at once.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +30,39 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from sidecar.errors import ProxyError, bad_request, error_body
 
-from .engine import AdapterError, Delta, Engine, Failure, RequestSink, Sequence, TokenLogprob
+from .engine import AdapterError, Delta, Engine, EngineError, Failure, RequestSink, Sequence, TokenLogprob
+from .pooling import (
+    MAX_POOLING_INPUTS,
+    Vector,
+    embedding_answer,
+    pooling_answer,
+    pooling_inputs,
+    rerank_answer,
+    rerank_inputs,
+    score_answer,
+    score_inputs,
+)
 from .protocol import (
     ChatCompletionRequest,
     CompletionRequest,
+    DetokenizeRequest,
+    PoolingRequest,
+    RerankRequest,
+    ResponsesRequest,
+    ScoreRequest,
+    TokenizeChatRequest,
+    TokenizeRequest,
     flatten_content,
     model_not_found,
     parse,
+    response_messages,
     sampling_params,
 )
+from .responses import ResponseDraft, ResponsesStream
+from .sse import ClientGone, EventStream, unless_client_leaves
 
 log = logging.getLogger("custos.inference.server")
 
@@ -63,7 +88,9 @@ class EngineServer:
         self.model_root = model_root
         self.created = int(time.time())
         tok = engine.tokenizer
-        self.vocab_size = int(getattr(engine.model.config.get_text_config(), "vocab_size", 0) or len(tok))
+        text_config = engine.model.config.get_text_config()
+        self.vocab_size = int(getattr(text_config, "vocab_size", 0) or len(tok))
+        self.hidden_size = int(getattr(text_config, "hidden_size", 0))
         self.has_chat_template = bool(getattr(tok, "chat_template", None))
         self._token_texts: dict[int, str] = {}
 
@@ -75,7 +102,7 @@ class EngineServer:
         except KeyError:
             raise model_not_found(str(requested)) from None
 
-    def _max_tokens(self, requested: int | None, prompt_len: int) -> int:
+    def _max_tokens(self, requested: int | None, prompt_len: int, param: str = "max_tokens") -> int:
         limit = self.engine.max_model_len
         if prompt_len >= limit:
             raise bad_request(
@@ -89,8 +116,8 @@ class EngineServer:
             raise bad_request(
                 f"This model's maximum context length is {limit} tokens. However, you requested "
                 f"{prompt_len + requested} tokens ({prompt_len} in the prompt, {requested} for the "
-                "completion). Please reduce the prompt or max_tokens.",
-                param="max_tokens",
+                f"completion). Please reduce the prompt or {param}.",
+                param=param,
                 code="context_length_exceeded",
             )
         return requested
@@ -188,7 +215,7 @@ class EngineServer:
             req: CompletionRequest = parse(CompletionRequest, await self._body(request))
             adapter = self._check_model(req.model)
             self._check_capacity()
-            prompts = await self._completion_prompts(req)
+            prompts = await self._token_prompts(req.prompt, "prompt")
             groups = [(ids, text) for ids, text in prompts]
             max_tokens = [self._max_tokens(req.max_tokens, len(ids)) for ids, _ in groups]
             params = [sampling_params(req, m, self.vocab_size) for m in max_tokens]
@@ -201,33 +228,220 @@ class EngineServer:
             req: ChatCompletionRequest = parse(ChatCompletionRequest, await self._body(request))
             adapter = self._check_model(req.model)
             self._check_capacity()
-            if not self.has_chat_template:
-                raise bad_request(
-                    "This model has no chat template; use /v1/completions.", code="no_chat_template"
-                )
-            messages = flatten_content(req.messages)
-            try:
-                text = self.engine.tokenizer.apply_chat_template(
-                    messages,
-                    tokenize=False,
-                    add_generation_prompt=req.add_generation_prompt and not req.continue_final_message,
-                    continue_final_message=req.continue_final_message,
-                    **(req.chat_template_kwargs or {}),
-                )
-            except Exception as exc:  # a template error is the request's problem (e.g. roles out of order)
-                raise bad_request(
-                    f"messages: the chat template rejected them: {exc}", param="messages"
-                ) from None
-            # The template already holds any BOS the model wants.
-            ids = await self._tokenize(text, add_special_tokens=False)
+            ids, text = await self._chat_prompt(
+                flatten_content(req.messages),
+                add_generation_prompt=req.add_generation_prompt,
+                continue_final_message=req.continue_final_message,
+                template_kwargs=req.chat_template_kwargs,
+            )
             requested = req.max_completion_tokens or req.max_tokens
             params = [sampling_params(req, self._max_tokens(requested, len(ids)), self.vocab_size)]
         except ProxyError as exc:
             return _error(exc)
         return await self._generate(request, req, [(ids, text)], params, chat=True, adapter=adapter)
 
-    async def _completion_prompts(self, req: CompletionRequest) -> list[tuple[list[int], str | None]]:
-        prompt = req.prompt
+    async def responses(self, request: Request) -> Response:
+        try:
+            req: ResponsesRequest = parse(ResponsesRequest, await self._body(request))
+            adapter = self._check_model(req.model)
+            self._check_capacity()
+            ids, text = await self._responses_prompt(req)
+            max_tokens = self._max_tokens(req.max_output_tokens, len(ids), param="max_output_tokens")
+            params = sampling_params(req, max_tokens, self.vocab_size)
+        except ProxyError as exc:
+            return _error(exc)
+        sink, sequences = self._submit([(ids, text)], [params], 1, adapter)
+        draft = ResponseDraft(req, params, adapter or self.model_name, len(ids))
+        if req.stream:
+            return ResponsesStream(self, sequences, sink, draft)
+        outputs = await self._outputs(request, sequences, sink)
+        if isinstance(outputs, Response):
+            return outputs
+        done = outputs.finish[0]
+        logprobs = self.format_logprobs(outputs.logprobs[0], chat=True)["content"]
+        return _json(
+            draft.finished(
+                outputs.texts[0], done.finish_reason if done else None, outputs.completion_tokens[0], logprobs
+            )
+        )
+
+    async def _responses_prompt(self, req: ResponsesRequest) -> tuple[list[int], str]:
+        """The chat prompt of instructions + input. With ``truncation: "auto"`` the oldest input messages
+        are dropped (never the instructions) until the prompt leaves room for the answer, as OpenAI does."""
+        messages = response_messages(req)
+        first = 1 if req.instructions else 0
+        while True:
+            ids, text = await self._chat_prompt(messages, param="input")
+            if (
+                req.truncation != "auto"
+                or len(messages) - first <= 1
+                or self._fits(len(ids), req.max_output_tokens)
+            ):
+                return ids, text
+            del messages[first]
+
+    def _fits(self, prompt_len: int, requested: int | None) -> bool:
+        try:
+            self._max_tokens(requested, prompt_len)
+        except ProxyError:
+            return False
+        return True
+
+    # ---- vLLM's tokenizer routes -------------------------------------------------------------
+    async def tokenize(self, request: Request) -> Response:
+        try:
+            body = await self._body(request)
+            chat = isinstance(body, dict) and "messages" in body
+            req = parse(TokenizeChatRequest if chat else TokenizeRequest, body)
+            self._check_model(req.model)
+            if chat:
+                ids, text = await self._chat_prompt(
+                    flatten_content(req.messages),
+                    add_generation_prompt=req.add_generation_prompt,
+                    continue_final_message=req.continue_final_message,
+                    template_kwargs=req.chat_template_kwargs,
+                )
+                if req.add_special_tokens:
+                    ids = await self._tokenize(text, add_special_tokens=True)
+            else:
+                ids = await self._tokenize(req.prompt, add_special_tokens=req.add_special_tokens)
+        except ProxyError as exc:
+            return _error(exc)
+        strs = self.engine.tokenizer.convert_ids_to_tokens(ids) if req.return_token_strs else None
+        return _json(
+            {"count": len(ids), "max_model_len": self.engine.max_model_len, "tokens": ids, "token_strs": strs}
+        )
+
+    async def detokenize(self, request: Request) -> Response:
+        try:
+            req: DetokenizeRequest = parse(DetokenizeRequest, await self._body(request))
+            self._check_model(req.model)
+            self._check_token_ids(req.tokens, "tokens")
+        except ProxyError as exc:
+            return _error(exc)
+        text = await asyncio.to_thread(self.engine.tokenizer.decode, req.tokens)
+        return _json({"prompt": text})
+
+    # ---- pooling: /pooling, /v1/embeddings, /v1/score, /v1/rerank ------------------------------
+    async def pooling(self, request: Request) -> Response:
+        return await self._pooling_route(
+            request, PoolingRequest, lambda req: pooling_inputs(req, self.hidden_size), pooling_answer
+        )
+
+    async def embeddings(self, request: Request) -> Response:
+        return await self._pooling_route(
+            request, PoolingRequest, lambda req: pooling_inputs(req, self.hidden_size), embedding_answer
+        )
+
+    async def score(self, request: Request) -> Response:
+        return await self._pooling_route(request, ScoreRequest, score_inputs, score_answer)
+
+    async def rerank(self, request: Request) -> Response:
+        return await self._pooling_route(request, RerankRequest, rerank_inputs, rerank_answer)
+
+    async def _pooling_route(
+        self,
+        request: Request,
+        model: type[Any],
+        inputs: Callable[[Any], list[tuple[Any, str]]],
+        answer: Callable[[Any, list[list[Vector]], str, int], dict[str, Any]],
+    ) -> Response:
+        """Parse, tokenize every input group, pool each text, and shape the answer."""
+        try:
+            req = parse(model, await self._body(request))
+            adapter = self._check_model(req.model)
+            self._check_capacity()
+            groups = [
+                await self._pooling_prompts(value, param, req.add_special_tokens)
+                for value, param in inputs(req)
+            ]
+        except ProxyError as exc:
+            return _error(exc)
+        vectors = await self._pooled(request, [ids for group in groups for ids in group], adapter)
+        if isinstance(vectors, Response):
+            return vectors
+        grouped: list[list[Vector]] = []
+        for group in groups:
+            grouped.append(vectors[: len(group)])
+            vectors = vectors[len(group) :]
+        prompt_tokens = sum(len(ids) for group in groups for ids in group)
+        return _json(answer(req, grouped, adapter or self.model_name, prompt_tokens))
+
+    async def _pooling_prompts(self, value: Any, param: str, add_special_tokens: bool) -> list[list[int]]:
+        prompts = await self._token_prompts(
+            value, param, add_special_tokens=add_special_tokens, max_items=MAX_POOLING_INPUTS
+        )
+        limit = self.engine.max_model_len
+        for ids, _ in prompts:
+            if len(ids) > limit:
+                raise bad_request(
+                    f"{param}: This model's maximum context length is {limit} tokens. However, you "
+                    f"requested {len(ids)} tokens in the input. Please reduce the length of the input.",
+                    param=param,
+                    code="context_length_exceeded",
+                )
+        return [ids for ids, _ in prompts]
+
+    async def _pooled(
+        self, request: Request, prompts: list[list[int]], adapter: str | None
+    ) -> list[Vector] | Response:
+        """Each prompt's vector (one forward pass each, on the scheduler thread), or the error answer."""
+
+        async def run() -> list[Vector]:
+            # One pass per text: generation steps run in between, so a big request stalls nobody long.
+            return [await self.engine.mean_hidden_state(ids, adapter) for ids in prompts]
+
+        try:
+            return await unless_client_leaves(request.receive, run())
+        except ClientGone:
+            return Response(status_code=499)
+        except asyncio.CancelledError:  # shutting down past the grace period
+            return _error(_shutting_down())
+        except KeyError:  # the adapter was unloaded meanwhile
+            return _error(model_not_found(str(adapter)))
+        except EngineError as exc:
+            return _error(
+                ProxyError(
+                    503, f"The engine is not running: {exc}", type="ServiceUnavailable", code="engine_failed"
+                )
+            )
+
+    async def _chat_prompt(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        param: str = "messages",
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        template_kwargs: dict[str, Any] | None = None,
+    ) -> tuple[list[int], str]:
+        """The prompt the model's chat template makes of ``messages``: (token ids, text)."""
+        if not self.has_chat_template:
+            raise bad_request(
+                "This model has no chat template; use /v1/completions.", code="no_chat_template"
+            )
+        try:
+            text = self.engine.tokenizer.apply_chat_template(
+                messages,
+                tokenize=False,
+                add_generation_prompt=add_generation_prompt and not continue_final_message,
+                continue_final_message=continue_final_message,
+                **(template_kwargs or {}),
+            )
+        except Exception as exc:  # a template error is the request's problem (e.g. roles out of order)
+            raise bad_request(f"{param}: the chat template rejected them: {exc}", param=param) from None
+        # The template already holds any BOS the model wants.
+        return await self._tokenize(text, add_special_tokens=False), text
+
+    async def _token_prompts(
+        self,
+        prompt: str | list[str] | list[int] | list[list[int]],
+        param: str,
+        *,
+        add_special_tokens: bool = True,
+        max_items: int | None = None,
+    ) -> list[tuple[list[int], str | None]]:
+        """(token ids, text) per prompt: a string, a list of strings, token ids or lists of token ids."""
         if isinstance(prompt, str):
             items: list[Any] = [prompt]
         elif prompt and all(isinstance(p, int) for p in prompt):
@@ -235,23 +449,26 @@ class EngineServer:
         else:
             items = list(prompt)
         if not items:
-            raise bad_request("prompt: must not be empty.", param="prompt")
+            raise bad_request(f"{param}: must not be empty.", param=param)
+        if max_items is not None and len(items) > max_items:
+            raise bad_request(f"{param}: at most {max_items} inputs per request.", param=param)
         out: list[tuple[list[int], str | None]] = []
         for item in items:
             if isinstance(item, str):
-                ids = await self._tokenize(item, add_special_tokens=True)
+                ids = await self._tokenize(item, add_special_tokens=add_special_tokens)
                 if not ids:
-                    raise bad_request("prompt: must not be empty.", param="prompt")
+                    raise bad_request(f"{param}: must not be empty.", param=param)
                 out.append((ids, item))
             else:
                 if not item:
-                    raise bad_request("prompt: a token id list must not be empty.", param="prompt")
-                if any(not 0 <= t < self.vocab_size for t in item):
-                    raise bad_request(
-                        f"prompt: token ids must be in 0..{self.vocab_size - 1}.", param="prompt"
-                    )
+                    raise bad_request(f"{param}: a token id list must not be empty.", param=param)
+                self._check_token_ids(item, param)
                 out.append((list(item), None))
         return out
+
+    def _check_token_ids(self, ids: list[int], param: str) -> None:
+        if any(not 0 <= t < self.vocab_size for t in ids):
+            raise bad_request(f"{param}: token ids must be in 0..{self.vocab_size - 1}.", param=param)
 
     # ---- LoRA adapters at run time (vLLM's routes and answers) ---------------------------------
     async def load_lora_adapter(self, request: Request) -> Response:
@@ -334,15 +551,7 @@ class EngineServer:
         chat: bool,
         adapter: str | None = None,
     ) -> Response:
-        sink = RequestSink(asyncio.get_running_loop())
-        sequences: list[Sequence] = []
-        for p, (ids, _) in enumerate(prompts):
-            for i in range(req.n):
-                sequences.append(
-                    Sequence(
-                        index=p * req.n + i, prompt_ids=ids, params=params[p], sink=sink, adapter=adapter
-                    )
-                )
+        sink, sequences = self._submit(prompts, params, req.n, adapter)
         prompt_tokens = sum(len(ids) for ids, _ in prompts)
         prefix = "chatcmpl-" if chat else "cmpl-"
         meta = {
@@ -354,7 +563,6 @@ class EngineServer:
         if chat:  # vLLM echoes the last message when it is the assistant's (continue_final_message)
             last = req.messages[-1]
             echo = [flatten_content([last])[0]["content"] if req.echo and last.role == "assistant" else None]
-        self.engine.submit(sequences)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             continuous = bool(req.stream_options and req.stream_options.continuous_usage_stats)
@@ -374,6 +582,38 @@ class EngineServer:
             request, sequences, sink, meta, chat=chat, prompt_tokens=prompt_tokens, n=req.n, echo=echo
         )
 
+    def _submit(
+        self,
+        prompts: list[tuple[list[int], str | None]],
+        params: list[Any],
+        n: int,
+        adapter: str | None,
+    ) -> tuple[RequestSink, list[Sequence]]:
+        """Queue ``n`` sequences per prompt in the engine; their output arrives in the sink."""
+        sink = RequestSink(asyncio.get_running_loop())
+        sequences = [
+            Sequence(index=p * n + i, prompt_ids=ids, params=params[p], sink=sink, adapter=adapter)
+            for p, (ids, _) in enumerate(prompts)
+            for i in range(n)
+        ]
+        self.engine.submit(sequences)
+        return sink, sequences
+
+    async def _outputs(
+        self, request: Request, sequences: list[Sequence], sink: RequestSink
+    ) -> Outputs | Response:
+        """Every sequence's whole output; or the error answer (engine failure, client gone, shutdown)."""
+        try:
+            return await unless_client_leaves(request.receive, _gather(sequences, sink))
+        except ProxyError as exc:
+            return _error(exc)
+        except ClientGone:  # free the batch slots now
+            self.engine.abort(sequences)
+            return Response(status_code=499)
+        except asyncio.CancelledError:  # shutting down past the grace period
+            self.engine.abort(sequences)
+            return _error(_shutting_down())
+
     async def _collect(
         self,
         request: Request,
@@ -386,46 +626,10 @@ class EngineServer:
         n: int,
         echo: list[str | None],
     ) -> Response:
-        texts = [""] * len(sequences)
-        finish: list[Delta | None] = [None] * len(sequences)
-        completion_tokens = [0] * len(sequences)
-        logprobs: list[list[TokenLogprob]] = [[] for _ in sequences]
-
-        async def gather() -> None:
-            remaining = len(sequences)
-            while remaining:
-                item = await sink.queue.get()
-                if isinstance(item, Failure):
-                    raise ProxyError(500, item.message, type="InternalServerError", code="engine_error")
-                texts[item.index] += item.text
-                completion_tokens[item.index] = item.completion_tokens
-                if item.logprobs:
-                    logprobs[item.index].extend(item.logprobs)
-                if item.finish_reason:
-                    finish[item.index] = item
-                    remaining -= 1
-
-        work = asyncio.ensure_future(gather())
-        gone = asyncio.ensure_future(_wait_disconnect(request.receive))
-        try:
-            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if not work.done():  # the client went away: free the batch slots now
-                self.engine.abort(sequences)
-                work.cancel()
-                return Response(status_code=499)
-            work.result()
-        except ProxyError as exc:
-            return _error(exc)
-        except asyncio.CancelledError:  # shutting down past the grace period
-            self.engine.abort(sequences)
-            work.cancel()
-            return _error(
-                ProxyError(
-                    503, "The engine is shutting down.", type="ServiceUnavailable", code="shutting_down"
-                )
-            )
-        finally:
-            gone.cancel()
+        outputs = await self._outputs(request, sequences, sink)
+        if isinstance(outputs, Response):
+            return outputs
+        texts, finish, logprobs = outputs.texts, outputs.finish, outputs.logprobs
         choices = []
         for i, text in enumerate(texts):
             done = finish[i]
@@ -440,7 +644,7 @@ class EngineServer:
             choice["finish_reason"] = done.finish_reason if done else None
             choice["stop_reason"] = done.stop_reason if done else None
             choices.append(choice)
-        total = sum(completion_tokens)
+        total = sum(outputs.completion_tokens)
         doc = {
             **meta,
             "object": "chat.completion" if chat else "text_completion",
@@ -472,17 +676,40 @@ def _adapter_error(exc: AdapterError) -> Response:
     return _error(ProxyError(exc.status, str(exc), type=kind, code="lora_adapter_error"))
 
 
-async def _wait_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
+@dataclass
+class Outputs:
+    """Everything a request's sequences produced, by sequence index."""
+
+    texts: list[str]
+    finish: list[Delta | None]  # the final delta (finish_reason, stop_reason) of each sequence
+    completion_tokens: list[int]
+    logprobs: list[list[TokenLogprob]]
 
 
-class SSEResponse(Response):
-    """Server-sent events, one per produced piece of text; aborts the sequences when the client leaves."""
+async def _gather(sequences: list[Sequence], sink: RequestSink) -> Outputs:
+    count = len(sequences)
+    out = Outputs([""] * count, [None] * count, [0] * count, [[] for _ in sequences])
+    remaining = count
+    while remaining:
+        item = await sink.queue.get()
+        if isinstance(item, Failure):
+            raise ProxyError(500, item.message, type="InternalServerError", code="engine_error")
+        out.texts[item.index] += item.text
+        out.completion_tokens[item.index] = item.completion_tokens
+        if item.logprobs:
+            out.logprobs[item.index].extend(item.logprobs)
+        if item.finish_reason:
+            out.finish[item.index] = item
+            remaining -= 1
+    return out
 
-    media_type = "text/event-stream"
+
+def _shutting_down() -> ProxyError:
+    return ProxyError(503, "The engine is shutting down.", type="ServiceUnavailable", code="shutting_down")
+
+
+class SSEResponse(EventStream):
+    """Server-sent events, one per produced piece of text, ending with ``data: [DONE]``."""
 
     def __init__(
         self,
@@ -498,17 +725,7 @@ class SSEResponse(Response):
         continuous: bool,
         echo: list[str | None],
     ) -> None:
-        # No super().__init__: it would declare a Content-Length, and a stream has none.
-        self.status_code = 200
-        self.background = None
-        self.raw_headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),
-        ]
-        self.server = server
-        self.sequences = sequences
-        self.sink = sink
+        super().__init__(server, sequences, sink)
         self.meta = meta
         self.chat = chat
         self.n = n
@@ -588,41 +805,6 @@ class SSEResponse(Response):
                 yield self._chunk([], self._usage(sum(tokens)))
         yield b"data: [DONE]\n\n"
 
-    async def _next(self) -> Delta | Failure:
-        """The next output, or ``_ClientGone`` as soon as the client disconnects (even while queued)."""
-        getter = asyncio.ensure_future(self.sink.queue.get())
-        await asyncio.wait({getter, self._gone}, return_when=asyncio.FIRST_COMPLETED)
-        if getter.done():
-            return getter.result()
-        getter.cancel()
-        raise _ClientGone
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._gone = asyncio.ensure_future(_wait_disconnect(receive))
-        finished = False
-        try:
-            await send(
-                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-            )
-            async for event in self._events():
-                await send({"type": "http.response.body", "body": event, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            finished = True
-        except (_ClientGone, OSError):  # the client left (or its connection broke while we wrote)
-            return
-        except asyncio.CancelledError:
-            # The server is shutting down and its grace period is over: end this stream quietly
-            # (the client sees no [DONE], so it knows the answer is incomplete).
-            return
-        finally:
-            self._gone.cancel()
-            if not finished:
-                self.server.engine.abort(self.sequences)
-
-
-class _ClientGone(Exception):
-    pass
-
 
 async def _not_found(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 404)
@@ -654,6 +836,13 @@ def create_app(engine: Engine, model_name: str, model_root: str) -> Starlette:
         Route("/v1/models/{name:path}", server.model, methods=["GET"]),
         Route("/v1/completions", server.completions, methods=["POST"]),
         Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
+        Route("/v1/responses", server.responses, methods=["POST"]),
+        Route("/tokenize", server.tokenize, methods=["POST"]),
+        Route("/detokenize", server.detokenize, methods=["POST"]),
+        Route("/pooling", server.pooling, methods=["POST"]),
+        Route("/v1/embeddings", server.embeddings, methods=["POST"]),
+        *(Route(path, server.score, methods=["POST"]) for path in ("/v1/score", "/score")),
+        *(Route(path, server.rerank, methods=["POST"]) for path in ("/v1/rerank", "/rerank", "/v2/rerank")),
         Route("/v1/load_lora_adapter", server.load_lora_adapter, methods=["POST"]),
         Route("/v1/unload_lora_adapter", server.unload_lora_adapter, methods=["POST"]),
     ]
