@@ -24,6 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     stream.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. not installed)")
     stream.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     stream.set_defaults(func=_run_stream)
+    breakdown = bsub.add_parser(
+        "breakdown", help="where a non-streamed request's time goes in the sidecar, stage by stage"
+    )
+    breakdown.add_argument("--requests", type=int, default=3000, help="measured requests (default 3000)")
+    breakdown.add_argument("--warmup", type=int, default=300, help="requests before measuring (default 300)")
+    breakdown.set_defaults(func=_run_breakdown)
 
 
 def _run_proxy(args: argparse.Namespace) -> int:
@@ -46,4 +52,14 @@ def _run_stream(args: argparse.Namespace) -> int:
         from sidecar.cli import UsageError
 
         raise UsageError("--duration must be >= 1 second and --events >= 3 (role, tokens, finish)")
+    return main(args)
+
+
+def _run_breakdown(args: argparse.Namespace) -> int:
+    from bench.request_breakdown import main
+
+    if args.requests < 1 or args.warmup < 0:
+        from sidecar.cli import UsageError
+
+        raise UsageError("--requests must be >= 1 and --warmup >= 0")
     return main(args)

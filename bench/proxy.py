@@ -97,6 +97,33 @@ class Result:
     errors: int
 
 
+@dataclass
+class InstantUpstream:
+    """nginx answering every chat completion at once (``url``), and proxying to itself (``proxy_url``)."""
+
+    url: str
+    proxy_url: str
+    process: ManagedProcess
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_instant_upstream(tmp: Path) -> InstantUpstream:
+    up_port, ng_port = free_port(), free_port()
+    for d in ("body", "proxy", "fcgi", "uwsgi", "scgi"):
+        (tmp / d).mkdir(exist_ok=True)
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(tmp=tmp, upstream_port=up_port, proxy_port=ng_port, model=MODEL, answer=ANSWER)
+    )
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    process = ManagedProcess("nginx", [nginx, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"])
+    url = f"http://127.0.0.1:{up_port}"
+    wait_http(url + "/v1/models", timeout=10)
+    return InstantUpstream(url, f"http://127.0.0.1:{ng_port}", process)
+
+
 def _ms(value: str) -> float:
     m = re.fullmatch(r"([\d.]+)(us|ms|s)", value)
     if not m:
@@ -183,17 +210,10 @@ def main(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="custos-bench-"))
     procs: list[ManagedProcess] = []
     try:
-        up_port, ng_port, sc_port, ll_port = free_port(), free_port(), free_port(), free_port()
-        for d in ("body", "proxy", "fcgi", "uwsgi", "scgi"):
-            (tmp / d).mkdir()
-        conf = tmp / "nginx.conf"
-        conf.write_text(
-            NGINX_CONF.format(tmp=tmp, upstream_port=up_port, proxy_port=ng_port, model=MODEL, answer=ANSWER)
-        )
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        procs.append(ManagedProcess("nginx", [nginx, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"]))
-        upstream = f"http://127.0.0.1:{up_port}"
-        wait_http(upstream + "/v1/models", timeout=10)
+        sc_port, ll_port = free_port(), free_port()
+        instant = start_instant_upstream(tmp)
+        procs.append(instant.process)
+        upstream = instant.url
 
         cfg = sidecar_config(tmp, upstream, sc_port)
         cfg_path = tmp / "custos.yaml"
@@ -208,7 +228,7 @@ def main(args: argparse.Namespace) -> int:
 
         targets = {
             "direct": upstream,
-            "nginx": f"http://127.0.0.1:{ng_port}",
+            "nginx": instant.proxy_url,
             "custos": f"http://127.0.0.1:{sc_port}",
         }
         ll = litellm_bin()
