@@ -5,7 +5,9 @@ nothing a router offers. Routes:
 
 - ``/health``  liveness: answers at once, never touches the upstream.
 - ``/ready``   readiness: the upstream answers ``/v1/models`` with at least one model; 503 otherwise.
-- ``/v1/...``  the stage pipeline, then forwarded upstream.
+- ``/v1/...`` and vLLM's root inference routes (``/tokenize``, ``/detokenize``, ``/pooling``,
+  exactly these: ``context.ROOT_ROUTES``): the stage pipeline, then forwarded upstream. Optional
+  endpoints switched off in ``endpoints:`` answer 404 before their body is read, audited.
 - ``/metrics``, ``/metrics/upstream`` (the upstream's own metrics, relayed), ``/admin/...`` (sub-apps
   that features mount at startup): the same stage pipeline (identity, authorization, audit), then
   answered here instead of upstream.
@@ -32,7 +34,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from . import httpproto
 from .clientip import parse_networks, resolve_client_ip
 from .config import Config, load_config
-from .context import RequestContext
+from .context import RequestContext, proxied
+from .endpoints import disabled_paths, not_enabled
 from .errors import ProxyError, bad_request
 from .forward import Receive, Send, UpstreamClient, strip_hop_by_hop
 from .pipeline import Pipeline, Terminal, build_stages, send_error
@@ -92,6 +95,7 @@ class CustosApp:
         self.max_body = server.max_body_bytes
         self.body_timeout_s = server.body_timeout_s
         self.trusted_proxies = parse_networks(config.rbac.trusted_proxies)
+        self.disabled = disabled_paths(config.endpoints)
         self.metrics_need_token = config.metrics.require_token
         self.mounts: dict[str, ASGIApp] = {}
         self._operations: dict[str, str] = {}
@@ -284,7 +288,7 @@ class CustosApp:
 
     def _route(self, scope: dict[str, Any], ctx: RequestContext) -> Terminal | None:
         path = ctx.path
-        if path.startswith("/v1/"):
+        if proxied(path):
             for prefix in self._v1_mounts:
                 if path == prefix or path.startswith(prefix + "/"):
                     return self._mounted(prefix, scope, ctx)
@@ -363,6 +367,8 @@ class CustosApp:
                 raise problem
             if terminal is None:
                 raise ProxyError(404, f"No route for {ctx.method} {ctx.path}.", code="not_found")
+            if terminal is self._forward and ctx.path in self.disabled:
+                raise not_enabled(ctx.path)
             if (
                 declared_length is not None
                 and declared_length.isdigit()

@@ -23,6 +23,8 @@ from inference.config import InferenceConfig
 
 from .audit.config import AuditConfig
 from .auth.config import AuthConfig
+from .cpus import usable_cpus
+from .endpoints import EndpointsConfig
 from .gpu.config import GpuConfig
 from .metrics.config import MetricsConfig
 from .rbac.config import RbacConfig
@@ -40,7 +42,12 @@ _ENV_NOT_OVERRIDES = {"CUSTOS_CONFIG", "CUSTOS_CACHE", "CUSTOS_VENV", "CUSTOS_PY
 class ServerConfig(Section):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=1, le=65535)
-    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="uvicorn worker processes; 'auto': one per usable core (affinity and cgroup quota)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="larger bodies get 413")
@@ -56,6 +63,11 @@ class ServerConfig(Section):
     )
     admin_enabled: bool = True
     tls: TLSConfig = Field(default_factory=TLSConfig)
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: Any) -> Any:
+        return min(64, usable_cpus()) if value == "auto" else value
 
 
 class UpstreamConfig(Section):
@@ -142,6 +154,7 @@ class Config(Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
     # Feature sections (one line each; the models live in the feature's own module):
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)

@@ -13,15 +13,36 @@ from typing import Any
 import orjson
 
 from .errors import ProxyError, bad_request
+from .multipart import Form, parse_form
 from .sse import SSEEvents
 
-# Routes whose bodies must be JSON objects, mapped to the OpenTelemetry GenAI operation name.
+# Inference routes, mapped to their OpenTelemetry GenAI-style operation name (metrics, traces and
+# the audit record's event.action). Their bodies must be JSON objects, except FORM_ROUTES.
 INFERENCE_ROUTES: dict[str, str] = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "text_completion",
     "/v1/embeddings": "embeddings",
+    "/v1/responses": "responses",
+    "/tokenize": "tokenize",
+    "/detokenize": "detokenize",
+    "/v1/score": "score",
+    "/v1/rerank": "rerank",
+    "/pooling": "pooling",
+    "/v1/audio/transcriptions": "transcription",
 }
+# Inference routes whose bodies are multipart/form-data uploads, not JSON, mapped to the one field
+# that carries the uploaded file.
+FORM_ROUTES: dict[str, str] = {"/v1/audio/transcriptions": "file"}
+# vLLM serves these at the root, not under /v1/. Exactly these are proxied (and redacted) like /v1/
+# routes; any other path outside /v1/ is the sidecar's own endpoint or 404.
+ROOT_ROUTES: frozenset[str] = frozenset({"/tokenize", "/detokenize", "/pooling"})
 KNOWN_ROUTES: frozenset[str] = frozenset({*INFERENCE_ROUTES, "/v1/models"})
+
+
+def proxied(path: str) -> bool:
+    """Whether ``path`` is a path the sidecar forwards upstream: its URL and body go through request
+    redaction (the few /v1/ paths the sidecar serves itself are treated the same way)."""
+    return path.startswith("/v1/") or path in ROOT_ROUTES
 
 
 @dataclass(slots=True)
@@ -49,7 +70,9 @@ class RequestContext:
     """Everything known about one request. Slots keep it cheap to build on the hot path."""
 
     __slots__ = (
+        "_form",
         "_json",
+        "_replacement",
         "body",
         "body_modified",
         "cancelled",
@@ -106,6 +129,8 @@ class RequestContext:
         self.client_ip = client_ip
         self.body = body
         self._json: Any = _UNPARSED
+        self._form: Form | None = None
+        self._replacement: bytes | None = None
         self.body_modified = False
         self.started = time.perf_counter()
         self.started_wall = time.time()
@@ -122,7 +147,7 @@ class RequestContext:
         self.status: int | None = None
         self.upstream_status: int | None = None
         self.response_headers: list[tuple[bytes, bytes]] = []
-        # "json", "sse" or "other": how filters should read the response body.
+        # "json", "sse", "text", "empty" or "other" (forward.response_kind): how filters read the body.
         self.response_kind = "other"
         self.response_bytes = 0
         # SSE answers: each event split and parsed once, shared by the filters that read streams.
@@ -157,6 +182,22 @@ class RequestContext:
         self._json = value
         self.body_modified = True
 
+    @property
+    def form(self) -> Form:
+        """The body of a ``FORM_ROUTES`` request parsed as multipart/form-data, whole. 400 when it
+        cannot be read completely (``sidecar.multipart``)."""
+        if self._form is None:
+            file_field = FORM_ROUTES.get(self.path, "file")
+            self._form = parse_form(self.header(b"content-type"), self.body, file_field=file_field)
+        return self._form
+
+    def set_body(self, body: bytes, content_type: bytes) -> None:
+        """Replace a body that is not JSON (a rebuilt form) and its Content-Type. Like ``set_json``,
+        the forward step sends it; until then ``body`` keeps the client's bytes (the prompt hash)."""
+        self._replacement = body
+        self.headers = [h for h in self.headers if h[0] != b"content-type"]
+        self.headers.append((b"content-type", content_type))
+
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
             if key == name:
@@ -164,7 +205,9 @@ class RequestContext:
         return None
 
     def outgoing_body(self) -> bytes:
-        if self.body_modified:
+        if self._replacement is not None:
+            self.body, self._replacement = self._replacement, None
+        elif self.body_modified:
             self.body = orjson.dumps(self._json)
             self.body_modified = False
         return self.body

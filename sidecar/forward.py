@@ -191,11 +191,10 @@ class UpstreamClient:
     ) -> None:
         ctx.upstream_status = resp.status
         raw = list(resp.raw_headers)
-        content_type = resp.headers.get("Content-Type", "")
-        if content_type.startswith("text/event-stream"):
-            ctx.response_kind = "sse"
-        elif content_type.startswith("application/json"):
-            ctx.response_kind = "json"
+        if resp.status in (204, 304) or resp.content_length == 0:
+            ctx.response_kind = "empty"
+        else:
+            ctx.response_kind = response_kind(resp.headers.get("Content-Type", ""))
         ctx.response_headers = [h for h in strip_hop_by_hop(raw) if h[0].lower() not in _OWN_RESPONSE_HEADERS]
         encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("identity", ""):
@@ -210,7 +209,7 @@ class UpstreamClient:
             )
             raise ctx.error  # the connection is closed, not pooled, with its body unread
         filters = filters_for(ctx)
-        if ctx.response_kind == "json":
+        if ctx.response_kind in _BUFFERED:
             try:
                 data = await resp.read()
             except TimeoutError:
@@ -280,6 +279,24 @@ class UpstreamClient:
                 tail += b"data: " + err.body() + b"\n\n"
         ctx.response_bytes += len(tail)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+# Answers read whole before they are filtered and sent (a text answer is redacted as one text).
+_BUFFERED = frozenset({"json", "text"})
+
+
+def response_kind(content_type: str) -> str:
+    """``sse``, ``json`` (``application/json`` and ``application/*+json``), ``text`` (any other
+    ``text/*``: plain text, SubRip and WebVTT transcriptions) or ``other``. Media types are
+    case-insensitive (RFC 9110), so ``Application/JSON`` is JSON and is redacted as JSON."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "text/event-stream":
+        return "sse"
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return "json"
+    if media.startswith("text/"):
+        return "text"
+    return "other"
 
 
 def _ssl_context(config: UpstreamConfig) -> ssl.SSLContext:

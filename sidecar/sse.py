@@ -161,3 +161,24 @@ class SSEReader:
         """The incomplete event left at the end of the stream, if any."""
         raw = self._buf.rest()
         return self.shared.parse(raw) if raw else None
+
+
+def reserialized(event: SSEEvent, doc: Any) -> SSEEvent:
+    """The event carrying ``doc`` now (other fields such as ``id:`` and ``event:`` kept), with its parse."""
+    data = orjson.dumps(doc)
+    return SSEEvent(with_data(event.raw, data), data, doc)
+
+
+def with_data(event: bytes, data: bytes) -> bytes:
+    """The event with its data replaced; other fields (id:, event:, comments) are kept."""
+    lines = event.rstrip(b"\n").split(b"\n")
+    out: list[bytes] = []
+    placed = False
+    for line in lines:
+        if line.startswith(b"data:"):
+            if not placed:
+                out.append(b"data: " + data)
+                placed = True
+        else:
+            out.append(line)
+    return b"\n".join(out) + b"\n\n"

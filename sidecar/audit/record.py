@@ -75,29 +75,35 @@ def _ip(value: str) -> str | None:
     return value
 
 
+# Request fields that carry the prompt: chat, completions, embeddings/pooling, the Responses API
+# (instructions and input items), score (text_1, text_2) and rerank (query, documents).
+_PROMPT_FIELDS = ("instructions", "messages", "prompt", "input", "text_1", "text_2", "query", "documents")
+
+
 def input_chars(body: Any) -> int | None:
-    """Characters of the prompt text: chat message contents, completion prompts, embedding inputs."""
+    """Characters of the prompt text (see ``_PROMPT_FIELDS``); None when the body has none."""
     if not isinstance(body, dict):
         return None
+    total = None
+    for key in _PROMPT_FIELDS:
+        if key in body:
+            total = (total or 0) + _text_chars(body[key])
+    return total
+
+
+def _text_chars(value: Any) -> int:
+    """A string, or a list of strings, messages (``content``) and content parts (``text``)."""
+    if isinstance(value, str):
+        return len(value)
+    if not isinstance(value, list):
+        return 0
     total = 0
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        for msg in messages:
-            content = msg.get("content") if isinstance(msg, dict) else None
-            if isinstance(content, str):
-                total += len(content)
-            elif isinstance(content, list):
-                for part in content:
-                    if isinstance(part, dict) and isinstance(part.get("text"), str):
-                        total += len(part["text"])
-        return total
-    for key in ("prompt", "input"):
-        value = body.get(key)
-        if isinstance(value, str):
-            return len(value)
-        if isinstance(value, list):
-            return sum(len(v) for v in value if isinstance(v, str))
-    return None
+    for item in value:
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            total += _text_chars(item["content"] if "content" in item else item.get("text"))
+    return total
 
 
 def _request_json(ctx: RequestContext) -> Any:
@@ -465,14 +471,25 @@ class TextCapture(ResponseFilter):
     def _take(self, doc: Any, stream: bool) -> None:
         if not isinstance(doc, dict):
             return
+        if stream and doc.get("type") == "response.output_text.delta":  # the Responses API
+            self._add(doc.get("delta"))
+            return
+        if not stream and doc.get("object") == "response":
+            for item in doc.get("output") or ():
+                for part in (item.get("content") if isinstance(item, dict) else None) or ():
+                    if isinstance(part, dict) and part.get("type") == "output_text":
+                        self._add(part.get("text"))
+            return
         for choice in doc.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
             holder = choice.get("delta" if stream else "message")
-            piece = holder.get("content") if isinstance(holder, dict) else choice.get("text")
-            if isinstance(piece, str) and piece:
-                self.parts.append(piece)
-                self.size += len(piece)
+            self._add(holder.get("content") if isinstance(holder, dict) else choice.get("text"))
+
+    def _add(self, piece: Any) -> None:
+        if isinstance(piece, str) and piece:
+            self.parts.append(piece)
+            self.size += len(piece)
 
     def text(self) -> str | None:
         if self.json_body:

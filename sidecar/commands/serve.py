@@ -6,6 +6,7 @@ import argparse
 import os
 
 from ..config import load_config
+from ..cpus import usable_cpus
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,11 +16,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", help="override server.host")
     p.add_argument("--port", type=int, help="override server.port")
-    p.add_argument("--workers", type=int, help="override server.workers")
+    p.add_argument(
+        "--workers", type=_workers, help="override server.workers (a number, or 'auto': one per usable core)"
+    )
     p.add_argument(
         "--gpu-sim", metavar="FILE", help="simulate GPUs from a scenario file (sets gpu.simulation)"
     )
     p.set_defaults(func=run_serve)
+
+
+def _workers(value: str) -> int:
+    if value == "auto":
+        return min(64, usable_cpus())
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number or 'auto'") from None
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError(f"{count} is not between 1 and 64")
+    return count
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -7,6 +7,11 @@ Built-in table (policy ``routes:`` entries are checked first and may add more):
 | POST   | /v1/chat/completions  | model:invoke:<model>      |
 | POST   | /v1/completions       | model:invoke:<model>      |
 | POST   | /v1/embeddings        | model:invoke:<model>      |
+| POST   | /v1/responses         | model:invoke:<model>  (endpoints.responses, on)  |
+| POST   | /tokenize, /detokenize | model:invoke:<model> (endpoints.tokenize, on; at the root) |
+| POST   | /v1/score, /v1/rerank | model:invoke:<model>  (endpoints.score, on)      |
+| POST   | /pooling              | model:invoke:<model>  (endpoints.pooling, off; at the root) |
+| POST   | /v1/audio/transcriptions | model:invoke:<model> (endpoints.transcriptions, off; form field) |
 | GET    | /v1/models            | model:list (answer filtered to invokable models) |
 | GET    | /v1/models/<id>       | model:list, and <id> must be invokable (else 404) |
 | POST   | /v1/load_lora_adapter, /v1/unload_lora_adapter | lora:manage (LoRA adapters at run time) |
@@ -15,6 +20,10 @@ Built-in table (policy ``routes:`` entries are checked first and may add more):
 | POST, DELETE | /admin/alerts/silences[/<id>], POST /admin/alerts/receivers/<name>/test | alerts:manage |
 | GET    | /admin/audit/recent, /admin/audit/openapi.json | audit:read |
 | GET    | /v1/history[/<id>]    | history:list (other users' records: audit:read as well) |
+
+<model> is the ``model`` the request body names (400 when it names none; for an upload, the ``model``
+form field); vLLM serves /tokenize, /detokenize and /pooling at the root. An endpoint switched off in
+the ``endpoints:`` config section answers 404 before any route is looked up (``sidecar.endpoints``).
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ INVOKE = "model:invoke:{model}"
 
 
 def _local(method: str, path: str, permission: str) -> RouteSpec:
-    # Built-in routes to the sidecar's own endpoints; policy files may name /v1/ paths only.
+    # Built-in routes outside /v1/ (the sidecar's own endpoints, vLLM's root inference routes);
+    # policy files may name /v1/ paths only.
     return RouteSpec.model_construct(method=method, path=path, permission=permission)
 
 
@@ -36,6 +46,14 @@ BUILTIN_ROUTES: list[RouteSpec] = [
     RouteSpec(method="POST", path="/v1/chat/completions", permission=INVOKE),
     RouteSpec(method="POST", path="/v1/completions", permission=INVOKE),
     RouteSpec(method="POST", path="/v1/embeddings", permission=INVOKE),
+    # vLLM's other inference endpoints (each family can be switched off: sidecar.endpoints).
+    RouteSpec(method="POST", path="/v1/responses", permission=INVOKE),
+    _local(method="POST", path="/tokenize", permission=INVOKE),
+    _local(method="POST", path="/detokenize", permission=INVOKE),
+    RouteSpec(method="POST", path="/v1/score", permission=INVOKE),
+    RouteSpec(method="POST", path="/v1/rerank", permission=INVOKE),
+    _local(method="POST", path="/pooling", permission=INVOKE),
+    RouteSpec(method="POST", path="/v1/audio/transcriptions", permission=INVOKE),
     RouteSpec(method="GET", path="/v1/models", permission="model:list"),
     RouteSpec(method="GET", path="/v1/models/*", permission="model:list"),
     # vLLM's (and the CPU engine's) run-time LoRA adapter routes; invoking an adapter is model:invoke.

@@ -5,11 +5,13 @@ through the redactor, except a small closed set of identifier fields whose value
 against strict patterns or enums so that they cannot carry text (``model``, message ``role``, part
 and tool ``type``, ``tool_choice``/``function_call`` modes, ``response_format.type``,
 ``encoding_format``, ``logit_bias`` token ids). Known fields of the OpenAI chat / completions /
-embeddings schemas (and vLLM's extras) are type-checked where the sidecar or the engine relies on
-the type; unknown fields are walked generically. A body that cannot be fully inspected (a wrong type
-on a known field, nesting deeper than ``max_depth``, more than ``max_strings`` strings, more than
-``max_chars`` characters of text) is refused with an OpenAI-shaped error naming the field path:
-what is not inspected is not forwarded.
+embeddings, Responses, tokenize/detokenize, score/rerank and pooling schemas (and vLLM's extras) are
+type-checked where the sidecar or the engine relies on the type; unknown fields are walked
+generically. Multipart forms (``walk_form``: ``/v1/audio/transcriptions``) get the same rule for
+their text fields and the file's name; the file's bytes are not text and pass as they are. A body
+that cannot be fully inspected (a wrong type on a known field, nesting deeper than ``max_depth``, more
+than ``max_strings`` strings, more than ``max_chars`` characters of text) is refused with an
+OpenAI-shaped error naming the field path: what is not inspected is not forwarded.
 
 Answers (``walk_answer``): the same rule for every string and key of an answer document, with the
 logprobs rule of the redact stage (token ``bytes`` dropped, logprobs of a redacted choice nulled).
@@ -23,6 +25,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from ..errors import ProxyError, bad_request
+from ..multipart import OCTET_STREAM, Form, form_bool
 
 Redact = Callable[[str], str]
 
@@ -30,7 +33,16 @@ _ROLES = frozenset({"system", "user", "assistant", "tool", "function", "develope
 # Identifier values (part/tool types, modes): lower-case words, no digits, so no entity fits.
 _IDENT = re.compile(r"[a-z][a-z_]{0,31}")
 _TOKEN_ID = re.compile(r"[0-9]{1,9}")
-_PATH_KEY = re.compile(r"[A-Za-z_][A-Za-z_]{0,63}")
+# Responses ``include`` values ("message.output_text.logprobs"): identifiers joined by dots.
+_DOTTED = re.compile(r"[a-z][a-z_]{0,31}(?:\.[a-z][a-z_]{0,31}){0,7}")
+# A language code ("en", "zh-Hans", "pt_BR"): no room for an entity.
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,2}")
+# Numbers sent as form text.
+_FORM_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,3})?")
+_FORM_INT = re.compile(r"[-+]?[0-9]{1,19}")
+# Field-path keys echoed in errors: no digit runs (a free-form key may be a phone or ID number),
+# but one final digit, as in score's text_1.
+_PATH_KEY = re.compile(r"[A-Za-z_][A-Za-z_]{0,62}[0-9]?")
 # Short strings that redact to themselves are remembered for the rest of the walk (keys, enum
 # values, repeated ids): a set lookup instead of a scan.
 _CLEAN_MAX = 64
@@ -38,6 +50,13 @@ _CLEAN_MAX = 64
 _CHAT = "/v1/chat/completions"
 _COMPLETIONS = "/v1/completions"
 _EMBEDDINGS = "/v1/embeddings"
+_RESPONSES = "/v1/responses"
+_TOKENIZE = "/tokenize"
+_DETOKENIZE = "/detokenize"
+_SCORE = "/v1/score"
+_RERANK = "/v1/rerank"
+_POOLING = "/pooling"
+_TRANSCRIPTIONS = "/v1/audio/transcriptions"
 
 
 class Walker:
@@ -311,7 +330,7 @@ def _role(w: Walker, value: Any) -> Any:
     return value
 
 
-def _stop(w: Walker, value: Any) -> Any:
+def _text_or_texts(w: Walker, value: Any) -> Any:
     if value is None:
         return value
     if isinstance(value, str):
@@ -389,22 +408,31 @@ _TOOL_CALL: dict[str, Field] = {"type": _ident, "function": _obj(_TOOL_CALL_FN)}
 _PART: dict[str, Field] = {"type": _ident}
 
 
-def _part(w: Walker, value: Any) -> Any:
-    if isinstance(value, str):
-        return w.text(value)
-    if not isinstance(value, dict):
-        raise w.invalid("must be an object (a content part)")
-    return w.obj(value, _PART)
+def _content_of(part_fields: dict[str, Field]) -> Field:
+    """Message content: a string, null or a list of parts (objects with ``part_fields``)."""
+
+    def part(w: Walker, value: Any) -> Any:
+        if isinstance(value, str):
+            return w.text(value)
+        if not isinstance(value, dict):
+            raise w.invalid("must be an object (a content part)")
+        return w.obj(value, part_fields)
+
+    parts = _list_of(part, "content parts")
+
+    def handle(w: Walker, value: Any) -> Any:
+        if value is None:
+            return value
+        if isinstance(value, str):
+            return w.text(value)
+        if isinstance(value, list):
+            return parts(w, value)
+        raise w.invalid("must be a string, null or a list of content parts")
+
+    return handle
 
 
-def _content(w: Walker, value: Any) -> Any:
-    if value is None:
-        return value
-    if isinstance(value, str):
-        return w.text(value)
-    if isinstance(value, list):
-        return _list_of(_part, "content parts")(w, value)
-    raise w.invalid("must be a string, null or a list of content parts")
+_content = _content_of(_PART)
 
 
 _MESSAGE: dict[str, Field] = {
@@ -456,7 +484,7 @@ _COMMON: dict[str, Field] = {
     "include_stop_str_in_output": _bool,
     "add_special_tokens": _bool,
     "use_beam_search": _bool,
-    "stop": _stop,
+    "stop": _text_or_texts,
     "stop_token_ids": _list_of(_int, "token ids"),
     "logit_bias": _logit_bias,
     "response_format": _obj({"type": _ident}),
@@ -497,11 +525,221 @@ EMBEDDINGS_FIELDS: dict[str, Field] = {
     "dimensions": _int,
 }
 
+# -- the Responses API (/v1/responses) ---------------------------------------------------------------
+_RESPONSE_PART: dict[str, Field] = {"type": _ident, "text": _text}
+_RESPONSE_MESSAGE: dict[str, Field] = {
+    "type": _ident,
+    "role": _enum("user", "assistant", "system", "developer"),
+    "content": _content_of(_RESPONSE_PART),
+}
+# Input items by type; call ids go through the redactor like chat's tool_call_id (same session, so a
+# call and its output still match). Items of other types are walked generically.
+_RESPONSE_ITEMS: dict[str, dict[str, Field]] = {
+    "message": _RESPONSE_MESSAGE,
+    "function_call": {"type": _ident, "call_id": _text, "name": _text, "arguments": _text},
+    "function_call_output": {"type": _ident, "call_id": _text, "output": _content_of(_RESPONSE_PART)},
+    "item_reference": {"type": _ident, "id": _text},
+}
+
+
+def _response_item(w: Walker, value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise w.invalid("must be an object (an input item)")
+    kind = value.get("type")
+    fields = _RESPONSE_ITEMS.get(kind) if isinstance(kind, str) else None
+    if fields is None and kind is None and "role" in value:
+        fields = _RESPONSE_MESSAGE  # the short form: {"role": ..., "content": ...}
+    return w.obj(value, fields)
+
+
+_response_items = _list_of(_response_item, "input items")
+
+
+def _response_input(w: Walker, value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return _text(w, value)
+    if isinstance(value, list):
+        return _response_items(w, value)
+    raise w.invalid("must be a string or a list of input items")
+
+
+# Built-in tool types with a date in their name; every other type is a plain identifier.
+_DATED_TOOL_TYPES = frozenset({"web_search_preview_2025_03_11", "web_search_2025_08_26"})
+
+
+def _tool_type(w: Walker, value: Any) -> Any:
+    return value if isinstance(value, str) and value in _DATED_TOOL_TYPES else _ident(w, value)
+
+
+def _dotted(w: Walker, value: Any) -> Any:
+    if not isinstance(value, str) or not _DOTTED.fullmatch(value):
+        raise w.invalid("must be a dotted name (lower-case letters, '_' and '.')")
+    return value
+
+
+# Responses tools are flat ({"type": "function", "name", "description", "parameters"}); parameters
+# (a JSON schema) are walked generically, as in chat.
+_RESPONSE_TOOL: dict[str, Field] = {
+    "type": _tool_type,
+    "name": _text,
+    "description": _text,
+    "strict": _bool,
+    "function": _obj(_FUNCTION),
+}
+_REASONING_EFFORT = _enum("none", "minimal", "low", "medium", "high", "xhigh")
+_REASONING_SUMMARY = _enum("auto", "concise", "detailed")
+
+RESPONSES_FIELDS: dict[str, Field] = {
+    "model": _keep_model,
+    "input": _response_input,
+    "instructions": _text,
+    "max_output_tokens": _int,
+    "max_tool_calls": _int,
+    "top_logprobs": _int,
+    "temperature": _num,
+    "top_p": _num,
+    "stream": _bool,
+    "store": _bool,
+    "background": _bool,
+    "parallel_tool_calls": _bool,
+    "previous_response_id": _text,
+    "metadata": _obj(),
+    "user": _text,
+    "tools": _list_of(_object_item(_RESPONSE_TOOL, "an object (a tool)"), "objects (tools)"),
+    "tool_choice": _mode_or_obj(("none", "auto", "required"), {"type": _ident, "name": _text}),
+    "text": _obj(
+        {
+            "format": _obj({"type": _ident, "name": _text, "description": _text, "strict": _bool}),
+            "verbosity": _enum("low", "medium", "high"),
+        }
+    ),
+    "reasoning": _obj(
+        {"effort": _REASONING_EFFORT, "summary": _REASONING_SUMMARY, "generate_summary": _REASONING_SUMMARY}
+    ),
+    "include": _list_of(_dotted, "dotted names"),
+    "truncation": _enum("auto", "disabled"),
+    "prompt": _obj(),
+    "stream_options": _obj(),
+}
+
+
+# -- vLLM's tokenizer, scoring and pooling endpoints ------------------------------------------------
+def _token_ids(w: Walker, value: Any) -> Any:
+    if not isinstance(value, list) or not all(type(t) is int and 0 <= t < 10**9 for t in value):
+        raise w.invalid("must be a list of token ids (integers from 0 to 999999999)")
+    return value
+
+
+def _document(w: Walker, value: Any) -> Any:
+    if isinstance(value, str):
+        return w.text(value)
+    if isinstance(value, dict):
+        return w.obj(value, {"text": _text})
+    raise w.invalid("must be a string or an object with 'text'")
+
+
+TOKENIZE_FIELDS: dict[str, Field] = {
+    "model": _keep_model,
+    "prompt": _text,
+    "messages": _messages,
+    "add_special_tokens": _bool,
+    "add_generation_prompt": _bool,
+    "continue_final_message": _bool,
+    "return_token_strs": _bool,
+    "chat_template": _text,
+    "chat_template_kwargs": _obj(),
+    "tools": _tools,
+}
+
+DETOKENIZE_FIELDS: dict[str, Field] = {"model": _keep_model, "tokens": _token_ids}
+
+SCORE_FIELDS: dict[str, Field] = {
+    "model": _keep_model,
+    "text_1": _text_or_texts,
+    "text_2": _text_or_texts,
+    "truncate_prompt_tokens": _int,
+    "user": _text,
+}
+
+RERANK_FIELDS: dict[str, Field] = {
+    "model": _keep_model,
+    "query": _text,
+    "documents": _list_of(_document, "strings or objects with 'text'"),
+    "top_n": _int,
+    "return_documents": _bool,
+    "truncate_prompt_tokens": _int,
+    "user": _text,
+}
+
+POOLING_FIELDS: dict[str, Field] = {
+    **EMBEDDINGS_FIELDS,
+    "encoding_format": _enum("float", "base64", "bytes"),
+}
+
 _ROUTES: dict[str, dict[str, Field]] = {
     _CHAT: CHAT_FIELDS,
     _COMPLETIONS: COMPLETIONS_FIELDS,
     _EMBEDDINGS: EMBEDDINGS_FIELDS,
+    _RESPONSES: RESPONSES_FIELDS,
+    _TOKENIZE: TOKENIZE_FIELDS,
+    _DETOKENIZE: DETOKENIZE_FIELDS,
+    _SCORE: SCORE_FIELDS,
+    _RERANK: RERANK_FIELDS,
+    _POOLING: POOLING_FIELDS,
 }
+
+
+# -- multipart forms: every value is text ------------------------------------------------------------
+def _form_bool(w: Walker, value: str) -> str:
+    if form_bool(value) is None:
+        raise w.invalid("must be a boolean (true or false)")
+    return value
+
+
+def _form_number(w: Walker, value: str) -> str:
+    if not _FORM_NUMBER.fullmatch(value):
+        raise w.invalid("must be a number")
+    return value
+
+
+def _form_int(w: Walker, value: str) -> str:
+    if not _FORM_INT.fullmatch(value):
+        raise w.invalid("must be an integer")
+    w.number(int(value))  # a seed that looks like a phone number is refused, as in JSON
+    return value
+
+
+def _language(w: Walker, value: str) -> str:
+    if not _LANGUAGE.fullmatch(value):
+        raise w.invalid("must be a language code such as 'en' or 'zh-Hans'")
+    return value
+
+
+_GRANULARITY = _enum("word", "segment")
+
+TRANSCRIPTION_FIELDS: dict[str, Field] = {
+    "model": _keep_model,
+    "prompt": _text,
+    "language": _language,
+    "to_language": _language,
+    "response_format": _enum("json", "text", "srt", "verbose_json", "vtt"),
+    "timestamp_granularities[]": _GRANULARITY,
+    "timestamp_granularities": _GRANULARITY,
+    "stream": _form_bool,
+    "stream_include_usage": _form_bool,
+    "stream_continuous_usage_stats": _form_bool,
+    "temperature": _form_number,
+    "top_p": _form_number,
+    "min_p": _form_number,
+    "frequency_penalty": _form_number,
+    "presence_penalty": _form_number,
+    "repetition_penalty": _form_number,
+    "top_k": _form_int,
+    "seed": _form_int,
+    "max_completion_tokens": _form_int,
+}
+
+_FORM_ROUTES: dict[str, dict[str, Field]] = {_TRANSCRIPTIONS: TRANSCRIPTION_FIELDS}
 
 
 def walk_request(path: str, body: Any, walker: Walker) -> Any:
@@ -515,8 +753,47 @@ def walk_request(path: str, body: Any, walker: Walker) -> Any:
     return walker.any(body)
 
 
+def walk_form(path: str, form: Form, walker: Walker) -> Form:
+    """Redact a multipart form in place: known text fields get their handlers, other fields have
+    their name and value redacted, the file its name (its bytes are not text). Raises ``ProxyError``."""
+    fields = _FORM_ROUTES.get(path, {})
+    stack = walker.stack
+    names: set[str] = set()
+    for part in form.parts:
+        stack.append(part.name.removesuffix("[]"))
+        if part.filename is not None:
+            part.filename = walker.text(part.filename)
+            if walker.text(part.content_type) != part.content_type:
+                part.content_type = OCTET_STREAM  # a media type is no place for personal data
+        else:
+            handler = fields.get(part.name)
+            if handler is None:
+                part.name = walker.text(part.name)
+                handler = _text
+            part.value = handler(walker, part.value)
+            if part.name in names and not part.name.endswith("[]"):
+                raise walker.invalid("collides with another field once personal data is redacted")
+            names.add(part.name)
+        stack.pop()
+    return form
+
+
 # -- answers ---------------------------------------------------------------------------------------
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+# Vectors of embeddings (``embedding``) and pooling outputs (``data``), sent as base64 when asked for.
+_VECTOR_KEYS = frozenset({"embedding", "data"})
+_VECTOR_OBJECTS = frozenset({"embedding", "pooling"})
+
+
+def _base64_vector(holder: dict[str, Any], value: str) -> bool:
+    """An encoded vector of an embedding or pooling item: left alone (it is numbers, and rewriting a
+    digit run in it would corrupt the vector). Only in such an item, so a ``data`` string elsewhere is
+    still text."""
+    return (
+        holder.get("object") in _VECTOR_OBJECTS
+        and len(value) % 4 == 0
+        and _BASE64.fullmatch(value) is not None
+    )
 
 
 class AnswerWalker:
@@ -565,7 +842,7 @@ class AnswerWalker:
             if key in skip:
                 continue
             if isinstance(item, str):
-                if key == "embedding" and _BASE64.fullmatch(item):
+                if key in _VECTOR_KEYS and _base64_vector(value, item):
                     continue  # numbers as base64: not text
                 if item and item not in cache:
                     new = self.text(item)

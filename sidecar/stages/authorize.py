@@ -9,8 +9,9 @@ Against a hostile client:
 - model names (body ``model``, the id of ``GET /v1/models/<id>``) must be well formed (400
   ``invalid_model``) before any policy glob sees them;
 - a role's ``max_tokens`` caps the whole request: max_tokens (or max_completion_tokens) x max(n,
-  best_of) x the number of prompts (403 ``max_tokens_exceeded``); without max_tokens the cap is
-  shared out. ``n``, ``best_of`` and the token fields must be integers >= 1 (400 naming the field);
+  best_of) x the number of prompts on chat and completions, max_output_tokens on /v1/responses (403
+  ``max_tokens_exceeded``); without a limit in the request the cap is shared out and set. ``n``,
+  ``best_of`` and the token fields must be integers >= 1 (400 naming the field);
 - refusals tell the client what it asked for that was refused, never the role, rule, constraint or
   source address behind it (those stay in ``ctx.decision`` for audit and metrics).
 """
@@ -18,6 +19,7 @@ Against a hostile client:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import orjson
 
@@ -33,7 +35,22 @@ from ..stage import ResponseFilter, Stage
 log = logging.getLogger("custos.rbac")
 
 _TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
-_GENERATE_ROUTES = ("/v1/chat/completions", "/v1/completions")
+
+
+@dataclass(frozen=True, slots=True)
+class _Budget:
+    """How a generating route bounds its output: the fields that limit one sequence (the first is
+    set when the request names none), and whether ``n`` and ``best_of`` multiply it."""
+
+    fields: tuple[str, ...]
+    sequences: bool
+
+
+_BUDGETS: dict[str, _Budget] = {
+    "/v1/chat/completions": _Budget(_TOKEN_FIELDS, True),
+    "/v1/completions": _Budget(_TOKEN_FIELDS, True),
+    "/v1/responses": _Budget(("max_output_tokens",), False),
+}
 _MODEL_PREFIX = "/v1/models/"
 
 
@@ -131,18 +148,19 @@ class AuthorizeStage(Stage):
             raise ProxyError(
                 404, f"The model '{out.model}' does not exist.", code="model_not_found", param="model"
             )
-        if ctx.path in _GENERATE_ROUTES and ctx.method == "POST":
-            self._check_budget(ctx, grant, out.decision.permission)
+        budget = _BUDGETS.get(ctx.path)
+        if budget is not None and ctx.method == "POST":
+            self._check_budget(ctx, grant, out.decision.permission, budget)
 
-    def _check_budget(self, ctx: RequestContext, grant: Grant, permission: str) -> None:
+    def _check_budget(self, ctx: RequestContext, grant: Grant, permission: str, budget: _Budget) -> None:
         """Validate the output-size fields, and hold the whole request to the role's token cap:
-        max_tokens x max(n, best_of) x number of prompts."""
+        max_tokens x max(n, best_of) x number of prompts (max_output_tokens on /v1/responses)."""
         body = ctx.json
         if not isinstance(body, dict):
             return
-        limits = {f: _positive_int(body, f) for f in _TOKEN_FIELDS}
-        n = _positive_int(body, "n") or 1
-        best_of = _positive_int(body, "best_of") or 1
+        limits = {f: _positive_int(body, f) for f in budget.fields}
+        n = (_positive_int(body, "n") or 1) if budget.sequences else 1
+        best_of = (_positive_int(body, "best_of") or 1) if budget.sequences else 1
         cap = grant.max_tokens
         if cap is None:
             return
@@ -162,13 +180,13 @@ class AuthorizeStage(Stage):
                     f"This request asks for {seqs * prompts} sequences ({factors}); the limit of {cap} "
                     "tokens per request does not allow one token each.",
                 )
-            body["max_tokens"] = per_seq
+            body[budget.fields[0]] = per_seq
             ctx.set_json(body)
             return
         field, per_seq = max(asked, key=lambda fv: fv[1])
         total = per_seq * seqs * prompts
         if total > cap:
-            how = f"{field} {per_seq} × {factors}"
+            how = f"{field} {per_seq} × {factors}" if budget.sequences else f"{field} {per_seq}"
             self._deny(
                 ctx,
                 grant,

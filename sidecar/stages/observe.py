@@ -16,6 +16,9 @@ from ..context import RequestContext
 from ..sse import NOT_JSON, SSEReader, shared_events
 from ..stage import ResponseFilter, Stage
 
+# Responses API events that carry the final ``response`` (with usage and status).
+_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
 
 class ObserveFilter(ResponseFilter):
     """Streams are read through the response's shared parse (``RequestContext.sse_events``): each
@@ -57,12 +60,19 @@ class ObserveFilter(ResponseFilter):
             return
         if isinstance(doc, dict):
             self._read_usage(doc)
+            if doc.get("object") == "response":
+                self._read_response(doc)
+                return
             for choice in doc.get("choices") or ():
                 if isinstance(choice, dict) and choice.get("finish_reason"):
                     self.ctx.finish_reasons.append(str(choice["finish_reason"]))
 
     def _read_event(self, doc: object) -> None:
         if not isinstance(doc, dict):
+            return
+        kind = doc.get("type")
+        if kind is not None:  # a typed event (the Responses API)
+            self._read_typed_event(kind, doc)
             return
         self._read_usage(doc)
         for choice in doc.get("choices") or ():
@@ -71,16 +81,44 @@ class ObserveFilter(ResponseFilter):
             delta = choice.get("delta")
             text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
             if text:
-                if self.streamed_tokens == 0:
-                    self.ctx.extras["observe.first_token_at"] = time.perf_counter()
-                self.streamed_tokens += 1
+                self._token()
             if choice.get("finish_reason"):
                 self.ctx.finish_reasons.append(str(choice["finish_reason"]))
+
+    def _token(self) -> None:
+        if self.streamed_tokens == 0:
+            self.ctx.extras["observe.first_token_at"] = time.perf_counter()
+        self.streamed_tokens += 1
+
+    def _read_typed_event(self, kind: object, doc: dict) -> None:
+        if kind == "response.output_text.delta" or kind == "response.refusal.delta":
+            if doc.get("delta"):
+                self._token()
+        elif kind in _FINAL_EVENTS:
+            response = doc.get("response")
+            if isinstance(response, dict):
+                self._read_usage(response)
+                self._read_response(response)
+
+    def _read_response(self, response: dict) -> None:
+        """A Responses API ``response`` object: its end state as a chat-style finish reason."""
+        status = response.get("status")
+        if status == "completed":
+            self.ctx.finish_reasons.append("stop")
+        elif status == "incomplete":
+            details = response.get("incomplete_details")
+            reason = details.get("reason") if isinstance(details, dict) else None
+            finish = "length" if reason == "max_output_tokens" else str(reason or status)
+            self.ctx.finish_reasons.append(finish)
+        elif isinstance(status, str) and status in ("failed", "cancelled"):
+            self.ctx.finish_reasons.append(status)
 
     def _read_usage(self, doc: dict) -> None:
         usage = doc.get("usage")
         if isinstance(usage, dict):
-            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            # Chat and completions name them prompt/completion tokens, the Responses API input/output.
+            prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+            completion = usage.get("completion_tokens", usage.get("output_tokens"))
             if isinstance(prompt, int):
                 self.ctx.usage.prompt_tokens = prompt
             if isinstance(completion, int):

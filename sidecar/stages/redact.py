@@ -1,9 +1,12 @@
 """Redact stage: PII never reaches the model, and answers are redacted (and de-pseudonymized).
 
-Requests: by construction, every string and every object key of any JSON body under ``/v1/`` is
-redacted (``sidecar.redaction.walk``): only a closed set of identifier fields (``model``, ``role``,
-part/tool ``type``, mode enums, ``logit_bias`` token ids) is exempt, and those are validated so that
-they cannot carry text. Known fields of the chat / completions / embeddings schemas are type-checked;
+Requests: by construction, every string and every object key of any JSON body the sidecar may
+forward (under ``/v1/``, and vLLM's root ``/tokenize``, ``/detokenize``, ``/pooling``) is redacted
+(``sidecar.redaction.walk``): only a closed set of identifier fields (``model``, ``role``, part/tool
+``type``, mode enums, ``logit_bias`` token ids) is exempt, and those are validated so that they
+cannot carry text. Uploads (``/v1/audio/transcriptions``) are multipart forms: every text field and
+the file's name are redacted, the file passes byte for byte, and the form is always rebuilt
+(``sidecar.multipart``). Known fields of every built-in route's schema are type-checked;
 a body that cannot be fully inspected (wrong types, too deep, too much text) is refused (400/413)
 with the field path, never forwarded. With the default policy values become placeholders
 (``<EMAIL_1>``) and the mapping stays in memory for this request; the answer gets the originals back
@@ -35,14 +38,16 @@ from urllib.parse import unquote, unquote_plus
 import orjson
 
 from ..config import Config
-from ..context import RequestContext
-from ..errors import bad_request
+from ..context import FORM_ROUTES, RequestContext, proxied
+from ..errors import ProxyError, bad_request
+from ..multipart import Form
 from ..redaction.engine import Redactor
 from ..redaction.operators import Session, load_hash_key
 from ..redaction.policy import load_policy
 from ..redaction.streaming import StreamRedactor
-from ..redaction.walk import AnswerWalker, Walker, walk_request
-from ..sse import NOT_JSON, SSEEvent, SSEEvents, SSEReader, shared_events
+from ..redaction.typed_stream import TypedStreamRedactor
+from ..redaction.walk import AnswerWalker, Walker, walk_form, walk_request
+from ..sse import NOT_JSON, SSEEvent, SSEEvents, SSEReader, reserialized, shared_events, with_data
 from ..stage import ResponseFilter, Stage
 
 log = logging.getLogger("custos.redact")
@@ -61,6 +66,8 @@ _SKIP_LOGPROBS = frozenset({"logprobs"})
 _SKIP_TEXT = frozenset({"logprobs", "text"})
 _SKIP_DELTA = frozenset({"delta", "logprobs"})
 _SKIP_DELTA_TEXT = frozenset({"delta", "logprobs", "text"})
+# Answers streamed as typed events (the Responses API) rather than chat chunks.
+_TYPED_STREAMS = frozenset({"/v1/responses"})
 # Events waiting for their held text, at most (then they go out rewritten, as without the queue).
 _QUEUE_MAX = 256
 
@@ -95,11 +102,12 @@ class RedactStage(Stage):
 
     # -- requests ---------------------------------------------------------------------------------
     async def on_request(self, ctx: RequestContext) -> None:
-        if not ctx.path.startswith("/v1/"):
+        if not proxied(ctx.path):
             return
         if self.config.request:
             self._check_url(ctx)
-        # Every body under /v1/ (known routes or not): what cannot be inspected is not forwarded.
+        # Every body that may go upstream (/v1/ routes known or not, vLLM's root routes): what cannot
+        # be inspected is not forwarded.
         if not ctx.body:
             return
         session = Session()
@@ -110,6 +118,13 @@ class RedactStage(Stage):
         ctx.extras["redact"] = state
         ctx.extras["redact.for_log"] = self._for_log(session)
         if not self.config.request:
+            return
+        if ctx.path in FORM_ROUTES:
+            # An upload: its text fields walked, then always rebuilt, so the upstream reads exactly
+            # the parts that were walked (sidecar.multipart).
+            form = ctx.form  # 400 when it cannot be read whole
+            self.redact_body(ctx.path, form, session)
+            ctx.set_body(*form.encode())
             return
         body = ctx.json  # 400 when the body is not JSON
         if body is None:
@@ -140,8 +155,9 @@ class RedactStage(Stage):
         return for_log
 
     def redact_body(self, path: str, body: Any, session: Session) -> Any:
-        """The redacted body (changed in place where possible), or None when nothing changed.
-        Raises ``ProxyError`` (400/413) for a body that cannot be fully inspected."""
+        """The redacted body (changed in place where possible; a ``Form`` always in place), or None
+        when nothing changed. Raises ``ProxyError`` (400/413) for a body that cannot be fully
+        inspected."""
         redact = self.redactor.redact
         cfg = self.config
         walker = Walker(
@@ -150,7 +166,7 @@ class RedactStage(Stage):
             max_strings=cfg.max_strings,
             max_depth=cfg.max_depth,
         )
-        out = walk_request(path, body, walker)
+        out = walk_form(path, body, walker) if isinstance(body, Form) else walk_request(path, body, walker)
         return out if walker.changed else None
 
     # -- responses --------------------------------------------------------------------------------
@@ -162,9 +178,38 @@ class RedactStage(Stage):
             return None
         if ctx.response_kind == "json":
             return _JSONFilter(self, state)
+        if ctx.response_kind == "text":
+            return _TextFilter(self, state)
         if ctx.response_kind == "sse":
+            if ctx.path in _TYPED_STREAMS:
+                return TypedStreamRedactor(
+                    shared_events(ctx),
+                    lambda: self.stream_redactor(state),
+                    self.answer_walker(state),
+                    lambda text: self.text_out(text, state),
+                )
             return _SSEFilter(self, state, shared_events(ctx))
-        return None
+        if ctx.response_kind == "empty":
+            return None  # no body: nothing to inspect
+        # Audio, images, anything binary: what cannot be inspected is not forwarded.
+        raise ProxyError(
+            502,
+            "The upstream model server answered with a content type the sidecar cannot inspect.",
+            type="upstream_error",
+            code="upstream_content_type",
+        )
+
+    def stream_redactor(self, state: _State) -> StreamRedactor:
+        """The redactor of one streamed text field: holds back only what could still grow into an
+        entity, restores placeholders as the caller may see them."""
+        cfg = self.config
+        return StreamRedactor(
+            self.redactor,
+            state.session,
+            restore=state.restore,
+            limit=cfg.max_holdback_chars,
+            redact=cfg.response,
+        )
 
     def text_out(self, text: str, state: _State) -> str:
         """A complete answer text: PII the model wrote is redacted, our placeholders restored."""
@@ -203,6 +248,32 @@ def _choice_rest(
         else:
             w.logprobs(logprobs)
     return choice
+
+
+class _TextFilter(ResponseFilter):
+    """A whole text answer (``text/plain``, SubRip or WebVTT transcriptions, vLLM's LoRA replies),
+    redacted as one text. The forward step reads it whole, so ``feed`` gets the complete body."""
+
+    __slots__ = ("stage", "state")
+
+    def __init__(self, stage: RedactStage, state: _State) -> None:
+        self.stage = stage
+        self.state = state
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return chunk
+        try:
+            text = chunk.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProxyError(
+                502,
+                "The upstream model server answered with text the sidecar cannot decode as UTF-8.",
+                type="upstream_error",
+                code="upstream_content_type",
+            ) from None
+        new = self.stage.text_out(text, self.state)
+        return chunk if new == text else new.encode()
 
 
 class _JSONFilter(ResponseFilter):
@@ -325,14 +396,7 @@ class _SSEFilter(ResponseFilter):
     def _stream(self, index: int, key: str) -> StreamRedactor:
         sr = self.streams.get((index, key))
         if sr is None:
-            cfg = self.stage.config
-            sr = self.streams[(index, key)] = StreamRedactor(
-                self.stage.redactor,
-                self.state.session,
-                restore=self.state.restore,
-                limit=cfg.max_holdback_chars,
-                redact=cfg.response,
-            )
+            sr = self.streams[(index, key)] = self.stage.stream_redactor(self.state)
         return sr
 
     def feed(self, chunk: bytes) -> bytes:
@@ -391,7 +455,7 @@ class _SSEFilter(ResponseFilter):
         text = data.decode("utf-8", "replace")
         new = self.stage.text_out(text, self.state)
         if new != text:
-            event = self.events.parse(_rewrite(event.raw, b"\ndata: ".join(new.encode().split(b"\n"))))
+            event = self.events.parse(with_data(event.raw, b"\ndata: ".join(new.encode().split(b"\n"))))
         self._enqueue(_Queued(event, NOT_JSON, [], False), out)
 
     def _token_event(self, event: SSEEvent, doc: dict[str, Any], out: list[SSEEvent]) -> bool:
@@ -597,7 +661,7 @@ class _SSEFilter(ResponseFilter):
                 for skey, size in need.items():
                     credit[skey] -= size
             queue.popleft()
-            out.append(_reserialized(item.event, item.doc) if item.modified else item.event)
+            out.append(reserialized(item.event, item.doc) if item.modified else item.event)
 
     def _flush_queue(self, out: list[SSEEvent], fresh: list[tuple[int, str, str]] | None = None) -> None:
         """Send every queued event now, each with the part of its text released so far (unchanged)
@@ -621,7 +685,7 @@ class _SSEFilter(ResponseFilter):
                 for pos, key, text in fresh:
                     _place(doc["choices"][pos], key, text)
                 changed = True
-            out.append(_reserialized(item.event, doc) if changed else item.event)
+            out.append(reserialized(item.event, doc) if changed else item.event)
         self.queue.clear()
         credit.clear()
         self.misaligned = {key for key, sr in self.streams.items() if sr.held}
@@ -663,7 +727,7 @@ class _SSEFilter(ResponseFilter):
         if not isinstance(choices, list):
             w.changed = False
             doc = w.any(doc)
-            return _reserialized(event, doc) if w.changed else event
+            return reserialized(event, doc) if w.changed else event
         self.template = doc
         changed = False
         for i, choice in enumerate(choices):
@@ -681,7 +745,7 @@ class _SSEFilter(ResponseFilter):
             return event
         if self.template is not doc:
             self.template = doc
-        return _reserialized(event, doc)
+        return reserialized(event, doc)
 
     def _choice(self, choice: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """One choice of one event: (the choice, whether anything in it changed)."""
@@ -834,27 +898,6 @@ def _place(choice: dict[str, Any], key: str, tail: str) -> None:
         return
     current = delta.get(key)
     delta[key] = (current if isinstance(current, str) else "") + tail
-
-
-def _reserialized(event: SSEEvent, doc: Any) -> SSEEvent:
-    """The event carrying ``doc`` now (other fields such as ``id:`` kept), with its parse."""
-    data = orjson.dumps(doc)
-    return SSEEvent(_rewrite(event.raw, data), data, doc)
-
-
-def _rewrite(event: bytes, data: bytes) -> bytes:
-    """The event with its data replaced; other fields (id:, event:, comments) are kept."""
-    lines = event.rstrip(b"\n").split(b"\n")
-    out: list[bytes] = []
-    placed = False
-    for line in lines:
-        if line.startswith(b"data:"):
-            if not placed:
-                out.append(b"data: " + data)
-                placed = True
-        else:
-            out.append(line)
-    return b"\n".join(out) + b"\n\n"
 
 
 def build(config: Config) -> Stage | None:

@@ -212,6 +212,7 @@ class TracingStage(Stage):
                 for key, attr in (
                     ("max_tokens", "gen_ai.request.max_tokens"),
                     ("max_completion_tokens", "gen_ai.request.max_tokens"),
+                    ("max_output_tokens", "gen_ai.request.max_tokens"),  # the Responses API
                     ("temperature", "gen_ai.request.temperature"),
                     ("top_p", "gen_ai.request.top_p"),
                     ("seed", "gen_ai.request.seed"),

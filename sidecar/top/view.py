@@ -22,6 +22,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ..context import proxied
 from . import series as S
 from .state import RATE_WINDOW_S, TopState
 
@@ -31,7 +32,6 @@ PANE_LETTERS = {"o": "overview", "t": "traffic", "g": "gpu", "a": "alerts", "d":
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 OK_STYLE = "green"
 SPARKS = "▁▂▃▄▅▆▇█"
-INFERENCE_PREFIX = "/v1/"
 HEADER_ONE_LINE = 130  # narrower terminals get the pane keys on a line of their own
 
 
@@ -168,7 +168,7 @@ def header(
 
 # -- traffic ---------------------------------------------------------------------------------------
 def _route_order(route: str) -> tuple[int, str]:
-    return (0 if route.startswith(INFERENCE_PREFIX) else 1, route)
+    return (0 if proxied(route) else 1, route)
 
 
 def traffic(state: TopState, detail: bool = False) -> Panel:
@@ -288,7 +288,7 @@ def engine(state: TopState, detail: bool = False) -> Panel:
     table.add_column(no_wrap=True)
     if new is not None:
         old = state.before(RATE_WINDOW_S)
-        inflight = new.value("custos_requests_in_flight", {"route": lambda r: r.startswith(INFERENCE_PREFIX)})
+        inflight = new.value("custos_requests_in_flight", {"route": proxied})
         table.add_row("in flight (sidecar)", fmt_num(inflight or 0.0, 0))
         rin = S.rate(new, old, "custos_input_tokens_total")
         rout = S.rate(new, old, "custos_output_tokens_total")

@@ -299,6 +299,30 @@ def test_answer_walker_logprobs() -> None:
 
 def test_answer_walker_keeps_embeddings() -> None:
     w = AnswerWalker(lambda text: REDACTOR.redact(text, Session(), response=True))
-    doc = {"data": [{"embedding": [0.1, 0.2]}, {"embedding": "AAAA+13812345678/"}], "model": "m"}
+    vector = "AAAA+13812345678/AAA"  # base64 of 15 bytes... padded to a multiple of 4 characters
+    doc = {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "embedding": [0.1, 0.2]},
+            {"object": "embedding", "embedding": vector},
+            {"object": "pooling", "data": vector},  # /pooling with encoding_format: base64
+        ],
+        "model": "m",
+    }
     before = copy.deepcopy(doc)
     assert w.any(doc) == before and not w.changed
+
+
+def test_answer_walker_reads_vector_keys_outside_vectors() -> None:
+    """Only an embedding or pooling item's encoded vector is left alone: the same keys elsewhere (or a
+    value that is not a whole base64 vector) are text."""
+    w = AnswerWalker(lambda text: REDACTOR.redact(text, Session(), response=True))
+    doc = {
+        "data": "13812345678",
+        "items": [
+            {"object": "note", "embedding": "call+13812345678"},
+            {"object": "embedding", "embedding": "13812345678"},
+        ],
+    }
+    out = w.any(doc)
+    assert "13812345678" not in str(out) and w.changed

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sidecar.context import proxied
 from tests.support.procs import free_port
 
 MODEL = "custos-tiny"
@@ -93,7 +94,8 @@ class RecordingUpstream:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        if not (request.path.startswith("/v1/") or request.path == "/metrics"):
+        # What a sidecar forwards: /v1/ paths, vLLM's root inference routes (/tokenize, ...), /metrics.
+        if not (proxied(request.path) or request.path == "/metrics"):
             # Not something a sidecar sends upstream: a stray client of an earlier test that still
             # targets this (reused) port, e.g. an alert engine's Prometheus queries or an audit
             # shipper's Elasticsearch calls. Not evidence of anything: answered 404, not recorded.
@@ -157,7 +159,7 @@ class RecordingUpstream:
         return b"\n".join(parts)
 
     def inference_requests(self) -> list[Recorded]:
-        return [r for r in self.requests if r.path.startswith("/v1/") and r.method == "POST"]
+        return [r for r in self.requests if proxied(r.path) and r.method == "POST"]
 
     def close(self) -> None:
         """Stop serving (idempotent: a test may stop it early to play an upstream that went down)."""
