@@ -11,6 +11,7 @@ RUN python -m venv /opt/custos
 COPY deploy/docker/sidecar-requirements.txt /tmp/requirements.txt
 RUN /opt/custos/bin/pip install --no-cache-dir -r /tmp/requirements.txt
 COPY pyproject.toml README.md ./
+COPY custos ./custos
 COPY sidecar ./sidecar
 COPY inference ./inference
 COPY alerting ./alerting
