@@ -52,7 +52,7 @@ from sidecar.apiutil import (
     request_path,
 )
 
-from .matchers import parse_matchers
+from .matchers import matcher_text, parse_matchers
 from .model import Alert, iso, parse_iso
 from .promql import format_duration, parse_duration
 from .rules import RuleError, load_rule_files, signature
@@ -227,7 +227,7 @@ class AlertsAPI:
         try:
             compiled = check_silence(matchers, starts, ends, created_by)
         except SilenceError as exc:
-            raise ApiError(400, str(exc), "invalid_request") from None
+            raise ApiError(400, str(exc), "invalid_request", exc.field) from None
         broad_perm = self.admin.broad_silence_permission
         cap = parse_duration(self.admin.max_silence_duration or 0)
         if cap and ends - max(starts, now) > cap and not broad:
@@ -405,8 +405,7 @@ class AlertmanagerMatcher(BaseModel):
             op = "=~" if self.isRegex else "="
         else:
             op = "!~" if self.isRegex else "!="
-        value = self.value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'{self.name}{op}"{value}"'
+        return matcher_text(self.name, op, self.value)
 
 
 class SilenceRequest(BaseModel):

@@ -396,10 +396,7 @@ class AlertingConfig(Section):
 
         walk(self.route, "route")
         if self.enabled:
-            from .rules import RuleError, load_rule_files
+            from .rules import load_rule_files
 
-            try:
-                load_rule_files(self.rules or None)
-            except RuleError as exc:
-                raise ValueError(f"rules: {exc}") from None
+            load_rule_files(self.rules or None)  # a RuleError (ValueError): each file's own problems
         return self

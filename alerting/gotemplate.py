@@ -13,6 +13,8 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
+from custos.regex import UserRegexError, compile_user_regex, expand_template
+
 _ACTION = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.DOTALL)
 
 
@@ -86,6 +88,16 @@ def _printf(fmt: str, *args: Any) -> str:
         raise TemplateError(f"printf {fmt!r}: {exc}") from None
 
 
+def _re_replace_all(pattern: str, repl: str, text: str) -> str:
+    """Prometheus' ``reReplaceAll``: the rule author's regex (RE2, as in Prometheus) replaced
+    everywhere, ``$1`` and ``${name}`` in ``repl`` expanded as Go does."""
+    try:
+        regex = compile_user_regex(pattern, what="reReplaceAll pattern")
+    except UserRegexError as exc:
+        raise TemplateError(str(exc)) from None
+    return regex.sub(lambda m: expand_template(repl, m), text)
+
+
 FUNCS: dict[str, Callable[..., Any]] = {
     "humanize": _humanize,
     "humanize1024": _humanize1024,
@@ -95,7 +107,7 @@ FUNCS: dict[str, Callable[..., Any]] = {
     "toUpper": lambda s: str(s).upper(),
     "toLower": lambda s: str(s).lower(),
     "title": lambda s: str(s).title(),
-    "reReplaceAll": lambda pattern, repl, text: re.sub(pattern, re.sub(r"\$(\d+)", r"\\\1", repl), str(text)),
+    "reReplaceAll": lambda pattern, repl, text: _re_replace_all(str(pattern), str(repl), str(text)),
 }
 
 

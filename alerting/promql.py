@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from custos.regex import UserRegex, UserRegexError, compile_user_regex, expand_template
+
 LOOKBACK_S = 300.0
 
 Labels = tuple[tuple[str, str], ...]  # sorted (name, value) pairs, including __name__
@@ -66,20 +68,29 @@ def format_duration(seconds: float) -> str:
     return "".join(out)
 
 
+def anchored_regex(pattern: str, what: str, dot_all: bool = True) -> UserRegex:
+    """A user's regex as Prometheus compiles a matcher's or label_replace's: RE2, matching the whole
+    value; ``PromQLError`` naming ``what`` and the reason when RE2 refuses it."""
+    try:
+        return compile_user_regex(pattern, what=what, anchored=True, dot_all=dot_all)
+    except UserRegexError as exc:
+        raise PromQLError(str(exc)) from None
+
+
 # -- AST --------------------------------------------------------------------------------------------
 @dataclass(slots=True)
 class Matcher:
     name: str
     op: str  # = != =~ !~
     value: str
-    regex: re.Pattern[str] | None = None
+    regex: UserRegex | None = None
+    # Regexes are RE2 and anchored, as in Prometheus, whose ``.`` also matches a line feed (since 3.0);
+    # Alertmanager's does not (``alerting.matchers``).
+    dot_all: bool = True
 
     def __post_init__(self) -> None:
         if self.op in ("=~", "!~"):
-            try:
-                self.regex = re.compile(f"(?:{self.value})\\Z", re.DOTALL)
-            except re.error as exc:
-                raise PromQLError(f"bad regex {self.value!r} for label {self.name}: {exc}") from None
+            self.regex = anchored_regex(self.value, f"bad regex for label {self.name}", self.dot_all)
 
     def matches(self, value: str) -> bool:
         if self.op == "=":
@@ -926,17 +937,12 @@ def _scalar(ev: Evaluator, args: list[Any]) -> float:
 def _label_replace(ev: Evaluator, args: list[Any]) -> Vector:
     vec: Vector = ev.eval(args[0])
     dst, repl, src, pattern = (ev.eval(a) for a in args[1:5])
-    regex = re.compile(f"(?:{pattern})\\Z")
+    regex = anchored_regex(pattern, "label_replace regex")
     out: Vector = []
     for lb, v in vec:
         m = regex.match(_get(lb, src))
         if m:
-            value = re.sub(
-                r"\$\{?(\w+)\}?",
-                lambda g, m=m: m.group(int(g.group(1))) if g.group(1).isdigit() else "",
-                repl,
-            )
-            lb = _with(lb, dst, value)
+            lb = _with(lb, dst, expand_template(repl, m))
         out.append((lb, v))
     return out
 

@@ -14,14 +14,19 @@ default notifications are recorded, not sent (``deliver=True`` sends them to the
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from custos.yamlfile import FileError, YamlDocument, read_yaml
 
 from .config import AlertingConfig
 from .dispatch import Notification
+from .model import parse_iso
 from .promql import format_duration, parse_duration
 from .receivers import Integration, Notifier
 from .rules import Group
@@ -32,8 +37,8 @@ GPU_SCENARIO_DIR = Path(__file__).resolve().parents[1] / "sidecar" / "gpu" / "sc
 DEFAULT_START = 1_767_258_000.0  # 2026-01-01T09:00:00Z: a fixed, reproducible virtual start
 
 
-class ScenarioError(ValueError):
-    pass
+class ScenarioError(FileError):
+    """Problems in a scenario file, one ``file:line:col: field: problem`` line each."""
 
 
 @dataclass
@@ -66,84 +71,127 @@ class Scenario:
         return max(longest, gpu, self.interval_s)
 
 
-def _resolve_gpu(path: str, base: Path) -> Path:
-    for candidate in (base / path, Path(path), GPU_SCENARIO_DIR / path, GPU_SCENARIO_DIR / f"{path}.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise ScenarioError(f"gpu_scenario {path!r} not found (relative to {base} or in {GPU_SCENARIO_DIR})")
+# -- scenario files --------------------------------------------------------------------------------
+def _unless_empty(convert: Callable[[Any], Any]) -> BeforeValidator:
+    """A key left empty (or 0) means its default, as it always has."""
+    return BeforeValidator(lambda value: convert(value) if value else None)
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be positive")
+    return seconds
+
+
+Interval = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+_OR_EMPTY_LIST = BeforeValidator(lambda value: value or [])
+
+
+class SeriesEntry(BaseModel):
+    series: str  # a plain series: name{label="value"}
+    values: Annotated[str, BeforeValidator(str)]  # promtool's expanding notation: 0+1x60 60x30
+
+    @field_validator("series")
+    @classmethod
+    def _plain_series(cls, value: str) -> str:
+        parse_series_selector(value)
+        return value
+
+    @field_validator("values")
+    @classmethod
+    def _notation(cls, value: str) -> str:
+        expand_values(value)
+        return value
+
+    def to_series(self) -> Series:
+        return Series(parse_series_selector(self.series), expand_values(self.values))
+
+
+class ScenarioFile(BaseModel):
+    """A Custos scenario."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval: Interval = 15.0
+    evaluation_interval: Annotated[float | None, _unless_empty(parse_duration)] = None
+    duration: Duration | None = None
+    start: Annotated[float | None, _unless_empty(lambda value: parse_iso(str(value)))] = None
+    series: Annotated[list[SeriesEntry], _OR_EMPTY_LIST] = Field(default_factory=list)
+    gpu_scenario: Annotated[str | None, _unless_empty(str)] = None
+    gpu_sample_interval: Annotated[float | None, _unless_empty(parse_duration)] = None
+    silences: Annotated[list[dict[str, Any]], _OR_EMPTY_LIST] = Field(default_factory=list)
+    description: Any = None
+    name: Any = None
+
+
+class PromtoolFile(BaseModel):
+    """A promtool unit-test file: its first test is replayed; the rest is promtool's business."""
+
+    evaluation_interval: Interval = 60.0
+    tests: Annotated[list[Any], _OR_EMPTY_LIST] = Field(default_factory=list)
+
+
+class PromtoolTest(BaseModel):
+    interval: Interval | None = None
+    input_series: Annotated[list[SeriesEntry], _OR_EMPTY_LIST] = Field(default_factory=list)
 
 
 def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
-    try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ScenarioError(f"{p}: scenario file not found") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{p}: not valid YAML: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ScenarioError(f"{p}: a scenario is a mapping")
-    return parse_scenario(doc, p.parent, str(p))
+    return _scenario(read_yaml(p, what="scenario file", error=ScenarioError), p.parent)
 
 
 def parse_scenario(doc: dict[str, Any], base: Path = Path(), source: str = "scenario") -> Scenario:
-    try:
-        if "gpus" in doc:  # a GPU simulation scenario on its own
-            sc = Scenario(gpu_scenario=None, interval_s=15.0)
-            from sidecar.gpu.sim import parse_scenario as parse_gpu
+    return _scenario(YamlDocument.from_data(doc, source, error=ScenarioError), base)
 
-            parse_gpu(doc, source)
-            tmp = Path(tempfile.mkdtemp(prefix="custos-replay-")) / "gpu.yaml"
-            tmp.write_text(yaml.safe_dump(doc))
-            sc.gpu_scenario = tmp
-            return sc
-        if "tests" in doc:  # promtool unit-test file
-            test = (doc.get("tests") or [{}])[0]
-            doc = {
-                "interval": test.get("interval", doc.get("evaluation_interval", "1m")),
-                "series": test.get("input_series", []),
-            }
-        unknown = set(doc) - {
-            "interval",
-            "evaluation_interval",
-            "duration",
-            "start",
-            "series",
-            "gpu_scenario",
-            "gpu_sample_interval",
-            "silences",
-            "description",
-            "name",
-        }
-        if unknown:
-            raise ScenarioError(f"{source}: unknown field(s) {sorted(unknown)}")
-        sc = Scenario(interval_s=parse_duration(doc.get("interval", "15s")))
-        if doc.get("evaluation_interval"):
-            sc.evaluation_interval_s = parse_duration(doc["evaluation_interval"])
-        if doc.get("duration") is not None:
-            sc.duration_s = parse_duration(doc["duration"])
-        if doc.get("start"):
-            from .model import parse_iso
 
-            sc.start = parse_iso(str(doc["start"]))
-        for i, item in enumerate(doc.get("series") or []):
-            if not isinstance(item, dict) or "series" not in item or "values" not in item:
-                raise ScenarioError(f"{source}: series[{i}] needs 'series' and 'values'")
-            sc.series.append(
-                Series(parse_series_selector(item["series"]), expand_values(str(item["values"])))
-            )
-        if doc.get("gpu_scenario"):
-            sc.gpu_scenario = _resolve_gpu(str(doc["gpu_scenario"]), base)
-        if doc.get("gpu_sample_interval"):
-            sc.gpu_sample_interval_s = parse_duration(doc["gpu_sample_interval"])
-        sc.silences = list(doc.get("silences") or [])
-        if sc.interval_s <= 0:
-            raise ScenarioError(f"{source}: interval must be positive")
-        return sc
-    except (ValueError, TypeError) as exc:
-        if isinstance(exc, ScenarioError):
-            raise
-        raise ScenarioError(f"{source}: {exc}") from None
+def _scenario(doc: YamlDocument, base: Path) -> Scenario:
+    if not isinstance(doc.data, dict):
+        raise doc.error([doc.problem((), "a scenario is a mapping")])
+    if "gpus" in doc.data:
+        return _gpu_only(doc)
+    if "tests" in doc.data:
+        return _promtool(doc)
+    spec = doc.validate(ScenarioFile)
+    return Scenario(
+        interval_s=spec.interval,
+        evaluation_interval_s=spec.evaluation_interval,
+        duration_s=spec.duration,
+        start=DEFAULT_START if spec.start is None else spec.start,
+        series=[s.to_series() for s in spec.series],
+        gpu_scenario=None if spec.gpu_scenario is None else _resolve_gpu(doc, spec.gpu_scenario, base),
+        gpu_sample_interval_s=spec.gpu_sample_interval or 5.0,
+        silences=spec.silences,
+    )
+
+
+def _gpu_only(doc: YamlDocument) -> Scenario:
+    """A GPU simulation scenario on its own: checked here (problems name this file), replayed from
+    a copy."""
+    from sidecar.gpu.sim import scenario_from
+
+    scenario_from(doc, doc.source)
+    tmp = Path(tempfile.mkdtemp(prefix="custos-replay-")) / "gpu.yaml"
+    tmp.write_text(yaml.safe_dump(doc.data))
+    return Scenario(gpu_scenario=tmp, interval_s=15.0)
+
+
+def _promtool(doc: YamlDocument) -> Scenario:
+    spec = doc.validate(PromtoolFile)
+    test = doc.validate(PromtoolTest, at=("tests", 0)) if spec.tests else PromtoolTest()
+    return Scenario(
+        interval_s=spec.evaluation_interval if test.interval is None else test.interval,
+        series=[s.to_series() for s in test.input_series],
+    )
+
+
+def _resolve_gpu(doc: YamlDocument, path: str, base: Path) -> Path:
+    for candidate in (base / path, Path(path), GPU_SCENARIO_DIR / path, GPU_SCENARIO_DIR / f"{path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    message = f"{path!r} not found (relative to {base} or in {GPU_SCENARIO_DIR})"
+    raise doc.error([doc.problem(("gpu_scenario",), message)])
 
 
 @dataclass

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from custos.yamlfile import FileError, Loc, Problem, YamlDocument, parse_yaml, read_yaml
 
 from . import gotemplate, promql
 
@@ -23,8 +25,8 @@ _NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _METRIC_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
-class RuleError(ValueError):
-    """A problem in a rule file, phrased as ``file: group/rule: what is wrong``."""
+class RuleError(FileError):
+    """Problems in rule files, one ``file:line:col: field: problem`` line each."""
 
 
 class _Strict(BaseModel):
@@ -139,75 +141,33 @@ class Group:
         return out
 
 
-def _describe(exc: ValidationError, data: Any) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        loc = list(err["loc"])
-        where = []
-        node = data
-        for part in loc:
-            try:
-                node = node[part]
-            except (KeyError, IndexError, TypeError):
-                node = None
-            if isinstance(node, dict) and ("alert" in node or "record" in node or "name" in node):
-                where.append(str(node.get("alert") or node.get("record") or node.get("name")))
-        path = ".".join(str(p) for p in loc)
-        label = "/".join(where)
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        lines.append(f"{label + ': ' if label else ''}{path}: {msg}")
-    return lines
-
-
 def parse_rules(text: str, source: str = "<rules>") -> list[Group]:
     """Parse and check one rule file; ``RuleError`` lists every problem found."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RuleError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise RuleError(f"{source}: a rule file is a mapping with a 'groups' list")
-    try:
-        model = RuleFileModel.model_validate(data)
-    except ValidationError as exc:
-        raise RuleError(f"{source}:\n  " + "\n  ".join(_describe(exc, data))) from None
-    problems: list[str] = []
+    return _groups(parse_yaml(text, source, error=RuleError))
+
+
+def _groups(doc: YamlDocument) -> list[Group]:
+    model = doc.validate(RuleFileModel)
+    problems: list[Problem] = []
     groups: list[Group] = []
     seen_groups: set[str] = set()
-    for g in model.groups:
+    for gi, g in enumerate(model.groups):
         if g.name in seen_groups:
-            problems.append(f"group {g.name!r}: duplicate group name")
+            problems.append(doc.problem(("groups", gi, "name"), f"duplicate group name {g.name!r}"))
         seen_groups.add(g.name)
         group = Group(
             name=g.name,
             interval_s=promql.parse_duration(g.interval) if g.interval else None,
             source=g.source,
             limit=g.limit,
-            source_file=source,
+            source_file=doc.source,
         )
-        for r in g.rules:
-            name = r.alert or r.record or "?"
-            where = f"{g.name}/{name}"
-            node = None
-            if g.source == "local":
-                try:
-                    node = promql.parse(r.expr)
-                except promql.PromQLError as exc:
-                    problems.append(f"{where}: expr: {exc}")
-            for key, text_value in {**r.annotations, **r.labels}.items():
-                try:
-                    gotemplate.check(text_value)
-                except gotemplate.TemplateError as exc:
-                    problems.append(f"{where}: {key}: {exc}")
+        for ri, r in enumerate(g.rules):
+            node, found = _checked_rule(doc, ("groups", gi, "rules", ri), r, g.source)
+            problems += found
             group.rules.append(
                 Rule(
-                    name=name,
+                    name=r.alert or r.record or "?",
                     kind="alert" if r.alert else "record",
                     expr=r.expr,
                     node=node,
@@ -216,7 +176,7 @@ def parse_rules(text: str, source: str = "<rules>") -> list[Group]:
                     labels=dict(r.labels),
                     annotations=dict(r.annotations),
                     group=g.name,
-                    source_file=source,
+                    source_file=doc.source,
                 )
             )
         seen_names: dict[str, int] = {}
@@ -224,9 +184,27 @@ def parse_rules(text: str, source: str = "<rules>") -> list[Group]:
             n = seen_names[rule.name] = seen_names.get(rule.name, 0) + 1
             rule.id = rule.name if n == 1 else f"{rule.name}#{n}"
         groups.append(group)
-    if problems:
-        raise RuleError(f"{source}:\n  " + "\n  ".join(problems))
+    doc.fail(problems)
     return groups
+
+
+def _checked_rule(doc: YamlDocument, at: Loc, rule: RuleModel, source: str) -> tuple[Any, list[Problem]]:
+    """The parsed expression (evaluated here: ``source: local``), and the problems the models cannot
+    see: in the expression and in the templates."""
+    problems: list[Problem] = []
+    node = None
+    if source == "local":
+        try:
+            node = promql.parse(rule.expr)
+        except promql.PromQLError as exc:
+            problems.append(doc.problem((*at, "expr"), str(exc)))
+    for section, texts in (("labels", rule.labels), ("annotations", rule.annotations)):
+        for key, text in texts.items():
+            try:
+                gotemplate.check(text)
+            except gotemplate.TemplateError as exc:
+                problems.append(doc.problem((*at, section, key), str(exc)))
+    return node, problems
 
 
 def default_rule_files() -> list[Path]:
@@ -266,21 +244,18 @@ def signature(paths: list[Path] | list[str] | None = None) -> tuple[tuple[str, i
 
 def load_rule_files(paths: list[Path] | list[str] | None = None) -> list[Group]:
     """Load and check rule files (see ``resolve_rule_files``); ``RuleError`` lists every problem."""
-    files = resolve_rule_files(paths)
     groups: list[Group] = []
     names: dict[str, str] = {}
-    for f in files:
-        try:
-            text = f.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise RuleError(f"{f}: rule file not found") from None
-        except OSError as exc:
-            raise RuleError(f"{f}: cannot read rule file: {exc.strerror}") from None
-        for g in parse_rules(text, str(f)):
+    for f in resolve_rule_files(paths):
+        doc = read_yaml(f, what="rule file", error=RuleError)
+        problems: list[Problem] = []
+        for i, g in enumerate(_groups(doc)):
             if g.name in names:
-                raise RuleError(f"{f}: group {g.name!r} is also defined in {names[g.name]}")
-            names[g.name] = str(f)
+                message = f"group {g.name!r} is also defined in {names[g.name]}"
+                problems.append(doc.problem(("groups", i, "name"), message))
+            names.setdefault(g.name, doc.source)
             groups.append(g)
+        doc.fail(problems)
     return groups
 
 

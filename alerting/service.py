@@ -245,16 +245,21 @@ class AlertingService:
 
 
 def build_service(
-    config: Any, *, self_metrics: Callable[[], bytes] | None = None, clock: Callable[[], float] = time.time
+    acfg: AlertingConfig,
+    state_dir: Path,
+    upstream_url: str,
+    *,
+    self_metrics: Callable[[], bytes] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> AlertingService:
-    """From the whole sidecar ``Config``: targets include the upstream's /metrics unless disabled."""
-    acfg: AlertingConfig = config.alerting
+    """The engine keeping its state in ``state_dir`` (``<state dir>/alerting``); targets include the
+    upstream's /metrics unless disabled."""
     targets = [Target(t.job, t.url) for t in acfg.scrape_targets]
     if acfg.scrape_upstream:
-        targets.insert(0, Target("upstream", str(config.upstream.url).rstrip("/") + "/metrics"))
-    state_dir = Path(config.state.dir).expanduser() / "alerting"
+        targets.insert(0, Target("upstream", upstream_url.rstrip("/") + "/metrics"))
     return AlertingService(acfg, state_dir, targets=targets, self_metrics=self_metrics, clock=clock)
 
 
-def leader_lock(config: Any) -> Leader:
-    return Leader(Path(config.state.dir).expanduser() / "alerting" / "engine.lock")
+def leader_lock(state_dir: Path) -> Leader:
+    """The lock that makes one process per ``state_dir`` (``<state dir>/alerting``) run the engine."""
+    return Leader(state_dir / "engine.lock")

@@ -6,6 +6,7 @@ from the CLI takes effect at the next dispatch tick and survives restarts.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -19,11 +20,17 @@ from .model import iso
 from .promql import Matcher
 from .state import locked_update, read_json
 
+log = logging.getLogger("custos.alerting.silences")
+
 RETENTION_S = 5 * 86400  # expired silences are kept this long for the record, as in Alertmanager
 
 
 class SilenceError(ValueError):
-    pass
+    """A silence refused; ``field`` names the part of the request at fault, when it is one."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(slots=True)
@@ -80,14 +87,16 @@ def _from_record(r: dict[str, Any]) -> Silence:
 def check_silence(matchers: list[str], starts_at: float, ends_at: float, created_by: str) -> list[Matcher]:
     """The checks every silence passes, from any source; the parsed matchers, or ``SilenceError``."""
     if not matchers:
-        raise SilenceError('a silence needs at least one matcher, e.g. alertname="CustosGPUUtilizationHigh"')
+        raise SilenceError(
+            'a silence needs at least one matcher, e.g. alertname="CustosGPUUtilizationHigh"', "matchers"
+        )
     try:
         compiled = parse_matchers(matchers)
     except ValueError as exc:
-        raise SilenceError(str(exc)) from None
+        raise SilenceError(str(exc), "matchers") from None
     if not compiled or all(m.matches("") for m in compiled):
         # As Alertmanager: at least one matcher must not match the empty string.
-        raise SilenceError("the matchers would silence every alert; add one that names something")
+        raise SilenceError("the matchers would silence every alert; add one that names something", "matchers")
     if ends_at <= starts_at:
         raise SilenceError("the silence must end after it starts")
     if not created_by.strip():
@@ -151,6 +160,18 @@ def _may_cover(m: Matcher, fixed: dict[str, str], ext: dict[str, str], arbitrary
     return any(m.matches(v) for v in values)
 
 
+def _parse_stored(silences: list[Silence]) -> dict[str, list[Matcher]]:
+    """The matchers of each stored silence. One written before matchers were RE2 (a lookahead, say)
+    no longer parses: it is logged and mutes nothing, and the other silences keep working."""
+    parsed: dict[str, list[Matcher]] = {}
+    for s in silences:
+        try:
+            parsed[s.id] = parse_matchers(s.matchers)
+        except ValueError as exc:
+            log.warning("silence %s mutes nothing: %s", s.id, exc)
+    return parsed
+
+
 class SilenceStore:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -162,7 +183,7 @@ class SilenceStore:
     def reload(self) -> None:
         data = read_json(self.path, {"silences": []})
         silences = [_from_record(r) for r in data.get("silences", [])]
-        self._state = (silences, {s.id: parse_matchers(s.matchers) for s in silences})
+        self._state = (silences, _parse_stored(silences))
         try:
             self._mtime = os.stat(self.path).st_mtime_ns
         except FileNotFoundError:
@@ -236,4 +257,8 @@ class SilenceStore:
 
     def silenced_by(self, labels: dict[str, str], now: float) -> list[str]:
         silences, compiled = self._state
-        return [s.id for s in silences if s.starts_at <= now < s.ends_at and matches(compiled[s.id], labels)]
+        return [
+            s.id
+            for s in silences
+            if s.starts_at <= now < s.ends_at and s.id in compiled and matches(compiled[s.id], labels)
+        ]

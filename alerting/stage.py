@@ -1,7 +1,8 @@
 """The ``alerting`` stage: no per-request hooks, only a background service and the admin API.
 
-``build(config)`` is listed in ``sidecar.pipeline.STAGES``. At startup one process per state dir
-(the lock holder among uvicorn workers) runs the engine; every process mounts ``/admin/alerts``.
+``build(section, env)`` is listed in ``sidecar.pipeline.STAGES`` with the ``alerting`` section. At startup
+one process per state dir (the lock holder among uvicorn workers) runs the engine; every process
+mounts ``/admin/alerts``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sidecar.stage import Stage
+from sidecar.stage import Stage, StageEnv
 
 from .api import PREFIX, AlertsAPI, make_authorizer
+from .config import AlertingConfig
 from .service import AlertingService, build_service, leader_lock
 from .silences import SilenceStore
 from .state import Leader
@@ -23,17 +25,17 @@ log = logging.getLogger("custos.alerting")
 class AlertingStage(Stage):
     name = "alerting"
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: AlertingConfig, state_dir: Path, upstream_url: str) -> None:
         self.config = config
+        self.state_dir = state_dir.expanduser() / "alerting"
         # Built now so rule-file and template errors fail `custos serve` at startup, not later.
-        self.service: AlertingService | None = build_service(config)
+        self.service: AlertingService | None = build_service(config, self.state_dir, upstream_url)
         self.leader: Leader | None = None
-        self.state_dir = Path(config.state.dir).expanduser() / "alerting"
 
     async def startup(self, app: Any) -> None:
-        cfg = self.config.alerting
-        self.leader = leader_lock(self.config)
+        cfg = self.config
         state_dir = self.state_dir
+        self.leader = leader_lock(state_dir)
         try:
             leading = self.leader.acquire()
         except OSError as exc:
@@ -79,8 +81,7 @@ class AlertingStage(Stage):
             self.leader.release()
 
 
-def build(config: Any) -> Stage | None:
-    alerting = getattr(config, "alerting", None)
-    if alerting is None or not alerting.enabled:
+def build(alerting: AlertingConfig, env: StageEnv) -> Stage | None:
+    if not alerting.enabled:
         return None
-    return AlertingStage(config)
+    return AlertingStage(alerting, env.state_dir, env.upstream_url)

@@ -30,28 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
-from tests.conftest import default_headers, sidecar_base_config
-from tests.security.conftest import RecordingUpstream
-from tests.support.procs import ManagedProcess, custos_cmd, free_port
+from bench.procs import custos_cmd
+from bench.stack import Sidecar, launch_sidecar
+from bench.upstream import RecordingUpstream
 
 CHAT = {"model": "custos-tiny", "messages": [{"role": "user", "content": "Summarise ticket 4711, please."}]}
 
 
-def start(tmp: Path, upstream: str, audit: dict[str, Any], name: str) -> tuple[ManagedProcess, str, dict]:
-    state = tmp / name / "state"
-    cfg = sidecar_base_config(state, upstream)
-    port = free_port()
-    cfg["server"]["port"] = port
-    cfg["audit"] = audit
-    path = tmp / name / "custos.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg))
-    proc = ManagedProcess(name, custos_cmd("serve", "--config", str(path)))
-    url = f"http://127.0.0.1:{port}"
-    proc.wait_ready(url + "/health", timeout=60)
-    return proc, url, {"headers": default_headers(cfg, state), "state": state}
+def start(tmp: Path, upstream: str, audit: dict[str, Any], name: str) -> Sidecar:
+    return launch_sidecar(tmp / name, upstream, {"audit": audit}, name=name)
 
 
 def metric(url: str, headers: dict[str, str], name: str) -> float:
@@ -99,21 +87,21 @@ def verify(state: Path) -> tuple[int, str]:
 
 def run_retention(tmp: Path, upstream: str, args: argparse.Namespace) -> None:
     cap = args.cap_kib * 1024
-    proc, url, ctx = start(tmp, upstream, {"max_bytes": cap}, "retention")
+    sidecar = start(tmp, upstream, {"max_bytes": cap}, "retention")
     try:
-        res = load(url, ctx["headers"], args.threads, args.duration)
-        pruned = metric(url, ctx["headers"], "custos_audit_pruned_records_total")
-        fill = metric(url, ctx["headers"], "custos_audit_spool_fill_ratio")
-        lost = metric(url, ctx["headers"], "custos_audit_records_lost_total")
-        records = metric(url, ctx["headers"], "custos_audit_records_total")
+        res = load(sidecar.url, sidecar.headers, args.threads, args.duration)
+        pruned = metric(sidecar.url, sidecar.headers, "custos_audit_pruned_records_total")
+        fill = metric(sidecar.url, sidecar.headers, "custos_audit_spool_fill_ratio")
+        lost = metric(sidecar.url, sidecar.headers, "custos_audit_records_lost_total")
+        records = metric(sidecar.url, sidecar.headers, "custos_audit_records_total")
     finally:
-        proc.stop()
+        sidecar.stop()
     total = sum(res["codes"].values())
-    rc, out = verify(ctx["state"])
+    rc, out = verify(sidecar.state_dir)
     print(f"\n## 1. default retention, max_bytes {args.cap_kib} KiB, no sink, {args.threads} threads")
     print(f"requests {total} in {res['seconds']:.1f}s = {total / res['seconds']:.0f}/s; codes {res['codes']}")
     print(f"records {records:.0f}, pruned {pruned:.0f}, lost {lost:.0f}, fill gauge at the end {fill:.3f}")
-    print(f"spool on disk after stop: {spool_size(ctx['state'])} bytes (cap {cap})")
+    print(f"spool on disk after stop: {spool_size(sidecar.state_dir)} bytes (cap {cap})")
     print(f"custos audit verify: exit {rc}")
     for line in out:
         print(f"    {line}")
@@ -128,28 +116,28 @@ def run_fuse(tmp: Path, upstream: str, args: argparse.Namespace) -> None:
         "retention": {"enabled": False},
         "compression": "none",
     }
-    proc, url, ctx = start(tmp, upstream, audit, "fuse")
+    sidecar = start(tmp, upstream, audit, "fuse")
     served = 0
     try:
-        with httpx.Client(base_url=url, headers=ctx["headers"], timeout=60) as client:
+        with httpx.Client(base_url=sidecar.url, headers=sidecar.headers, timeout=60) as client:
             while served < 100_000:
                 if client.post("/v1/chat/completions", json=CHAT).status_code == 503:
                     break
                 served += 1
-        fill = metric(url, ctx["headers"], "custos_audit_spool_fill_ratio")
+        fill = metric(sidecar.url, sidecar.headers, "custos_audit_spool_fill_ratio")
     finally:
-        proc.stop()
+        sidecar.stop()
     print(f"\n## 2. retention off, no compression, max_bytes {args.cap_kib} KiB, when_full: block")
     print(f"answered before the first 503: {served}; fill gauge then {fill:.3f}")
 
 
 def run_records(tmp: Path, upstream: str, args: argparse.Namespace) -> None:
-    proc, url, ctx = start(tmp, upstream, {"compression": "none"}, "records")
+    sidecar = start(tmp, upstream, {"compression": "none"}, "records")
     try:
-        res = load(url, ctx["headers"], args.threads, args.record_seconds, mixed=True)
+        res = load(sidecar.url, sidecar.headers, args.threads, args.record_seconds, mixed=True)
     finally:
-        proc.stop()
-    segs = sorted((ctx["state"] / "audit" / "spool").glob("*/seg-*.jsonl"))
+        sidecar.stop()
+    segs = sorted((sidecar.state_dir / "audit" / "spool").glob("*/seg-*.jsonl"))
     data = b"".join(p.read_bytes() for p in segs)
     n = data.count(b"\n")
     print(f"\n## 3. compression of {n} real records ({len(data) / n:.0f} B each, mixed: {res['codes']})")

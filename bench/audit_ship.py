@@ -1,7 +1,7 @@
 """Records per second the audit shipper moves from the spool into a local Elasticsearch node, next to
 the node's own ceiling measured in the same run by bulk-loading the same documents directly.
 
-A real single-node Elasticsearch (tests/es_node) and a real spool written by the real audit trail.
+A real single-node Elasticsearch (bench/es_node) and a real spool written by the real audit trail.
 Rows, all with ``op_type=create`` and the same documents, each into a fresh daily index:
   shipper             the sidecar's shipper: reads the spool, bulk-sends, handles items, persists its position
   direct async_bulk   the client's async_bulk helper, same chunk size, documents already in memory
@@ -168,13 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--rounds", type=int, default=3, help="each case once per round, order rotated; best counts"
     )
-    ap.add_argument("--es", metavar="URL", help="use this node instead of starting one (tests/es_node)")
+    ap.add_argument("--es", metavar="URL", help="use this node instead of starting one (bench/es_node)")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args(argv)
     node = None
     url = args.es
     if url is None:
-        from tests.es_node import start_elasticsearch
+        from bench.es_node import start_elasticsearch
 
         node = start_elasticsearch()
         url = node.url

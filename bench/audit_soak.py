@@ -3,7 +3,7 @@
 reported as lost.
 
 One sidecar (default audit settings: ``fsync: interval``, ``fail_closed: false``) in front of an
-instant upstream (``bench.audit_load``), shipping to the test node of ``tests/es_node``. For
+instant upstream (``bench.audit_load``), shipping to the test node of ``bench/es_node``. For
 ``--duration`` seconds an unpaced load (``--concurrency`` clients back to back) runs; every
 ``--sidecar-kill-every`` seconds the sidecar is killed with SIGKILL and started again at once, and every
 ``--es-kill-every`` seconds Elasticsearch is killed with SIGKILL and restarted after ``--es-down``
@@ -36,8 +36,8 @@ from pathlib import Path
 import yaml
 
 from bench.audit_load import UnpacedLoad
+from bench.procs import ManagedProcess, custos_cmd, free_port, wait_http
 from bench.proxy import sidecar_headers
-from tests.support.procs import ManagedProcess, custos_cmd, free_port, wait_http
 
 
 def _records(spool: Path) -> list[dict]:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="PATH", help="also write the counts as JSON")
     args = p.parse_args(argv)
 
-    from tests.es_node import start_elasticsearch
+    from bench.es_node import start_elasticsearch
 
     prefix = f"soak-{int(time.time())}"
     with tempfile.TemporaryDirectory(prefix="custos-audit-soak-") as t:

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from bench.procs import ManagedProcess, free_port, wait_http
 from bench.proxy import run_wrk, sidecar_headers
-from tests.support.procs import ManagedProcess, free_port, wait_http
 
 REQUEST = json.dumps(
     {"model": "custos-tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4},

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from sidecar.auth import devkey
 from sidecar.config import Config
 from sidecar.context import RequestContext
+from sidecar.stage import StageEnv
 from sidecar.stages import authenticate, authorize, ratelimit
 
 POLICY = """
@@ -66,7 +67,9 @@ async def run(alg: str, requests: int, tmp: Path) -> dict[str, list[float]]:
             "rbac": {"policy_file": str(policy)},
         }
     )
-    authn, authz, limit = authenticate.build(cfg), authorize.build(cfg), ratelimit.build(cfg)
+    env = StageEnv.from_config(cfg)
+    authn, authz = authenticate.build(cfg.auth, env), authorize.build(cfg.rbac, env)
+    limit = ratelimit.build(cfg.rbac, env)
     token = devkey.mint_token(key, subject="alice", roles=["analyst"], ttl_s=3600, algorithm=alg, kid="k")
     headers = [(b"authorization", f"Bearer {token}".encode()), (b"content-type", b"application/json")]
 

@@ -6,7 +6,9 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run a benchmark from bench/ (source checkout only)")
+    from sidecar.cli import BENCH_HELP
+
+    p = sub.add_parser("bench", help=BENCH_HELP)
     bsub = p.add_subparsers(dest="bench", metavar="BENCH")
     bsub.required = True
     proxy = bsub.add_parser("proxy", help="proxy overhead: direct vs nginx vs Custos vs LiteLLM (wrk)")

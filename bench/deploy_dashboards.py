@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import tempfile
 import time
 import urllib.parse
@@ -22,12 +21,14 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import TINY_MODEL_NAME, start_engine
-from tests.deploy.conftest import DATA, _start_sidecar, prometheus_token, start_prometheus
-from tests.deploy.test_promql_live import _panels, substitute
-from tests.support.procs import CACHE, custos_cmd
-
-GRAFANA = Path(__file__).resolve().parents[1] / "dashboards" / "grafana" / "dashboards"
+from bench.prometheus import GRAFANA_DASHBOARDS, all_panels, prometheus_token, start_prometheus, substitute
+from bench.stack import (
+    GPU_DASHBOARD_SIMULATION,
+    TINY_MODEL_NAME,
+    launch_sidecar,
+    start_engine,
+    tiny_model_dir,
+)
 
 
 def _range(prom_url: str, expr: str) -> tuple[float, int]:
@@ -45,22 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traffic-s", type=float, default=30.0)
     args = parser.parse_args(argv)
 
-    from inference.tiny import TINY_MODEL_VERSION
-
-    model_dir = CACHE / "models" / f"tiny-{TINY_MODEL_VERSION}"
-    if not (model_dir / "config.json").exists():
-        subprocess.run(custos_cmd("inference", "make-tiny-model", str(model_dir)), check=True)
     work = Path(tempfile.mkdtemp(prefix="custos-bench-dash-"))
-    engine = start_engine(model_dir)
+    engine = start_engine(tiny_model_dir())
     procs = [engine.process]
     try:
-        main_proc, url, headers = _start_sidecar(
+        sidecar = launch_sidecar(
             work,
-            "bench",
             engine.url,
-            {"gpu": {"simulation": str(DATA / "gpu-dashboard.yaml"), "interval_s": 1}},
+            {"gpu": {"simulation": str(GPU_DASHBOARD_SIMULATION), "interval_s": 1}},
+            name="sidecar-bench",
         )
-        procs.append(main_proc)
+        procs.append(sidecar.process)
+        url, headers = sidecar.url, sidecar.headers
         host = url.removeprefix("http://")
         prom = start_prometheus(
             work,
@@ -90,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             "| dashboard | panels | queries | series | refresh p50 ms | refresh p95 ms | slowest query ms |"
         )
         print("|---|---:|---:|---:|---:|---:|---:|")
-        for path in sorted(GRAFANA.glob("*.json")):
+        for path in sorted(GRAFANA_DASHBOARDS.glob("*.json")):
             doc = json.loads(path.read_text())
-            panels = [p for p in _panels(doc["panels"]) if p.get("targets")]
+            panels = [p for p in all_panels(doc["panels"]) if p.get("targets")]
             exprs = [substitute(t["expr"]) for p in panels for t in p["targets"]]
             totals, slowest, series = [], 0.0, 0
             for _ in range(args.refreshes):

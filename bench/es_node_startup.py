@@ -1,4 +1,4 @@
-"""How long the test Elasticsearch node (tests/es_node) takes to build and to start.
+"""How long the test Elasticsearch node (bench/es_node) takes to build and to start.
 
     python bench/es_node_startup.py [--starts 3] [--cold] [--version 9.5.3]
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--starts", type=int, default=3, help="starts per variant (default 3)")
     ap.add_argument("--cold", action="store_true", help="fresh cache: download from Maven Central and build")
     ap.add_argument(
-        "--version", help="Elasticsearch version (default: the one pinned in tests/es_node/pom.xml)"
+        "--version", help="Elasticsearch version (default: the one pinned in bench/es_node/pom.xml)"
     )
     args = ap.parse_args(argv)
     if args.starts < 1:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         os.environ["CUSTOS_ES_VERSION"] = args.version
 
-    import tests.es_node as es_node  # after the environment is set: it reads the cache location
+    import bench.es_node as es_node  # after the environment is set: it reads the cache location
 
     try:
         t0 = time.monotonic()

@@ -71,7 +71,7 @@ def _ctx(stream: bool) -> Any:
     ctx.stream = stream
     if stream:
         ctx.first_byte_at = ctx.started + 0.05
-        ctx.extras["observe.first_token_at"] = ctx.started + 0.05
+        ctx.first_token_at = ctx.started + 0.05
     ctx.finished = ctx.started + 1.2
     return ctx
 
@@ -86,7 +86,7 @@ def run_row(row: str, n: int) -> dict[str, float]:
     if row.startswith("metrics"):
         from sidecar.stages.metrics import MetricsStage
 
-        stage = MetricsStage(config)
+        stage = MetricsStage(config.metrics, config.gpu)
         stream = row == "metrics stream"
         for i in range(n + 500):
             ctx = _ctx(stream)
@@ -105,7 +105,7 @@ def run_row(row: str, n: int) -> dict[str, float]:
                 return SpanExportResult.SUCCESS
 
         spans = row != "tracing (no export)"
-        stage = TracingStage(config, exporter=Drop() if spans else None)
+        stage = TracingStage(config.tracing, str(config.upstream.url), exporter=Drop() if spans else None)
         for i in range(n + 500):
             ctx = _ctx(False)
             t0 = time.perf_counter_ns()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.procs import CACHE, ManagedProcess, free_port, wait_http
+from bench.procs import CACHE, ManagedProcess, free_port, wait_http
 
 MODEL = "bench-model"
 ANSWER = json.dumps(

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from bench.procs import ManagedProcess, free_port, wait_http
 from bench.proxy import (
     MODEL,
     WRK_LUA,
@@ -39,7 +40,6 @@ from bench.proxy import (
     sidecar_config,
     sidecar_headers,
 )
-from tests.support.procs import ManagedProcess, free_port, wait_http
 
 PROSE = (
     "Sure. Here is a short overview of the project and what it needs from you this week. The team "

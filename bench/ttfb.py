@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.support.procs import CACHE, ManagedProcess, custos_cmd, free_port, wait_http
+from bench.procs import ManagedProcess, custos_cmd, free_port, wait_http
+from bench.stack import tiny_model_dir
 
 MODEL = "custos-tiny"
 
@@ -38,11 +39,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
-    from inference.tiny import TINY_MODEL_VERSION
-
-    model_dir = CACHE / "models" / f"tiny-{TINY_MODEL_VERSION}"
-    if not (model_dir / "config.json").exists():
-        subprocess.run(custos_cmd("inference", "make-tiny-model", str(model_dir)), check=True)
+    model_dir = tiny_model_dir()
     tmp = Path(tempfile.mkdtemp(prefix="custos-ttfb-"))
     eng_port, sc_port = free_port(), free_port()
     procs = [

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
@@ -31,8 +33,8 @@ COMMAND_MODULES: list[str] = [
     "sidecar.commands.keys",
     "alerting.cli",
     "inference.cli",
-    "bench.cli",
 ]
+BENCH_HELP = "run a benchmark from bench/ (source checkout only)"
 
 
 class UsageError(Exception):
@@ -80,7 +82,35 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that feature is not part of this installation
             raise
         module.register(sub)
+    register_bench(sub)
     return parser
+
+
+def bench_in_source_checkout() -> bool:
+    """Whether ``bench/`` sits beside the packages' own sources, as in a clone (an editable install
+    included). A wheel never ships it, and an unrelated ``bench`` module elsewhere on the path is not ours."""
+    spec = importlib.util.find_spec("bench")
+    if spec is None or spec.origin is None:
+        return False
+    return Path(spec.origin).resolve().parent.parent == Path(__file__).resolve().parent.parent
+
+
+def register_bench(sub: argparse._SubParsersAction) -> None:
+    """``custos bench``: the benchmarks' own subcommands from a source checkout; from an installed wheel,
+    a command that says they need one (so ``custos bench`` explains itself instead of "invalid choice")."""
+    if bench_in_source_checkout():
+        importlib.import_module("bench.cli").register(sub)
+        return
+    stub = sub.add_parser("bench", help=BENCH_HELP)
+    stub.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    stub.set_defaults(func=_bench_needs_a_checkout)
+
+
+def _bench_needs_a_checkout(args: argparse.Namespace) -> int:
+    raise UsageError(
+        "bench: the benchmarks need a source checkout of Custos (bench/ is not part of the installed "
+        "package); run `custos bench` from a clone with an editable install (make setup)"
+    )
 
 
 def _version() -> str:

@@ -3,7 +3,8 @@
 ``load_config(path)`` reads the YAML file (or nothing: the defaults serve the embedded setup), applies
 ``CUSTOS_<SECTION>__<FIELD>=value`` environment overrides (values parsed as YAML scalars, so
 ``CUSTOS_SERVER__PORT=9090`` is an int) and validates everything into typed models. Any problem raises
-``ConfigError`` naming the field, the value and what is wrong.
+``ConfigError`` naming the place (file, line and column, or the environment variable), the field, the
+value and what is wrong.
 
 Each feature owns its section model in its own module; this file only assembles them.
 """
@@ -12,13 +13,15 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 
 from alerting.config import AlertingConfig
+from custos.yamlfile import FileError, Problem, YamlDocument, read_yaml
 from inference.config import InferenceConfig
 
 from .audit.config import AuditConfig
@@ -168,7 +171,8 @@ class Config(Section):
 
 
 class ConfigError(Exception):
-    """A configuration problem, already phrased for a human: field, value, reason."""
+    """A configuration problem, already phrased for a human: from a file, one
+    ``file:line:col: field: problem`` line per problem (custos.yamlfile)."""
 
 
 def _parse_scalar(raw: str) -> Any:
@@ -204,50 +208,31 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _describe(error: dict[str, Any], source: str) -> str:
-    loc = ".".join(str(p) for p in error["loc"]) or "(top level)"
-    msg = error["msg"]
-    if error["type"] == "extra_forbidden":
-        return f"{source}: {loc}: unknown option (check the spelling; see custos.example.yaml)"
-    value = error.get("input")
-    shown = repr(value) if not isinstance(value, dict) else "a mapping"
-    return f"{source}: {loc}: value {shown} is invalid: {msg}"
+def _from_environment(problem: Problem, overrides: dict[str, Any], source: str) -> Problem:
+    """A problem with a value that an environment variable set names the variable, not the file."""
+    node: Any = overrides
+    for i, part in enumerate(problem.loc if problem.file == source else ()):
+        if not isinstance(node, dict) or part not in node:
+            break
+        node = node[part]
+        if not isinstance(node, dict):
+            variable = ENV_PREFIX + "__".join(str(p).upper() for p in problem.loc[: i + 1])
+            return replace(problem, file=variable, line=None, col=None)
+    return problem
 
 
 def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
     environ = os.environ if environ is None else environ
     if path is None:
         path = environ.get(ENV_CONFIG_PATH) or None
-    data: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        p = Path(path).expanduser()
-        source = str(p)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: config file not found") from None
-        except OSError as exc:
-            raise ConfigError(f"{p}: cannot read config file: {exc.strerror}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}"
-            )
-        data = loaded
     overrides = env_overrides(environ)
-    if overrides:
-        data = _merge(data, overrides)
-        source = f"{source} + environment"
+    doc = YamlDocument.from_data({}, "environment")
     try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        lines = [_describe(e, source) for e in exc.errors()]
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+        if path is not None:
+            doc = read_yaml(path, what="config file")
+        if overrides and isinstance(doc.data, dict | None):
+            doc = replace(doc, data=_merge(doc.data or {}, overrides))
+        return doc.validate(Config)
+    except FileError as exc:
+        problems = [_from_environment(p, overrides, doc.source) for p in exc.problems]
+        raise ConfigError("\n".join(map(str, problems))) from None

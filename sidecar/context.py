@@ -2,19 +2,24 @@
 
 Stages communicate only through this object: each reads what earlier stages wrote and adds its own
 results (identity, decision, redaction counts, usage, hashes) for later stages such as metrics and audit.
+Everything one stage hands to another is a typed attribute whose comment names the stage that writes
+it and the ones that read it; ``extras`` holds only state private to the stage that wrote it.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from .errors import ProxyError, bad_request
 from .multipart import Form, parse_form
 from .sse import SSEEvents
+
+if TYPE_CHECKING:
+    from .rbac.decide import Grant  # imports this module: only its type is needed here
 
 # Inference routes, mapped to their OpenTelemetry GenAI-style operation name (metrics, traces and
 # the audit record's event.action). Their bodies must be JSON objects, except FORM_ROUTES.
@@ -66,6 +71,21 @@ class Usage:
     completion_tokens: int | None = None
 
 
+class RedactionState(Protocol):
+    """The redact stage's per-request state, as the other stages may use it (the stage's own
+    ``sidecar.stages.redact._State`` has more: the pseudonym session, what the caller may see)."""
+
+    @property
+    def restored(self) -> int:
+        """Placeholders put back into the answer so far."""
+        ...
+
+    def for_log(self, text: str) -> str:
+        """Any text of this request (e.g. the answer as the client got it, with restored values) in
+        its redacted form, with the placeholders the model saw: for audit records and logs."""
+        ...
+
+
 class RequestContext:
     """Everything known about one request. Slots keep it cheap to build on the hot path."""
 
@@ -73,6 +93,7 @@ class RequestContext:
         "_form",
         "_json",
         "_replacement",
+        "auth_failure",
         "body",
         "body_modified",
         "cancelled",
@@ -83,18 +104,25 @@ class RequestContext:
         "finish_reasons",
         "finished",
         "first_byte_at",
+        "first_token_at",
+        "grant",
         "headers",
         "identity",
+        "input_chars",
         "method",
         "model",
+        "models_hidden",
         "operation",
         "output_sha256",
         "path",
         "prompt_sha256",
         "query",
+        "rate_limit_scope",
+        "redaction",
         "redactions",
         "request_id",
         "response_bytes",
+        "response_end_ran",
         "response_headers",
         "response_kind",
         "route",
@@ -160,7 +188,27 @@ class RequestContext:
         self.prompt_sha256: str | None = None
         self.output_sha256: str | None = None
         self.trace_id: str | None = None
-        # Private per-stage state, keyed by stage name.
+        # Handed from one stage to others; each None until its writer sets it.
+        # authenticate (on failure) -> metrics: the reason label of custos_auth_failures_total.
+        self.auth_failure: str | None = None
+        # authorize -> ratelimit: the rate limits and token cap of the roles that allowed the request.
+        self.grant: Grant | None = None
+        # authorize (GET /v1/models filter) -> nobody yet: how many listed models the caller may not see.
+        self.models_hidden: int | None = None
+        # ratelimit (on refusal) -> nobody yet: "subject" or "role", the bucket that ran out (metrics
+        # and audit get it as the error kind, ratelimit_<scope>).
+        self.rate_limit_scope: str | None = None
+        # redact -> redact's response filters, audit (for_log, stored texts): None when not redacted.
+        self.redaction: RedactionState | None = None
+        # observe (first streamed token) -> metrics: time to first token and time per output token.
+        self.first_token_at: float | None = None
+        # audit (when a stage rewrote the body) -> audit.record: prompt characters as the client sent
+        # them; None: the record counts them from the body.
+        self.input_chars: int | None = None
+        # pipeline -> pipeline: the response-end hooks ran (they run at most once per request).
+        self.response_end_ran = False
+        # State private to one stage, keyed "<stage>.<what>" and read only by the stage that wrote it
+        # (tracing's root span, metrics' in-flight gauge, guard's source key, audit's gate flags).
         self.extras: dict[str, Any] = {}
 
     # -- body helpers -------------------------------------------------------------------------

@@ -3,23 +3,9 @@ and files it renews in place (development TLS certificates)."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
-
-def _write_private_temp(path: Path, data: bytes, mode: int) -> Path:
-    """``data`` in a fresh, fsynced temporary file beside ``path`` (same file system, so it can be
-    linked or renamed into place atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return tmp
+from custos.statefiles import create_once, write_atomic
 
 
 def create_secret_file(path: Path, data: bytes) -> bool:
@@ -29,21 +15,11 @@ def create_secret_file(path: Path, data: bytes) -> bool:
     and is hard-linked into place, so no reader ever sees a partial file and exactly one writer wins.
     Returns True when this call created the file, False when another process already had.
     """
-    tmp = _write_private_temp(path, data, 0o600)
-    try:
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return create_once(path, data, mode=0o600)
 
 
 def replace_file(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write ``path`` (new or renewed) atomically: a reader sees the old file or the new one, whole."""
-    tmp = _write_private_temp(path, data, mode)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic(path, data, mode=mode)

@@ -1,7 +1,8 @@
 """The request path as a chain of stages (see ``sidecar.stage`` for the contract).
 
-``STAGES`` lists each stage's builder by import path, in request order. A builder takes the validated
-``Config`` and returns a ``Stage`` or ``None`` (switched off). Adding a stage is one line here; no
+``STAGES`` lists each stage's builder by import path, in request order, with the name of the config
+section it is built from. A builder takes that section and the ``StageEnv`` (never the whole
+``Config``) and returns a ``Stage`` or ``None`` (switched off). Adding a stage is one line here; no
 other stage changes.
 """
 
@@ -19,24 +20,25 @@ from .config import Config
 from .context import RequestContext
 from .errors import ProxyError
 from .forward import Receive, ResponseEnd, Send, UpstreamClient
-from .stage import ResponseFilter, Stage
+from .stage import ResponseFilter, Stage, StageEnv
 
 log = logging.getLogger("custos.pipeline")
 
-_ENDED = "pipeline.response_end_ran"
+# A builder's import path ("module:function") and the ``Config`` section it gets (None: no section).
+StageEntry = tuple[str, str | None]
 
-STAGES: list[str] = [
-    "sidecar.stages.metrics:build",
-    "sidecar.stages.tracing:build",
-    "sidecar.stages.guard:build",
-    "sidecar.stages.authenticate:build",
-    "sidecar.stages.parse:build",
-    "sidecar.stages.authorize:build",
-    "sidecar.stages.ratelimit:build",
-    "sidecar.stages.redact:build",
-    "sidecar.stages.observe:build",
-    "sidecar.stages.audit:build",
-    "alerting.stage:build",
+STAGES: list[StageEntry] = [
+    ("sidecar.stages.metrics:build", "metrics"),
+    ("sidecar.stages.tracing:build", "tracing"),
+    ("sidecar.stages.guard:build", "rbac"),
+    ("sidecar.stages.authenticate:build", "auth"),
+    ("sidecar.stages.parse:build", None),
+    ("sidecar.stages.authorize:build", "rbac"),
+    ("sidecar.stages.ratelimit:build", "rbac"),
+    ("sidecar.stages.redact:build", "redaction"),
+    ("sidecar.stages.observe:build", None),
+    ("sidecar.stages.audit:build", "audit"),
+    ("alerting.stage:build", "alerting"),
 ]
 
 StageSpan = Callable[[RequestContext, str], AbstractContextManager[Any]]
@@ -48,12 +50,14 @@ def _no_span(ctx: RequestContext, name: str) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
-def build_stages(config: Config, names: list[str] | None = None) -> list[Stage]:
+def build_stages(config: Config, entries: list[StageEntry] | None = None) -> list[Stage]:
+    """The stages of ``entries`` (default ``STAGES``) that ``config`` switches on, in that order."""
+    env = StageEnv.from_config(config)
     stages: list[Stage] = []
-    for ref in STAGES if names is None else names:
+    for ref, section in STAGES if entries is None else entries:
         module_name, _, attr = ref.partition(":")
         builder = getattr(importlib.import_module(module_name), attr or "build")
-        stage = builder(config)
+        stage = builder(None if section is None else getattr(config, section), env)
         if stage is not None:
             stages.append(stage)
     return stages
@@ -121,9 +125,9 @@ class Pipeline:
 
     async def _response_end(self, ctx: RequestContext) -> None:
         # At most once per request: an error they raise is answered without running them again.
-        if ctx.extras.get(_ENDED):
+        if ctx.response_end_ran:
             return
-        ctx.extras[_ENDED] = True
+        ctx.response_end_ran = True
         for stage in self._end_stages:
             await stage.on_response_end(ctx)
 

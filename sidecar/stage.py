@@ -19,14 +19,45 @@ Lifecycle of a request through a pipeline of stages ``[s1, s2, ..., sn]``:
 
 ``startup(app)``/``shutdown()`` run once per process for background work (key refresh, shipping,
 sampling). Nothing in a stage blocks the event loop: disk, fsync and NVML work go to threads.
+
+Data between stages: a stage hands results to later stages (and to its own response filters) only
+through typed attributes of ``RequestContext`` (``ctx.grant``, ``ctx.redaction``, ``ctx.auth_failure``,
+...); each attribute's comment in ``sidecar.context`` names its writer and its readers. A new hand-off
+is a new attribute there, never a string key. ``ctx.extras`` is for state private to one stage.
+
+Building: each stage module has ``build(section, env) -> Stage | None``. ``section`` is the stage's own
+config section, the one its ``sidecar.pipeline.STAGES`` entry names (``None`` for stages without
+one); ``env`` is the ``StageEnv``, the few process-wide settings a stage may need beyond its section.
+A builder never sees the whole ``Config``. ``None`` switches the stage off.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from .config import Config
     from .context import RequestContext
+    from .gpu.config import GpuConfig
+
+
+@dataclass(frozen=True, slots=True)
+class StageEnv:
+    """What a stage builder may use beyond its own config section; add a field only for something a
+    stage cannot do without, never the whole ``Config``."""
+
+    # state.dir: dev keys (authenticate), the hash key (redact), the spool (audit), alert state (alerting).
+    state_dir: Path
+    # upstream.url: span attributes (tracing), the upstream's /metrics scrape target (alerting).
+    upstream_url: str
+    # The gpu section: the metrics stage starts the GPU sampler, whose series /metrics includes.
+    gpu: GpuConfig
+
+    @classmethod
+    def from_config(cls, config: Config) -> StageEnv:
+        return cls(state_dir=config.state.dir, upstream_url=str(config.upstream.url), gpu=config.gpu)
 
 
 class ResponseFilter:

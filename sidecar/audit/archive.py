@@ -12,13 +12,14 @@ is kept as long as the site's policy says (a mounted object store, NFS, a cheap 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from pathlib import Path
 
 import orjson
 
-from .compression import candidates, fsync_dir, open_segment
+from custos.statefiles import atomic_file, write_atomic
+
+from .compression import candidates, open_segment
 from .spool import CHECKPOINTS, DROPPED
 
 
@@ -38,9 +39,9 @@ class Archive:
                 fin = open(src, "rb")
             except FileNotFoundError:
                 continue
-            with fin:
-                dst = self.dir / src.name
-                _atomic_write(dst, lambda out, fin=fin: shutil.copyfileobj(fin, out, 1 << 20))
+            dst = self.dir / src.name
+            with fin, atomic_file(dst, sync_dir=True) as out:
+                shutil.copyfileobj(fin, out, 1 << 20)
             # A plain copy made just before the spool compressed the segment: one form is enough.
             for other in candidates(dst):
                 if other != dst:
@@ -71,26 +72,10 @@ class Archive:
                         continue
                     if seq <= upto_seq:
                         keep.append(line)
-            data = b"".join(keep)
-            _atomic_write(self.dir / name, lambda out, data=data: out.write(data))
+            write_atomic(self.dir / name, b"".join(keep), sync_dir=True)
 
 
 def verify_copy(src: Path, dst: Path) -> bool:
     """The archived copy holds the same records as the spool's segment (used by tests and tools)."""
     with open_segment(src) as a, open_segment(dst) as b:
         return a.read() == b.read()
-
-
-def _atomic_write(dst: Path, fill) -> None:
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as out:
-            fill(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(dst.parent)

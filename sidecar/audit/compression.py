@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
+from custos.statefiles import fsync_dir as fsync_dir  # the spool and the archive use it from here
+
 GZ = ".gz"
 GZIP_LEVEL = 6  # ~15x on audit records at ~180 MB/s on one core (docs/BENCHMARKS.md)
 
@@ -81,12 +83,3 @@ def compress_segment(src: Path, level: int = GZIP_LEVEL) -> Path:
             tmp.unlink()
         raise
     return tmp
-
-
-def fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -217,13 +217,12 @@ def rotate_signing_key(path: Path, *, older_than_s: float | None = None) -> tupl
     checkpoints still verify) and a new key takes its place, atomically. Running sidecars sign their
     next checkpoints with the new key. Returns (old, new) key ids; None when ``older_than_s`` is given
     and the key in place is younger (another process rotated it first). Serialized by a lock file."""
-    import fcntl
+    from custos.statefiles import exclusive_lock
 
     from ..keyfile import replace_file
 
     path = Path(path).expanduser()
-    with open(path.parent / ".rotate.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(path.parent / ".rotate.lock"):
         if older_than_s is not None and time.time() - path.stat().st_mtime < older_than_s:
             return None
         return _rotate_locked(path, replace_file)

@@ -33,7 +33,6 @@ from .canonical import utc_iso
 
 log = logging.getLogger("custos.audit")
 
-INPUT_CHARS = "audit.input_chars"  # ctx.extras: prompt size before redaction rewrote it
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024
 # Room left in ``max_record_bytes`` for the chain fields the trail adds when it seals the record.
 SEAL_RESERVE = 512
@@ -147,7 +146,7 @@ def _raw_record(ctx: RequestContext, text: tuple[str | None, str | None] | None)
         "request": {
             "model": ctx.model,
             "stream": ctx.stream,
-            "input_chars": ctx.extras[INPUT_CHARS] if INPUT_CHARS in ctx.extras else input_chars(body),
+            "input_chars": ctx.input_chars if ctx.input_chars is not None else input_chars(body),
         },
         "usage": {"input_tokens": ctx.usage.prompt_tokens, "output_tokens": ctx.usage.completion_tokens},
         "response": {"finish_reasons": list(ctx.finish_reasons)},

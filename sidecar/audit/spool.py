@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import functools
 import logging
 import os
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from custos import statefiles
 
 from . import compression, metrics
 from .canonical import GENESIS
@@ -100,35 +101,19 @@ def instance_id(spool_dir: Path) -> str:
     spool_dir.mkdir(parents=True, exist_ok=True)
     host = re.sub(r"[^a-z0-9-]", "-", socket.gethostname().lower())[:40].strip("-") or "host"
     value = f"{host}-{secrets.token_hex(4)}"
-    tmp = spool_dir / f".instance.{os.getpid()}"
-    tmp.write_text(value + "\n")
-    try:
-        os.link(tmp, path)  # first writer wins when several workers start at once
-    except FileExistsError:
+    # First writer wins when several workers start at once.
+    if not statefiles.create_once(path, f"{value}\n".encode(), mode=0o666, sync=False):
         value = path.read_text().strip()
-    finally:
-        tmp.unlink(missing_ok=True)
     return value
 
 
 def try_lock(chain_dir: Path) -> int | None:
     """An exclusive non-blocking flock on the chain's lock file: the fd, or None if someone holds it."""
     chain_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(chain_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
+    return statefiles.try_lock(chain_dir / "lock", owner=f"{os.getpid()}\n".encode())
 
 
-def unlock(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
+unlock = statefiles.release_lock
 
 
 def claim_chain(
@@ -174,12 +159,7 @@ def read_shipped(chain_dir: Path) -> dict[str, Any]:
 
 
 def write_shipped(chain_dir: Path, state: dict[str, Any]) -> None:
-    tmp = chain_dir / f".{SHIPPED}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(orjson.dumps(state))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, chain_dir / SHIPPED)
+    statefiles.write_atomic(chain_dir / SHIPPED, orjson.dumps(state))
 
 
 def recover_head(chain_dir: Path) -> tuple[int, str]:
@@ -266,13 +246,8 @@ def record_hash_at(path: Path, seq: int) -> str:
 
 def write_clean_stop(chain_dir: Path, seq: int, last_hash: str) -> None:
     """The chain was closed cleanly at ``seq``: every record sealed is on disk (fsynced)."""
-    tmp = chain_dir / f".{CLEAN_STOP}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(orjson.dumps({"seq": seq, "hash": last_hash, "at": time.time()}))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, chain_dir / CLEAN_STOP)
-    compression.fsync_dir(chain_dir)
+    marker = orjson.dumps({"seq": seq, "hash": last_hash, "at": time.time()})
+    statefiles.write_atomic(chain_dir / CLEAN_STOP, marker, sync_dir=True)
 
 
 def take_clean_stop(chain_dir: Path) -> dict[str, Any] | None:
@@ -649,16 +624,7 @@ class SpoolWriter:
         with contextlib.suppress(OSError):
             if path.exists() and path.stat().st_size >= RESERVE_BYTES:
                 return
-            tmp = self.chain_dir / f".{RESERVE}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                _write_all(fd, bytes(RESERVE_BYTES))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        with contextlib.suppress(OSError):
-            (self.chain_dir / f".{RESERVE}.tmp").unlink(missing_ok=True)
+            statefiles.write_atomic(path, bytes(RESERVE_BYTES), mode=0o600)
 
     def _flush_run(self, run: list[bytes]) -> None:
         """Write lines into the current segment (the caller made sure they fit under the cap)."""

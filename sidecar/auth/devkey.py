@@ -81,15 +81,14 @@ def rotate(
     """Retire the current dev key (accepted for ``overlap_s`` more) and make a new one. Returns the
     (old, new) key ids, or None when ``older_than_s`` is given and the key in place is younger (another
     process rotated first). Serialized across processes by a lock file."""
-    import fcntl
+    from custos.statefiles import exclusive_lock
 
     from ..keyfile import replace_file
 
     now = time.time() if now is None else now
     path = dev_key_path(state_dir, algorithm)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(path.parent / ".rotate.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(path.parent / ".rotate.lock"):
         age = key_age_s(state_dir, algorithm, now)
         if older_than_s is not None and age is not None and age < older_than_s:
             return None

@@ -39,7 +39,7 @@ def _load(path: str | Path):
     try:
         return load_policy_file(Path(path))
     except PolicyError as exc:
-        raise UsageError("invalid policy:\n  " + "\n  ".join(exc.errors)) from None
+        raise UsageError(str(exc)) from None
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -15,7 +15,6 @@ rendered text from the multiprocess directory, so NVML is polled once per host, 
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import logging
 import os
 import socket
@@ -23,15 +22,18 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
+from custos.statefiles import release_lock, try_lock, write_atomic
+
 from .nvml_api import CLOCK_EVENT_REASONS, C, NVMLError, real_nvml
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from .config import GpuConfig
 
 log = logging.getLogger("custos.gpu")
 
@@ -317,7 +319,7 @@ class GpuCollector:
                 pass
         self.up = False
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
+            release_lock(self._lock_fd)
             self._lock_fd = None
 
     def _run(self) -> None:
@@ -335,14 +337,9 @@ class GpuCollector:
     def _is_sampler(self) -> bool:
         if self.shared_dir is None or self._lock_fd is not None:
             return True
-        fd = os.open(os.path.join(self.shared_dir, "gpu-sampler.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        self._lock_fd = fd  # held until this process exits; then another worker takes over
-        return True
+        # Held until this process exits; then another worker takes over.
+        self._lock_fd = try_lock(Path(self.shared_dir) / "gpu-sampler.lock")
+        return self._lock_fd is not None
 
     def _read_shared(self) -> None:
         assert self.shared_dir is not None
@@ -555,7 +552,7 @@ class GpuCollector:
         self._static.metrics = metrics
         self._text = generate_latest(self._registry)
         if self.shared_dir is not None:
-            _write_atomic(os.path.join(self.shared_dir, "gpu.prom"), self._text)
+            write_atomic(Path(self.shared_dir) / "gpu.prom", self._text, sync=False)
         return metrics
 
     def _collector_metrics(self, fam: _Families) -> None:
@@ -787,15 +784,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def collector_from_config(config: Config, *, shared_dir: str | None = None) -> GpuCollector | None:
-    gc = config.gpu
+def collector_from_config(gc: GpuConfig, *, shared_dir: str | None = None) -> GpuCollector | None:
     if not gc.enabled:
         return None
     if gc.simulation is not None:
@@ -818,10 +807,10 @@ def collector_from_config(config: Config, *, shared_dir: str | None = None) -> G
     )
 
 
-def start_from_config(config: Config) -> GpuCollector | None:
+def start_from_config(gc: GpuConfig) -> GpuCollector | None:
     from ..metrics.render import multiprocess_dir
 
-    collector = collector_from_config(config, shared_dir=multiprocess_dir())
+    collector = collector_from_config(gc, shared_dir=multiprocess_dir())
     if collector is not None:
         collector.start()
     return collector

@@ -17,9 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictInt,
+    model_validator,
+)
+
+from custos.yamlfile import FileError, YamlDocument, field_error, read_yaml
 
 from .nvml_api import CLOCK_EVENT_REASONS, C, NVMLError
 
@@ -39,26 +50,10 @@ PARAMS: dict[str, float] = {
     "pcie_rx_kbps": 0.0,
     "fan_percent": 30.0,
 }
-EVENT_KEYS = {
-    "at",
-    "gpu",
-    "set",
-    "ramp",
-    "over",
-    "for",
-    "xid",
-    "ecc",
-    "retired_pages",
-    "remapped_rows",
-    "pcie_replay",
-    "throttle",
-    "lost",
-    "note",
-}
 
 
-class ScenarioError(ValueError):
-    pass
+class ScenarioError(FileError):
+    """Problems in a scenario file, one ``file:line:col: field: problem`` line each."""
 
 
 @dataclass
@@ -115,155 +110,166 @@ class Scenario:
     path: Path | None = None
 
 
-def _num(where: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ScenarioError(f"{where}: expected a number, got {value!r}")
-    return float(value)
+# -- the scenario file -----------------------------------------------------------------------------
+Number = Annotated[float, Strict()]  # a YAML number: not a boolean, not a quoted string
+Text = Annotated[str, BeforeValidator(str)]  # any scalar, as text (``driver_version: 550.54`` too)
+Flag = Annotated[bool, BeforeValidator(bool)]  # YAML truthiness, as the format always had it
+_OR_EMPTY_LIST = BeforeValidator(lambda value: value or [])  # null (or left empty): none
+_OR_EMPTY_DICT = BeforeValidator(lambda value: value or {})
 
 
-def _params(where: str, raw: Any) -> dict[str, float]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ScenarioError(f"{where}: expected a mapping of parameters, got {raw!r}")
-    out = {}
-    for key, value in raw.items():
+def _known_params(value: dict[str, float]) -> dict[str, float]:
+    for key in value:
         if key not in PARAMS:
-            raise ScenarioError(f"{where}.{key}: unknown parameter (known: {', '.join(PARAMS)})")
-        out[key] = _num(f"{where}.{key}", value)
-    return out
+            raise field_error((key,), f"unknown parameter (known: {', '.join(PARAMS)})", value[key])
+    return value
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value or []
+
+
+def _known_reasons(value: list[str]) -> list[str]:
+    for i, reason in enumerate(value):
+        if reason not in CLOCK_EVENT_REASONS:
+            known = ", ".join(CLOCK_EVENT_REASONS)
+            raise field_error((i,), f"unknown reason {reason!r} (known: {known})", reason)
+    return value
+
+
+Params = Annotated[dict[str, Number], _OR_EMPTY_DICT, AfterValidator(_known_params)]
+Throttle = Annotated[list[str], BeforeValidator(_as_list), AfterValidator(_known_reasons)]
+BitCounts = Annotated[dict[Literal["single_bit", "double_bit"], int], _OR_EMPTY_DICT]
+RowKind = Literal["correctable", "uncorrectable", "pending", "failure"]
+RowCounts = Annotated[dict[RowKind, int], _OR_EMPTY_DICT]
+
+
+class _Lenient(BaseModel):
+    """GPU entries have always ignored keys they do not know."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MigEntry(_Lenient):
+    profile: Text
+    memory_total_gib: Number = 10.0
+    memory_used_gib: Number = 0.0
+
+
+class ProcessEntry(_Lenient):
+    pid: StrictInt
+    name: Text = "python"
+    memory_gib: Number = 1.0
+
+
+class GpuEntry(_Lenient):
+    name: Text = "NVIDIA H100 80GB HBM3"
+    uuid: Text | None = None  # default: stable, derived from the file name and the index
+    memory_total_gib: Number = 80.0
+    power_limit_w: Number = 700.0
+    fan: Flag = False
+    baseline: Params = Field(default_factory=dict)
+    processes: Annotated[list[ProcessEntry], _OR_EMPTY_LIST] = Field(default_factory=list)
+    mig: Annotated[list[MigEntry], _OR_EMPTY_LIST] = Field(default_factory=list)
+    jitter: Number = 0.0
+
+
+class EventEntry(_Strict):
+    at: Number  # seconds from the start
+    gpu: StrictInt | Literal["all"] = 0
+    set: Params = Field(default_factory=dict)
+    ramp: Params = Field(default_factory=dict)
+    over: Number = 0.0
+    for_: Number | None = Field(None, alias="for")
+    xid: Annotated[StrictInt, Field(gt=0)] | None = None
+    ecc: BitCounts = Field(default_factory=dict)
+    retired_pages: BitCounts = Field(default_factory=dict)
+    remapped_rows: RowCounts = Field(default_factory=dict)
+    pcie_replay: int = 0
+    throttle: Throttle = Field(default_factory=list)
+    lost: Flag = False
+    note: Any = None
+
+
+class ScenarioFile(_Strict):
+    name: Text | None = None  # default: the file name
+    description: Text = ""
+    driver_version: Text = "550.54.15"
+    nvml: Literal["present", "absent"] = "present"
+    gpus: list[GpuEntry] | None = None
+    events: Annotated[list[EventEntry], _OR_EMPTY_LIST] = Field(default_factory=list)
+    duration: Number | None = None
+    loop: Flag = False
+
+    @model_validator(mode="after")
+    def _gpus_and_targets(self) -> ScenarioFile:
+        if self.gpus is None:
+            if self.nvml != "absent" or "gpus" in self.model_fields_set:
+                raise field_error(("gpus",), "expected a list of GPUs")
+            self.gpus = []  # no driver, no GPUs
+        for i, event in enumerate(self.events):
+            if event.gpu != "all" and not 0 <= event.gpu < len(self.gpus):
+                message = f"{event.gpu!r} is not a GPU index of this scenario or 'all'"
+                raise field_error(("events", i, "gpu"), message, event.gpu)
+        return self
+
+
+def _gpu(index: int, entry: GpuEntry, file_name: str) -> GpuSpec:
+    seed = f"{file_name}:{index}:{entry.name}".encode()
+    return GpuSpec(
+        index=index,
+        name=entry.name,
+        uuid=entry.uuid if entry.uuid is not None else f"GPU-{uuidlib.UUID(hashlib.md5(seed).hexdigest())}",
+        memory_total_gib=entry.memory_total_gib,
+        power_limit_w=entry.power_limit_w,
+        fan=entry.fan,
+        baseline={**PARAMS, **entry.baseline},
+        processes=[{"pid": p.pid, "name": p.name, "memory_gib": p.memory_gib} for p in entry.processes],
+        mig=[MigSpec(m.profile, m.memory_total_gib, m.memory_used_gib) for m in entry.mig],
+        jitter=entry.jitter,
+    )
+
+
+def _event(entry: EventEntry, gpu_count: int) -> Event:
+    return Event(
+        at=entry.at,
+        gpus=tuple(range(gpu_count)) if entry.gpu == "all" else (entry.gpu,),
+        set=dict(entry.set),
+        ramp=dict(entry.ramp),
+        over=entry.over,
+        duration=entry.for_,
+        xid=entry.xid,
+        ecc=dict(entry.ecc),
+        retired_pages=dict(entry.retired_pages),
+        remapped_rows=dict(entry.remapped_rows),
+        pcie_replay=entry.pcie_replay,
+        throttle=tuple(entry.throttle),
+        lost=entry.lost,
+    )
+
+
+def scenario_from(doc: YamlDocument, file_name: str) -> Scenario:
+    """The scenario in ``doc`` (problems raise ``doc.error``); ``file_name`` is the default name and
+    the seed of the default GPU UUIDs."""
+    spec = doc.validate(ScenarioFile)
+    gpus = [_gpu(i, g, file_name) for i, g in enumerate(spec.gpus or [])]
+    return Scenario(
+        name=file_name if spec.name is None else spec.name,
+        description=spec.description,
+        driver_version=spec.driver_version,
+        nvml_present=spec.nvml == "present",
+        gpus=gpus,
+        events=sorted((_event(e, len(gpus)) for e in spec.events), key=lambda ev: ev.at),
+        duration=spec.duration,
+        loop=spec.loop,
+    )
 
 
 def parse_scenario(doc: Any, source: str = "scenario") -> Scenario:
-    if not isinstance(doc, dict):
-        raise ScenarioError(f"{source}: the top level must be a mapping")
-    unknown = set(doc) - {
-        "name",
-        "description",
-        "driver_version",
-        "nvml",
-        "gpus",
-        "events",
-        "duration",
-        "loop",
-    }
-    if unknown:
-        raise ScenarioError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
-    nvml_state = doc.get("nvml", "present")
-    if nvml_state not in ("present", "absent"):
-        raise ScenarioError(f"{source}: nvml: must be 'present' or 'absent', got {nvml_state!r}")
-    raw_gpus = doc.get("gpus", [] if nvml_state == "absent" else None)
-    if not isinstance(raw_gpus, list):
-        raise ScenarioError(f"{source}: gpus: expected a list of GPUs")
-    gpus = []
-    for i, g in enumerate(raw_gpus):
-        where = f"{source}: gpus[{i}]"
-        if not isinstance(g, dict):
-            raise ScenarioError(f"{where}: expected a mapping")
-        name = str(g.get("name", "NVIDIA H100 80GB HBM3"))
-        default_uuid = "GPU-" + str(uuidlib.UUID(hashlib.md5(f"{source}:{i}:{name}".encode()).hexdigest()))
-        mig = []
-        for j, m in enumerate(g.get("mig") or []):
-            if not isinstance(m, dict) or "profile" not in m:
-                raise ScenarioError(f"{where}.mig[{j}]: expected a mapping with 'profile'")
-            mig.append(
-                MigSpec(
-                    str(m["profile"]),
-                    _num(f"{where}.mig[{j}].memory_total_gib", m.get("memory_total_gib", 10)),
-                    _num(f"{where}.mig[{j}].memory_used_gib", m.get("memory_used_gib", 0)),
-                )
-            )
-        processes = []
-        for j, p in enumerate(g.get("processes") or []):
-            if not isinstance(p, dict) or not isinstance(p.get("pid"), int):
-                raise ScenarioError(f"{where}.processes[{j}]: expected a mapping with an integer 'pid'")
-            processes.append(
-                {
-                    "pid": p["pid"],
-                    "name": str(p.get("name", "python")),
-                    "memory_gib": _num(f"{where}.processes[{j}].memory_gib", p.get("memory_gib", 1)),
-                }
-            )
-        gpus.append(
-            GpuSpec(
-                index=i,
-                name=name,
-                uuid=str(g.get("uuid", default_uuid)),
-                memory_total_gib=_num(f"{where}.memory_total_gib", g.get("memory_total_gib", 80)),
-                power_limit_w=_num(f"{where}.power_limit_w", g.get("power_limit_w", 700)),
-                fan=bool(g.get("fan", False)),
-                baseline={**PARAMS, **_params(f"{where}.baseline", g.get("baseline"))},
-                processes=processes,
-                mig=mig,
-                jitter=_num(f"{where}.jitter", g.get("jitter", 0)),
-            )
-        )
-    events = []
-    for i, e in enumerate(doc.get("events") or []):
-        where = f"{source}: events[{i}]"
-        if not isinstance(e, dict) or "at" not in e:
-            raise ScenarioError(f"{where}: expected a mapping with 'at' (seconds from the start)")
-        unknown = set(e) - EVENT_KEYS
-        if unknown:
-            raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        target = e.get("gpu", 0)
-        if target == "all":
-            targets = tuple(range(len(gpus)))
-        elif isinstance(target, int) and 0 <= target < len(gpus):
-            targets = (target,)
-        else:
-            raise ScenarioError(f"{where}.gpu: {target!r} is not a GPU index of this scenario or 'all'")
-        throttle = e.get("throttle") or []
-        if isinstance(throttle, str):
-            throttle = [throttle]
-        for reason in throttle:
-            if reason not in CLOCK_EVENT_REASONS:
-                raise ScenarioError(
-                    f"{where}.throttle: unknown reason {reason!r} (known: {', '.join(CLOCK_EVENT_REASONS)})"
-                )
-        counts = {}
-        for key, allowed in (
-            ("ecc", {"single_bit", "double_bit"}),
-            ("retired_pages", {"single_bit", "double_bit"}),
-            ("remapped_rows", {"correctable", "uncorrectable", "pending", "failure"}),
-        ):
-            raw = e.get(key) or {}
-            if not isinstance(raw, dict) or set(raw) - allowed:
-                raise ScenarioError(f"{where}.{key}: expected a mapping with keys from {sorted(allowed)}")
-            counts[key] = {k: int(v) for k, v in raw.items()}
-        xid = e.get("xid")
-        if xid is not None and (not isinstance(xid, int) or xid <= 0):
-            raise ScenarioError(f"{where}.xid: expected a positive integer XID code, got {xid!r}")
-        duration = e.get("for")
-        events.append(
-            Event(
-                at=_num(f"{where}.at", e["at"]),
-                gpus=targets,
-                set=_params(f"{where}.set", e.get("set")),
-                ramp=_params(f"{where}.ramp", e.get("ramp")),
-                over=_num(f"{where}.over", e.get("over", 0)),
-                duration=None if duration is None else _num(f"{where}.for", duration),
-                xid=xid,
-                ecc=counts["ecc"],
-                retired_pages=counts["retired_pages"],
-                remapped_rows=counts["remapped_rows"],
-                pcie_replay=int(e.get("pcie_replay", 0)),
-                throttle=tuple(throttle),
-                lost=bool(e.get("lost", False)),
-            )
-        )
-    events.sort(key=lambda ev: ev.at)
-    duration = doc.get("duration")
-    return Scenario(
-        name=str(doc.get("name", source)),
-        description=str(doc.get("description", "")),
-        driver_version=str(doc.get("driver_version", "550.54.15")),
-        nvml_present=nvml_state == "present",
-        gpus=gpus,
-        events=events,
-        duration=None if duration is None else _num(f"{source}: duration", duration),
-        loop=bool(doc.get("loop", False)),
-    )
+    """A scenario given as data (not read from a file): problems name ``source``, without lines."""
+    return scenario_from(YamlDocument.from_data(doc, source, error=ScenarioError), source)
 
 
 def bundled_scenarios() -> list[str]:
@@ -285,18 +291,11 @@ def read_scenario(path: str | Path) -> Scenario:
     """Read and check a scenario file; a bare name (``thermal-spike``) means a bundled scenario.
     Problems raise ``ScenarioError`` (a ``ValueError``: config validation reports it per field)."""
     p = Path(resolve_scenario(path))
-    try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        names = ", ".join(bundled_scenarios())
-        raise ScenarioError(
-            f"scenario file {str(p)!r} not found, and {str(path)!r} is no bundled scenario ({names})"
-            if "/" not in str(path)
-            else f"scenario file {str(p)!r} not found (bundled scenarios: {names})"
-        ) from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ScenarioError(f"cannot read scenario {str(p)!r}: {exc}") from None
-    scenario = parse_scenario(doc, p.name)
+    names = ", ".join(bundled_scenarios())
+    bare = "/" not in str(path)  # a bare name the user may have meant as a bundled scenario
+    hint = f"and {str(path)!r} is no bundled scenario: {names}" if bare else f"bundled scenarios: {names}"
+    doc = read_yaml(p, what="scenario file", missing_hint=hint, error=ScenarioError)
+    scenario = scenario_from(doc, p.name)
     scenario.path = p
     return scenario
 
@@ -308,7 +307,7 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         return read_scenario(path)
     except ScenarioError as exc:
-        raise ConfigError(f"gpu.simulation: {exc}") from None
+        raise ConfigError(str(exc)) from None
 
 
 class _Device:

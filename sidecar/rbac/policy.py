@@ -1,4 +1,4 @@
-"""The RBAC policy: file format, validation with file:line errors, and the compiled decision table.
+"""The RBAC policy: file format, validation with file:line:col errors, and the compiled decision table.
 
 File format (``policies/rbac.yaml``)::
 
@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from custos.yamlfile import FileError, Problem, YamlDocument, parse_yaml, read_yaml
 
 from ..clientip import parse_address
 from .permissions import compile_grant, glob_re, grant_error
@@ -39,12 +40,12 @@ BUILTIN_ALIASES: dict[str, list[str]] = {
 _ROLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$")
 
 
-class PolicyError(ValueError):
-    """One or more problems in a policy file, each as ``file:line: message``."""
+class PolicyError(FileError):
+    """One or more problems in a policy file, each as ``file:line:col: field: problem``."""
 
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
+    @property
+    def errors(self) -> list[str]:
+        return [str(p) for p in self.problems]
 
 
 class _Strict(BaseModel):
@@ -137,84 +138,37 @@ class PolicyFile(_Strict):
         return value
 
 
-# -- YAML with line numbers -----------------------------------------------------------------------
-def _to_python(
-    node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int], errors: list[str], source: str
-) -> Any:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _to_python(key_node, (*path, "<key>"), lines, errors, source)
-            if key in out:
-                errors.append(f"{source}:{key_node.start_mark.line + 1}: duplicate key {key!r}")
-            out[key] = _to_python(value_node, (*path, key), lines, errors, source)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(v, (*path, i), lines, errors, source) for i, v in enumerate(node.value)]
-    return yaml.SafeLoader(".").construct_object(node, deep=True)  # scalars: YAML 1.1 typing
-
-
-def _line_for(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int:
-    for end in range(len(loc), -1, -1):
-        if loc[:end] in lines:
-            return lines[loc[:end]]
-    return 1
-
-
+# -- loading --------------------------------------------------------------------------------------
 def parse_policy(text: str, source: str) -> PolicyFile:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise PolicyError([f"{source}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
-    if node is None:
-        raise PolicyError([f"{source}:1: the policy file is empty (it needs a 'roles:' list)"])
-    lines: dict[tuple[Any, ...], int] = {}
-    errors: list[str] = []
-    data = _to_python(node, (), lines, errors, source)
-    if not isinstance(data, dict):
-        raise PolicyError([f"{source}:1: the top level must be a mapping with a 'roles:' list"])
-    try:
-        policy = PolicyFile.model_validate(data)
-    except ValidationError as exc:
-        for e in exc.errors():
-            loc = tuple(e["loc"])
-            where = ".".join(str(p) for p in loc) or "(top level)"
-            msg = "unknown key (check the spelling)" if e["type"] == "extra_forbidden" else e["msg"]
-            msg = msg.removeprefix("Value error, ")
-            errors.append(f"{source}:{_line_for(loc, lines)}: {where}: {msg}")
-        raise PolicyError(errors) from None
+    return _checked(parse_yaml(text, source, unique_keys=True, error=PolicyError))
+
+
+def _checked(doc: YamlDocument) -> PolicyFile:
+    """The validated policy, after the checks between entries that the models cannot make alone."""
+    policy = doc.validate(PolicyFile)
+    problems: list[Problem] = []
     for i, role in enumerate(policy.roles):
         for j, perm in enumerate(role.permissions):
             err = grant_error(perm)
             if err:  # checked here rather than in the model, to point at the exact list item
-                errors.append(
-                    f"{source}:{_line_for(('roles', i, 'permissions', j), lines)}: "
-                    f"roles.{i}.permissions.{j}: {err}"
-                )
-    seen: dict[str, int] = {}
+                problems.append(doc.problem(("roles", i, "permissions", j), err))
+    seen: dict[str, int | None] = {}
     for i, role in enumerate(policy.roles):
-        line = _line_for(("roles", i, "name"), lines)
+        where = doc.problem(("roles", i, "name"), "")
         if role.name in seen:
-            errors.append(
-                f"{source}:{line}: duplicate role {role.name!r} (first defined at line {seen[role.name]})"
-            )
-        seen.setdefault(role.name, line)
+            first = f" (first defined at line {seen[role.name]})" if seen[role.name] else ""
+            problems.append(replace(where, message=f"duplicate role {role.name!r}{first}"))
+        seen.setdefault(role.name, where.line)
     for i, role in enumerate(policy.roles):
         for j, parent in enumerate(role.inherits):
             if parent not in seen:
-                errors.append(
-                    f"{source}:{_line_for(('roles', i, 'inherits', j), lines)}: "
-                    f"role {role.name!r} inherits unknown role {parent!r}"
-                )
-    if not errors:
+                message = f"role {role.name!r} inherits unknown role {parent!r}"
+                problems.append(doc.problem(("roles", i, "inherits", j), message))
+    if not problems:
         cycle = _find_cycle({r.name: r.inherits for r in policy.roles})
         if cycle:
-            errors.append(f"{source}:1: roles inherit in a cycle: {' -> '.join(cycle)}")
-    if errors:
-        raise PolicyError(errors)
+            problems.append(doc.problem(("roles",), f"roles inherit in a cycle: {' -> '.join(cycle)}"))
+    doc.fail(problems)
     return policy
 
 
@@ -242,14 +196,8 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
 
 
 def load_policy_file(path: Path) -> Policy:
-    source = str(path)
-    try:
-        text = Path(path).expanduser().read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyError([f"{source}: policy file not found"]) from None
-    except OSError as exc:
-        raise PolicyError([f"{source}: cannot read policy file: {exc.strerror}"]) from None
-    return Policy(parse_policy(text, source), source)
+    doc = read_yaml(path, what="policy file", unique_keys=True, error=PolicyError)
+    return Policy(_checked(doc), doc.source)
 
 
 # -- compiled policy -----------------------------------------------------------------------------

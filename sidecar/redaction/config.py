@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 
 from ..section import Section
-from .policy import PolicyError, load_policy
+from .policy import load_policy
 
 
 class RedactionConfig(Section):
@@ -45,10 +45,8 @@ class RedactionConfig(Section):
     @field_validator("policy_file")
     @classmethod
     def _policy_loads(cls, value: Path | None) -> Path | None:
-        # Fail at config load (exit 2 with file:line), not in a worker at startup.
+        # Fail at config load (exit 2 with the policy file's own file:line:col lines: a PolicyError is a
+        # ValueError), not in a worker at startup.
         if value is not None:
-            try:
-                load_policy(value)
-            except PolicyError as exc:
-                raise ValueError(str(exc)) from None
+            load_policy(value)
         return value

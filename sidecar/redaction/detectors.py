@@ -14,11 +14,14 @@ from __future__ import annotations
 import heapq
 import re
 import string
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import regex
+
+from custos.regex import SearchText, UserRegex, UserRegexError, compile_user_regex
 
 from . import validators as v
 
@@ -999,6 +1002,45 @@ PLACEHOLDER_TYPE = "__placeholder__"
 
 _GLOBAL_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
 
+# Custom detectors are the policy author's regexes: RE2 scans with them (linear time, whatever the
+# pattern). RE2 has no partial matches, so the streaming hold-back uses the regex module, reading
+# \d \w \s \b as RE2 does (ASCII); it backtracks, so one hold-back gets this long, then holds the rest.
+_USER_PARTIAL_FLAGS = regex.V0 | regex.ASCII
+_USER_HOLD_BUDGET_S = 0.025
+
+
+def compile_custom_pattern(pattern: str, what: str) -> tuple[UserRegex, Any]:
+    """A custom detector's pattern (or the alternation of all of them) as the scanner runs it: RE2 to
+    detect, the regex module for the hold-back. ``UserRegexError`` naming ``what`` when either refuses."""
+    compiled = compile_user_regex(pattern, what=what)
+    try:
+        return compiled, regex.compile(pattern, flags=_USER_PARTIAL_FLAGS)
+    except regex.error as exc:
+        raise UserRegexError(
+            f"{what}: {pattern!r} uses RE2 syntax that streaming cannot follow ({exc}); "
+            "write it without \\Q...\\E, (?U) and \\x{...}"
+        ) from None
+
+
+class _TimeBoxed:
+    """A regex-module pattern whose calls share one deadline, then raise ``TimeoutError``."""
+
+    def __init__(self, pattern: Any, deadline: float) -> None:
+        self._pattern = pattern
+        self._deadline = deadline
+
+    def _left(self) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return left
+
+    def match(self, text: str, pos: int, *, partial: bool = False) -> Any:
+        return self._pattern.match(text, pos, partial=partial, timeout=self._left())
+
+    def fullmatch(self, text: str, pos: int, *, partial: bool = False) -> Any:
+        return self._pattern.fullmatch(text, pos, partial=partial, timeout=self._left())
+
 
 def scoped_flags(pattern: str) -> str:
     """``(?i)abc`` -> ``(?i:abc)``: global flags are only allowed at the start of the whole alternation."""
@@ -1049,6 +1091,10 @@ def _numbered_groups_to_named(pattern: str, prefix: str) -> str:
             out.append(f"(?P{kind}{prefix}_")
             i += 4
             continue
+        elif pattern.startswith("(?<", i) and pattern[i + 3 : i + 4] not in ("=", "!"):
+            out.append(f"(?P<{prefix}_")  # RE2's other spelling of a named group, (?<name>...)
+            i += 3
+            continue
         else:
             out.append(ch)
         i += 1
@@ -1072,18 +1118,29 @@ class Scanner:
 
     def __post_init__(self) -> None:
         self.detectors = list(self.detectors)
+        # Custom detectors (the policy's regexes) run on RE2; built-in ones, ours, on ``re``.
+        self._user = any(not d.builtin for d in self.detectors)
+        if self._user and any(d.builtin for d in self.detectors):
+            raise ValueError("custom and built-in detectors need separate scanners")
         self._branches = []
         for i, det in enumerate(self.detectors):
+            branch = _numbered_groups_to_named(det.pattern, f"d{i}")
+            if self._user:
+                branch = f"(?:{branch})"  # RE2 keeps a flag set mid-pattern (a(?i)b) to the rest of its group
             # The empty group at the end names the branch: it closes last, so it is ``lastgroup``.
-            self._branches.append(f"{_numbered_groups_to_named(det.pattern, f'd{i}')}(?P<d{i}>)")
+            self._branches.append(f"{branch}(?P<d{i}>)")
         if self.placeholder_pattern is not None:
             self._branches.insert(0, f"{self.placeholder_pattern}(?P<ph>)")
         source = "|".join(self._branches) or "(?!)"
         self.source = source
-        self._re = re.compile(source)
-        # The same alternation for streaming: the ``regex`` module reports partial matches at the end
-        # of the text, which tells exactly how short a tail must be held back.
-        self._partial = regex.compile(source, flags=regex.V0)
+        partial_flags = _USER_PARTIAL_FLAGS if self._user else regex.V0
+        if self._user:
+            self._re, self._partial = compile_custom_pattern(source, "custom detectors")
+        else:
+            self._re = re.compile(source)
+            # The same alternation for streaming: the ``regex`` module reports partial matches at the
+            # end of the text, which tells exactly how short a tail must be held back.
+            self._partial = regex.compile(source, flags=partial_flags)
         values = [
             b
             for d, b in zip(
@@ -1091,11 +1148,24 @@ class Scanner:
             )
             if d.has_value
         ]
-        self._values_partial = regex.compile("|".join(values)) if values else None
-        self._single: dict[str, re.Pattern[str]] = {}
+        self._values_partial = regex.compile("|".join(values), flags=partial_flags) if values else None
+        self._single: dict[str, Any] = {}
         self._index = {f"d{i}": i for i in range(len(self.detectors))}
         self._order = [b.rsplit("(?P<", 1)[1][:-2] for b in self._branches]
+        self._markers = [(name, self._re.groupindex[name]) for name in self._order]
         self._lower_context = [tuple(w.lower() for w in d.context) for d in self.detectors]
+
+    def _user_branch(self, m: Any) -> str | None:
+        """The branch an RE2 match took (``d3``). RE2's ``lastgroup`` is the group that ends last,
+        which may be one inside the branch; ``re``'s is the marker, which closes last."""
+        return next((name for name, index in self._markers if m.start(index) >= 0), None)
+
+    def _subject(self, text: str) -> str | SearchText:
+        """What the scan searches: RE2 takes the text encoded once for all its searches."""
+        return SearchText(text) if self._user else text
+
+    def _compile_branch(self, source: str) -> Any:
+        return compile_user_regex(source, what="custom detector") if self._user else re.compile(source)
 
     # -- one pass ------------------------------------------------------------------------------
     def scan(self, text: str, pos: int = 0) -> list[Entity]:
@@ -1113,12 +1183,13 @@ class Scanner:
         """Entities of matches that start in ``[lo, hi)`` (they may end anywhere)."""
         found: list[Entity] = []
         search = self._re.search
+        subject = self._subject(text)
         pos = lo
         while pos < hi:
-            m = search(text, pos)
+            m = search(subject, pos)
             if m is None or m.start() >= hi:
                 break
-            accepted = self._accept(m.lastgroup, m, text)
+            accepted = self._accept(self._user_branch(m) if self._user else m.lastgroup, m, text)
             if accepted is None:
                 pos = m.start() + 1
                 continue
@@ -1174,27 +1245,29 @@ class Scanner:
         n = len(text)
         search = self._re.search
         match = self._re.match
+        subject = self._subject(text)
         while pos < end:
-            m = search(text, pos, end)
+            m = search(subject, pos, end)
             if m is None:
                 return
             start = m.start()
             if end < n and m.end() >= end - 2:
                 # The window's end may have cut this candidate short: look again without the limit.
-                m = match(text, start)
+                m = match(subject, start)
                 if m is None:
                     pos = start + 1
                     continue
-            accepted = self._accept(m.lastgroup, m, text)
+            group = self._user_branch(m) if self._user else m.lastgroup
+            accepted = self._accept(group, m, text)
             if accepted is None:
-                accepted = self._fallback(m.lastgroup, text, start, n)
+                accepted = self._fallback(group, text, start, n, subject)
             if accepted is None:
                 pos = start + 1
                 continue
             found.append(accepted[0])
             pos = max(accepted[1], accepted[0].start + 1)
 
-    def _accept(self, group: str | None, m: re.Match[str], text: str) -> tuple[Entity, int] | None:
+    def _accept(self, group: str | None, m: Any, text: str) -> tuple[Entity, int] | None:
         """The entity for one match and where the scan goes on, or None when the candidate is invalid."""
         if group == "ph":
             return Entity(PLACEHOLDER_TYPE, m.start(), m.end()), m.end()
@@ -1217,7 +1290,9 @@ class Scanner:
         window = text[max(0, start - self.detectors[i].context_window) : start].lower()
         return any(w in window for w in self._lower_context[i])
 
-    def _fallback(self, group: str | None, text: str, start: int, end: int) -> tuple[Entity, int] | None:
+    def _fallback(
+        self, group: str | None, text: str, start: int, end: int, subject: str | SearchText
+    ) -> tuple[Entity, int] | None:
         """The first branch's candidate failed validation: try the later branches at the same spot."""
         try:
             after = self._order.index(group) + 1  # type: ignore[arg-type]
@@ -1226,8 +1301,8 @@ class Scanner:
         for name in self._order[after:]:
             pat = self._single.get(name)
             if pat is None:
-                pat = self._single[name] = re.compile(self._branches[self._order.index(name)])
-            m = pat.match(text, start, end)
+                pat = self._single[name] = self._compile_branch(self._branches[self._order.index(name)])
+            m = pat.match(subject, start, end)
             if m is not None:
                 ent = self._accept(name, m, text)
                 if ent is not None:
@@ -1248,14 +1323,22 @@ class Scanner:
         complete match anywhere over an earlier partial one, which would let a growing entity out.
         """
         n = len(text)
-        match = self._partial.match
-        fullmatch = self._partial.fullmatch
+        partial, values_partial = self._partial, self._values_partial
+        if self._user:  # the policy's patterns may backtrack for ever: a deadline, then hold the rest
+            deadline = time.monotonic() + _USER_HOLD_BUDGET_S
+            partial = _TimeBoxed(partial, deadline)
+            values_partial = values_partial and _TimeBoxed(values_partial, deadline)
+        match = partial.match
+        fullmatch = partial.fullmatch
         # A keyword already sent (``password=``) whose value is still arriving.
-        if floor and self._values_partial is not None and _ASSIGN.search(text, max(0, floor - 48), floor):
-            vmatch = self._values_partial.match
+        if floor and values_partial is not None and _ASSIGN.search(text, max(0, floor - 48), floor):
+            vmatch = values_partial.match
             for p in range(max(0, floor - 48), floor):
                 if text[p] in _KEYWORD_FIRST:
-                    m = vmatch(text, p, partial=True)
+                    try:
+                        m = vmatch(text, p, partial=True)
+                    except TimeoutError:
+                        return floor
                     if m is not None and (m.partial or m.end() >= n or _SEPARATORS.fullmatch(text, m.end())):
                         return floor
         # Nothing but a private-key block grows longer than this.
@@ -1268,15 +1351,18 @@ class Scanner:
         for p in range(lo, n if stop is None else min(n, stop)):
             if first is not None and text[p] not in first:
                 continue
-            m = match(text, p, partial=True)
-            if m is None:
-                continue
-            end = m.end()
-            if m.partial or end >= n or _SEPARATORS.fullmatch(text, end):
-                return p
-            if text.startswith("-----BEGIN", p) and not _PEM_END.search(m.group()):
-                return p
-            if fullmatch(text, p, partial=True) is not None:
+            try:
+                m = match(text, p, partial=True)
+                if m is None:
+                    continue
+                end = m.end()
+                if m.partial or end >= n or _SEPARATORS.fullmatch(text, end):
+                    return p
+                if text.startswith("-----BEGIN", p) and not _PEM_END.search(m.group()):
+                    return p
+                if fullmatch(text, p, partial=True) is not None:
+                    return p
+            except TimeoutError:  # nothing before p can grow into an entity; from p on, not known
                 return p
         return n
 

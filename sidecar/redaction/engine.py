@@ -45,7 +45,7 @@ def _custom_detector(c) -> Detector:
         check=check,
         context=tuple(c.context),
         context_window=c.context_window,
-        has_value="(?P<value>" in c.pattern,
+        has_value="(?P<value>" in c.pattern or "(?<value>" in c.pattern,
         builtin=False,
     )
 
@@ -88,9 +88,10 @@ class Redactor:
         # in answers, every delta takes the full path (cue-word numbers hold digits, never skipped).
         wordy = any(d.type in ("PERSON", "ADDRESS", "WECHAT") for d in in_answers)
         self.builtin_only = not custom and not wordy and policy.placeholder_format.startswith("<")
-        # Streaming: a value-only entity (password=...) whose keyword was already sent.
-        values = [d for d in [*custom, *builtin] if d.has_value]
-        self._values = Scanner(values) if values else None
+        # Streaming: a value-only entity (password=...) whose keyword was already sent. Custom detectors
+        # (RE2) and built-in ones scan separately, custom first as above.
+        value_sets = ([d for d in custom if d.has_value], [d for d in builtin if d.has_value])
+        self._values = [Scanner(detectors) for detectors in value_sets if detectors]
         self._ph_type = re.compile(
             _placeholder_regex(policy.placeholder_format).replace("[A-Z][A-Z0-9_]*?", "([A-Z][A-Z0-9_]*?)", 1)
         )
@@ -121,12 +122,12 @@ class Redactor:
             found = lists[0] if len(lists) == 1 else _merge(lists) if lists else []
             if not found and not pos:
                 return found
-        if pos and self._values is not None:
+        if pos and self._values:
             # A keyword in the context (``password=``) with its value after ``pos``: that match
             # started first, so it wins over anything found inside the value.
-            early = [
-                e for e in self._values.scan_started_before(text, max(guard, pos - 48), pos) if e.start >= pos
-            ]
+            lo = max(guard, pos - 48)
+            started = _merge([s.scan_started_before(text, lo, pos) for s in self._values])
+            early = [e for e in started if e.start >= pos]
             if early:
                 # What overlapped the value is dropped; the scan goes on after it, as in the whole text
                 # (``password=x:+86 138...``: the number after the value, not ``+86`` inside it).

@@ -1,6 +1,6 @@
 """The redaction policy: an operator per entity type, custom detectors, who may see restored values.
 
-``load_policy(path)`` validates a YAML file and reports every problem as ``file:line: field: reason``.
+``load_policy(path)`` validates a YAML file and reports every problem as ``file:line:col: field: reason``.
 Without a file the built-in defaults below apply; ``policies/redaction.yaml`` spells them out.
 """
 
@@ -10,10 +10,21 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
-from .detectors import BUILTIN, ENTITY_TYPES, NAMES_ADDRESSES, Detector, Scanner, scoped_flags
+from custos.regex import UserRegexError
+from custos.yamlfile import FileError, parse_yaml, read_yaml
+
+from .detectors import (
+    BUILTIN,
+    ENTITY_TYPES,
+    NAMES_ADDRESSES,
+    Detector,
+    Scanner,
+    compile_custom_pattern,
+    scoped_flags,
+)
 from .validators import VALIDATORS
 
 OperatorName = Literal["mask", "placeholder", "hash", "drop", "keep", "replace"]
@@ -21,8 +32,8 @@ OPERATORS: tuple[str, ...] = ("mask", "placeholder", "hash", "drop", "keep", "re
 RestoreRule = bool | list[str]
 
 
-class PolicyError(ValueError):
-    """A policy file problem, phrased for a human: ``file:line: field: reason``."""
+class PolicyError(FileError):
+    """Policy file problems, phrased for a human: ``file:line:col: field: reason``, one per line."""
 
 
 class _Model(BaseModel):
@@ -69,15 +80,11 @@ class CustomDetector(EntityRule):
 
     @field_validator("pattern")
     @classmethod
-    def _pattern(cls, value: str) -> str:
-        try:
-            compiled = re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
+    def _pattern(cls, value: str, info: ValidationInfo) -> str:
+        # RE2 syntax, as Prometheus: linear-time matching, so no pattern can stall the sidecar.
+        compiled, _ = compile_custom_pattern(value, f"custom detector {info.data.get('name', '')}".rstrip())
         if compiled.match(""):
             raise ValueError("matches the empty string")
-        if re.search(r"\\[1-9]", value):
-            raise ValueError("numbered backreferences are not supported; use (?P<name>...) and (?P=name)")
         return value
 
     @field_validator("validator")
@@ -170,8 +177,13 @@ class Policy(_Model):
                         raise ValueError(f"restore: unknown entity type {name!r}")
         if self.custom:
             try:
-                Scanner([Detector(c.name.lower(), c.name, scoped_flags(c.pattern)) for c in self.custom])
-            except re.error as exc:
+                Scanner(
+                    [
+                        Detector(c.name.lower(), c.name, scoped_flags(c.pattern), builtin=False)
+                        for c in self.custom
+                    ]
+                )
+            except UserRegexError as exc:
                 raise ValueError(f"custom: the patterns cannot be combined: {exc}") from None
         seen: set[str] = set()
         builtin_names = {d.name for d in (*BUILTIN, *NAMES_ADDRESSES)}
@@ -205,71 +217,20 @@ class Policy(_Model):
         return frozenset(types) if types else False
 
 
-# -- loading with line numbers ---------------------------------------------------------------------
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """Follow a pydantic error location through the YAML node tree to the line it came from."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            nxt = None
-            for key, val in node.value:
-                if key.value == str(part):
-                    nxt = val
-                    break
-            if nxt is None:
-                break
-            node = nxt
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            break
-        line = node.start_mark.line + 1
-    return line
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    # Drop pydantic's union/validator tags so the path reads like the YAML.
-    parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in ("bool", "list[str]")))]
-    return ".".join(parts) or "(top level)"
+# -- loading -------------------------------------------------------------------------------------
+def _describe(err: ErrorDetails) -> str | None:
+    # The list of operators reads better than pydantic's literal message.
+    if err["type"] == "literal_error" and err["loc"][-1:] in (("operator",), ("response",)):
+        return f"{err['input']!r} is not an operator (one of: {', '.join(OPERATORS)})"
+    return None
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise PolicyError(f"{source}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise PolicyError(f"{source}:1: the top level must be a mapping (version, entities, custom, restore)")
-    try:
-        return Policy.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            line = _line_of(root, loc)
-            where = f"{source}:{line}" if line else source
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown option (check the spelling)"
-            elif err["type"] == "literal_error" and loc and loc[-1] in ("operator", "response"):
-                msg = f"{err.get('input')!r} is not an operator (one of: {', '.join(OPERATORS)})"
-            lines.append(f"{where}: {_format_loc(loc)}: {msg}")
-        raise PolicyError("\n".join(dict.fromkeys(lines))) from None
+    return parse_yaml(text, source, error=PolicyError).validate(Policy, describe=_describe)
 
 
 def load_policy(path: str | Path | None) -> Policy:
     if path is None:
         return Policy()
-    p = Path(path).expanduser()
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyError(f"{p}: redaction policy file not found") from None
-    except OSError as exc:
-        raise PolicyError(f"{p}: cannot read redaction policy: {exc.strerror}") from None
-    return parse_policy(text, str(p))
+    doc = read_yaml(path, what="redaction policy file", error=PolicyError)
+    return doc.validate(Policy, describe=_describe)

@@ -31,31 +31,24 @@ import orjson
 
 from ..audit import metrics
 from ..audit.config import AuditConfig
-from ..audit.record import (
-    INPUT_CHARS,
-    TextCapture,
-    build_record,
-    fallback_record,
-    input_chars,
-    prompt_text,
-)
+from ..audit.record import TextCapture, build_record, fallback_record, input_chars, prompt_text
 from ..audit.retention import describe as describe_retention
 from ..audit.spool import SpoolError
 from ..audit.trail import RETRY_AFTER_ERROR_S, AuditTrail
-from ..config import Config
 from ..context import RequestContext
 from ..errors import ProxyError
-from ..stage import ResponseFilter, Stage
+from ..stage import ResponseFilter, Stage, StageEnv
 
 log = logging.getLogger("custos.audit")
 
+# This stage's own per-request state, in ctx.extras (no other stage reads it).
 _REFUSED = "audit.refused"
 _WRITTEN = "audit.written"
 _GATED = "audit.gated"  # the gate ran for this request
 _MUST_WAIT = "audit.must_wait"  # admitted while the disk was failing: written before the answer
 _RESERVED = "audit.reserved"  # bytes reserved in the spool for this request's record
 _BEST_EFFORT = "audit.best_effort"  # a metrics scrape let through a closed gate: never waits
-_COUNT = "audit.count"  # the byte counter of the response (what the client gets)
+_COUNT = "audit.count"  # the response's _ByteCount (what the client gets, and the captured text)
 
 
 class _ByteCount(ResponseFilter):
@@ -138,7 +131,7 @@ class AuditStage(Stage):
         if ctx.body_modified and ctx.body:
             # Redaction rewrote the prompt: count the characters the client sent (the body bytes are
             # still the original ones until the forward step serializes the new JSON).
-            ctx.extras[INPUT_CHARS] = input_chars(_loads(ctx.body))
+            ctx.input_chars = input_chars(_loads(ctx.body))
         await self._admit(ctx, early=False)
 
     async def _admit(self, ctx: RequestContext, *, early: bool) -> None:
@@ -204,7 +197,6 @@ class AuditStage(Stage):
         if self._text:
             # With the context it reads the stream parse the other stream filters share.
             capture = TextCapture(ctx.response_kind, self.config.max_text_chars, ctx)
-            ctx.extras["audit.text"] = capture
         counter = _ByteCount(capture)
         ctx.extras[_COUNT] = counter
         return counter
@@ -212,13 +204,15 @@ class AuditStage(Stage):
     async def _texts(self, ctx: RequestContext) -> tuple[str | None, str | None] | None:
         """Prompt and answer text, redacted with the redact stage's own session for this request
         (the answer may carry restored originals). Without the redact stage no text is stored."""
-        for_log = ctx.extras.get("redact.for_log")
-        if for_log is None:
+        redaction = ctx.redaction
+        if redaction is None:
             if not self._warned:
                 self._warned = True
                 log.warning("audit: store_redacted_text is on but the redact stage is off: no text is stored")
             return None
-        capture = ctx.extras.get("audit.text")
+        for_log = redaction.for_log
+        counter: _ByteCount | None = ctx.extras.get(_COUNT)
+        capture = counter.capture if counter is not None else None
         texts = (prompt_text(ctx, self.config.max_text_chars), capture.text() if capture else None)
 
         def redact() -> tuple[str | None, str | None]:
@@ -291,8 +285,7 @@ def _loads(body: bytes) -> Any:
         return None
 
 
-def build(config: Config) -> Stage | None:
-    audit: AuditConfig | None = getattr(config, "audit", None)
-    if audit is None or not audit.enabled:
+def build(audit: AuditConfig, env: StageEnv) -> Stage | None:
+    if not audit.enabled:
         return None
-    return AuditStage(audit, config.state.dir)
+    return AuditStage(audit, env.state_dir)

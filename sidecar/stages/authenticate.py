@@ -1,7 +1,7 @@
 """Authenticate stage: a valid Bearer JWT or 401. Sets ``ctx.identity`` and tells the upstream who
 is calling (``X-Custos-Subject``, ``X-Custos-Roles``; the app core strips client-sent ones first).
 
-On failure the reason label goes into ``ctx.extras["auth.failure"]`` for metrics and audit; the
+On failure the reason label goes into ``ctx.auth_failure`` for metrics; the
 token itself is never logged, echoed or kept (the cache is keyed by its hash).
 """
 
@@ -18,10 +18,10 @@ from ..auth import devkey
 from ..auth.config import AuthConfig
 from ..auth.keys import JwksSource, KeyError_, static_keys
 from ..auth.verifier import AuthFailure, TokenVerifier
-from ..config import Config, ConfigError
+from ..config import ConfigError
 from ..context import Identity, RequestContext
 from ..errors import unauthorized
-from ..stage import Stage
+from ..stage import Stage, StageEnv
 
 log = logging.getLogger("custos.auth")
 
@@ -151,7 +151,7 @@ class AuthenticateStage(Stage):
 
     @staticmethod
     def _fail(ctx: RequestContext, failure: AuthFailure) -> None:
-        ctx.extras["auth.failure"] = failure.reason
+        ctx.auth_failure = failure.reason
         raise unauthorized(failure.message, reason=failure.reason)
 
 
@@ -175,10 +175,9 @@ def _next_close(state_dir: Path, algorithm: str) -> float | None:
     return min(ends) if ends else None
 
 
-def build_verifier(config: Config) -> TokenVerifier:
-    cfg = config.auth
+def build_verifier(cfg: AuthConfig, state_dir: Path) -> TokenVerifier:
     try:
-        keys = static_keys(cfg, config.state.dir)
+        keys = static_keys(cfg, state_dir)
     except (KeyError_, OSError, ValueError) as exc:
         raise ConfigError(f"auth: {exc}") from None
     if not keys and not cfg.jwks:
@@ -186,11 +185,10 @@ def build_verifier(config: Config) -> TokenVerifier:
     return TokenVerifier(cfg, keys, [JwksSource(j) for j in cfg.jwks])
 
 
-def build(config: Config) -> Stage:
-    if not config.auth.enabled:
+def build(auth: AuthConfig, env: StageEnv) -> Stage:
+    if not auth.enabled:
         log.warning(
-            "authentication is disabled (auth.enabled: false): callers get roles %s",
-            config.auth.anonymous_roles,
+            "authentication is disabled (auth.enabled: false): callers get roles %s", auth.anonymous_roles
         )
-        return AnonymousStage(config.auth.anonymous_roles)
-    return AuthenticateStage(config.auth, build_verifier(config), config.state.dir)
+        return AnonymousStage(auth.anonymous_roles)
+    return AuthenticateStage(auth, build_verifier(auth, env.state_dir), env.state_dir)

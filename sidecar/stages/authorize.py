@@ -2,7 +2,7 @@
 
 Runs after ``parse`` (it needs ``ctx.model``). Deny by default: a request no route rule covers, or
 that no role of the caller grants, gets 403. The decision goes into ``ctx.decision`` for metrics and
-audit; the constraints of the allowing roles go into ``ctx.extras["rbac.grant"]`` for rate limiting.
+audit; the constraints of the allowing roles go into ``ctx.grant`` for rate limiting.
 ``GET /v1/models`` is answered with only the models the caller may invoke.
 
 Against a hostile client:
@@ -23,14 +23,15 @@ from dataclasses import dataclass
 
 import orjson
 
-from ..config import Config, ConfigError
+from ..config import ConfigError
 from ..context import Decision, RequestContext
 from ..errors import ProxyError, bad_request, forbidden
+from ..rbac.config import RbacConfig
 from ..rbac.decide import Grant, decide
 from ..rbac.permissions import model_name_error
 from ..rbac.policy import Policy, PolicyError
 from ..rbac.store import PolicyStore
-from ..stage import ResponseFilter, Stage
+from ..stage import ResponseFilter, Stage, StageEnv
 
 log = logging.getLogger("custos.rbac")
 
@@ -103,7 +104,7 @@ class ModelListFilter(ResponseFilter):
                 ).allowed
             ):
                 kept.append(_public_card(entry))
-        self.ctx.extras["rbac.models_hidden"] = len(doc["data"]) - len(kept)
+        self.ctx.models_hidden = len(doc["data"]) - len(kept)
         doc["data"] = kept
         return orjson.dumps(doc)
 
@@ -142,7 +143,7 @@ class AuthorizeStage(Stage):
             raise forbidden(f"Permission {_clip(out.decision.permission)} denied.", code="permission_denied")
         grant = out.grant
         assert grant is not None
-        ctx.extras["rbac.grant"] = grant
+        ctx.grant = grant
         if out.failure == "hidden_model":
             # As if it did not exist: the model list hides it too.
             raise ProxyError(
@@ -244,8 +245,7 @@ def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def build(config: Config) -> Stage | None:
-    rbac = config.rbac
+def build(rbac: RbacConfig, env: StageEnv) -> Stage | None:
     if not rbac.enabled:
         log.warning("RBAC is disabled (rbac.enabled: false): every authenticated request is allowed")
         return None

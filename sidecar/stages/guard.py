@@ -27,11 +27,11 @@ from collections.abc import Callable
 
 from prometheus_client import Counter
 
-from ..config import Config
 from ..context import RequestContext
 from ..errors import ProxyError
+from ..rbac.config import RbacConfig
 from ..rbac.limiter import RedisLimiter
-from ..stage import Stage
+from ..stage import Stage, StageEnv
 
 REFUSED = Counter("custos_guard_refused_total", "Requests refused because their source failed too often")
 BLOCKS = Counter("custos_guard_blocks_total", "Times a source address was blocked for failing too often")
@@ -39,7 +39,7 @@ BLOCKS = Counter("custos_guard_blocks_total", "Times a source address was blocke
 # Statuses that count as a failure when the sidecar itself answered with them.
 FAILURE_STATUSES = frozenset({400, 401, 403, 404, 408, 413, 414, 431})
 CODE = "too_many_failures"
-_KEY = "guard.source"
+_KEY = "guard.source"  # ctx.extras: the source's bucket key, worked out once per request
 
 
 def source_key(client_ip: str) -> str:
@@ -139,8 +139,7 @@ class GuardStage(Stage):
         return tokens
 
 
-def build(config: Config) -> Stage | None:
-    rbac = config.rbac
+def build(rbac: RbacConfig, env: StageEnv) -> Stage | None:
     if not rbac.failure_limit_enabled:
         return None
     shared = None

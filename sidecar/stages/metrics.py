@@ -13,16 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import RequestContext
 from ..metrics.labels import BoundedLabel, ClosedLabel
-from ..stage import Stage
+from ..stage import Stage, StageEnv
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..gpu.config import GpuConfig
+    from ..metrics.config import MetricsConfig
 
 log = logging.getLogger("custos.metrics")
 
-_FIRST_TOKEN = "observe.first_token_at"
-_AUTH_FAILURE = "auth.failure"
-_IN_FLIGHT = "metrics.in_flight"
+_IN_FLIGHT = "metrics.in_flight"  # ctx.extras: the gauge on_request raised, lowered by on_complete
 
 
 def status_class(ctx: RequestContext) -> str:
@@ -39,17 +38,17 @@ def status_class(ctx: RequestContext) -> str:
 class MetricsStage(Stage):
     name = "metrics"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: MetricsConfig, gpu: GpuConfig) -> None:
         from ..metrics import defs  # after PROMETHEUS_MULTIPROC_DIR is settled (see defs)
 
         self.config = config
+        self.gpu_config = gpu
         self.defs = defs
-        mc = config.metrics
-        self.model_label = BoundedLabel(mc.max_models, mc.models)
+        self.model_label = BoundedLabel(config.max_models, config.models)
         self.role_label: BoundedLabel | ClosedLabel = (
-            ClosedLabel(mc.roles) if mc.roles else BoundedLabel(mc.max_roles)
+            ClosedLabel(config.roles) if config.roles else BoundedLabel(config.max_roles)
         )
-        cap = mc.max_label_values
+        cap = config.max_label_values
         self.reason_label = BoundedLabel(cap)
         self.permission_label = BoundedLabel(cap)
         self.entity_label = BoundedLabel(cap)
@@ -66,7 +65,7 @@ class MetricsStage(Stage):
         from ..gpu.collector import start_from_config
         from ..metrics.render import build_renderer
 
-        self._gpu = start_from_config(self.config)
+        self._gpu = start_from_config(self.gpu_config)
         extra = [self._gpu.exposition] if self._gpu is not None else []
         app.render_metrics = build_renderer(extra)
 
@@ -86,11 +85,10 @@ class MetricsStage(Stage):
         ctx.extras[_IN_FLIGHT] = gauge
 
     async def on_complete(self, ctx: RequestContext) -> None:
-        extras = ctx.extras
-        gauge = extras.pop(_IN_FLIGHT, None)
+        gauge = ctx.extras.pop(_IN_FLIGHT, None)
         if gauge is not None:
             gauge.dec()
-        if not self.config.metrics.enabled:
+        if not self.config.enabled:
             return
         d = self.defs
         route = ctx.route
@@ -141,7 +139,7 @@ class MetricsStage(Stage):
         elif ctx.upstream_status is not None and ctx.upstream_status >= 500:
             d.UPSTREAM_ERRORS.labels(f"http_{ctx.upstream_status}").inc()
 
-        reason = extras.get(_AUTH_FAILURE)
+        reason = ctx.auth_failure
         if reason:
             d.AUTH_FAILURES.labels(self.reason_label(str(reason))).inc()
         decision = ctx.decision
@@ -153,7 +151,7 @@ class MetricsStage(Stage):
                     d.REDACTIONS.labels(self.entity_label(entity)).inc(count)
 
     def _observe_stream(self, ctx: RequestContext, route: str, model: str) -> None:
-        first = ctx.extras.get(_FIRST_TOKEN) or ctx.first_byte_at
+        first = ctx.first_token_at or ctx.first_byte_at
         if first is None:
             return
         key = (route, model)
@@ -164,9 +162,9 @@ class MetricsStage(Stage):
         hist[0].observe(max(0.0, first - ctx.started))
         tokens = ctx.usage.completion_tokens
         end = ctx.finished
-        if tokens and tokens > 1 and end is not None and ctx.extras.get(_FIRST_TOKEN) is not None:
+        if tokens and tokens > 1 and end is not None and ctx.first_token_at is not None:
             hist[1].observe(max(0.0, end - first) / (tokens - 1))
 
 
-def build(config: Config) -> Stage:
-    return MetricsStage(config)
+def build(metrics: MetricsConfig, env: StageEnv) -> Stage:
+    return MetricsStage(metrics, env.gpu)

@@ -11,10 +11,9 @@ import time
 
 import orjson
 
-from ..config import Config
 from ..context import RequestContext
 from ..sse import NOT_JSON, SSEReader, shared_events
-from ..stage import ResponseFilter, Stage
+from ..stage import ResponseFilter, Stage, StageEnv
 
 # Responses API events that carry the final ``response`` (with usage and status).
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -87,7 +86,7 @@ class ObserveFilter(ResponseFilter):
 
     def _token(self) -> None:
         if self.streamed_tokens == 0:
-            self.ctx.extras["observe.first_token_at"] = time.perf_counter()
+            self.ctx.first_token_at = time.perf_counter()
         self.streamed_tokens += 1
 
     def _read_typed_event(self, kind: object, doc: dict) -> None:
@@ -137,5 +136,5 @@ class ObserveStage(Stage):
         return ObserveFilter(ctx)
 
 
-def build(config: Config) -> Stage:
+def build(section: None, env: StageEnv) -> Stage:
     return ObserveStage()

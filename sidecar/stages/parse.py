@@ -3,11 +3,10 @@ model and the stream flag."""
 
 from __future__ import annotations
 
-from ..config import Config
 from ..context import FORM_ROUTES, INFERENCE_ROUTES, RequestContext
 from ..errors import bad_request
 from ..multipart import form_bool
-from ..stage import Stage
+from ..stage import Stage, StageEnv
 
 
 class ParseStage(Stage):
@@ -42,5 +41,5 @@ def _parse_form(ctx: RequestContext) -> None:
     ctx.stream = flag
 
 
-def build(config: Config) -> Stage:
+def build(section: None, env: StageEnv) -> Stage:
     return ParseStage()

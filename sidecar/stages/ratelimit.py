@@ -1,6 +1,6 @@
 """Rate-limit stage: per-subject and per-role requests-per-minute from the RBAC policy.
 
-Reads the limits of the allowing roles from ``ctx.extras["rbac.grant"]`` (set by ``authorize``).
+Reads the limits of the allowing roles from ``ctx.grant`` (set by ``authorize``).
 Over the limit: 429 with ``Retry-After`` and OpenAI's ``x-ratelimit-*`` headers.
 """
 
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 
-from ..config import Config
 from ..context import RequestContext
 from ..errors import ProxyError
+from ..rbac.config import RbacConfig
 from ..rbac.limiter import LocalLimiter, Outcome, RedisLimiter
 from ..rbac.policy import RateLimit
-from ..stage import Stage
+from ..stage import Stage, StageEnv
 
 
 class RateLimitStage(Stage):
@@ -35,7 +35,7 @@ class RateLimitStage(Stage):
         return self.limiter.take(key, rate, size)  # type: ignore[return-value]
 
     async def on_request(self, ctx: RequestContext) -> None:
-        grant = ctx.extras.get("rbac.grant")
+        grant = ctx.grant
         if grant is None or ctx.identity is None:
             return
         checks: list[tuple[str, str, RateLimit, int]] = []
@@ -48,9 +48,9 @@ class RateLimitStage(Stage):
         for scope, key, rl, rpm in checks:
             out = await self._take(key, rpm, rl.burst)
             if not out.allowed:
-                ctx.extras["ratelimit.scope"] = scope
+                ctx.rate_limit_scope = scope
                 retry = max(1, math.ceil(out.retry_after_s))
-                # Which role's bucket ran out stays in ctx.extras/audit; the client is not told.
+                # Which role's bucket ran out stays in the context and audit; the client is not told.
                 who = "you" if scope == "subject" else "your role"
                 raise ProxyError(
                     429,
@@ -66,8 +66,7 @@ class RateLimitStage(Stage):
                 )
 
 
-def build(config: Config) -> Stage | None:
-    rbac = config.rbac
+def build(rbac: RbacConfig, env: StageEnv) -> Stage | None:
     if not rbac.enabled:
         return None
     if rbac.redis_url:

@@ -20,10 +20,10 @@ into an entity; other strings are redacted per event. Logprobs: ``bytes`` arrays
 redacted, and a choice whose text was rewritten or is held back gets ``logprobs: null``. Untouched
 events pass byte for byte.
 
-For metrics and audit: ``ctx.redactions`` (type -> count, request and answer together),
-``ctx.extras["redact.restored"]`` (placeholders put back), and ``ctx.extras["redact.for_log"]``, a
-function that turns any text of this request (e.g. the answer as the client got it, with restored
-values) back into its redacted form for audit records and logs.
+For metrics and audit: ``ctx.redactions`` (type -> count, request and answer together) and
+``ctx.redaction`` (``context.RedactionState``): ``restored`` (placeholders put back) and ``for_log``,
+which turns any text of this request (e.g. the answer as the client got it, with restored values)
+back into its redacted form for audit records and logs.
 """
 
 from __future__ import annotations
@@ -31,16 +31,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 from urllib.parse import unquote, unquote_plus
 
 import orjson
 
-from ..config import Config
 from ..context import FORM_ROUTES, RequestContext, proxied
 from ..errors import ProxyError, bad_request
 from ..multipart import Form
+from ..redaction.config import RedactionConfig
 from ..redaction.engine import Redactor
 from ..redaction.operators import Session, load_hash_key
 from ..redaction.policy import load_policy
@@ -48,7 +48,7 @@ from ..redaction.streaming import StreamRedactor
 from ..redaction.typed_stream import TypedStreamRedactor
 from ..redaction.walk import AnswerWalker, Walker, walk_form, walk_request
 from ..sse import NOT_JSON, SSEEvent, SSEEvents, SSEReader, reserialized, shared_events, with_data
-from ..stage import ResponseFilter, Stage
+from ..stage import ResponseFilter, Stage, StageEnv
 
 log = logging.getLogger("custos.redact")
 
@@ -73,21 +73,32 @@ _QUEUE_MAX = 256
 
 
 class _State:
-    __slots__ = ("restore", "session")
+    """One request's redaction: its pseudonym session and the entity types the caller may see
+    restored. Other stages see it as ``ctx.redaction`` (``context.RedactionState``)."""
 
-    def __init__(self, session: Session, restore: frozenset[str] | bool) -> None:
+    __slots__ = ("redactor", "restore", "session")
+
+    def __init__(self, session: Session, restore: frozenset[str] | bool, redactor: Redactor) -> None:
         self.session = session
         self.restore = restore
+        self.redactor = redactor
+
+    @property
+    def restored(self) -> int:
+        return self.session.restored
+
+    def for_log(self, text: str) -> str:
+        # Same session: restored values map back to the very placeholders the model saw.
+        return self.redactor.redact(text, self.session)
 
 
 class RedactStage(Stage):
     name = "redact"
 
-    def __init__(self, config: Config) -> None:
-        rc = config.redaction
+    def __init__(self, rc: RedactionConfig, state_dir: Path) -> None:
         self.config = rc
         policy = load_policy(rc.policy_file)
-        key_file = rc.hash_key_file or (config.state.dir / "redaction.key")
+        key_file = rc.hash_key_file or (state_dir / "redaction.key")
         key = load_hash_key(rc.hash_key.get_secret_value() if rc.hash_key else None, key_file)
         self.policy = policy
         self.redactor = Redactor(policy, key)
@@ -114,9 +125,7 @@ class RedactStage(Stage):
         ctx.redactions = session.counts  # live: answer-side counts land here too
         roles = ctx.identity.roles if ctx.identity is not None else None
         restore = self.policy.restore_types(roles) if self.config.restore else False
-        state = _State(session, restore)
-        ctx.extras["redact"] = state
-        ctx.extras["redact.for_log"] = self._for_log(session)
+        ctx.redaction = _State(session, restore, self.redactor)
         if not self.config.request:
             return
         if ctx.path in FORM_ROUTES:
@@ -145,15 +154,6 @@ class RedactStage(Stage):
             if self.redactor.redact(text) != text:
                 raise bad_request(f"The request {name} must not carry personal data.", param=name)
 
-    def _for_log(self, session: Session) -> Callable[[str], str]:
-        redactor = self.redactor
-
-        def for_log(text: str) -> str:
-            # Same session: restored values map back to the very placeholders the model saw.
-            return redactor.redact(text, session)
-
-        return for_log
-
     def redact_body(self, path: str, body: Any, session: Session) -> Any:
         """The redacted body (changed in place where possible; a ``Form`` always in place), or None
         when nothing changed. Raises ``ProxyError`` (400/413) for a body that cannot be fully
@@ -171,7 +171,8 @@ class RedactStage(Stage):
 
     # -- responses --------------------------------------------------------------------------------
     def response_filter(self, ctx: RequestContext) -> ResponseFilter | None:
-        state: _State | None = ctx.extras.get("redact")
+        # Only on_request sets ctx.redaction, always to a _State.
+        state = cast("_State | None", ctx.redaction)
         if state is None or ctx.upstream_status is None or not 200 <= ctx.upstream_status < 300:
             return None
         if not self.config.response and state.restore is False:
@@ -225,11 +226,6 @@ class RedactStage(Stage):
         r = self.redactor
         ents = [e for e in r.find(text, response=True) if e.type == "__placeholder__"]
         return r.render(text, ents, state.session, response=True, restore=state.restore) if ents else text
-
-    async def on_complete(self, ctx: RequestContext) -> None:
-        state: _State | None = ctx.extras.get("redact")
-        if state is not None:
-            ctx.extras["redact.restored"] = state.session.restored
 
 
 def _choice_rest(
@@ -900,7 +896,7 @@ def _place(choice: dict[str, Any], key: str, tail: str) -> None:
     delta[key] = (current if isinstance(current, str) else "") + tail
 
 
-def build(config: Config) -> Stage | None:
-    if not config.redaction.enabled:
+def build(redaction: RedactionConfig, env: StageEnv) -> Stage | None:
+    if not redaction.enabled:
         return None
-    return RedactStage(config)
+    return RedactStage(redaction, env.state_dir)

@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..context import RequestContext
-from ..stage import Stage
+from ..stage import Stage, StageEnv
 from ..tracing.setup import parse_traceparent
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..tracing.config import TracingConfig
 
 log = logging.getLogger("custos.tracing")
 
-_ROOT = "tracing.root"
+_ROOT = "tracing.root"  # ctx.extras: this request's server span (made on first use)
 _TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
@@ -46,11 +46,13 @@ class _Root:
 class TracingStage(Stage):
     name = "tracing"
 
-    def __init__(self, config: Config, *, exporter: Any = None, batch: bool = True) -> None:
-        self.config = config.tracing
+    def __init__(
+        self, config: TracingConfig, upstream_url: str, *, exporter: Any = None, batch: bool = True
+    ) -> None:
+        self.config = config
         self.provider: Any = None
         self.tracer: Any = None
-        up = urlsplit(str(config.upstream.url))
+        up = urlsplit(upstream_url)
         self._upstream_host = up.hostname or ""
         self._upstream_port = up.port or (443 if up.scheme == "https" else 80)
         if self.config.exporter != "none" or exporter is not None:
@@ -278,7 +280,7 @@ def _version() -> str:
     return __version__
 
 
-def build(config: Config) -> Stage | None:
-    if not config.tracing.enabled:
+def build(tracing: TracingConfig, env: StageEnv) -> Stage | None:
+    if not tracing.enabled:
         return None
-    return TracingStage(config)
+    return TracingStage(tracing, env.upstream_url)

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.support.procs import ManagedProcess, free_port
+from bench.procs import ManagedProcess, free_port
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from alerting.rules import load_rule_files
-from tests.support.procs import REPO
+from bench.procs import REPO
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -109,6 +109,7 @@ def test_silence_add_list_expire_on_the_state_dir(tmp_path: Path) -> None:
         ),
         (["silence", "add", 'gpu=~".*"', "--comment", "x"], "would silence every alert"),
         (["silence", "add", "gpu", "--comment", "x"], "bad matcher 'gpu'"),
+        (["silence", "add", 'alertname=~"Custos(?=GPU)"', "--comment", "x"], "lookahead"),
         (["silence", "expire", "ffff"], "no single silence with id 'ffff'"),
         (["silence", "add", "a=b", "--comment", "x", "--until", "tomorrow"], "--until 'tomorrow'"),
     ]:

@@ -277,6 +277,7 @@ def test_time_interval_fields() -> None:
         ({"route": {"receiver": "nobody"}}, "no receiver named 'nobody'"),
         ({"route": {"receiver": "default", "matchers": ['severity="critical']}}, "bad matcher"),
         ({"route": {"receiver": "default", "matchers": ['gpu=~"(0"']}}, "bad regex"),
+        ({"route": {"receiver": "default", "matchers": ['gpu=~"(0)\\\\1"']}}, "backreferences"),
         ({"route": {"receiver": "default", "group_wait": "soon"}}, "not a duration"),
         (
             {"route": {"receiver": "default", "mute_time_intervals": ["night"]}},

@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 
 from alerting.rules import parse_rules
 from alerting.service import AlertingService
+from bench.procs import ManagedProcess, free_port
 from tests.alerting.helpers import config
-from tests.support.procs import ManagedProcess, free_port
 
 RULES = """
 groups:

@@ -138,6 +138,7 @@ def test_evaluator_matches_promtool(tmp_path: Path) -> None:
         ("rate(x)", "range vector"),
         ("sum(x[5m])", "instant vector"),
         ('x{a=~"("}', "bad regex"),
+        ('x{a=~"a(?=b)"}', "lookahead"),
         ("1 > 2", "bool"),
         ("x[5m] + 1", "range vectors"),
         ("foo(", "expected"),

@@ -19,8 +19,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from alerting.receivers import Notifier
+from bench.procs import free_port
 from tests.alerting.helpers import T0, alert, config, note
-from tests.support.procs import free_port
 
 
 def _sample(name: str, **labels: str) -> float:

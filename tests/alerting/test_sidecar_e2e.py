@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from alerting.rules import load_rule_files
-from tests.conftest import mint_token
-from tests.support.procs import REPO
+from bench.procs import REPO
+from bench.stack import mint_token
 
 RULES = """
 groups:
@@ -215,7 +215,10 @@ def test_sidecar_fails_fast_on_a_broken_rule_file(tmp_path: Path) -> None:
         timeout=60,
     )
     assert out.returncode == 2
-    assert "g/A: expr: rate() expects a range vector" in out.stderr and "Traceback" not in out.stderr
+    assert (
+        "rules.yaml:1:45: groups[0].rules[0].expr: rate() expects a range vector" in out.stderr
+        and "Traceback" not in out.stderr
+    )
 
 
 def test_admin_api_without_identity_needs_the_admin_token(start_sidecar, recorder) -> None:

@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bench.procs import custos_cmd
 from sidecar.context import Decision, Identity, RequestContext
-from tests.support.procs import custos_cmd
 
 
 def make_ctx(i: int, *, status: int = 200, denied: bool = False, stream: bool = False) -> RequestContext:

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.conftest import deep_merge, default_headers, sidecar_base_config
-from tests.support.procs import ManagedProcess, custos_cmd, free_port, wait_http
+from bench.procs import ManagedProcess, custos_cmd, free_port, wait_http
+from bench.stack import deep_merge, default_headers, sidecar_base_config
 
 from .helpers import spool_records, wait_until
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import httpx
 
+from bench.procs import custos_cmd, free_port
 from sidecar.audit.config import AuditConfig
 from sidecar.audit.keys import load_public_key
 from sidecar.audit.record import build_record
 from sidecar.audit.trail import AuditTrail
 from sidecar.audit.verify import Report, load_path, verify
-from tests.support.procs import custos_cmd, free_port
 
 from .helpers import make_ctx, spool_records
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import orjson
 
-from tests.conftest import Sidecar
-from tests.support.procs import custos_cmd
-from tests.support.upstream import RecordingUpstream
+from bench.procs import custos_cmd
+from bench.stack import Sidecar
+from bench.upstream import RecordingUpstream
 
 CHAT = {"model": "custos-tiny", "messages": [{"role": "user", "content": "hi"}]}
 AUDIT = {"checkpoint_interval_s": 0.2, "retention": {"enabled": False}, "compression": "none"}

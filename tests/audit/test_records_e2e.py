@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import mint_token
-from tests.support.procs import free_port
+from bench.procs import free_port
+from bench.stack import mint_token
 
 from .helpers import run_verify, spool_records, wait_record
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from bench.audit_load import UnpacedLoad
+from bench.procs import ManagedProcess, free_port, wait_http
 from sidecar.audit.config import AuditConfig
 from sidecar.audit.keys import load_public_key
 from sidecar.audit.record import build_record
 from sidecar.audit.spool import CLEAN_STOP, unlock
 from sidecar.audit.trail import AuditTrail
 from sidecar.audit.verify import Report, load_path, verify
-from tests.support.procs import ManagedProcess, free_port, wait_http
 
 from .helpers import make_ctx, run_verify, spool_records
 
@@ -108,8 +108,8 @@ async def test_signed_records_lost_in_a_crash_are_missing_not_reused(tmp_path: P
 def _sidecar(tmp_path: Path, upstream: str, port: int, name: str, **audit) -> ManagedProcess:
     import yaml
 
-    from tests.conftest import deep_merge, sidecar_base_config
-    from tests.support.procs import custos_cmd
+    from bench.procs import custos_cmd
+    from bench.stack import deep_merge, sidecar_base_config
 
     state = tmp_path / "state"
     cfg = deep_merge(
@@ -132,7 +132,7 @@ def test_kill9_under_unpaced_load_every_answer_has_its_record(
     """~2 s of unpaced concurrent requests against a sidecar in front of an instant upstream, then
     kill -9: every request a client got 200 for has its record on disk, in every mode, and the
     restarted sidecar writes a restart record that verify reports."""
-    from tests.conftest import default_headers, sidecar_base_config
+    from bench.stack import default_headers, sidecar_base_config
 
     up_port = free_port()
     upstream = ManagedProcess(

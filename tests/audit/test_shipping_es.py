@@ -21,7 +21,7 @@ CHAT = "/v1/chat/completions"
 def _cli(*args: str, env: dict[str, str] | None = None):
     import subprocess
 
-    from tests.support.procs import custos_cmd
+    from bench.procs import custos_cmd
 
     return subprocess.run(custos_cmd("audit", *args), capture_output=True, text=True, timeout=120, env=env)
 
@@ -272,7 +272,7 @@ def test_mapping_error_goes_to_dead_letter(
 def test_block_with_shipping_prunes_instead_of_blocking(
     start_sidecar, elasticsearch, es_index_prefix, tmp_path
 ) -> None:
-    from tests.support.procs import free_port
+    from bench.procs import free_port
 
     cfg = audit_config(
         elasticsearch.url, es_index_prefix, max_bytes=64 * 1024, when_full="block", block_timeout_s=10
@@ -291,7 +291,7 @@ def test_drop_oldest_losses_reach_es_and_fail_verify(
 ) -> None:
     """Elasticsearch unreachable while the spool overflows with drop_oldest: the drops are records of
     the chain, so once shipping works they reach Elasticsearch and `verify --es` fails, naming them."""
-    from tests.support.procs import free_port
+    from bench.procs import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     cfg = audit_config(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.procs import free_port
+from bench.procs import free_port
 
 from .helpers import run_verify, spool_records, wait_until
 

@@ -1,7 +1,7 @@
 """The live stack the dashboard checks run against, built once per session from real processes:
 
-- the CPU engine (the shared ``engine`` fixture) and a real Elasticsearch (``tests/es_node``);
-- sidecar "main" in front of the engine: GPU simulation (tests/deploy/data/gpu-dashboard.yaml), audit
+- the CPU engine (the shared ``engine`` fixture) and a real Elasticsearch (``bench/es_node``);
+- sidecar "main" in front of the engine: GPU simulation (bench/data/gpu-dashboard.yaml), audit
   shipped to Elasticsearch, its alert engine notifying a live webhook and a dead one;
 - sidecar "broken" in front of a port where nothing listens (502s: upstream errors, 5xx), shipping
   audit records to a dead Elasticsearch and evaluating a rule group against a dead Prometheus;
@@ -14,11 +14,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,15 +24,12 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
-import yaml
 
-from tests.conftest import Engine, deep_merge, default_headers, mint_token, sidecar_base_config
-from tests.support.procs import ManagedProcess, custos_cmd, free_port, wait_http
-
-from .tools import CHART
+from bench.procs import ManagedProcess, free_port
+from bench.prometheus import Prometheus, prometheus_token, start_prometheus
+from bench.stack import GPU_DASHBOARD_SIMULATION, Engine, launch_sidecar, mint_token
 
 DATA = Path(__file__).parent / "data"
-RULES = CHART / "files" / "prometheus" / "custos-rules.yml"
 USERS = ("alice", "bob")
 PII_PROMPT = (
     "Please write back to alice.smith@example.com or call +1 415 555 0100 about card 4111 1111 1111 1111."
@@ -68,31 +62,6 @@ class _Hook(BaseHTTPRequestHandler):
 
 
 @dataclass
-class Prometheus:
-    url: str
-    process: ManagedProcess
-
-    def get(self, path: str, **params: str) -> Any:
-        query = urllib.parse.urlencode(params, doseq=True)
-        with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=30) as resp:
-            doc = json.loads(resp.read())
-        assert doc["status"] == "success", doc
-        return doc["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        return self.get("/api/v1/query", query=expr)["result"]
-
-    def series(self, metric: str) -> list[dict[str, Any]]:
-        start = str(time.time() - 600)
-        return self.get("/api/v1/series", **{"match[]": metric, "start": start})
-
-    def label_values(self, label: str, match: str) -> list[str]:
-        return self.get(
-            f"/api/v1/label/{label}/values", **{"match[]": match, "start": str(time.time() - 600)}
-        )
-
-
-@dataclass
 class LiveStack:
     engine: Engine
     es_url: str
@@ -103,66 +72,6 @@ class LiveStack:
     hook_received: list[dict[str, Any]]
     requests_sent: int = 0
     subjects: set[str] = field(default_factory=set)
-
-
-def prometheus_token() -> str:
-    """The Bearer token Prometheus scrapes sidecars with, as docs/deploy.md has operators mint one:
-    a long-lived token for subject ``prometheus`` whose role grants ``metrics:read``."""
-    return mint_token("prometheus", ["tester"], ttl_s=7 * 24 * 3600)
-
-
-def start_prometheus(
-    workdir: Path, targets: dict[str, list[str]], tokens: dict[str, str] | None = None
-) -> Prometheus:
-    """Prometheus scraping ``targets`` ({job: [host:port]}); a job named in ``tokens`` sends that
-    Bearer token, read from a file (``authorization.credentials_file``) as in deploy/compose."""
-    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
-    port = free_port()
-    rules = workdir / "rules.yml"
-    shutil.copy(RULES, rules)
-    scrape_configs = []
-    for job, hosts in targets.items():
-        scrape: dict[str, Any] = {"job_name": job, "static_configs": [{"targets": hosts}]}
-        if tokens and job in tokens:
-            token_file = workdir / f"{job}.token"
-            token_file.write_text(tokens[job] + "\n")
-            token_file.chmod(0o600)
-            scrape["authorization"] = {"type": "Bearer", "credentials_file": str(token_file)}
-        scrape_configs.append(scrape)
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(rules)],
-        "scrape_configs": scrape_configs,
-    }
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-    proc = ManagedProcess(
-        "prometheus",
-        [
-            binary,
-            f"--config.file={workdir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--storage.tsdb.retention.time=1h",
-        ],
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/-/ready", timeout=60, proc=proc.proc)
-    return Prometheus(url=url, process=proc)
-
-
-def _start_sidecar(
-    workdir: Path, name: str, upstream: str, extra: dict[str, Any]
-) -> tuple[ManagedProcess, str, dict]:
-    port = free_port()
-    state = workdir / f"state-{name}"
-    cfg = deep_merge(sidecar_base_config(state, upstream), extra)
-    cfg.setdefault("server", {})["port"] = port
-    path = workdir / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = ManagedProcess(f"sidecar-{name}", custos_cmd("serve", "--config", str(path)))
-    url = f"http://127.0.0.1:{port}"
-    proc.wait_ready(url + "/health", timeout=60)
-    return proc, url, default_headers(cfg, state)
 
 
 def _traffic(stack: LiveStack) -> None:
@@ -221,7 +130,7 @@ def _traffic(stack: LiveStack) -> None:
 
 @pytest.fixture(scope="session")
 def es_url() -> Iterator[str]:
-    from tests.es_node import start_elasticsearch
+    from bench.es_node import start_elasticsearch
 
     node = start_elasticsearch()
     yield node.url
@@ -239,7 +148,7 @@ def live_stack(engine: Engine, es_url: str, tmp_path_factory: pytest.TempPathFac
             # The traffic below sends a burst of bad tokens from one address on purpose (the auth
             # failure alert): the per-source failure guard would answer most of them with 429.
             "rbac": {"failure_burst": 200},
-            "gpu": {"simulation": str(DATA / "gpu-dashboard.yaml"), "interval_s": 1},
+            "gpu": {"simulation": str(GPU_DASHBOARD_SIMULATION), "interval_s": 1},
             "audit": {
                 "elasticsearch": {"hosts": [es_url]},
                 "checkpoint_every": 5,
@@ -268,11 +177,12 @@ def live_stack(engine: Engine, es_url: str, tmp_path_factory: pytest.TempPathFac
                 "retry": {"max_attempts": 1, "initial_backoff_s": 0.1},
             },
         }
-        main, main_url, headers = _start_sidecar(workdir, "main", engine.url, main_cfg)
-        procs.append(main)
-        broken, broken_url, _ = _start_sidecar(
+        main = launch_sidecar(
+            workdir, engine.url, main_cfg, name="sidecar-main", state_dir=workdir / "state-main"
+        )
+        procs.append(main.process)
+        broken = launch_sidecar(
             workdir,
-            "broken",
             f"http://127.0.0.1:{free_port()}",
             {
                 "gpu": {"enabled": False},
@@ -287,12 +197,14 @@ def live_stack(engine: Engine, es_url: str, tmp_path_factory: pytest.TempPathFac
                     "prometheus": {"url": f"http://127.0.0.1:{free_port()}", "timeout_s": 1},
                 },
             },
+            name="sidecar-broken",
+            state_dir=workdir / "state-broken",
         )
-        procs.append(broken)
+        procs.append(broken.process)
         host = lambda url: url.removeprefix("http://")  # noqa: E731
         prom = start_prometheus(
             workdir,
-            {"custos": [host(main_url), host(broken_url)], "upstream": [host(engine.url)]},
+            {"custos": [host(main.url), host(broken.url)], "upstream": [host(engine.url)]},
             tokens={"custos": prometheus_token()},
         )
         procs.append(prom.process)
@@ -300,9 +212,9 @@ def live_stack(engine: Engine, es_url: str, tmp_path_factory: pytest.TempPathFac
             engine=engine,
             es_url=es_url,
             prometheus=prom,
-            main_url=main_url,
-            broken_url=broken_url,
-            headers=headers,
+            main_url=main.url,
+            broken_url=broken.url,
+            headers=main.headers,
             hook_received=_Hook.received,
         )
         _traffic(stack)

@@ -10,7 +10,7 @@ import sys
 
 import yaml
 
-from tests.support.procs import REPO
+from bench.procs import REPO
 
 from .tools import COMPOSE, DASHBOARDS
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from tests.support.procs import REPO, ManagedProcess, free_port, wait_http
+from bench.procs import REPO, ManagedProcess, free_port, wait_http
 
 from .tools import DOCKER, run, tools
 

@@ -118,7 +118,7 @@ def test_generated_file_is_current() -> None:
     import subprocess
     import sys
 
-    from tests.support.procs import REPO
+    from bench.procs import REPO
 
     proc = subprocess.run(
         [sys.executable, str(DASHBOARDS / "generate_kibana.py"), "--check"],

@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from .conftest import RULES, LiveStack
-from .tools import DASHBOARDS
+from bench.prometheus import GRAFANA_DASHBOARDS, RULES, all_panels, substitute
 
-GRAFANA = DASHBOARDS / "grafana" / "dashboards"
+from .conftest import LiveStack
 
 # Metric names that may legitimately be absent from this stack, with the reason.
 MAY_BE_ABSENT = {
@@ -59,12 +57,6 @@ _KEYWORDS = {
 }
 
 
-def substitute(expr: str) -> str:
-    """Grafana's variables as Grafana would send them with everything selected."""
-    expr = expr.replace("$__rate_interval", "1m").replace("$__range", "5m").replace("$__interval", "15s")
-    return re.sub(r"\$\{?(\w+)\}?", ".*", expr)
-
-
 def metric_names(expr: str) -> set[str]:
     """Metric names in a PromQL expression (identifiers that are not functions, keywords or labels)."""
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings
@@ -79,19 +71,11 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
-def _panels(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for p in panels:
-        out.append(p)
-        out.extend(_panels(p.get("panels", [])))
-    return out
-
-
 def dashboard_queries() -> list[tuple[str, str]]:
     found = []
-    for path in sorted(GRAFANA.glob("*.json")):
+    for path in sorted(GRAFANA_DASHBOARDS.glob("*.json")):
         doc = json.loads(path.read_text())
-        for panel in _panels(doc["panels"]):
+        for panel in all_panels(doc["panels"]):
             for target in panel.get("targets", []):
                 found.append((f"{doc['uid']}: {panel['title']} [{target['refId']}]", target["expr"]))
     return found
@@ -99,7 +83,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 def variable_queries() -> list[tuple[str, str]]:
     found = []
-    for path in sorted(GRAFANA.glob("*.json")):
+    for path in sorted(GRAFANA_DASHBOARDS.glob("*.json")):
         doc = json.loads(path.read_text())
         for var in doc["templating"]["list"]:
             if var["type"] == "query":

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.procs import REPO
+from bench.procs import REPO
 
 DEPLOY = REPO / "deploy"
 CHART = DEPLOY / "helm" / "custos"

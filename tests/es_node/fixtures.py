@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.es_node import ESNode, ensure_built, start_elasticsearch
+from bench.es_node import ESNode, ensure_built, start_elasticsearch
 
 # One shared node per test process, even when several conftests import this fixture (each import
 # registers its own session fixture; they all share this node and the last one out stops it).

@@ -12,8 +12,8 @@ import urllib.request
 import pytest
 from elasticsearch import ConflictError, ConnectionTimeout, Elasticsearch, helpers
 
-from tests.es_node import ESNode, EsNodeError, ensure_built, es_version, start_elasticsearch
-from tests.support.procs import REPO, free_port, wait_http
+from bench.es_node import ESNode, EsNodeError, ensure_built, es_version, start_elasticsearch
+from bench.procs import REPO, free_port, wait_http
 
 MAPPING = {
     "dynamic": "strict",
@@ -186,7 +186,7 @@ def test_build_is_cached() -> None:
 def test_run_by_hand_and_ctrl_c(tmp_path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.es_node", "--port", str(port), "--data-dir", str(tmp_path / "by-hand")],
+        [sys.executable, "-m", "bench.es_node", "--port", str(port), "--data-dir", str(tmp_path / "by-hand")],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

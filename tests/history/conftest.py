@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import mint_token
+from bench.stack import mint_token
 from tests.es_node.fixtures import elasticsearch, es_index_prefix  # noqa: F401
 
 POLICY = """

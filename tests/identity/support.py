@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from tests.conftest import Sidecar, deep_merge, sidecar_base_config
-from tests.support.procs import ManagedProcess, custos_cmd, free_port, wait_http
+from bench.procs import ManagedProcess, free_port, wait_http
+from bench.stack import Sidecar, launch_sidecar
 
 ALG_KEYS = {
     "RS256": lambda: rsa.generate_private_key(65537, 2048),
@@ -193,16 +192,7 @@ def start_redis(port: int | None = None) -> Redis:
 
 
 def launch(tmp: Path, upstream: str, extra: dict | None = None, name: str = "idsidecar") -> Sidecar:
-    tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    cfg = deep_merge(sidecar_base_config(tmp / "state", upstream), extra or {})
-    cfg["server"]["port"] = port
-    path = tmp / f"{name}-{port}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = ManagedProcess(name, custos_cmd("serve", "--config", str(path)))
-    url = f"http://127.0.0.1:{port}"
-    proc.wait_ready(url + "/health", timeout=60)
-    return Sidecar(url=url, port=port, process=proc, config_path=path, config=cfg)
+    return launch_sidecar(tmp, upstream, extra, name=name)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -13,9 +13,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import Sidecar, mint_token
+from bench.procs import custos_cmd
+from bench.stack import Sidecar, mint_token
 from tests.identity.support import Nginx, bearer, chat, launch, start_nginx
-from tests.support.procs import custos_cmd
 
 MODELS = ["custos-tiny", "deepseek-7b", "secret-model"]
 POLICY = """
@@ -234,7 +234,7 @@ def test_startup_with_a_bad_policy_exits_2_with_file_and_line(tmp_path: Path) ->
     )
     r = subprocess.run(custos_cmd("serve", "--config", str(cfg)), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
-    assert f"{policy}:4: duplicate role 'a'" in r.stderr and "Traceback" not in r.stderr
+    assert f"{policy}:4:11: roles[1].name: duplicate role 'a'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_auth_disabled_gives_the_anonymous_roles(tmp_path: Path, nginx: Nginx) -> None:

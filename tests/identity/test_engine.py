@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import TINY_MODEL_NAME, mint_token
+from bench.stack import TINY_MODEL_NAME, mint_token
 
 
 def client(sidecar, token: str | None) -> openai.OpenAI:

@@ -10,6 +10,7 @@ from sidecar.config import Config
 from sidecar.context import RequestContext
 from sidecar.errors import ProxyError, unauthorized
 from sidecar.rbac.limiter import RedisLimiter
+from sidecar.stage import Stage, StageEnv
 from sidecar.stages import guard
 from sidecar.stages.guard import GuardStage, failed, source_key
 from tests.identity.support import Redis, start_redis
@@ -127,13 +128,16 @@ async def test_memory_is_bounded_least_recently_seen_evicted() -> None:
 
 
 def test_config_switches_and_defaults() -> None:
-    stage = guard.build(Config())
+    def build(cfg: Config) -> Stage | None:
+        return guard.build(cfg.rbac, StageEnv.from_config(cfg))
+
+    stage = build(Config())
     assert isinstance(stage, GuardStage) and stage.burst == 30 and stage.rate == 1.0
-    assert guard.build(Config.model_validate({"rbac": {"failure_limit_enabled": False}})) is None
+    assert build(Config.model_validate({"rbac": {"failure_limit_enabled": False}})) is None
     cfg = Config.model_validate(
         {"rbac": {"failure_limit_per_minute": 6, "failure_burst": 2, "max_tracked_sources": 500}}
     )
-    stage = guard.build(cfg)
+    stage = build(cfg)
     assert stage.rate == 0.1 and stage.burst == 2 and stage.max_sources == 500
 
 

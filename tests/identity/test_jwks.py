@@ -30,7 +30,7 @@ def stage_for(tmp: Path, server: JwksServer, **jwks_opts) -> AuthenticateStage:
             },
         }
     )
-    return AuthenticateStage(cfg.auth, build_verifier(cfg))
+    return AuthenticateStage(cfg.auth, build_verifier(cfg.auth, cfg.state.dir))
 
 
 async def test_rotation_with_overlap_and_unknown_kid_refresh(tmp_path: Path, jwks: JwksServer) -> None:

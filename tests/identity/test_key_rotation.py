@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import jwt
 
-from tests.conftest import Sidecar
-from tests.support.procs import custos_cmd
-from tests.support.upstream import RecordingUpstream
+from bench.procs import custos_cmd
+from bench.stack import Sidecar
+from bench.upstream import RecordingUpstream
 
 
 def _custos(*args: str) -> str:

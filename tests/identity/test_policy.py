@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.stack import TEST_POLICY
 from sidecar.rbac.decide import decide
 from sidecar.rbac.permissions import compile_grant, grant_error, model_name_error
 from sidecar.rbac.policy import Policy, PolicyError, load_policy_file, parse_policy
@@ -151,7 +152,7 @@ def test_shipped_policy_is_valid_and_seed_roles_work() -> None:
     assert {"admin", "analyst"} <= set(shipped.roles)
     assert ask(shipped, ["analyst"], model="anything").decision.allowed
     assert not ask(shipped, ["viewer"], model="anything").decision.allowed
-    test_policy = load_policy_file(REPO / "tests" / "identity" / "data" / "test-policy.yaml")
+    test_policy = load_policy_file(TEST_POLICY)
     assert ask(test_policy, ["tester"], model="custos-tiny").decision.allowed
 
 
@@ -160,33 +161,39 @@ def test_shipped_policy_is_valid_and_seed_roles_work() -> None:
     [
         (
             "roles:\n  - name: a\n    permissions: [model:read]\n    colour: red\n",
-            ["x.yaml:4: roles.0.colour: unknown key"],
+            ["x.yaml:4:5: roles[0].colour: unknown option"],
         ),
         (
             "roles:\n  - name: a\n  - name: b\n  - name: a\n",
-            ["x.yaml:4: duplicate role 'a' (first defined at line 2)"],
+            ["x.yaml:4:11: roles[2].name: duplicate role 'a' (first defined at line 2)"],
         ),
-        ("roles:\n  - name: a\n    inherits: [b]\n", ["x.yaml:3: role 'a' inherits unknown role 'b'"]),
+        (
+            "roles:\n  - name: a\n    inherits: [b]\n",
+            ["x.yaml:3:16: roles[0].inherits[0]: role 'a' inherits unknown role 'b'"],
+        ),
         (
             "roles:\n  - name: a\n    permissions:\n      - model:read\n      - 'Bad Perm'\n",
-            ["x.yaml:5: roles.0.permissions.1: 'Bad Perm' is not resource:action"],
+            ["x.yaml:5:9: roles[0].permissions[1]: 'Bad Perm' is not resource:action"],
         ),
         (
             "roles:\n  - name: a\n    constraints:\n      source_cidrs: [10.0.0.300/8]\n",
-            ["x.yaml:4: roles.0.constraints.source_cidrs:"],
+            ["x.yaml:4:7: roles[0].constraints.source_cidrs:"],
         ),
         (
             "roles:\n  - name: a\n    constraints: {max_tokens: -1}\n",
-            ["x.yaml:3: roles.0.constraints.max_tokens:"],
+            ["x.yaml:3:31: roles[0].constraints.max_tokens:"],
         ),
         (
             "roles:\n  - name: a\n  - name: b\n    permissions: [x:y]\n    permissions: [z:w]\n",
-            ["x.yaml:5: duplicate key 'permissions'"],
+            ["x.yaml:5:5: roles[1].permissions: duplicate key"],
         ),
-        ("roles: [\n", ["x.yaml:2: not valid YAML"]),
-        ("version: 2\nroles: []\n", ["x.yaml:1: version:"]),
-        ("roles:\n  - name: a\n    inherits: [b]\n  - name: b\n    inherits: [a]\n", ["cycle: a -> b -> a"]),
-        ("", ["x.yaml:1: the policy file is empty"]),
+        ("roles: [\n", ["x.yaml:2:1: (yaml): not valid YAML"]),
+        ("version: 2\nroles: []\n", ["x.yaml:1:10: version:"]),
+        (
+            "roles:\n  - name: a\n    inherits: [b]\n  - name: b\n    inherits: [a]\n",
+            ["x.yaml:1:1: roles: roles inherit in a cycle: a -> b -> a"],
+        ),
+        ("", ["x.yaml:1:1: roles: Field required"]),
     ],
 )
 def test_validation_errors_name_file_and_line(text: str, expected: list[str]) -> None:
@@ -209,7 +216,7 @@ async def test_hot_reload_rejects_a_broken_file_and_keeps_the_old_policy(tmp_pat
         caplog.set_level(logging.ERROR, logger="custos.rbac")
         path.write_text("roles:\n  - name: analyst\n    permissions: [model:read]\n    typo: 1\n")
         await wait_for(lambda: "INVALID" in caplog.text)
-        assert "rbac.yaml:4: roles.0.typo: unknown key" in caplog.text
+        assert "rbac.yaml:4:5: roles[0].typo: unknown option" in caplog.text
         assert store.generation == 2 and ask(store.policy, ["analyst"]).decision.allowed
         path.unlink()  # a vanished file keeps the policy too
         await asyncio.sleep(0.2)
@@ -249,7 +256,7 @@ async def wait_for(cond, within_s: float = 10.0) -> None:
 def test_policy_cli_check_and_explain(tmp_path: Path) -> None:
     import subprocess
 
-    from tests.support.procs import custos_cmd
+    from bench.procs import custos_cmd
 
     good = tmp_path / "p.yaml"
     good.write_text(textwrap.dedent(POLICY))
@@ -258,7 +265,7 @@ def test_policy_cli_check_and_explain(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("roles:\n  - name: a\n    permisions: [model:read]\n")
     r = subprocess.run(custos_cmd("policy", "check", str(bad)), capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and f"{bad}:3: roles.0.permisions: unknown key" in r.stderr
+    assert r.returncode == 2 and f"{bad}:3:5: roles[0].permisions: unknown option" in r.stderr
     assert "Traceback" not in r.stderr
     r = subprocess.run(
         custos_cmd(

@@ -36,7 +36,7 @@ def _verifier(tmp: Path):
             },
         }
     )
-    return build_verifier(cfg)
+    return build_verifier(cfg.auth, cfg.state.dir)
 
 
 def b64(raw: bytes) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.stack import mint_token
 from sidecar.rbac.limiter import LocalLimiter, RedisLimiter
-from tests.conftest import mint_token
 from tests.identity.support import Redis, bearer, chat, launch, start_nginx, start_redis
 
 

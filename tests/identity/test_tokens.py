@@ -20,7 +20,8 @@ from tests.identity.support import new_key, public_pem, sign, write_public
 
 def verifier(tmp: Path, **auth: Any) -> TokenVerifier:
     auth.setdefault("dev_key", False)
-    return build_verifier(Config.model_validate({"state": {"dir": str(tmp / "state")}, "auth": auth}))
+    cfg = Config.model_validate({"state": {"dir": str(tmp / "state")}, "auth": auth})
+    return build_verifier(cfg.auth, cfg.state.dir)
 
 
 def b64(obj: Any) -> str:

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import TINY_MODEL_NAME, Engine, start_engine
+from bench.stack import TINY_MODEL_NAME, Engine, start_engine
 from tests.inference.helpers import scrape, value, wait_until
 from tests.inference.lora_support import ANSWER, SYSTEM, TOPICS, train_adapter, write_dataset
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TINY_MODEL_NAME, Engine
+from bench.stack import TINY_MODEL_NAME, Engine
 from tests.inference.helpers import scrape, sse_events, value, wait_until
 
 

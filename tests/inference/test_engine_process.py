@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.procs import CACHE, ManagedProcess, custos_cmd, free_port
 from inference.tiny import TINY_MODEL_VERSION
 from tests.inference.helpers import scrape, value, wait_until
-from tests.support.procs import CACHE, ManagedProcess, custos_cmd, free_port
 
 
 @pytest.fixture(scope="module")

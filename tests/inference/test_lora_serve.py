@@ -17,11 +17,11 @@ import httpx
 import pytest
 import yaml
 
+from bench.procs import custos_cmd
+from bench.stack import TINY_MODEL_NAME, Engine, start_engine
 from inference.config import InferenceConfig
 from inference.vllm import build_vllm_command
-from tests.conftest import TINY_MODEL_NAME, Engine, start_engine
 from tests.inference.lora_support import ANSWER, TOPICS, chat_body, train_adapter, write_dataset
-from tests.support.procs import custos_cmd
 
 pytest.importorskip("peft")
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import TINY_MODEL_NAME, Engine, Sidecar, mint_token, start_engine
+from bench.stack import TINY_MODEL_NAME, Engine, Sidecar, mint_token, start_engine
 from tests.inference.lora_support import ANSWER, TOPICS, chat_body, train_adapter, write_dataset
 
 pytest.importorskip("peft")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.procs import custos_cmd
 from tests.inference.lora_support import ANSWER, conversation, train_adapter, write_dataset
-from tests.support.procs import custos_cmd
 
 pytest.importorskip("peft")
 

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.stack import TINY_MODEL_NAME, Engine, Sidecar
 from tests.audit.helpers import wait_record
-from tests.conftest import TINY_MODEL_NAME, Engine, Sidecar
 
 INSTRUCTIONS = "Answer briefly. The caller's phone is 13812345678."
 PROMPT = "Write to zhang.wei@example.com about the order."

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from tests.conftest import TINY_MODEL_NAME, Engine, Sidecar
+from bench.stack import TINY_MODEL_NAME, Engine, Sidecar
 from tests.inference.helpers import scrape, value, wait_until
 
 

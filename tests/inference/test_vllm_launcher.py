@@ -14,10 +14,10 @@ import httpx
 import pytest
 import yaml
 
+from bench.procs import ManagedProcess, custos_cmd, free_port, wait_http
 from inference.config import InferenceConfig
 from inference.vllm import build_vllm_command, exit_status
 from sidecar.config import ConfigError, load_config
-from tests.support.procs import ManagedProcess, custos_cmd, free_port, wait_http
 
 
 def flag(cmd: list[str], name: str) -> str:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.procs import ManagedProcess, custos_cmd, free_port, wait_http
 from sidecar.config import ConfigError
 from sidecar.gpu.collector import GpuCollector
 from sidecar.gpu.sim import SCENARIO_DIR, SimulatedNvml, load_scenario
-from tests.support.procs import ManagedProcess, custos_cmd, free_port, wait_http
 
 from .promtext import Scrape, scrape
 
@@ -252,7 +252,7 @@ def test_bad_gpu_sim_file_exits_2_with_one_line(tmp_path: Path):
         timeout=60,
     )
     assert out.returncode == 2
-    assert "gpu.simulation" in out.stderr and "events[0].gpu" in out.stderr
+    assert f"{bad}:2:35: events[0].gpu: 7 is not a GPU index" in out.stderr
     assert "Traceback" not in out.stderr
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"gpu": {"simulation": str(bad)}}))
@@ -263,7 +263,7 @@ def test_bad_gpu_sim_file_exits_2_with_one_line(tmp_path: Path):
         timeout=60,
     )
     assert out.returncode == 2
-    assert "gpu.simulation" in out.stderr and "events[0].gpu" in out.stderr
+    assert f"{bad}:2:35: events[0].gpu: 7 is not a GPU index" in out.stderr
     assert "Traceback" not in out.stderr
 
 

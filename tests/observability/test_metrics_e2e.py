@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import mint_token
-from tests.support.procs import free_port
+from bench.procs import free_port
+from bench.stack import mint_token
 
 from .promtext import Scrape, scrape
 
@@ -298,7 +298,7 @@ def test_killed_workers_do_not_leave_requests_in_flight(engine, start_sidecar):
 
 
 def test_engine_killed_mid_stream_counts_an_upstream_error(tiny_model_dir, start_sidecar):
-    from tests.conftest import start_engine
+    from bench.stack import start_engine
 
     own = start_engine(tiny_model_dir)  # this test kills its engine: not the shared one
     try:

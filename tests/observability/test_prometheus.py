@@ -11,9 +11,9 @@ import httpx
 import pytest
 import yaml
 
+from bench.procs import ManagedProcess, free_port, wait_http
+from bench.stack import TEST_ROLE, mint_token
 from sidecar.gpu.sim import SCENARIO_DIR
-from tests.conftest import TEST_ROLE, mint_token
-from tests.support.procs import ManagedProcess, free_port, wait_http
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 

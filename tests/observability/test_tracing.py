@@ -11,13 +11,13 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from bench.procs import free_port
+from bench.stack import default_headers, sidecar_base_config
 from sidecar.app import CustosApp
 from sidecar.config import Config
 from sidecar.context import RequestContext
 from sidecar.pipeline import build_stages
 from sidecar.stages.tracing import TracingStage
-from tests.conftest import default_headers, sidecar_base_config
-from tests.support.procs import free_port
 
 from .otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver
 
@@ -46,7 +46,9 @@ class InProcess:
         self.exporter = InMemorySpanExporter()
         stages = build_stages(self.config)
         i = next(i for i, s in enumerate(stages) if s.name == "tracing")
-        stages[i] = TracingStage(self.config, exporter=self.exporter, batch=False)
+        stages[i] = TracingStage(
+            self.config.tracing, str(self.config.upstream.url), exporter=self.exporter, batch=False
+        )
         self.app = CustosApp(self.config, stages=stages)
 
     async def __aenter__(self) -> httpx.AsyncClient:
@@ -165,7 +167,7 @@ def _ctx(headers: list[tuple[bytes, bytes]]) -> RequestContext:
 
 async def test_trace_id_without_exporter_and_propagation_when_sampled_out(tmp_path):
     cfg = Config.model_validate(sidecar_base_config(tmp_path, "http://127.0.0.1:9"))
-    stage = TracingStage(cfg)
+    stage = TracingStage(cfg.tracing, str(cfg.upstream.url))
     assert stage.tracer is None, "no exporter configured: no spans"
     ctx = _ctx([(b"traceparent", TRACEPARENT.encode())])
     await stage.on_request(ctx)
@@ -183,7 +185,7 @@ async def test_trace_id_without_exporter_and_propagation_when_sampled_out(tmp_pa
     off = Config.model_validate(
         {**sidecar_base_config(tmp_path, "http://127.0.0.1:9"), "tracing": {"sampler": "always_off"}}
     )
-    stage = TracingStage(off, exporter=InMemorySpanExporter(), batch=False)
+    stage = TracingStage(off.tracing, str(off.upstream.url), exporter=InMemorySpanExporter(), batch=False)
     ctx = _ctx([(b"traceparent", TRACEPARENT.encode()), (b"tracestate", b"vendor=1")])
     await stage.on_request(ctx)
     with stage.stage_span(ctx, "upstream"):

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.procs import REPO, custos_cmd
 from sidecar.audit.config import AuditConfig
 from sidecar.audit.query import Filter, parse_time
 from sidecar.audit.record import build_record
 from sidecar.audit.trail import AuditTrail
 from sidecar.context import Identity
 from tests.audit.helpers import make_ctx
-from tests.support.procs import REPO, custos_cmd
 
 from .test_bad_input import one_line_error, run
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.procs import free_port
 from sidecar.audit.config import AuditConfig
 from sidecar.audit.keys import MissingKeyError, key_id, load_or_create_signing_key, load_public_key
 from sidecar.audit.record import build_record
 from sidecar.audit.trail import AuditTrail
 from tests.audit.helpers import make_ctx
-from tests.support.procs import free_port
 
 from .test_bad_input import one_line_error, run
 

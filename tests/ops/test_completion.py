@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.support.procs import custos_cmd
+from bench.procs import custos_cmd
 
 # Completes the words in $1 (a trailing space: a new, empty word) with the generated _custos function.
 BASH_DRIVER = r"""

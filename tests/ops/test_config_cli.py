@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.procs import REPO, custos_cmd
+from bench.procs import REPO, custos_cmd
 
 SECRETS = {
     "es-password-s3cret",
@@ -130,7 +130,9 @@ def test_check_reads_the_files_the_config_names(tmp_path: Path) -> None:
 
 def test_check_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     r = run("config", "check", "--config", str(tmp_path / "nope.yaml"))
-    assert r.returncode == 2 and r.stderr.strip() == f"{tmp_path / 'nope.yaml'}: config file not found"
+    assert (
+        r.returncode == 2 and r.stderr.strip() == f"{tmp_path / 'nope.yaml'}: (file): config file not found"
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text("server: [\n")
     r = run("config", "check", "--config", str(bad))

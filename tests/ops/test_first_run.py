@@ -15,9 +15,9 @@ import httpx
 import pytest
 import yaml
 
+from bench.procs import ManagedProcess, custos_cmd, free_port
 from sidecar.config import load_config
 from sidecar.startup import is_loopback, summary, warnings
-from tests.support.procs import ManagedProcess, custos_cmd, free_port
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Sidecar, mint_token
-from tests.support.upstream import RecordingUpstream
+from bench.stack import Sidecar, mint_token
+from bench.upstream import RecordingUpstream
 
 from .test_bad_input import run
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.stack import Sidecar, mint_token
+from bench.upstream import RecordingUpstream
 from sidecar.redaction.detectors import ENTITY_TYPES
-from tests.conftest import Sidecar, mint_token
-from tests.support.upstream import RecordingUpstream
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = (REPO / "docs" / "metrics.md").read_text(encoding="utf-8")

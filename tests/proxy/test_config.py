@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.procs import custos_cmd
 from sidecar.config import ConfigError, load_config
-from tests.support.procs import custos_cmd
 
 
 def test_defaults_serve_the_embedded_setup() -> None:
@@ -43,8 +43,8 @@ def test_custos_config_env_names_the_file(tmp_path: Path) -> None:
         ("server:\n  port: 99999\n", "server.port: value 99999"),
         ("server:\n  prot: 80\n", "server.prot: unknown option"),
         ("upstream:\n  url: ftp://x\n", "upstream.url"),
-        ("server: [1, 2\n", "not valid YAML at line"),
-        ("- a\n- b\n", "top level must be a mapping"),
+        ("server: [1, 2\n", ":2:1: (yaml): not valid YAML"),
+        ("- a\n- b\n", ":1:1: (top level): must be a mapping"),
     ],
 )
 def test_invalid_file_names_field_value_and_reason(tmp_path: Path, text: str, expected: str) -> None:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import TINY_MODEL_NAME
+from bench.stack import TINY_MODEL_NAME
 
 
 def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
@@ -224,7 +224,7 @@ def test_upstream_metrics_are_relayed(sidecar, engine) -> None:
 
 
 def test_upstream_metrics_when_upstream_is_down(start_sidecar) -> None:
-    from tests.support.procs import free_port
+    from bench.procs import free_port
 
     port = free_port()
     sc = start_sidecar(f"http://127.0.0.1:{port}")

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import TINY_MODEL_NAME, start_engine
-from tests.support.procs import free_port
+from bench.procs import free_port
+from bench.stack import TINY_MODEL_NAME, start_engine
 
 
 def assert_openai_error(r: httpx.Response, status: int, code: str | None = None) -> dict:

@@ -19,10 +19,10 @@ import orjson
 import pytest
 import yaml
 
+from bench.procs import free_port
+from bench.stack import Sidecar, mint_token
+from bench.upstream import MODEL, RecordingUpstream, Reply
 from tests.audit.helpers import spool_records, wait_until
-from tests.conftest import Sidecar, mint_token
-from tests.support.procs import free_port
-from tests.support.upstream import MODEL, RecordingUpstream, Reply
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 # Short limits so that the slow-client tests take seconds; the in-process alert engine does not read

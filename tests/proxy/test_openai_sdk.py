@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.conftest import TINY_MODEL_NAME
+from bench.stack import TINY_MODEL_NAME
 
 
 def test_models(sidecar) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from bench.stack import TINY_MODEL_NAME
 from sidecar.app import CustosApp
 from sidecar.config import load_config
 from sidecar.context import RequestContext
@@ -15,7 +16,6 @@ from sidecar.errors import ProxyError
 from sidecar.stage import ResponseFilter, Stage
 from sidecar.stages.observe import ObserveStage
 from sidecar.stages.parse import ParseStage
-from tests.conftest import TINY_MODEL_NAME
 
 CHAT = {"model": TINY_MODEL_NAME, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "seed": 1}
 

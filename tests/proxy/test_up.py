@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.conftest import TINY_MODEL_NAME
-from tests.support.procs import ManagedProcess, custos_cmd, free_port
+from bench.procs import ManagedProcess, custos_cmd, free_port
+from bench.stack import TINY_MODEL_NAME
 
 
 def descendants(pid: int) -> set[int]:

@@ -63,7 +63,7 @@ def test_policy_flag_and_errors(tmp_path: Path) -> None:
     policy.write_text("entities:\n  CN_PHONE: mask\n  EMAIL: {operator: hsah}\n")
     proc = run(["--policy", str(policy)], "x\n", tmp_path)
     assert proc.returncode == 2
-    assert f"{policy}:3: entities.EMAIL.operator: 'hsah' is not an operator" in proc.stderr
+    assert f"{policy}:3:21: entities.EMAIL.operator: 'hsah' is not an operator" in proc.stderr
     assert "Traceback" not in proc.stderr
     proc = run(["--policy", str(tmp_path / "missing.yaml")], "x\n", tmp_path)
     assert proc.returncode == 2 and "not found" in proc.stderr
@@ -88,4 +88,4 @@ def test_serve_refuses_a_bad_policy(tmp_path: Path) -> None:
         env={"CUSTOS_STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 2
-    assert f"{policy}:3: entities.EMAIL.keep_last" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"{policy}:3:38: entities.EMAIL.keep_last" in proc.stderr and "Traceback" not in proc.stderr

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import start_engine
+from bench.stack import start_engine
 
 PROMPT = "请联系13812345678或jlin@example.com，卡号4111111111111111"
 VALUES = ("13812345678", "jlin@example.com", "4111111111111111")

@@ -24,23 +24,23 @@ def test_shipped_policy_matches_builtin_defaults() -> None:
     [
         (
             "version: 1\nentities:\n  EMAIL: maks\n",
-            "p.yaml:3: entities.EMAIL.operator: 'maks' is not an operator",
+            "p.yaml:3:10: entities.EMAIL.operator: 'maks' is not an operator",
         ),
         ("version: 1\nentities:\n  EMIAL: mask\n", "unknown entity type 'EMIAL'"),
-        ("version: 1\nentitys: {}\n", "p.yaml:2: entitys: unknown option"),
+        ("version: 1\nentitys: {}\n", "p.yaml:2:1: entitys: unknown option"),
         (
             "version: 1\ncustom:\n  - name: EMP\n    pattern: 'EMP-['\n",
-            "p.yaml:4: custom.0.pattern: not a valid regular",
+            "p.yaml:4:14: custom[0].pattern: custom detector EMP: 'EMP-[' is not a valid regular",
         ),
-        ("custom:\n  - name: emp\n    pattern: 'x'\n", "p.yaml:2: custom.0.name: must be upper case"),
+        ("custom:\n  - name: emp\n    pattern: 'x'\n", "p.yaml:2:11: custom[0].name: must be upper case"),
         ("custom:\n  - name: EMP\n    pattern: 'E[0-9]+'\n    validator: lunh\n", "unknown validator 'lunh'"),
         ("custom:\n  - name: EMP\n    pattern: 'x*'\n", "matches the empty string"),
         (
             "entities:\n  CN_PHONE: {operator: mask, keep_first: -1}\n",
-            "p.yaml:2: entities.CN_PHONE.keep_first",
+            "p.yaml:2:42: entities.CN_PHONE.keep_first",
         ),
-        ("entities: [1, 2\n", "p.yaml:2: not valid YAML"),
-        ("- 1\n", "p.yaml:1: the top level must be a mapping"),
+        ("entities: [1, 2\n", "p.yaml:2:1: (yaml): not valid YAML"),
+        ("- 1\n", "p.yaml:1:1: (top level): must be a mapping"),
         ("restore:\n  roles:\n    auditor: [NOPE]\n", "restore: unknown entity type 'NOPE'"),
         ("placeholder_format: '[{n}]'\n", "placeholder_format: must contain {type} and {n}"),
     ],
@@ -61,7 +61,7 @@ def test_bad_policy_fails_config_load(tmp_path: Path) -> None:
     bad.write_text("entities:\n  EMAIL: nope\n")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"redaction:\n  policy_file: {bad}\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml:2: entities.EMAIL.operator"):
+    with pytest.raises(ConfigError, match=r"bad.yaml:2:10: entities.EMAIL.operator"):
         load_config(cfg, environ={})
 
 
@@ -129,7 +129,7 @@ def test_custom_detector_with_validator_and_context() -> None:
             "custom": [
                 {
                     "name": "EMPLOYEE_ID",
-                    "pattern": r"(?<![A-Za-z0-9])EMP-[0-9]{6}(?![0-9])",
+                    "pattern": r"\bEMP-[0-9]{6}\b",  # RE2: word boundaries, no lookarounds
                     "context": ["employee", "工号"],
                     "operator": "hash",
                 },
@@ -188,5 +188,21 @@ def test_custom_detectors_combine_safely() -> None:
         }
     )
     assert r.redact("TKT-1234 and Case-5678") == "TKT-<TICKET_1> and Case-<CASE_1>"
-    with pytest.raises(PolicyError, match=r"custom\.0\.pattern"):
-        parse_policy("custom:\n  - name: A\n    pattern: 'a(?i)b'\n", "p.yaml")
+    # RE2 allows a flag mid-pattern; it stays in its own detector's branch.
+    r = make({"custom": [{"name": "A", "pattern": "a(?i)b"}, {"name": "C", "pattern": "cd"}]})
+    assert r.redact("aB AB CD cd") == "<A_1> AB CD <C_1>"
+
+
+def test_custom_patterns_are_re2_refused_at_load_and_linear_when_scanning() -> None:
+    with pytest.raises(PolicyError) as info:
+        parse_policy("custom:\n  - name: EMP\n    pattern: 'EMP-(?=[0-9])'\n", "p.yaml")
+    message = str(info.value)
+    assert "custom[0].pattern: custom detector EMP:" in message and "lookahead" in message
+    assert "\n" not in message
+    # Exponential for a backtracking engine: RE2 scans it in linear time, and the streaming hold-back
+    # (partial matches, which RE2 lacks) is time-boxed and holds the rest instead of stalling.
+    r = make({"custom": [{"name": "EVIL", "pattern": r"(a+)+$"}]})
+    text = "a" * 100_000 + "!"
+    assert r.redact(text) == text
+    assert r.redact("x " + "a" * 100_000) == "x <EVIL_1>"
+    assert 2 <= r.hold_from("x " + "a" * 3000 + "!", 2) <= 3003

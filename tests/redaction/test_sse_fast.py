@@ -172,7 +172,9 @@ def test_value_split_across_two_events_never_leaks(
     toks = [" Here", " it", " is", before + value[:cut], value[cut:], " and", " more", " text", "."]
     toks = [t for t in toks if t]
     out = run([f], vllm_stream(toks), step)
-    expected = stage.text_out("".join(toks), redact_module._State(ctx.extras["redact"].session, True))
+    expected = stage.text_out(
+        "".join(toks), redact_module._State(ctx.redaction.session, True, stage.redactor)
+    )
     assert contents(out) == expected
     core = value.split("=")[-1]
     if core not in expected:  # redacted as a whole (glued to a word, a number may not be one)
@@ -235,7 +237,7 @@ def test_interleaved_choices_match_whole_text(
         if event.startswith(b"data: {"):
             for c in orjson.loads(event[6:])["choices"]:
                 got[c["index"]] += (c.get("delta") or {}).get("content") or ""
-    state = redact_module._State(ctx.extras["redact"].session, True)
+    state = redact_module._State(ctx.redaction.session, True, stage.redactor)
     expected = {index: stage.text_out(texts[index], state) for index in (0, 1)}
     assert got == expected
     for value in ("13900001111", "jlin@", "hunter22"):

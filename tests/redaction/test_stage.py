@@ -10,12 +10,17 @@ import pytest
 
 from sidecar.config import Config
 from sidecar.context import Identity, RequestContext
+from sidecar.stage import Stage, StageEnv
 from sidecar.stages.redact import RedactStage, build
 
 
-def make_stage(tmp_path: Path, **redaction: Any) -> RedactStage:
+def _build(tmp_path: Path, redaction: dict[str, Any]) -> Stage | None:
     config = Config.model_validate({"state": {"dir": str(tmp_path)}, "redaction": redaction})
-    stage = build(config)
+    return build(config.redaction, StageEnv.from_config(config))
+
+
+def make_stage(tmp_path: Path, **redaction: Any) -> RedactStage:
+    stage = _build(tmp_path, redaction)
     assert isinstance(stage, RedactStage)
     return stage
 
@@ -106,10 +111,7 @@ async def test_request_switch_off(tmp_path: Path) -> None:
 
 
 async def test_disabled_stage(tmp_path: Path) -> None:
-    assert (
-        build(Config.model_validate({"state": {"dir": str(tmp_path)}, "redaction": {"enabled": False}}))
-        is None
-    )
+    assert _build(tmp_path, {"enabled": False}) is None
 
 
 async def _prepared(tmp_path: Path, kind: str, roles: tuple[str, ...] | None = None, **cfg: Any):
@@ -213,7 +215,7 @@ async def test_for_log_turns_restored_answers_back(tmp_path: Path) -> None:
     }
     client_text = orjson.loads(f.feed(orjson.dumps(answer)))["choices"][0]["message"]["content"]
     assert "a@b.com" in client_text
-    logged = ctx.extras["redact.for_log"](client_text)
+    logged = ctx.redaction.for_log(client_text)
     assert logged.startswith("Sent to <EMAIL_1>; token <OPENAI_KEY_")
     assert "a@b.com" not in logged and "sk-proj" not in logged
 

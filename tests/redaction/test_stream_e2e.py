@@ -6,9 +6,9 @@ from __future__ import annotations
 import httpx
 import orjson
 
-from tests.conftest import Sidecar
+from bench.stack import Sidecar
+from bench.upstream import MODEL, RecordingUpstream, Reply
 from tests.security.conftest import guarded  # noqa: F401 (fixture)
-from tests.support.upstream import MODEL, RecordingUpstream, Reply
 
 
 def chunk(content: str | None = None, finish: str | None = None, **delta: object) -> dict:

@@ -2,7 +2,7 @@
 
 What the upstream received is the evidence: a test sends an attack through a real ``custos serve``
 process and then reads ``upstream.requests`` to prove what was (or was not) forwarded. The recording
-upstream lives in ``tests/support/upstream.py``; the ``upstream`` fixture in ``tests/conftest.py``.
+upstream lives in ``bench/upstream.py``; the ``upstream`` fixture in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import Sidecar
-from tests.support.upstream import MODEL, Recorded, RecordingUpstream, Reply, chat_answer
+from bench.stack import Sidecar
+from bench.upstream import MODEL, Recorded, RecordingUpstream, Reply, chat_answer
 
 __all__ = ["MODEL", "Recorded", "RecordingUpstream", "Reply", "chat_answer"]
 

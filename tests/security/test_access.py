@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Sidecar, mint_token
+from bench.stack import Sidecar, mint_token
 from tests.security.conftest import MODEL, RecordingUpstream
 
 POLICY = """

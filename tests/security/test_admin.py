@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.stack import Sidecar, mint_token
 from tests.audit.helpers import wait_record
-from tests.conftest import Sidecar, mint_token
 
 from .conftest import RecordingUpstream
 
@@ -231,3 +231,18 @@ def test_silences_longer_than_the_cap_need_the_broad_permission(admin_sidecar) -
     body["duration"] = "30d"
     assert _call(sc, "POST", SILENCES, LEAD, body).status_code == 200
     assert len(_stored(sc)) == 2
+
+
+def test_a_silence_with_a_regex_re2_refuses_is_a_400_naming_the_matcher(admin_sidecar) -> None:
+    sc, _ = admin_sidecar
+    body = {"matchers": ['alertname=~"(Custos)\\\\1"', 'gpu="0"'], "duration": "1h", "comment": "x"}
+    r = _call(sc, "POST", SILENCES, LEAD, body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "matchers" and error["code"] == "invalid_request"
+    assert "alertname=~" in error["message"] and "backreferences" in error["message"]
+    # Alertmanager v2 matcher objects (what amtool sends) go through the same parser.
+    body["matchers"] = [{"name": "alertname", "value": "Custos(?=GPU)", "isRegex": True}]
+    r = _call(sc, "POST", SILENCES, LEAD, body)
+    assert r.status_code == 400 and "lookahead" in r.json()["error"]["message"], r.text
+    assert _stored(sc) == []

@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import Sidecar
+from bench.stack import Sidecar
 
 from .conftest import MODEL, RecordingUpstream, Reply, chat_answer
 

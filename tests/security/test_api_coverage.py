@@ -19,10 +19,10 @@ import httpx
 import orjson
 import pytest
 
+from bench.stack import Sidecar, mint_token
 from sidecar.config import load_config
 from sidecar.multipart import parse_form
 from tests.audit.helpers import spool_records, wait_record
-from tests.conftest import Sidecar, mint_token
 from tests.redaction.test_walk import EMAIL, PHONE
 from tests.security.conftest import MODEL, RecordingUpstream, Reply
 from tests.security.test_pii_fields import assert_not_forwarded, assert_openai_error

@@ -22,9 +22,9 @@ import httpx
 import orjson
 import pytest
 
-from tests import conftest as suite
+from bench import stack
+from bench.stack import TEST_KEY_ID, TEST_ROLE, mint_token
 from tests.audit.helpers import run_verify, spool_records, wait_until
-from tests.conftest import TEST_KEY_ID, TEST_ROLE, mint_token
 
 MAX_RECORD = 16 * 1024  # audit.max_record_bytes default
 MARK = re.compile(r"…\[truncated \d+ (chars|items)\]$")
@@ -68,7 +68,7 @@ def hand_made_token(claims: dict) -> str:
 
     header = b64(json.dumps({"alg": "EdDSA", "typ": "JWT", "kid": TEST_KEY_ID}).encode())
     payload = b64(json.dumps(claims).encode())
-    signature = suite.test_signing_key()[0].sign(f"{header}.{payload}".encode())
+    signature = stack.signing_key()[0].sign(f"{header}.{payload}".encode())
     return f"{header}.{payload}.{b64(signature)}"
 
 

@@ -14,7 +14,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Sidecar
+from bench.stack import Sidecar
 from tests.security.conftest import MODEL, RecordingUpstream
 
 # Values the detectors certainly catch (valid checksums), whole or separated by spaces.

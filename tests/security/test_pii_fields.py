@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import Sidecar
+from bench.stack import Sidecar
 from tests.redaction.test_walk import CARD, CN_ID, EMAIL, FAMILIES, PHONE, PII
 from tests.security.conftest import MODEL, RecordingUpstream, Reply, chat_answer
 

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from cryptography import x509
 
+from bench.procs import custos_cmd
+from bench.stack import Sidecar
+from bench.upstream import MODEL, RecordingUpstream, Reply
 from sidecar.commands.tls import DevPKI, make_dev_pki
-from tests.conftest import Sidecar
-from tests.support.procs import custos_cmd
-from tests.support.upstream import MODEL, RecordingUpstream, Reply
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.procs import ManagedProcess, custos_cmd, free_port
-from tests.support.upstream import RecordingUpstream
+from bench.procs import ManagedProcess, custos_cmd, free_port
+from bench.upstream import RecordingUpstream
 
 
 def test_up_tls_serves_https_and_the_banner_commands_work(

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TINY_MODEL_NAME, Engine, Sidecar, mint_token
-from tests.support.procs import custos_cmd
+from bench.procs import custos_cmd
+from bench.stack import TINY_MODEL_NAME, Engine, Sidecar, mint_token
 
 POLICY = """
 version: 1

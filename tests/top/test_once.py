@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import mint_token
-from tests.support.procs import custos_cmd, free_port
+from bench.procs import custos_cmd, free_port
+from bench.stack import mint_token
 from tests.top.conftest import operator_token, run_top, send_traffic
 
 ANSI = re.compile(r"\x1b\[")

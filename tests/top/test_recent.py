@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.stack import mint_token
 from sidecar.audit.recent import RecentRecords, mount_recent, read_recent
 from sidecar.audit.spool import chain_dirs, list_segments
-from tests.conftest import mint_token
 from tests.top.conftest import http, operator_token, send_traffic
 
 

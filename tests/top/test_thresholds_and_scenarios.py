@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
+from bench.procs import custos_cmd
 from sidecar.top.thresholds import Thresholds
-from tests.support.procs import custos_cmd
 
 
 def test_thresholds_come_from_the_rules() -> None:

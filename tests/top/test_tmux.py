@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import REPO
+from bench.procs import REPO
 from tests.top.conftest import chat, operator_token
 
 pytestmark = pytest.mark.slow

@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bench.stack import Sidecar
+from bench.upstream import RecordingUpstream
 from sidecar.config import ConfigError, load_config
-from tests.conftest import Sidecar
-from tests.support.upstream import RecordingUpstream
 
 CHAT = {"model": "custos-tiny", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -1,4 +1,5 @@
-"""Start and stop real server processes for tests (no mocks: the real binaries and our own CLI)."""
+"""Start and stop real server processes for benchmarks and tests (no mocks: the real binaries and our own
+CLI), on free local ports, and wait for them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("CUSTOS_CACHE", Path.home() / ".cache" / "custos"))
 
 
@@ -24,7 +25,7 @@ def free_port() -> int:
 
 
 def custos_cmd(*args: str) -> list[str]:
-    """The `custos` CLI run with the same interpreter as the tests."""
+    """The `custos` CLI run with the same interpreter as the caller."""
     return [sys.executable, "-m", "sidecar.cli", *args]
 
 

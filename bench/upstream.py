@@ -1,5 +1,6 @@
 """A recording upstream: a real HTTP server (aiohttp, in its own thread) that records every request and
-answers as a test tells it to. What it received is the evidence of what a sidecar forwarded."""
+answers as its caller (a test or a benchmark) tells it to. What it received is the evidence of what a
+sidecar forwarded."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from bench.procs import free_port
 from sidecar.context import proxied
-from tests.support.procs import free_port
 
 MODEL = "custos-tiny"
 

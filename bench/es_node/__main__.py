@@ -1,4 +1,4 @@
-"""Run a test Elasticsearch node by hand: ``python -m tests.es_node [--port P] [--data-dir D]``.
+"""Run a test Elasticsearch node by hand: ``python -m bench.es_node [--port P] [--data-dir D]``.
 
 Ctrl-C (or SIGTERM) stops it gracefully. ``--build-only`` resolves and builds the launcher and exits
 (what ``make test`` can call up front so the first test does not pay for Maven).
@@ -11,11 +11,11 @@ import signal
 import sys
 import time
 
-from tests.es_node import EsNodeError, ensure_built, start_elasticsearch
+from bench.es_node import EsNodeError, ensure_built, start_elasticsearch
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.es_node", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.es_node", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=None, help="HTTP port (default: a free one)")
     parser.add_argument("--data-dir", default=None, help="data directory (default: a temporary one, removed)")
     parser.add_argument("--cluster-name", default="custos-test")
