@@ -41,8 +41,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sidecar.apiutil import ApiError as _ApiError
-from sidecar.apiutil import (
+from custos.apiutil import ApiError as _ApiError
+from custos.apiutil import (
     ErrorGuard,
     ErrorResponse,
     api_error_response,

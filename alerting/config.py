@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from sidecar.section import Section
+from custos.section import Section
 
 from .matchers import parse_matchers
 from .promql import parse_duration

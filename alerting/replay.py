@@ -23,6 +23,9 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from custos.yamlfile import FileError, YamlDocument, read_yaml
+from gpu.collector import GpuCollector
+from gpu.sim import SCENARIO_DIR, SimulatedNvml, scenario_from
+from gpu.sim import load_scenario as load_gpu_scenario
 
 from .config import AlertingConfig
 from .dispatch import Notification
@@ -33,7 +36,8 @@ from .rules import Group
 from .service import AlertingService
 from .tsdb import MISSING, expand_values, parse_exposition, parse_series_selector
 
-GPU_SCENARIO_DIR = Path(__file__).resolve().parents[1] / "sidecar" / "gpu" / "scenarios"
+GPU_SCENARIO_DIR = SCENARIO_DIR  # the bundled GPU simulation scenarios
+ALERT_SCENARIO_DIR = Path(__file__).parent / "scenarios"  # the bundled alert scenarios
 DEFAULT_START = 1_767_258_000.0  # 2026-01-01T09:00:00Z: a fixed, reproducible virtual start
 
 
@@ -65,9 +69,7 @@ class Scenario:
         longest = max((len(s.values) for s in self.series), default=0) * self.interval_s
         gpu = 0.0
         if self.gpu_scenario is not None:
-            from sidecar.gpu.sim import load_scenario
-
-            gpu = float(load_scenario(self.gpu_scenario).duration or 0)
+            gpu = float(load_gpu_scenario(self.gpu_scenario).duration or 0)
         return max(longest, gpu, self.interval_s)
 
 
@@ -169,8 +171,6 @@ def _scenario(doc: YamlDocument, base: Path) -> Scenario:
 def _gpu_only(doc: YamlDocument) -> Scenario:
     """A GPU simulation scenario on its own: checked here (problems name this file), replayed from
     a copy."""
-    from sidecar.gpu.sim import scenario_from
-
     scenario_from(doc, doc.source)
     tmp = Path(tempfile.mkdtemp(prefix="custos-replay-")) / "gpu.yaml"
     tmp.write_text(yaml.safe_dump(doc.data))
@@ -268,9 +268,6 @@ class Replay:
         self._gpu: Any = None
         self._gpu_next = scenario.start
         if scenario.gpu_scenario is not None:
-            from sidecar.gpu.collector import GpuCollector
-            from sidecar.gpu.sim import SimulatedNvml
-
             nvml = SimulatedNvml(scenario.gpu_scenario, clock=lambda: self.now, start=scenario.start)
             self._gpu = GpuCollector(nvml, source="simulation", interval_s=scenario.gpu_sample_interval_s)
         for s in scenario.silences:

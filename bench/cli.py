@@ -39,7 +39,7 @@ def _run_proxy(args: argparse.Namespace) -> int:
 
     parse_connections(args.connections)  # bad input: one line, exit 2, before any tool check
     if args.duration < 1:
-        from sidecar.cli import UsageError
+        from custos.errors import UsageError
 
         raise UsageError(f"--duration {args.duration}: expected a positive number of seconds")
     return main(args)
@@ -51,7 +51,7 @@ def _run_stream(args: argparse.Namespace) -> int:
 
     parse_connections(args.connections)  # bad input: one line, exit 2, before any tool check
     if args.duration < 1 or args.events < 3:
-        from sidecar.cli import UsageError
+        from custos.errors import UsageError
 
         raise UsageError("--duration must be >= 1 second and --events >= 3 (role, tokens, finish)")
     return main(args)
@@ -61,7 +61,7 @@ def _run_breakdown(args: argparse.Namespace) -> int:
     from bench.request_breakdown import main
 
     if args.requests < 1 or args.warmup < 0:
-        from sidecar.cli import UsageError
+        from custos.errors import UsageError
 
         raise UsageError("--requests must be >= 1 and --warmup >= 0")
     return main(args)

@@ -16,8 +16,8 @@ import statistics
 import sys
 import time
 
-from sidecar.gpu.collector import GpuCollector
-from sidecar.gpu.sim import SimulatedNvml, parse_scenario
+from gpu.collector import GpuCollector
+from gpu.sim import SimulatedNvml, parse_scenario
 
 
 def scenario(gpus: int) -> dict:

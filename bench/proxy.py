@@ -190,7 +190,7 @@ def litellm_bin() -> Path | None:
 
 def parse_connections(text: str) -> list[int]:
     """``--connections 1,32``: positive whole numbers, comma-separated; ``UsageError`` otherwise."""
-    from sidecar.cli import UsageError
+    from custos.errors import UsageError
 
     out = []
     for part in text.split(","):

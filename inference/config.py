@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from sidecar.section import Section
+from custos.section import Section
 
 _HUMAN_INT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
 # As vLLM reads them: lower case is decimal (16k = 16000), upper case binary (16K = 16384).

@@ -838,3 +838,16 @@ def build_engine(
     if on_loaded:
         on_loaded(engine)
     return engine
+
+
+# Below this many parameters a forward pass is too small to split across threads: the threads' sync
+# cost dominates, and on a busy machine their spin-waits make each step many times slower.
+_SMALL_MODEL_PARAMS = 50_000_000
+
+
+def cpu_threads(configured: int | None, model: Any) -> int:
+    """torch CPU threads: as configured; otherwise 1 for tiny models, torch's default for real ones."""
+    if configured:
+        return configured
+    params = sum(p.numel() for p in model.parameters())
+    return 1 if params < _SMALL_MODEL_PARAMS else torch.get_num_threads()

@@ -28,6 +28,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,24 +152,10 @@ def parse_conversation(doc: Any) -> list[dict[str, str]]:
     return messages
 
 
-def _redactor() -> Any:
-    from sidecar.redaction.engine import Redactor
-    from sidecar.redaction.policy import Policy
-
-    # The default policy replaces values with placeholders (<EMAIL_1>); a hash key is needed only by
-    # the hash operator, so a throwaway one does.
-    return Redactor(Policy(), os.urandom(32))
-
-
-def redact_messages(messages: list[dict[str, str]], redactor: Any, counts: dict[str, int]) -> None:
-    """Redact every message's content in place; one pseudonym session per conversation."""
-    from sidecar.redaction.operators import Session
-
-    session = Session()
-    for message in messages:
-        message["content"] = redactor.redact(message["content"], session)
-    for type_, n in session.counts.items():
-        counts[type_] = counts.get(type_, 0) + n
+# Redacts one conversation's message contents in place and returns what it found, by entity type.
+# The caller supplies it (the CLI: the sidecar's default redaction policy), so training does not
+# depend on the proxy: ``sidecar.redaction.conversation.conversation_redactor``.
+RedactConversation = Callable[[list[dict[str, str]]], dict[str, int]]
 
 
 def tokenize_conversation(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
@@ -194,9 +181,10 @@ def tokenize_conversation(tokenizer: Any, messages: list[dict[str, str]]) -> tup
     return ids, labels
 
 
-def load_dataset(path: Path, tokenizer: Any, *, max_length: int, redact: bool) -> Dataset:
+def load_dataset(
+    path: Path, tokenizer: Any, *, max_length: int, redact: RedactConversation | None
+) -> Dataset:
     raw = path.read_bytes()
-    redactor = _redactor() if redact else None
     examples: list[Example] = []
     problems: list[tuple[int, str]] = []
     counts: dict[str, int] = {}
@@ -211,8 +199,9 @@ def load_dataset(path: Path, tokenizer: Any, *, max_length: int, redact: bool) -
             continue
         try:
             messages = parse_conversation(doc)
-            if redactor is not None:
-                redact_messages(messages, redactor, counts)
+            if redact is not None:
+                for type_, n in redact(messages).items():
+                    counts[type_] = counts.get(type_, 0) + n
             ids, labels = tokenize_conversation(tokenizer, messages)
         except ValueError as exc:
             problems.append((number, str(exc)))
@@ -313,8 +302,9 @@ def _check_out(options: TrainOptions) -> Path | None:
     return None
 
 
-def train(options: TrainOptions) -> TrainResult:
-    """Fine-tune a LoRA adapter; raises LoraError on bad input (never a traceback for the user)."""
+def train(options: TrainOptions, redact_conversation: RedactConversation | None = None) -> TrainResult:
+    """Fine-tune a LoRA adapter; raises LoraError on bad input (never a traceback for the user).
+    ``redact_conversation`` is required when ``options.redact`` (the default)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -348,7 +338,10 @@ def train(options: TrainOptions) -> TrainResult:
     if not getattr(tokenizer, "is_fast", False):
         raise LoraError(f"--base: {str(base)!r} needs a fast tokenizer (tokenizer.json) for offsets")
 
-    data = load_dataset(options.data, tokenizer, max_length=options.max_length, redact=options.redact)
+    if options.redact and redact_conversation is None:
+        raise ValueError("TrainOptions.redact needs a redact_conversation")
+    redact = redact_conversation if options.redact else None
+    data = load_dataset(options.data, tokenizer, max_length=options.max_length, redact=redact)
     if data.problems and not options.skip_invalid:
         for number, why in data.problems[:_MAX_REPORTED]:
             print(f"{options.data}:{number}: {why}", file=sys.stderr)
@@ -368,7 +361,7 @@ def train(options: TrainOptions) -> TrainResult:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True, dtype=dtype)
     if device == "cpu":
-        from .cli import cpu_threads
+        from .engine import cpu_threads
 
         torch.set_num_threads(cpu_threads(None, model))
     targets = resolve_target_modules(model, options.target_modules)

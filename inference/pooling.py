@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import Any
 
-from sidecar.errors import bad_request
+from custos.errors import bad_request
 
 from .protocol import PoolingRequest, RerankRequest, ScoreRequest
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sidecar.errors import ProxyError, bad_request
+from custos.errors import ProxyError, bad_request
 
 from .sampling import SamplingParams
 

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sidecar.errors import ProxyError, bad_request, error_body
+from custos.errors import ProxyError, bad_request, error_body
 
 from .engine import AdapterError, Delta, Engine, EngineError, Failure, RequestSink, Sequence, TokenLogprob
 from .pooling import (
@@ -163,7 +163,7 @@ class EngineServer:
         return Response(b"", status_code=200)
 
     async def version(self, request: Request) -> Response:
-        from sidecar import __version__
+        from custos import __version__
 
         return _json({"version": __version__, "engine": "custos-transformers"})
 

@@ -1,3 +1,5 @@
 """Custos sidecar: a transparent OpenAI-compatible proxy with compliance stages."""
 
-__version__ = "0.1.0"
+from custos import __version__
+
+__all__ = ["__version__"]

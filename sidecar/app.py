@@ -31,12 +31,13 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from custos.errors import ProxyError, bad_request
+
 from . import httpproto
 from .clientip import parse_networks, resolve_client_ip
 from .config import Config, load_config
 from .context import RequestContext, proxied
 from .endpoints import disabled_paths, not_enabled
-from .errors import ProxyError, bad_request
 from .forward import Receive, Send, UpstreamClient, strip_hop_by_hop
 from .pipeline import Pipeline, Terminal, build_stages, send_error
 from .stage import Stage

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from custos.errors import ConfigError, UsageError
 
 # Modules with a ``register(subparsers)`` function, one per feature.
 COMMAND_MODULES: list[str] = [
@@ -31,14 +31,10 @@ COMMAND_MODULES: list[str] = [
     "sidecar.commands.completion",
     "sidecar.commands.tls",
     "sidecar.commands.keys",
-    "alerting.cli",
-    "inference.cli",
+    "sidecar.commands.alerts",
+    "sidecar.commands.inference",
 ]
 BENCH_HELP = "run a benchmark from bench/ (source checkout only)"
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed without a traceback, exit code 2."""
 
 
 class CustosArgumentParser(argparse.ArgumentParser):

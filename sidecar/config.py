@@ -21,18 +21,19 @@ import yaml
 from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 
 from alerting.config import AlertingConfig
+from custos.errors import ConfigError
+from custos.section import Section
 from custos.yamlfile import FileError, Problem, YamlDocument, read_yaml
+from gpu.config import GpuConfig
 from inference.config import InferenceConfig
 
 from .audit.config import AuditConfig
 from .auth.config import AuthConfig
 from .cpus import usable_cpus
 from .endpoints import EndpointsConfig
-from .gpu.config import GpuConfig
 from .metrics.config import MetricsConfig
 from .rbac.config import RbacConfig
 from .redaction.config import RedactionConfig
-from .section import Section
 from .tls import TLSConfig
 from .tracing.config import TracingConfig
 
@@ -168,11 +169,6 @@ class Config(Section):
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
-
-
-class ConfigError(Exception):
-    """A configuration problem, already phrased for a human: from a file, one
-    ``file:line:col: field: problem`` line per problem (custos.yamlfile)."""
 
 
 def _parse_scalar(raw: str) -> Any:

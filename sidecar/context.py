@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from .errors import ProxyError, bad_request
+from custos.errors import ProxyError, bad_request
+
 from .multipart import Form, parse_form
 from .sse import SSEEvents
 

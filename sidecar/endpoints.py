@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .errors import ProxyError
-from .section import Section
+from custos.errors import ProxyError
+from custos.section import Section
 
 
 class EndpointsConfig(Section):

@@ -18,9 +18,10 @@ from typing import Any
 import aiohttp
 import orjson
 
+from custos.errors import ProxyError
+
 from .config import UpstreamConfig
 from .context import RequestContext
-from .errors import ProxyError
 from .stage import ResponseFilter
 
 ResponseEnd = Callable[[RequestContext], Awaitable[None]]

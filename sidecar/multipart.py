@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-from .errors import ProxyError, bad_request
+from custos.errors import ProxyError, bad_request
 
 # RFC 2046 section 5.1.1: 1 to 70 of these characters, not ending with a space.
 _BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")

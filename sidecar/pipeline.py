@@ -16,9 +16,10 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from custos.errors import ProxyError
+
 from .config import Config
 from .context import RequestContext
-from .errors import ProxyError
 from .forward import Receive, ResponseEnd, Send, UpstreamClient
 from .stage import ResponseFilter, Stage, StageEnv
 
@@ -38,7 +39,7 @@ STAGES: list[StageEntry] = [
     ("sidecar.stages.redact:build", "redaction"),
     ("sidecar.stages.observe:build", None),
     ("sidecar.stages.audit:build", "audit"),
-    ("alerting.stage:build", "alerting"),
+    ("sidecar.stages.alerting:build", "alerting"),
 ]
 
 StageSpan = Callable[[RequestContext, str], AbstractContextManager[Any]]

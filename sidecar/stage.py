@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from gpu.config import GpuConfig
+
     from .config import Config
     from .context import RequestContext
-    from .gpu.config import GpuConfig
 
 
 @dataclass(frozen=True, slots=True)

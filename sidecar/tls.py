@@ -28,7 +28,7 @@ from cryptography import x509
 from prometheus_client import Gauge
 from pydantic import Field, model_validator
 
-from .section import Section
+from custos.section import Section
 
 log = logging.getLogger("custos.tls")
 

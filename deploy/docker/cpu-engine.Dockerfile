@@ -19,6 +19,7 @@ RUN /opt/custos/bin/pip install --no-cache-dir -r /tmp/requirements.txt \
         "transformers==${TRANSFORMERS_VERSION}" "tokenizers>=0.20,<0.21" "safetensors==0.4.5"
 COPY pyproject.toml README.md ./
 COPY custos ./custos
+COPY gpu ./gpu
 COPY sidecar ./sidecar
 COPY inference ./inference
 COPY alerting ./alerting

@@ -12,6 +12,7 @@ COPY deploy/docker/sidecar-requirements.txt /tmp/requirements.txt
 RUN /opt/custos/bin/pip install --no-cache-dir -r /tmp/requirements.txt
 COPY pyproject.toml README.md ./
 COPY custos ./custos
+COPY gpu ./gpu
 COPY sidecar ./sidecar
 COPY inference ./inference
 COPY alerting ./alerting

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from ..section import Section
+from custos.section import Section
 
 
 class ElasticsearchConfig(Section):

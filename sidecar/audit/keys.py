@@ -19,7 +19,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..keyfile import create_secret_file
+from custos.keyfile import create_secret_file
+
 from .canonical import canonical, utc_iso
 
 log = logging.getLogger("custos.audit")
@@ -217,9 +218,8 @@ def rotate_signing_key(path: Path, *, older_than_s: float | None = None) -> tupl
     checkpoints still verify) and a new key takes its place, atomically. Running sidecars sign their
     next checkpoints with the new key. Returns (old, new) key ids; None when ``older_than_s`` is given
     and the key in place is younger (another process rotated it first). Serialized by a lock file."""
+    from custos.keyfile import replace_file
     from custos.statefiles import exclusive_lock
-
-    from ..keyfile import replace_file
 
     path = Path(path).expanduser()
     with exclusive_lock(path.parent / ".rotate.lock"):

@@ -40,7 +40,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..apiutil import (
+from custos.apiutil import (
     ApiError,
     ErrorGuard,
     ErrorResponse,
@@ -49,6 +49,7 @@ from ..apiutil import (
     new_api,
     request_path,
 )
+
 from .compression import is_compressed, open_segment, segment_size
 from .query import dig
 from .spool import chain_dirs, list_segments

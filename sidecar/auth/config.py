@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, HttpUrl, field_validator, model_validator
 
-from ..section import Section
+from custos.section import Section
 
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")

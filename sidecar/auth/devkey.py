@@ -19,7 +19,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from ..keyfile import create_secret_file
+from custos.keyfile import create_secret_file
 
 DEV_ISSUER = "custos-dev"
 KEY_DIR = "keys"
@@ -81,9 +81,8 @@ def rotate(
     """Retire the current dev key (accepted for ``overlap_s`` more) and make a new one. Returns the
     (old, new) key ids, or None when ``older_than_s`` is given and the key in place is younger (another
     process rotated first). Serialized across processes by a lock file."""
+    from custos.keyfile import replace_file
     from custos.statefiles import exclusive_lock
-
-    from ..keyfile import replace_file
 
     now = time.time() if now is None else now
     path = dev_key_path(state_dir, algorithm)

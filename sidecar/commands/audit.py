@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from ..cli import UsageError
+from custos.errors import UsageError
+
 from ..config import Config, load_config
 
 
@@ -275,8 +276,9 @@ def record_verification(spool_dir: Path, source: str, report: Any) -> None:
     """Keep the outcome beside this sidecar's spool, for operators' views (``custos top`` reads it
     through ``/admin/audit/recent``). A spool that does not exist here (verifying a copy on another
     machine) records nothing."""
+    from custos.keyfile import replace_file
+
     from ..audit.recent import LAST_VERIFY
-    from ..keyfile import replace_file
 
     if not spool_dir.is_dir():
         return

@@ -19,7 +19,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import SecretBytes, SecretStr
 
-from ..config import ENV_CONFIG_PATH, Config, ConfigError, env_overrides, load_config
+from custos.errors import ConfigError
+from sidecar.config import ENV_CONFIG_PATH, Config, env_overrides, load_config
 
 MASK = "****"
 

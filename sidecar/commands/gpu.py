@@ -31,14 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from ..cli import UsageError
-    from ..gpu.collector import GpuCollector
-    from ..gpu.nvml_api import real_nvml
+    from custos.errors import UsageError
+    from gpu.collector import GpuCollector
+    from gpu.nvml_api import real_nvml
 
     if args.at < 0:
         raise UsageError(f"--at: {args.at} is negative; scenario time starts at 0")
     if args.sim:
-        from ..gpu.sim import SimulatedNvml, load_scenario
+        from gpu.sim import SimulatedNvml, load_scenario
 
         nvml = SimulatedNvml(load_scenario(args.sim), clock=lambda: 0.0, time_offset=args.at)
         collector = GpuCollector(nvml, source="simulation", names=args.names)
@@ -59,7 +59,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_scenarios(args: argparse.Namespace) -> int:
-    from ..gpu.sim import SCENARIO_DIR, load_scenario
+    from gpu.sim import SCENARIO_DIR, load_scenario
 
     for path in sorted(SCENARIO_DIR.glob("*.yaml")):
         sc = load_scenario(path)

@@ -16,7 +16,8 @@ import datetime
 import time
 from typing import Any
 
-from ..config import ConfigError, load_config
+from custos.errors import ConfigError
+from sidecar.config import load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:

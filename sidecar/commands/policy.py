@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(path: str | Path):
-    from ..cli import UsageError
+    from custos.errors import UsageError
+
     from ..rbac.policy import PolicyError, load_policy_file
 
     try:
@@ -52,7 +53,8 @@ def run_check(args: argparse.Namespace) -> int:
 def run_explain(args: argparse.Namespace) -> int:
     import ipaddress
 
-    from ..cli import UsageError
+    from custos.errors import UsageError
+
     from ..config import load_config
     from ..rbac.decide import decide
     from ..rbac.routes import RouteTable

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli import UsageError
+from custos.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -53,7 +53,7 @@ def run_serve(args: argparse.Namespace) -> int:
         os.environ["CUSTOS_CONFIG"] = os.path.abspath(args.config)
     if getattr(args, "gpu_sim", None):
         # Workers read it as a config override; the scenario is checked here first (exit 2 when bad).
-        from ..gpu.sim import load_scenario, resolve_scenario
+        from gpu.sim import load_scenario, resolve_scenario
 
         os.environ["CUSTOS_GPU__SIMULATION"] = resolve_scenario(args.gpu_sim)
         load_scenario(args.gpu_sim)
@@ -75,8 +75,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)  # again: --gpu-sim may have added an override
     if config.audit.enabled:
+        from custos.errors import ConfigError
+
         from ..audit.keys import KeyError_, check_signing_key
-        from ..config import ConfigError
 
         try:  # a configured audit signing key that is missing or broken: exit 2 now, never a new key
             check_signing_key(
@@ -87,7 +88,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if server.tls.enabled:
         import ssl
 
-        from ..config import ConfigError
+        from custos.errors import ConfigError
+
         from ..tls import build_context
 
         try:  # a certificate and key that do not load fail now (exit 2), not inside a worker

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
-from ..keyfile import replace_file
+from custos.errors import ConfigError
+from custos.keyfile import replace_file
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 

@@ -32,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_token(args: argparse.Namespace) -> int:
+    from custos.errors import UsageError
+
     from ..auth import devkey
-    from ..cli import UsageError
 
     try:
         ttl = int(args.ttl)

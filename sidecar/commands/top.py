@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _token(args: argparse.Namespace) -> str | None:
-    from ..cli import UsageError
+    from custos.errors import UsageError
 
     if args.token is not None and args.token_file is not None:
         raise UsageError("give --token or --token-file, not both")
@@ -56,7 +56,7 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def _interval(text: str) -> float:
-    from ..cli import UsageError
+    from custos.errors import UsageError
 
     try:
         value = float(text)
@@ -70,7 +70,8 @@ def _interval(text: str) -> float:
 def _first_poll(poller, url: str, has_token: bool) -> None:
     """The first read decides whether there is anything to show: an unreachable sidecar, a refused
     token or a server that is not a sidecar are bad input (exit 2), not an empty screen."""
-    from ..cli import UsageError
+    from custos.errors import UsageError
+
     from ..top.client import why_not
 
     reply = poller.poll()["metrics"]
@@ -85,7 +86,7 @@ def _first_poll(poller, url: str, has_token: bool) -> None:
 
 
 def run_top(args: argparse.Namespace) -> int:
-    from ..cli import UsageError
+    from custos.errors import UsageError
 
     try:
         import rich  # noqa: F401

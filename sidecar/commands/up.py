@@ -17,7 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..cli import UsageError
+from custos.errors import UsageError
+
 from ..config import Config, load_config
 
 

@@ -37,7 +37,8 @@ from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
-from ..apiutil import ApiError, ErrorResponse, new_api, scope_identity
+from custos.apiutil import ApiError, ErrorResponse, new_api, scope_identity
+
 from ..audit.config import AuditConfig
 from ..audit.query import Filter, QueryError, dig, parse_statuses, parse_time, search_es_page
 from .index import SpoolIndex

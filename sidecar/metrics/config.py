@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..section import Section
+from custos.section import Section
 
 
 class MetricsConfig(Section):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from ..section import Section
+from custos.section import Section
 
 
 def default_policy_file() -> Path:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
-from ..section import Section
+from custos.section import Section
+
 from .policy import load_policy
 
 

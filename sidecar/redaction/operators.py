@@ -13,7 +13,8 @@ import os
 import re
 from pathlib import Path
 
-from ..keyfile import create_secret_file
+from custos.keyfile import create_secret_file
+
 from .policy import EntityRule
 
 _DIGIT_TYPES = frozenset(

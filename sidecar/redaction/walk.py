@@ -24,7 +24,8 @@ from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-from ..errors import ProxyError, bad_request
+from custos.errors import ProxyError, bad_request
+
 from ..multipart import OCTET_STREAM, Form, form_bool
 
 Redact = Callable[[str], str]

@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from custos.errors import ProxyError
+
 from ..audit import metrics
 from ..audit.config import AuditConfig
 from ..audit.record import TextCapture, build_record, fallback_record, input_chars, prompt_text
@@ -36,7 +38,6 @@ from ..audit.retention import describe as describe_retention
 from ..audit.spool import SpoolError
 from ..audit.trail import RETRY_AFTER_ERROR_S, AuditTrail
 from ..context import RequestContext
-from ..errors import ProxyError
 from ..stage import ResponseFilter, Stage, StageEnv
 
 log = logging.getLogger("custos.audit")

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from custos.errors import ConfigError, unauthorized
+
 from ..auth import devkey
 from ..auth.config import AuthConfig
 from ..auth.keys import JwksSource, KeyError_, static_keys
 from ..auth.verifier import AuthFailure, TokenVerifier
-from ..config import ConfigError
 from ..context import Identity, RequestContext
-from ..errors import unauthorized
 from ..stage import Stage, StageEnv
 
 log = logging.getLogger("custos.auth")

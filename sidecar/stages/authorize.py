@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from ..config import ConfigError
+from custos.errors import ConfigError, ProxyError, bad_request, forbidden
+
 from ..context import Decision, RequestContext
-from ..errors import ProxyError, bad_request, forbidden
 from ..rbac.config import RbacConfig
 from ..rbac.decide import Grant, decide
 from ..rbac.permissions import model_name_error

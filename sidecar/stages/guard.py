@@ -27,8 +27,9 @@ from collections.abc import Callable
 
 from prometheus_client import Counter
 
+from custos.errors import ProxyError
+
 from ..context import RequestContext
-from ..errors import ProxyError
 from ..rbac.config import RbacConfig
 from ..rbac.limiter import RedisLimiter
 from ..stage import Stage, StageEnv

@@ -16,7 +16,8 @@ from ..metrics.labels import BoundedLabel, ClosedLabel
 from ..stage import Stage, StageEnv
 
 if TYPE_CHECKING:
-    from ..gpu.config import GpuConfig
+    from gpu.config import GpuConfig
+
     from ..metrics.config import MetricsConfig
 
 log = logging.getLogger("custos.metrics")
@@ -62,10 +63,11 @@ class MetricsStage(Stage):
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def startup(self, app: Any) -> None:
-        from ..gpu.collector import start_from_config
-        from ..metrics.render import build_renderer
+        from gpu.collector import start_from_config
 
-        self._gpu = start_from_config(self.gpu_config)
+        from ..metrics.render import build_renderer, multiprocess_dir
+
+        self._gpu = start_from_config(self.gpu_config, shared_dir=multiprocess_dir())
         extra = [self._gpu.exposition] if self._gpu is not None else []
         app.render_metrics = build_renderer(extra)
 

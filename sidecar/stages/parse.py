@@ -3,8 +3,9 @@ model and the stream flag."""
 
 from __future__ import annotations
 
+from custos.errors import bad_request
+
 from ..context import FORM_ROUTES, INFERENCE_ROUTES, RequestContext
-from ..errors import bad_request
 from ..multipart import form_bool
 from ..stage import Stage, StageEnv
 

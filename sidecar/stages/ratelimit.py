@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 
+from custos.errors import ProxyError
+
 from ..context import RequestContext
-from ..errors import ProxyError
 from ..rbac.config import RbacConfig
 from ..rbac.limiter import LocalLimiter, Outcome, RedisLimiter
 from ..rbac.policy import RateLimit

@@ -37,8 +37,9 @@ from urllib.parse import unquote, unquote_plus
 
 import orjson
 
+from custos.errors import ProxyError, bad_request
+
 from ..context import FORM_ROUTES, RequestContext, proxied
-from ..errors import ProxyError, bad_request
 from ..multipart import Form
 from ..redaction.config import RedactionConfig
 from ..redaction.engine import Redactor

@@ -8,7 +8,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from ..cli import UsageError
+from custos.errors import UsageError
 
 # name -> (path, permission the built-in route table asks for)
 ENDPOINTS: dict[str, tuple[str, str]] = {

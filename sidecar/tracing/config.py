@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..section import Section
+from custos.section import Section
 
 
 class TracingConfig(Section):

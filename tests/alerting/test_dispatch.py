@@ -295,7 +295,7 @@ def test_time_interval_fields() -> None:
     ],
 )
 def test_config_errors_name_field_and_reason(section: dict, message: str) -> None:
-    from sidecar.config import ConfigError
+    from custos.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message) as info:
         _load(section)

@@ -1,4 +1,4 @@
-"""GPU rules end to end: the GPU simulation (sidecar/gpu) drives the real collector, the default
+"""GPU rules end to end: the GPU simulation (gpu/) drives the real collector, the default
 rules, the routing tree and a WeCom receiver posting to a real local HTTP server, on a virtual clock
 (40 minutes replayed in seconds)."""
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 
+from custos.errors import ProxyError
 from sidecar.audit.chain import Chain
 from sidecar.audit.config import AuditConfig
 from sidecar.audit.keys import load_public_key
@@ -15,7 +16,6 @@ from sidecar.audit.record import FIELD_LIMITS, build_record, fallback_record
 from sidecar.audit.trail import AuditTrail
 from sidecar.audit.verify import Report, load_path, verify
 from sidecar.context import Decision, Identity
-from sidecar.errors import ProxyError
 
 from .helpers import make_ctx, spool_records
 

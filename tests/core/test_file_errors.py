@@ -11,9 +11,10 @@ import pytest
 from alerting.replay import ScenarioError as ReplayScenarioError
 from alerting.replay import load_scenario as load_replay_scenario
 from alerting.rules import RuleError, load_rule_files
-from sidecar.config import ConfigError, load_config
-from sidecar.gpu.sim import ScenarioError as GpuScenarioError
-from sidecar.gpu.sim import read_scenario
+from custos.errors import ConfigError
+from gpu.sim import ScenarioError as GpuScenarioError
+from gpu.sim import read_scenario
+from sidecar.config import load_config
 from sidecar.rbac.policy import PolicyError as RbacPolicyError
 from sidecar.rbac.policy import load_policy_file
 from sidecar.redaction.policy import PolicyError as RedactionPolicyError

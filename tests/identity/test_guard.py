@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from custos.errors import ProxyError, unauthorized
 from sidecar.config import Config
 from sidecar.context import RequestContext
-from sidecar.errors import ProxyError, unauthorized
 from sidecar.rbac.limiter import RedisLimiter
 from sidecar.stage import Stage, StageEnv
 from sidecar.stages import guard

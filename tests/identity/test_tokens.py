@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from custos.errors import ConfigError
 from sidecar.auth.verifier import AuthFailure, TokenVerifier
-from sidecar.config import Config, ConfigError
+from sidecar.config import Config
 from sidecar.stages.authenticate import build_verifier
 from tests.identity.support import new_key, public_pem, sign, write_public
 

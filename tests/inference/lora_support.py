@@ -7,6 +7,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from sidecar.redaction.conversation import conversation_redactor
+
 SYSTEM = "You are the Custos helpdesk."
 ANSWER = "Please contact the compliance desk."
 TOPICS = [
@@ -57,7 +59,8 @@ def train_adapter(base: Path, data: Path, out: Path, **overrides: Any):
         "device": "cpu",
     }
     settings.update(overrides)
-    return train(TrainOptions(base=base, data=data, out=out, **settings))
+    options = TrainOptions(base=base, data=data, out=out, **settings)
+    return train(options, conversation_redactor() if options.redact else None)
 
 
 def chat_body(model: str, question: str, **extra: Any) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def core(request, tiny_model_dir: Path, tmp_path_factory):
     model_dir = tiny_model_dir
     if request.param != "llama":
         model_dir = _variant(tiny_model_dir, tmp_path_factory.mktemp(request.param), request.param)
-    torch.set_num_threads(1)  # as the engine runs tiny models (see inference.cli.cpu_threads)
+    torch.set_num_threads(1)  # as the engine runs tiny models (see inference.engine.cpu_threads)
     model, tok, device = load_model(model_dir, "cpu", "auto")
     engine = Engine(model, tok, device, model_name=request.param, max_batch_tokens=4096, max_batch_size=8)
     engine.start()

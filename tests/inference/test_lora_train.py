@@ -77,6 +77,7 @@ def test_redaction_on_by_default_and_no_redact(tmp_path: Path, tiny_model_dir: P
     from transformers import AutoTokenizer
 
     from inference.lora import load_dataset
+    from sidecar.redaction.conversation import conversation_redactor
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     data = tmp_path / "pii.jsonl"
@@ -84,11 +85,11 @@ def test_redaction_on_by_default_and_no_redact(tmp_path: Path, tiny_model_dir: P
         json.dumps(conversation("Mail bob@example.com or call +1 415 555 0100.", "Mailing bob@example.com."))
         + "\n"
     )
-    redacted = load_dataset(data, tok, max_length=512, redact=True)
+    redacted = load_dataset(data, tok, max_length=512, redact=conversation_redactor())
     text = tok.decode(redacted.examples[0].input_ids)
     assert "bob@example.com" not in text and "<EMAIL_1>" in text and "<PHONE_1>" in text
     assert redacted.redactions == {"EMAIL": 2, "PHONE": 1}
-    plain = load_dataset(data, tok, max_length=512, redact=False)
+    plain = load_dataset(data, tok, max_length=512, redact=None)
     assert "bob@example.com" in tok.decode(plain.examples[0].input_ids) and plain.redactions == {}
 
     out = tmp_path / "adapter"

@@ -15,9 +15,10 @@ import pytest
 import yaml
 
 from bench.procs import ManagedProcess, custos_cmd, free_port, wait_http
+from custos.errors import ConfigError
 from inference.config import InferenceConfig
 from inference.vllm import build_vllm_command, exit_status
-from sidecar.config import ConfigError, load_config
+from sidecar.config import load_config
 
 
 def flag(cmd: list[str], name: str) -> str:

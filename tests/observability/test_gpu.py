@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from bench.procs import ManagedProcess, custos_cmd, free_port, wait_http
-from sidecar.config import ConfigError
-from sidecar.gpu.collector import GpuCollector
-from sidecar.gpu.sim import SCENARIO_DIR, SimulatedNvml, load_scenario
+from custos.errors import ConfigError
+from gpu.collector import GpuCollector
+from gpu.sim import SCENARIO_DIR, SimulatedNvml, load_scenario
 
 from .promtext import Scrape, scrape
 

@@ -13,7 +13,7 @@ import yaml
 
 from bench.procs import ManagedProcess, free_port, wait_http
 from bench.stack import TEST_ROLE, mint_token
-from sidecar.gpu.sim import SCENARIO_DIR
+from gpu.sim import SCENARIO_DIR
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 

@@ -52,16 +52,18 @@ class ExtraScope:
 
 EXTRA_SCOPES: dict[str, ExtraScope] = {
     # The CPU engine (`custos inference serve`) and LoRA training. The engine's own modules load torch;
-    # inference/cli.py is registered by every `custos`, tiny.py gives `custos up` the model path, and
-    # lora.py is loaded by the CLI: those three import torch, transformers and peft inside functions.
+    # sidecar/commands/inference.py is registered by every `custos`, tiny.py gives `custos up` the model
+    # path, and lora.py is loaded by the CLI: those import torch, transformers and peft inside functions.
     "inference": ExtraScope(
         at_import=frozenset(
             f"inference/{name}.py"
             for name in ("engine", "sampling", "protocol", "pooling", "responses", "server", "sse")
         ),
-        in_functions=frozenset({"inference/cli.py", "inference/lora.py", "inference/tiny.py"}),
+        in_functions=frozenset(
+            {"sidecar/commands/inference.py", "inference/lora.py", "inference/tiny.py"}
+        ),
     ),
-    # NVML: only behind an ImportError guard (sidecar/gpu/nvml_api.py has a stand-in without it).
+    # NVML: only behind an ImportError guard (gpu/nvml_api.py has a stand-in without it).
     "gpu": ExtraScope(),
     # vLLM runs as its own process (inference/vllm.py): never imported.
     "vllm": ExtraScope(),

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench.procs import custos_cmd
-from sidecar.config import ConfigError, load_config
+from custos.errors import ConfigError
+from sidecar.config import load_config
 
 
 def test_defaults_serve_the_embedded_setup() -> None:

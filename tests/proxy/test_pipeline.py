@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from bench.stack import TINY_MODEL_NAME
+from custos.errors import ProxyError
 from sidecar.app import CustosApp
 from sidecar.config import load_config
 from sidecar.context import RequestContext
-from sidecar.errors import ProxyError
 from sidecar.stage import ResponseFilter, Stage
 from sidecar.stages.observe import ObserveStage
 from sidecar.stages.parse import ParseStage

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from custos.errors import ConfigError
 from sidecar import cpus
 from sidecar.commands.serve import _workers
-from sidecar.config import ConfigError, load_config
+from sidecar.config import load_config
 
 
 def test_auto_is_the_usable_cores(tmp_path: Path) -> None:

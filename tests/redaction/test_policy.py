@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.config import ConfigError, load_config
+from custos.errors import ConfigError
+from sidecar.config import load_config
 from sidecar.redaction.engine import Redactor
 from sidecar.redaction.operators import Session, load_hash_key
 from sidecar.redaction.policy import Policy, PolicyError, load_policy, parse_policy

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sidecar.errors import ProxyError
+from custos.errors import ProxyError
 from sidecar.redaction.engine import Redactor
 from sidecar.redaction.operators import Session
 from sidecar.redaction.policy import load_policy

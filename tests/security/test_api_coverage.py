@@ -476,7 +476,7 @@ def test_endpoints_config_defaults_and_env() -> None:
     env = {"CUSTOS_ENDPOINTS__POOLING": "true", "CUSTOS_ENDPOINTS__SCORE": "false"}
     cfg = load_config(environ=env).endpoints
     assert cfg.pooling is True and cfg.score is False
-    from sidecar.config import ConfigError
+    from custos.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"endpoints\.rerank: unknown option"):
         load_config(environ={"CUSTOS_ENDPOINTS__RERANK": "true"})

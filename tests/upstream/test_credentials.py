@@ -18,7 +18,8 @@ from cryptography.x509.oid import NameOID
 
 from bench.stack import Sidecar
 from bench.upstream import RecordingUpstream
-from sidecar.config import ConfigError, load_config
+from custos.errors import ConfigError
+from sidecar.config import load_config
 
 CHAT = {"model": "custos-tiny", "messages": [{"role": "user", "content": "hi"}]}
 

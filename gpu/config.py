@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ..section import Section
+from custos.section import Section
 
 
 class GpuConfig(Section):

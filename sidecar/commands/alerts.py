@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from sidecar.cli import UsageError
+from custos.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -113,7 +113,7 @@ def _target_args(p: argparse.ArgumentParser) -> None:
 
 # -- export / check ---------------------------------------------------------------------------------
 def _load_groups(files: list[str] | None) -> Any:
-    from .rules import RuleError, load_rule_files
+    from alerting.rules import RuleError, load_rule_files
 
     try:
         return load_rule_files(files or None)
@@ -122,7 +122,7 @@ def _load_groups(files: list[str] | None) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .rules import export
+    from alerting.rules import export
 
     groups = _load_groups(args.rules)
     labels = {}
@@ -136,11 +136,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import promql
-    from .rules import rule_count
+    from alerting import promql
+    from alerting.rules import rule_count
 
     if args.files:
-        from .rules import resolve_rule_files
+        from alerting.rules import resolve_rule_files
 
         if not resolve_rule_files(args.files):
             raise UsageError(f"{', '.join(args.files)}: no rule files there (*.yaml, *.yml)")
@@ -163,9 +163,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # -- test (replay) ----------------------------------------------------------------------------------
 def _alerting_config(path: str | None) -> Any:
+    from alerting.config import AlertingConfig
     from sidecar.config import load_config
-
-    from .config import AlertingConfig
 
     if path:
         return load_config(path).alerting
@@ -173,7 +172,7 @@ def _alerting_config(path: str | None) -> Any:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from .replay import Replay, ScenarioError, format_events, load_scenario
+    from alerting.replay import Replay, ScenarioError, format_events, load_scenario
 
     cfg = _alerting_config(args.config)
     groups = _load_groups(args.rules or cfg.rules or None)
@@ -194,7 +193,7 @@ def cmd_test(args: argparse.Namespace) -> int:
                 )
             )
     else:
-        from .promql import format_duration
+        from alerting.promql import format_duration
 
         length, step = format_duration(scenario.length_s), format_duration(replay.service.interval_s)
         print(f"replayed {length} in steps of {step} ({sum(len(g.rules) for g in groups)} rules)")
@@ -211,17 +210,18 @@ def _resolve_scenario(name: str) -> str:
         raise UsageError(f"--scenario {name!r} is a directory: give a scenario file or a bundled name")
     if path.exists() or "/" in name:
         return name
-    bundled = Path(__file__).parent / "scenarios" / f"{name.removesuffix('.yaml')}.yaml"
+    from alerting.replay import ALERT_SCENARIO_DIR
+
+    bundled = ALERT_SCENARIO_DIR / f"{name.removesuffix('.yaml')}.yaml"
     if bundled.is_file():
         return str(bundled)
-    from sidecar.gpu.sim import SCENARIO_DIR, resolve_scenario
+    from gpu.sim import SCENARIO_DIR, resolve_scenario
 
     resolved = resolve_scenario(name)
     if Path(resolved).is_file():
         return resolved
     names = sorted(
-        {p.stem for p in (Path(__file__).parent / "scenarios").glob("*.yaml")}
-        | {p.stem for p in SCENARIO_DIR.glob("*.yaml")}
+        {p.stem for p in ALERT_SCENARIO_DIR.glob("*.yaml")} | {p.stem for p in SCENARIO_DIR.glob("*.yaml")}
     )
     raise UsageError(
         f"--scenario: no file {name!r} and no bundled scenario of that name ({', '.join(names)})"
@@ -229,7 +229,7 @@ def _resolve_scenario(name: str) -> str:
 
 
 def cmd_send_test(args: argparse.Namespace) -> int:
-    from .receivers import Notifier, send_test
+    from alerting.receivers import Notifier, send_test
 
     cfg = _alerting_config(args.config)
     names = [r.name for r in cfg.receivers]
@@ -279,7 +279,7 @@ def _state_dir(args: argparse.Namespace) -> Path:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from .silences import SilenceStore
+    from alerting.silences import SilenceStore
 
     path = _state_dir(args) / "silences.json"
     try:
@@ -319,7 +319,7 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
 
 
 def _ts(text: str, what: str) -> float:
-    from .model import parse_iso
+    from alerting.model import parse_iso
 
     try:
         return parse_iso(text)
@@ -328,9 +328,9 @@ def _ts(text: str, what: str) -> float:
 
 
 def cmd_silence_add(args: argparse.Namespace) -> int:
-    from .model import iso
-    from .promql import parse_duration
-    from .silences import SilenceError
+    from alerting.model import iso
+    from alerting.promql import parse_duration
+    from alerting.silences import SilenceError
 
     now = time.time()
     start = _ts(args.start, "start") if args.start else now
@@ -404,7 +404,7 @@ def cmd_silence_list(args: argparse.Namespace) -> int:
 
 
 def cmd_silence_expire(args: argparse.Namespace) -> int:
-    from .silences import SilenceError
+    from alerting.silences import SilenceError
 
     if args.url:
         doc = _api(args, "DELETE", f"/silences/{args.id}")
@@ -420,8 +420,8 @@ def cmd_silence_expire(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .api import _alert_doc
-    from .state import read_json
+    from alerting.api import _alert_doc
+    from alerting.state import read_json
 
     if args.url:
         docs = _api(args, "GET", "")["alerts"]

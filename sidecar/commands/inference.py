@@ -16,10 +16,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sidecar.cli import UsageError
+from custos.errors import UsageError
+from inference.config import InferenceConfig
 from sidecar.config import load_config
-
-from .config import InferenceConfig
 
 log = logging.getLogger("custos.inference")
 
@@ -210,7 +209,7 @@ def run_serve(args: argparse.Namespace) -> int:
 def _serve_vllm(config: InferenceConfig, *, print_only: bool) -> int:
     import shlex
 
-    from .vllm import VllmNotInstalled, build_vllm_command, check_model_dir, find_vllm, run_vllm
+    from inference.vllm import VllmNotInstalled, build_vllm_command, check_model_dir, find_vllm, run_vllm
 
     try:
         model = check_model_dir(config.model)
@@ -232,8 +231,8 @@ def _serve_transformers(config: InferenceConfig) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from .tiny import default_served_name, ensure_tiny_model
-    from .vllm import check_model_dir
+    from inference.tiny import default_served_name, ensure_tiny_model
+    from inference.vllm import check_model_dir
 
     if config.model is None:
         model_dir = ensure_tiny_model()
@@ -249,8 +248,8 @@ def _serve_transformers(config: InferenceConfig) -> int:
     import torch
     import uvicorn
 
-    from .engine import AdapterError, EngineError, build_engine
-    from .server import create_app
+    from inference.engine import AdapterError, EngineError, build_engine, cpu_threads
+    from inference.server import create_app
 
     adapters = {name: Path(path).expanduser().resolve() for name, path in config.vllm.lora_modules.items()}
     if adapters:
@@ -301,23 +300,8 @@ def _serve_transformers(config: InferenceConfig) -> int:
     return 0
 
 
-# Below this many parameters a forward pass is too small to split across threads: the threads' sync
-# cost dominates, and on a busy machine their spin-waits make each step many times slower.
-_SMALL_MODEL_PARAMS = 50_000_000
-
-
-def cpu_threads(configured: int | None, model: Any) -> int:
-    """torch CPU threads: as configured; otherwise 1 for tiny models, torch's default for real ones."""
-    import torch
-
-    if configured:
-        return configured
-    params = sum(p.numel() for p in model.parameters())
-    return 1 if params < _SMALL_MODEL_PARAMS else torch.get_num_threads()
-
-
 def run_make_tiny_model(args: argparse.Namespace) -> int:
-    from .tiny import TINY_MODEL_VERSION, make_tiny_model
+    from inference.tiny import TINY_MODEL_VERSION, make_tiny_model
 
     target = Path(args.directory).expanduser()
     if target.exists() and not target.is_dir():
@@ -349,7 +333,9 @@ def run_lora_train(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("peft") is None:
         raise UsageError("LoRA training needs peft: pip install 'custos[inference]'")
-    from .lora import LoraError, TrainOptions, summary_line, train
+    from inference.lora import LoraError, TrainOptions, summary_line, train
+
+    from ..redaction.conversation import conversation_redactor
 
     options = TrainOptions(
         base=Path(args.base),
@@ -374,7 +360,7 @@ def run_lora_train(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     try:
-        result = train(options)
+        result = train(options, conversation_redactor() if options.redact else None)
     except LoraError as exc:
         raise UsageError(str(exc)) from None
     print(summary_line(result), file=sys.stderr)

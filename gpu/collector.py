@@ -807,10 +807,9 @@ def collector_from_config(gc: GpuConfig, *, shared_dir: str | None = None) -> Gp
     )
 
 
-def start_from_config(gc: GpuConfig) -> GpuCollector | None:
-    from ..metrics.render import multiprocess_dir
-
-    collector = collector_from_config(gc, shared_dir=multiprocess_dir())
+def start_from_config(gc: GpuConfig, shared_dir: str | None = None) -> GpuCollector | None:
+    """``shared_dir``: the metrics multiprocess directory when several workers share one sampler."""
+    collector = collector_from_config(gc, shared_dir=shared_dir)
     if collector is not None:
         collector.start()
     return collector

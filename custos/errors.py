@@ -57,3 +57,12 @@ def unauthorized(message: str, *, reason: str = "invalid_token") -> ProxyError:
 
 def forbidden(message: str, *, code: str = "permission_denied") -> ProxyError:
     return ProxyError(403, message, type="permission_error", code=code)
+
+
+class UsageError(Exception):
+    """Bad input from the user on the command line: printed without a traceback, exit code 2."""
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for a human: from a file, one
+    ``file:line:col: field: problem`` line per problem (custos.yamlfile)."""

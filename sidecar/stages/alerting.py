@@ -11,13 +11,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from alerting.api import PREFIX, AlertsAPI, make_authorizer
+from alerting.config import AlertingConfig
+from alerting.service import AlertingService, build_service, leader_lock
+from alerting.silences import SilenceStore
+from alerting.state import Leader
 from sidecar.stage import Stage, StageEnv
-
-from .api import PREFIX, AlertsAPI, make_authorizer
-from .config import AlertingConfig
-from .service import AlertingService, build_service, leader_lock
-from .silences import SilenceStore
-from .state import Leader
 
 log = logging.getLogger("custos.alerting")
 

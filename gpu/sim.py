@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from custos.errors import ConfigError
 from custos.yamlfile import FileError, YamlDocument, field_error, read_yaml
 
 from .nvml_api import CLOCK_EVENT_REASONS, C, NVMLError
@@ -302,8 +303,6 @@ def read_scenario(path: str | Path) -> Scenario:
 
 def load_scenario(path: str | Path) -> Scenario:
     """``read_scenario`` for callers outside config validation: problems raise ``ConfigError``."""
-    from ..config import ConfigError
-
     try:
         return read_scenario(path)
     except ScenarioError as exc:
