@@ -247,15 +247,25 @@ def _choice_rest(
     return choice
 
 
-class _TextFilter(ResponseFilter):
-    """A whole text answer (``text/plain``, SubRip or WebVTT transcriptions, vLLM's LoRA replies),
-    redacted as one text. The forward step reads it whole, so ``feed`` gets the complete body."""
+class _WholeAnswer(ResponseFilter):
+    """An answer the forward step reads whole before filtering (JSON, text): ``feed`` gets the body."""
 
     __slots__ = ("stage", "state")
 
     def __init__(self, stage: RedactStage, state: _State) -> None:
         self.stage = stage
         self.state = state
+
+    def as_text(self, chunk: bytes, text: str) -> bytes:
+        new = self.stage.text_out(text, self.state)
+        return chunk if new == text else new.encode()
+
+
+class _TextFilter(_WholeAnswer):
+    """A whole text answer (``text/plain``, SubRip or WebVTT transcriptions, vLLM's LoRA replies),
+    redacted as one text."""
+
+    __slots__ = ()
 
     def feed(self, chunk: bytes) -> bytes:
         if not chunk:
@@ -269,16 +279,11 @@ class _TextFilter(ResponseFilter):
                 type="upstream_error",
                 code="upstream_content_type",
             ) from None
-        new = self.stage.text_out(text, self.state)
-        return chunk if new == text else new.encode()
+        return self.as_text(chunk, text)
 
 
-class _JSONFilter(ResponseFilter):
-    __slots__ = ("stage", "state")
-
-    def __init__(self, stage: RedactStage, state: _State) -> None:
-        self.stage = stage
-        self.state = state
+class _JSONFilter(_WholeAnswer):
+    __slots__ = ()
 
     def feed(self, chunk: bytes) -> bytes:
         if not chunk:
@@ -287,9 +292,7 @@ class _JSONFilter(ResponseFilter):
             return self._walk(chunk, orjson.loads(chunk))
         except (orjson.JSONDecodeError, RecursionError):
             # Not JSON after all (or nested too deep to walk): not passed on unread, redacted as text.
-            text = chunk.decode("utf-8", "replace")
-            new = self.stage.text_out(text, self.state)
-            return chunk if new == text else new.encode()
+            return self.as_text(chunk, chunk.decode("utf-8", "replace"))
 
     def _walk(self, chunk: bytes, doc: Any) -> bytes:
         w = self.stage.answer_walker(self.state)
