@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from bench.proxy import REQUEST, start_instant_upstream
 from sidecar.app import create_app
 from sidecar.config import load_config
@@ -58,7 +60,7 @@ def instrument(app: Any, spent: Timings) -> list[str]:
     rows: list[str] = []
     for stage in app.pipeline.stages:
         name = stage.name
-        for hook in ("on_request", "on_complete"):
+        for hook in ("on_request", "on_response_end", "on_complete"):
             if getattr(type(stage), hook) is not getattr(type(stage).__mro__[-2], hook, None):
                 setattr(stage, hook, _timed(getattr(stage, hook), f"{name}.{hook}", spent))
                 rows.append(f"{name}.{hook}")
@@ -206,7 +208,8 @@ def main(args: argparse.Namespace) -> int:
             finally:
                 await lifespan(app, "shutdown")
 
-        rows, samples = asyncio.run(run())
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # as uvicorn runs it
+            rows, samples = runner.run(run())
         print_table(rows, samples)
         return 0
     finally:

@@ -797,17 +797,27 @@ def _base64_vector(holder: dict[str, Any], value: str) -> bool:
     )
 
 
+# Keys whose string values are identifiers of the answer's schema (``"object": "chat.completion"``,
+# ``"role": "assistant"``, ``"finish_reason": "stop"``, ``"type": "response.output_text.delta"``).
+_IDENT_KEYS = frozenset({"object", "role", "finish_reason", "type", "status"})
+_SCHEMA_WORD = re.compile(r"[a-z][a-z_.]{1,47}")
+_SCHEMA_MAX = 2048
+
+
 class AnswerWalker:
     """Every string and key of an answer through ``redact`` (no limits: answers come from our
     upstream). Short results are cached, so ids, model names and roles that repeat in every stream
     event cost one dict lookup after the first."""
 
-    __slots__ = ("_cache", "changed", "redact")
+    __slots__ = ("_cache", "changed", "redact", "schema")
 
-    def __init__(self, redact: Redact) -> None:
+    def __init__(self, redact: Redact, schema: set[str] | None = None) -> None:
         self.redact = redact
         self.changed = False  # set when anything was rewritten; the caller resets it as it likes
         self._cache: set[str] = set()
+        # Shared by every answer of a stage (``SchemaWords``): keys and identifier values that
+        # redacted to themselves once, so each answer does not scan ``finish_reason`` again.
+        self.schema = schema if schema is not None else set()
 
     def text(self, value: str) -> str:
         short = len(value) <= _CLEAN_MAX
@@ -845,27 +855,37 @@ class AnswerWalker:
             if isinstance(item, str):
                 if key in _VECTOR_KEYS and _base64_vector(value, item):
                     continue  # numbers as base64: not text
-                if item and item not in cache:
+                if item and item not in cache and not (key in _IDENT_KEYS and item in self.schema):
                     new = self.text(item)
                     if new is not item:
                         value[key] = new
+                    elif key in _IDENT_KEYS:
+                        self._learn(item)
             elif isinstance(item, (dict, list)):
                 if key == "embedding" and isinstance(item, list):
                     continue  # numbers: not text
                 new = self.any(item)
                 if new is not item:
                     value[key] = new
-            if key in cache:
+            if key in cache or key in self.schema:
                 continue
             new_key = self.text(key)
             if new_key != key:
                 if renamed is None:
                     renamed = {}
                 renamed[key] = new_key
+            else:
+                self._learn(key)
         if renamed is None:
             return value
         # Two keys that redact alike: the later value wins (an answer cannot be refused).
         return {renamed.get(k, k): v for k, v in value.items()}
+
+    def _learn(self, word: str) -> None:
+        # Only words that cannot carry personal data (lower-case letters, '_' and '.': no digits,
+        # no '@'), and a bounded number of them: answers are never remembered, only their schema.
+        if len(self.schema) < _SCHEMA_MAX and _SCHEMA_WORD.fullmatch(word):
+            self.schema.add(word)
 
     def logprobs(self, value: Any) -> Any:
         """Token strings (and the keys of completions-style ``top_logprobs`` maps) redacted one by

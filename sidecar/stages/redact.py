@@ -98,6 +98,8 @@ class RedactStage(Stage):
 
     def __init__(self, rc: RedactionConfig, state_dir: Path) -> None:
         self.config = rc
+        # Answer keys and identifier values seen to redact to themselves (AnswerWalker.schema).
+        self.schema_words: set[str] = set()
         policy = load_policy(rc.policy_file)
         key_file = rc.hash_key_file or (state_dir / "redaction.key")
         key = load_hash_key(rc.hash_key.get_secret_value() if rc.hash_key else None, key_file)
@@ -221,7 +223,7 @@ class RedactStage(Stage):
 
     def answer_walker(self, state: _State) -> AnswerWalker:
         """Redacts every string of an answer document as ``text_out`` does."""
-        return AnswerWalker(lambda text: self.text_out(text, state))
+        return AnswerWalker(lambda text: self.text_out(text, state), self.schema_words)
 
     def _restore_only(self, text: str, state: _State) -> str:
         r = self.redactor

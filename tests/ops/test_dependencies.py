@@ -59,9 +59,7 @@ EXTRA_SCOPES: dict[str, ExtraScope] = {
             f"inference/{name}.py"
             for name in ("engine", "sampling", "protocol", "pooling", "responses", "server", "sse")
         ),
-        in_functions=frozenset(
-            {"sidecar/commands/inference.py", "inference/lora.py", "inference/tiny.py"}
-        ),
+        in_functions=frozenset({"sidecar/commands/inference.py", "inference/lora.py", "inference/tiny.py"}),
     ),
     # NVML: only behind an ImportError guard (gpu/nvml_api.py has a stand-in without it).
     "gpu": ExtraScope(),

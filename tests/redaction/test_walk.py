@@ -326,3 +326,40 @@ def test_answer_walker_reads_vector_keys_outside_vectors() -> None:
     }
     out = w.any(doc)
     assert "13812345678" not in str(out) and w.changed
+
+
+def test_answer_walkers_share_the_schema_not_the_text() -> None:
+    """Keys and identifier values that redacted to themselves are remembered across answers (one
+    set per stage); text, ids and anything that could carry personal data are not."""
+    schema: set[str] = set()
+    seen: list[str] = []
+
+    def redact(text: str) -> str:
+        seen.append(text)
+        return REDACTOR.redact(text, Session(), response=True)
+
+    def answer(content: str) -> dict:
+        return {
+            "id": "chatcmpl-7f3a",
+            "object": "chat.completion",
+            "model": "qwen2.5-7b",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+            ],
+        }
+
+    AnswerWalker(redact, schema).any(answer("call 13812345678"))
+    assert {"object", "finish_reason", "chat.completion", "assistant", "stop", "content"} <= schema
+    assert not {"chatcmpl-7f3a", "qwen2.5-7b", "call 13812345678"} & schema
+    seen.clear()
+    out = AnswerWalker(redact, schema).any(answer("mail bob@example.com"))
+    assert "bob@example.com" not in str(out)  # the text is still redacted
+    assert not {"object", "finish_reason", "chat.completion", "assistant", "stop"} & set(seen)
+    assert "mail bob@example.com" in seen and "chatcmpl-7f3a" in seen
+
+
+def test_the_shared_schema_is_bounded() -> None:
+    schema: set[str] = set()
+    w = AnswerWalker(lambda text: text, schema)
+    w.any({f"key_{chr(97 + i % 26)}{chr(97 + i // 26 % 26)}{chr(97 + i // 676)}": 1 for i in range(5000)})
+    assert 0 < len(schema) <= 2048
