@@ -109,13 +109,14 @@ class InstantUpstream:
         self.process.stop()
 
 
-def start_instant_upstream(tmp: Path) -> InstantUpstream:
+def start_instant_upstream(tmp: Path, conf_template: str = NGINX_CONF) -> InstantUpstream:
+    """nginx from ``conf_template`` (placeholders: tmp, upstream_port, proxy_port, model, answer)."""
     up_port, ng_port = free_port(), free_port()
     for d in ("body", "proxy", "fcgi", "uwsgi", "scgi"):
         (tmp / d).mkdir(exist_ok=True)
     conf = tmp / "nginx.conf"
     conf.write_text(
-        NGINX_CONF.format(tmp=tmp, upstream_port=up_port, proxy_port=ng_port, model=MODEL, answer=ANSWER)
+        conf_template.format(tmp=tmp, upstream_port=up_port, proxy_port=ng_port, model=MODEL, answer=ANSWER)
     )
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     process = ManagedProcess("nginx", [nginx, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"])
@@ -183,6 +184,50 @@ def sidecar_headers(config_path: Path) -> dict[str, str]:
     return {"Authorization": f"Bearer {proc.stdout.strip()}"}
 
 
+@dataclass
+class LiteLLM:
+    url: str
+    key: str
+    process: ManagedProcess
+
+
+def start_litellm(tmp: Path, upstream: str) -> LiteLLM | None:
+    """LiteLLM's proxy in front of ``upstream`` (one worker, no callbacks, no database), or None when
+    it is not installed (``make bench-deps``)."""
+    ll = litellm_bin()
+    if ll is None:
+        return None
+    port = free_port()
+    key = "sk-bench-" + os.urandom(16).hex()
+    ll_cfg = tmp / "litellm.yaml"
+    model = {"model": f"openai/{MODEL}", "api_base": upstream + "/v1", "api_key": "none"}
+    ll_cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [{"model_name": MODEL, "litellm_params": model}],
+                "litellm_settings": {"telemetry": False, "drop_params": True},
+            }
+        )
+    )
+    # LiteLLM refuses to start without a master key; with one (and no database) it checks the bearer
+    # token on each request, as Custos checks its JWT.
+    env = {
+        "LITELLM_LOG": "ERROR",
+        "LITELLM_TELEMETRY": "False",
+        "DISABLE_ADMIN_UI": "True",
+        "LITELLM_MASTER_KEY": key,
+    }
+    cmd = [str(ll), "--config", str(ll_cfg), "--host", "127.0.0.1", "--port", str(port)]
+    process = ManagedProcess("litellm", [*cmd, "--num_workers", "1"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/health/liveliness", timeout=180)
+    except BaseException:
+        process.stop()
+        raise
+    return LiteLLM(url, key, process)
+
+
 def litellm_bin() -> Path | None:
     path = CACHE / "litellm-venv" / "bin" / "litellm"
     return path if path.exists() else None
@@ -210,7 +255,7 @@ def main(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="custos-bench-"))
     procs: list[ManagedProcess] = []
     try:
-        sc_port, ll_port = free_port(), free_port()
+        sc_port = free_port()
         instant = start_instant_upstream(tmp)
         procs.append(instant.process)
         upstream = instant.url
@@ -231,56 +276,13 @@ def main(args: argparse.Namespace) -> int:
             "nginx": instant.proxy_url,
             "custos": f"http://127.0.0.1:{sc_port}",
         }
-        ll = litellm_bin()
-        litellm_key = "sk-bench-" + os.urandom(16).hex()
-        if not args.no_litellm and ll is not None:
-            ll_cfg = tmp / "litellm.yaml"
-            ll_cfg.write_text(
-                yaml.safe_dump(
-                    {
-                        "model_list": [
-                            {
-                                "model_name": MODEL,
-                                "litellm_params": {
-                                    "model": f"openai/{MODEL}",
-                                    "api_base": upstream + "/v1",
-                                    "api_key": "none",
-                                },
-                            }
-                        ],
-                        "litellm_settings": {"telemetry": False, "drop_params": True},
-                    }
-                )
-            )
-            # LiteLLM refuses to start without a master key; with one (and no database) it checks the
-            # bearer token on each request, as Custos checks its JWT.
-            env = {
-                "LITELLM_LOG": "ERROR",
-                "LITELLM_TELEMETRY": "False",
-                "DISABLE_ADMIN_UI": "True",
-                "LITELLM_MASTER_KEY": litellm_key,
-            }
-            procs.append(
-                ManagedProcess(
-                    "litellm",
-                    [
-                        str(ll),
-                        "--config",
-                        str(ll_cfg),
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(ll_port),
-                        "--num_workers",
-                        "1",
-                    ],
-                    env=env,
-                )
-            )
-            wait_http(f"http://127.0.0.1:{ll_port}/health/liveliness", timeout=180)
-            targets["litellm"] = f"http://127.0.0.1:{ll_port}"
+        litellm = None if args.no_litellm else start_litellm(tmp, upstream)
+        if litellm is not None:
+            procs.append(litellm.process)
+            targets["litellm"] = litellm.url
         elif not args.no_litellm:
             print("bench proxy: LiteLLM not found in the cache venv; run `make bench-deps`", file=sys.stderr)
+        litellm_key = litellm.key if litellm is not None else ""
 
         scripts = {}
         for name in targets:

@@ -34,11 +34,12 @@ from bench.procs import ManagedProcess, free_port, wait_http
 from bench.proxy import (
     MODEL,
     WRK_LUA,
-    litellm_bin,
     parse_connections,
     run_wrk,
     sidecar_config,
     sidecar_headers,
+    start_instant_upstream,
+    start_litellm,
 )
 
 PROSE = (
@@ -136,22 +137,18 @@ def main(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="custos-bench-stream-"))
     procs: list[ManagedProcess] = []
     try:
-        up_port, ng_port, sc_port, nr_port, ll_port = (free_port() for _ in range(5))
-        for d in ("body", "proxy", "fcgi", "uwsgi", "scgi", "www"):
-            (tmp / d).mkdir()
+        sc_port, nr_port = free_port(), free_port()
+        (tmp / "www").mkdir()
         (tmp / "www" / "stream.sse").write_bytes(stream_body(args.events))
         # nginx workers drop root: they may traverse the private temp dir and read the stream file.
         tmp.chmod(0o711)
         (tmp / "www").chmod(0o755)
         (tmp / "www" / "stream.sse").chmod(0o644)
-        conf = tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp, upstream_port=up_port, proxy_port=ng_port, model=MODEL))
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        procs.append(ManagedProcess("nginx", [nginx, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"]))
-        upstream = f"http://127.0.0.1:{up_port}"
-        wait_http(upstream + "/v1/models", timeout=10)
+        instant = start_instant_upstream(tmp, NGINX_CONF)
+        procs.append(instant.process)
+        upstream = instant.url
 
-        targets = {"direct": upstream, "nginx": f"http://127.0.0.1:{ng_port}"}
+        targets = {"direct": upstream, "nginx": instant.proxy_url}
         headers: dict[str, dict[str, str]] = {}
         for name, port, redaction in (("custos", sc_port, True), ("custos-noredact", nr_port, False)):
             cfg = sidecar_config(tmp, upstream, port)
@@ -166,42 +163,16 @@ def main(args: argparse.Namespace) -> int:
             headers[name] = sidecar_headers(cfg_path)
             targets[name] = f"http://127.0.0.1:{port}"
 
-        ll = litellm_bin()
-        litellm_key = "sk-bench-" + os.urandom(16).hex()
-        if not args.no_litellm and ll is not None:
-            ll_cfg = tmp / "litellm.yaml"
-            ll_cfg.write_text(
-                yaml.safe_dump(
-                    {
-                        "model_list": [
-                            {
-                                "model_name": MODEL,
-                                "litellm_params": {
-                                    "model": f"openai/{MODEL}",
-                                    "api_base": upstream + "/v1",
-                                    "api_key": "none",
-                                },
-                            }
-                        ],
-                        "litellm_settings": {"telemetry": False, "drop_params": True},
-                    }
-                )
-            )
-            env = {
-                "LITELLM_LOG": "ERROR",
-                "LITELLM_TELEMETRY": "False",
-                "DISABLE_ADMIN_UI": "True",
-                "LITELLM_MASTER_KEY": litellm_key,
-            }
-            cmd = [str(ll), "--config", str(ll_cfg), "--host", "127.0.0.1", "--port", str(ll_port)]
-            procs.append(ManagedProcess("litellm", [*cmd, "--num_workers", "1"], env=env))
-            wait_http(f"http://127.0.0.1:{ll_port}/health/liveliness", timeout=180)
-            targets["litellm"] = f"http://127.0.0.1:{ll_port}"
+        litellm = None if args.no_litellm else start_litellm(tmp, upstream)
+        if litellm is not None:
+            procs.append(litellm.process)
+            targets["litellm"] = litellm.url
         elif not args.no_litellm:
             print(
                 "bench stream: LiteLLM not found in the cache venv; run `make bench-deps` (skipped)",
                 file=sys.stderr,
             )
+        litellm_key = litellm.key if litellm is not None else ""
 
         scripts = {}
         for name in targets:

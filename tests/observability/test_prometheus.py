@@ -9,9 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from bench.procs import ManagedProcess, free_port, wait_http
+from bench.procs import ManagedProcess
+from bench.prometheus import start_prometheus
 from bench.stack import TEST_ROLE, mint_token
 from gpu.sim import SCENARIO_DIR
 
@@ -27,36 +27,11 @@ def prometheus(tmp_path: Path):
     def start(targets: dict[str, str], tokens: dict[str, str] | None = None) -> str:
         """Scrape ``targets`` ({job: host:port}); a job in ``tokens`` sends that Bearer token, read
         from a file as in production (``authorization.credentials_file``)."""
-        port = free_port()
-        jobs = []
-        for job, target in targets.items():
-            scrape = {"job_name": job, "static_configs": [{"targets": [target]}]}
-            if tokens and job in tokens:
-                token_file = tmp_path / f"{job}.token"
-                token_file.write_text(tokens[job] + "\n")
-                token_file.chmod(0o600)
-                scrape["authorization"] = {"type": "Bearer", "credentials_file": str(token_file)}
-            jobs.append(scrape)
-        cfg = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
-            "scrape_configs": jobs,
-        }
-        path = tmp_path / "prometheus.yml"
-        path.write_text(yaml.safe_dump(cfg))
-        proc = ManagedProcess(
-            "prometheus",
-            [
-                PROMETHEUS,
-                f"--config.file={path}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-        )
-        procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        wait_http(url + "/-/ready", timeout=60, proc=proc.proc)
-        return url
+        workdir = tmp_path / f"prometheus-{len(procs)}"
+        workdir.mkdir()
+        prom = start_prometheus(workdir, {job: [target] for job, target in targets.items()}, tokens)
+        procs.append(prom.process)
+        return prom.url
 
     yield start
     for p in procs:
