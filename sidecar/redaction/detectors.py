@@ -138,6 +138,8 @@ def _lead(first: str, fence: str, rest: str, *, num: bool = False, glue: bool = 
     return out + rest
 
 
+# Right after a lower-case TLD (``.com`` + ``B``); the stdlib engine wants fixed-width lookbehinds.
+_AFTER_TLD = "(?:" + "|".join(rf"(?<=\.[a-z]{{{n}}}[A-Z])" for n in range(2, 25)) + ")"
 _AREA_INTL = r"(?:\(0?[1-9][0-9]{1,2}\)|0?[1-9][0-9]{1,2})"
 _NANP_AREA = r"(?:\([0-9]{3}\)[ ]?|[0-9]{3}[.-])"
 
@@ -207,16 +209,15 @@ BUILTIN: tuple[Detector, ...] = (
     Detector(
         "email",
         "EMAIL",
-        _lead(
-            "[A-Za-z0-9]",
-            # Only letters and digits fence the start: after ``-``, ``.``, ``_``, ``+`` or ``%`` the
-            # address begins at its first letter (``-jangseohee@...``); an apostrophe is part of it.
-            "[A-Za-z0-9]",
-            r"[A-Za-z0-9._%+'-]{0,63}+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-            r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-            # A lower-case TLD ends where an upper-case letter starts the next word (``.comFanLetter``).
-            r"\.(?:[A-Z]{2,24}(?![A-Za-z0-9-])|[A-Za-z][a-z]{1,23}(?![a-z0-9-]))",
-        ),
+        # Only letters and digits fence the start: after ``-``, ``.``, ``_``, ``+`` or ``%`` the
+        # address begins at its first letter (``-jangseohee@...``); an apostrophe is part of it. An
+        # upper-case letter right after a lower-case TLD starts a new one too: the TLD below ends
+        # there (``a@b.comBOB@EXAMPLE.COM`` is two addresses, whether scanned whole or streamed).
+        r"[A-Za-z0-9](?:(?<![A-Za-z0-9].)|(?<=[a-z][A-Z])" + _AFTER_TLD + ")"
+        r"[A-Za-z0-9._%+'-]{0,63}+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+        # A lower-case TLD ends where an upper-case letter starts the next word (``.comFanLetter``).
+        r"\.(?:[A-Z]{2,24}(?![A-Za-z0-9-])|[A-Za-z][a-z]{1,23}(?![a-z0-9-]))",
         description="e-mail address",
     ),
     Detector(

@@ -98,14 +98,28 @@ class Redactor:
         self._rules = {t: policy.rule(t) for t in [*policy.entities, *(c.name for c in policy.custom)]}
 
     # -- detection --------------------------------------------------------------------------------
-    def find(self, text: str, *, response: bool = False, pos: int = 0, guard: int = 0) -> list[Entity]:
+    def find(
+        self,
+        text: str,
+        *,
+        response: bool = False,
+        pos: int = 0,
+        guard: int = 0,
+        dropped: list[Entity] | None = None,
+    ) -> list[Entity]:
         """Entities starting at ``pos`` or later (the text before is context for the fences).
 
         ``guard``: where the last entity already sent ended; a keyword before it (inside it) cannot
-        start a value entity after ``pos``."""
+        start a value entity after ``pos``. ``dropped``: receives the candidates of one scanner that
+        lost to an overlapping entity of another (a stream must not cut inside them either)."""
         folded, fmap = fold(text)
         if fmap is not None:  # invisible characters were skipped: scan the folded text, map spans back
-            found = self.find(folded, response=response, pos=fmap.to_folded(pos), guard=fmap.to_folded(guard))
+            lost: list[Entity] | None = [] if dropped is not None else None
+            found = self.find(
+                folded, response=response, pos=fmap.to_folded(pos), guard=fmap.to_folded(guard), dropped=lost
+            )
+            if lost:
+                dropped.extend(Entity(e.type, fmap.start(e.start), fmap.end(e.end)) for e in lost)  # type: ignore[union-attr]
             return [Entity(e.type, fmap.start(e.start), fmap.end(e.end)) for e in found]
         text = folded
         scanners = self._response if response else self._request
@@ -119,7 +133,7 @@ class Redactor:
                 f = s.scan(text, pos)
                 if f:
                     lists.append(f)
-            found = lists[0] if len(lists) == 1 else _merge(lists) if lists else []
+            found = lists[0] if len(lists) == 1 else _merge(lists, dropped) if lists else []
             if not found and not pos:
                 return found
         if pos and self._values:
@@ -133,7 +147,8 @@ class Redactor:
                 # (``password=x:+86 138...``: the number after the value, not ``+86`` inside it).
                 stop = early[-1].end
                 head = [e for e in found if e.end <= early[0].start]
-                found = _merge([early, head]) + self.find(text, response=response, pos=stop, guard=stop)
+                rest = self.find(text, response=response, pos=stop, guard=stop, dropped=dropped)
+                found = _merge([early, head]) + rest
         if self.disabled:
             found = [e for e in found if e.type not in self.disabled]
         return found
@@ -213,9 +228,9 @@ class Redactor:
         return self.render(text, entities, session, response=response, restore=restore)
 
 
-def _merge(lists: Iterable[list[Entity]]) -> list[Entity]:
+def _merge(lists: Iterable[list[Entity]], dropped: list[Entity] | None = None) -> list[Entity]:
     """Entities from several scanners: left to right; on overlap the earlier start (then the
-    earlier scanner) wins."""
+    earlier scanner) wins. The losers go to ``dropped`` when it is given."""
     tagged = sorted((e.start, rank, e) for rank, found in enumerate(lists) for e in found)
     out: list[Entity] = []
     end = -1
@@ -223,4 +238,6 @@ def _merge(lists: Iterable[list[Entity]]) -> list[Entity]:
         if e.start >= end:
             out.append(e)
             end = e.end
+        elif dropped is not None:
+            dropped.append(e)
     return out

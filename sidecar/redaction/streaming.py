@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from .detectors import PLACEHOLDER_TYPE
+from .detectors import PLACEHOLDER_TYPE, Entity
 from .engine import Redactor
 from .normalize import FOLDABLE
 from .operators import Session
@@ -162,12 +162,26 @@ class StreamRedactor:
             self._quiet = _NEEDS_SCAN.search(self._pending) is None
             self.clean = True
             return ""
-        entities = self._find(text, base, self._guard)
-        # An entity that runs past the cut is held whole.
-        for ent in entities:
-            if ent.start < cut < ent.end:
-                cut = max(base, ent.start)
-                break
+        dropped: list[Entity] = []
+        entities = self._find(text, base, self._guard, dropped)
+        # An entity that runs past the cut is held whole. So is a candidate that lost to an
+        # overlapping entity of another scanner: in the whole text its scanner goes on after that
+        # candidate's end, so the next feed must scan from before its start, not from inside it
+        # (``Tom Hanks-jo@x.comBOB@Y.COM``: the name takes ``jo``, the address scanner skips ``x.com``).
+        if dropped:
+            entities_and_lost = sorted([*entities, *dropped], reverse=True)
+            moved = True
+            while moved:
+                moved = False
+                for ent in entities_and_lost:
+                    if ent.start < cut < ent.end:
+                        cut = max(base, ent.start)
+                        moved = True
+        else:
+            for ent in entities:
+                if ent.start < cut < ent.end:
+                    cut = max(base, ent.start)
+                    break
         out = r.render(text, entities, self.session, response=True, restore=self.restore, start=base, end=cut)
         ctx_start = _context_start(text, cut)
         sent = [e.end for e in entities if e.end <= cut]
@@ -215,8 +229,8 @@ class StreamRedactor:
         self.clean = out == text[base:]
         return out
 
-    def _find(self, text: str, base: int, guard: int) -> list:
-        entities = self.redactor.find(text, response=True, pos=base, guard=guard)
+    def _find(self, text: str, base: int, guard: int, dropped: list[Entity] | None = None) -> list[Entity]:
+        entities = self.redactor.find(text, response=True, pos=base, guard=guard, dropped=dropped)
         if not self.redact:
             entities = [e for e in entities if e.type == PLACEHOLDER_TYPE]
         return entities
