@@ -607,6 +607,45 @@ def trie_regex(words: Iterable[str]) -> str:
     return build(root)
 
 
+def _char_class(chars: Iterable[str]) -> str:
+    return "[" + "".join(re.escape(c) for c in sorted(chars)) + "]"
+
+
+def pair_filtered_regex(words: Iterable[str]) -> str:
+    """The same matches as ``trie_regex(words)`` (the longest word at a position), for a search
+    through text where many characters start some word.
+
+    ``trie_regex`` starts with one alternative per first character, and ``re`` tries all of them at
+    every position whose character starts a word: with ~170 first characters ~320 ns a position, and in
+    Chinese prose one character in seven starts a trigger word (一, 的, 发, 业, ...). Here the first
+    character is a class and the second must be in the class of second characters (a lookahead), two
+    table lookups that reject most of those positions; the rest try one alternative per second
+    character, each checking the first character with a lookbehind, then the rest of the word as a
+    trie. Alternatives exclude each other (each first and second character appear in one), so the
+    longest word wins as in the trie."""
+    words = set(words)
+    singles = {w for w in words if len(w) == 1}
+    by_second: dict[str, dict[str, set[str]]] = {}
+    for w in words - singles:
+        by_second.setdefault(w[1], {}).setdefault(w[0], set()).add(w[2:])
+    alts = []
+    for second, by_first in sorted(by_second.items()):
+        # First characters whose pair is a whole word and starts no longer one share one lookbehind.
+        pair_only = [first for first, rests in by_first.items() if rests == {""}]
+        branches = [
+            f"(?<={re.escape(first)}.){trie_regex(rests)}"
+            for first, rests in sorted(by_first.items())
+            if rests != {""}
+        ]
+        if pair_only:
+            branches.append(f"(?<={_char_class(pair_only)}.)")
+        alts.append(re.escape(second) + (branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"))
+    body = f"(?={_char_class(by_second)})(?:{'|'.join(alts)})" if alts else "(?!)"
+    if singles:  # a one-character word, when no longer word starts there
+        body = f"(?:{body}|(?<={_char_class(singles)}))"
+    return _char_class(w[0] for w in words) + body
+
+
 def _words(alternation: str) -> list[str]:
     return [w for w in alternation.replace("?", "").split("|") if w]
 
@@ -624,10 +663,10 @@ _ZH_KIND: dict[str, str] = {
     "V信": "wechat",
     **{w: "wechat" for w in ("wechat", "WeChat", "Wechat", "WECHAT", "weixin", "Weixin", "vx", "VX", "Vx")},
 }
-_ZH_TRIGGER = re.compile(trie_regex(_ZH_KIND))
-# The same pass on ASCII-only text (most English lines): only the ASCII cue words can match there, and
-# a class of four first letters is skipped to much faster than the class of every trigger's first character.
-_ZH_TRIGGER_ASCII = re.compile(trie_regex(w for w in _ZH_KIND if w.isascii()))
+_ZH_TRIGGER = re.compile(pair_filtered_regex(_ZH_KIND))
+# On ASCII-only text (most English lines) only the ASCII cue words can match: substring tests (C speed,
+# no regex state) tell whether any occurs, and only then does the pass run.
+_ZH_ASCII_NEEDLES = tuple(sorted({w.lower() for w in _ZH_KIND if w.isascii()}))
 _MILITARY = frozenset(("USNS", "USNV", "USS", "USCGC", "PSC"))
 _EN_TITLES = frozenset(
     "Mr Mrs Ms Miss Mx Dr Prof Sir Dame Madam Rev Capt Sgt Lt Col Judge Officer Nurse".split()
@@ -639,8 +678,9 @@ _EN_GAZETTEER = re.compile(
 )
 # A capitalized word after a word that ends in a lower-case letter, ``:`` or ``,``: where a cue ends.
 # The pattern starts at the space (a literal ``re`` skips to at C speed) and looks back for the letter, so
-# it is run from one character later than the pass's start (same matches, same ends).
-_MID_CAP = re.compile(r"[ ](?<=[a-z:,][ ])[A-Z]")
+# it is run from one character later than the pass's start (same matches, same ends). The capital is
+# tested before the lookbehind: most spaces in prose are followed by a lower-case letter.
+_MID_CAP = re.compile(r"[ ][A-Z](?<=[a-z:,][ ][A-Z])")
 # A capitalized word after a word ending in a lower-case letter, ``:`` or ``,``: where a cue may end.
 _EN_CUE_BEFORE = re.compile(_EN_NAME_CUES + r"[ ]+\Z")
 # Numbers: a house number, or a number that needs a cue word (QQ, SSN, national-format phones).
@@ -649,6 +689,22 @@ _EN_CUE_BEFORE = re.compile(_EN_NAME_CUES + r"[ ]+\Z")
 _DIGIT_RUN = re.compile(
     r"[0-9(](?:[0-9 ().\-]{4,}+(?:[A-Za-z]?[ ])?|(?<=[0-9])[0-9]{0,3}+[A-Za-z]?[ ](?=[A-Z0-9]))"
 )
+# Every digit run starts with one of these.
+_DIGIT_RUN_FIRST = "0123456789("
+
+
+def _has_any(text: str, needles: Iterable[str]) -> bool:
+    return any(map(text.__contains__, needles))
+
+
+def _finditer(pattern: re.Pattern[str], text: str, pos: int) -> Iterable[re.Match[str]]:
+    """``pattern.finditer(text, pos)``. Most lines hold no match: a ``search`` that finds nothing costs
+    less than an iterator that yields nothing, and the iterator then starts at the first match (the same
+    matches: it is the first one found from ``pos``)."""
+    first = pattern.search(text, pos)
+    return () if first is None else pattern.finditer(text, first.start())
+
+
 _EN_CUE_LAST = frozenset(
     "is Name name Dear dear person Sincerely Regards Cheers Thanks Patient patient Customer customer Client "
     "client "
@@ -848,6 +904,9 @@ def _cue_adjacent(window: str, words: tuple[str, ...]) -> bool:
     return False
 
 
+# A Chinese name starts with one of these (a surname): other positions are not tried.
+_ZH_NAME_FIRST = frozenset(_ZH_SURNAMES + "".join(w[0] for w in _words(_ZH_COMPOUND)))
+
 # Every second-tier match starts with one of these (stream hold-back: other positions are not tried).
 NAMES_FIRST_CHARS = frozenset(
     string.ascii_letters
@@ -865,6 +924,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
     pats = {d.name: (d, re.compile(d.pattern)) for d in detectors}
     cued = [(d, pat, tuple(w.lower() for w in d.context)) for d, pat in pats.values() if d.context]
     any_cue = re.compile("|".join(re.escape(w) for _, _, ws in cued for w in ws) or "(?!)", re.IGNORECASE)
+    cue_words = tuple(sorted({w for _, _, ws in cued for w in ws}))
     # Only the passes the enabled detectors need (PERSON/ADDRESS/WECHAT off: the digit pass alone).
     zh_pass = _ZH_TRIGGER if {n for n in pats if "_zh" in n or n == "wechat"} else None
     en_pass = _EN_GAZETTEER if {"person_en_title", "person_en", "address_military"} & set(pats) else None
@@ -890,14 +950,16 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
         # The passes start before ``pos`` (a stream's context), so that words and digit runs are cut
         # as in the whole text; what starts before ``pos`` is dropped.
         lo = max(0, pos - 64)
-        if zh_pass is not None and text.isascii():
-            zh_iter = _ZH_TRIGGER_ASCII.finditer(text, lo)
+        if zh_pass is None or (text.isascii() and not _has_any(text.lower(), _ZH_ASCII_NEEDLES)):
+            zh_iter: Iterable[re.Match[str]] = ()
         else:
-            zh_iter = zh_pass.finditer(text, lo) if zh_pass is not None else ()
+            zh_iter = _finditer(zh_pass, text, lo)
         for m in zh_iter:
             kind, s = _ZH_KIND.get(m.group()), m.start()
             if kind == "title":
                 for b in range(max(lo, s - 4), s):  # surname (1-2) + given name (0-2) before the title
+                    if text[b] not in _ZH_NAME_FIRST:
+                        continue
                     before = len(out)
                     attempt("person_zh_title", text, b, pos, out)
                     if len(out) > before and out[-1].end == s:
@@ -913,12 +975,15 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 attempt("wechat", text, s, pos, out)
             elif kind == "verb":
                 for b in range(max(lo, s - 4), s - 1):  # surname (1-2) + given name (1-2) before the verb
+                    if text[b] not in _ZH_NAME_FIRST:
+                        continue
                     before = len(out)
                     attempt("person_zh_context", text, b, pos, out)
                     if len(out) > before and out[-1].end == s:
                         break
                     del out[before:]
-        for run in _DIGIT_RUN.finditer(text, lo):
+        # Most lines of prose hold no digit: substring tests are cheaper than the pass finding nothing.
+        for run in _finditer(_DIGIT_RUN, text, lo) if _has_any(text, _DIGIT_RUN_FIRST) else ():
             rs, re_ = run.span()
             if (
                 text[re_ - 1] == " "
@@ -932,14 +997,20 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 t -= 1
             if re_ - rs >= 7 and t and "\u4e00" <= text[t - 1] <= "\u9fff":  # a name right before a number
                 for b in range(max(lo, t - 4), t - 1):
+                    if text[b] not in _ZH_NAME_FIRST:
+                        continue
                     before = len(out)
                     attempt("person_zh_context", text, b, pos, out)
                     if len(out) > before and out[-1].end == t:
                         break
                     del out[before:]
-            if re_ - rs < 5 or not cued or any_cue.search(text, max(0, rs - 24), rs) is None:
+            if re_ - rs < 5 or not cued:
                 continue
             near = text[max(0, rs - 24) : rs].lower()
+            # Without a cue word in ``near`` no detector below would run: substring tests first, the
+            # case-insensitive regex (a few µs on 24 characters of prose) only where one is there.
+            if not _has_any(near, cue_words) or any_cue.search(text, max(0, rs - 24), rs) is None:
+                continue
             for det, pat, words in cued:
                 if not any(w in near for w in words):  # the cue word must come first (cheap)
                     continue
@@ -955,7 +1026,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                             hit = True
                 if hit:
                     break
-        for m in en_pass.finditer(text, lo) if en_pass is not None else ():
+        for m in _finditer(en_pass, text, lo) if en_pass is not None else ():
             word, s = m.group(), m.start()
             if s and ("A" <= text[s - 1] <= "Z" or "a" <= text[s - 1] <= "z"):
                 continue
@@ -969,7 +1040,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 prev = _PREV_NAME_WORDS.search(text, max(0, s - 40), s)
                 if prev is not None:
                     attempt("person_en", text, prev.start(), pos, out)
-        for m in cue_pass.finditer(text, lo + 1) if cue_pass is not None else ():
+        for m in _finditer(cue_pass, text, lo + 1) if cue_pass is not None else ():
             s = m.end() - 1
             k = text.rfind(" ", max(0, s - 30), s - 1)
             if text[k + 1 : s - 1].rstrip(":,.") in _EN_CUE_LAST:
@@ -1116,6 +1187,8 @@ class Scanner:
     # Characters a match can start with (for the stream hold-back); None: the built-ins' or any.
     first_chars: frozenset[str] | None = None
     _branches: list[str] = field(init=False, repr=False)
+    # ``scan`` without its dispatch: the function that does the scan, for callers on the hot path.
+    run: Callable[[str, int], list[Entity]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.detectors = list(self.detectors)
@@ -1138,7 +1211,7 @@ class Scanner:
         if self._user:
             self._re, self._partial = compile_custom_pattern(source, "custom detectors")
         else:
-            self._re = re.compile(source)
+            self._re = re.compile(self._search_source())
             # The same alternation for streaming: the ``regex`` module reports partial matches at the
             # end of the text, which tells exactly how short a tail must be held back.
             self._partial = regex.compile(source, flags=partial_flags)
@@ -1151,10 +1224,36 @@ class Scanner:
         ]
         self._values_partial = regex.compile("|".join(values), flags=partial_flags) if values else None
         self._single: dict[str, Any] = {}
+        self._rest: dict[int, re.Pattern[str]] = {}  # alternation of the branches from index i on
         self._index = {f"d{i}": i for i in range(len(self.detectors))}
         self._order = [b.rsplit("(?P<", 1)[1][:-2] for b in self._branches]
         self._markers = [(name, self._re.groupindex[name]) for name in self._order]
         self._lower_context = [tuple(w.lower() for w in d.context) for d in self.detectors]
+        if self.finder is not None:
+            self.run = self.finder
+        else:
+            self.run = self._scan_windows if self.windowed else self._scan_all
+
+    def _search_source(self) -> str:
+        """The alternation the scan searches with. For the built-in detectors it is guarded: none of
+        them starts at a character outside ``_FIRST_CHARS``, at a lower-case letter after a letter or
+        digit, at an upper-case letter after an upper-case letter or digit, or at a digit after a digit
+        (their left fences, ``_lead``; the e-mail branch starts inside a word only at an upper-case
+        letter after a lower-case one). These positions, most of a window of prose or of a long number,
+        are rejected by one lookahead instead of by trying every branch: the same matches
+        (``tests/redaction/test_scan_guard.py`` checks it branch by branch). Not our placeholders: a
+        policy's format may start with any character."""
+        if self.finder is not None or not self.detectors:
+            return self.source
+        builtin = [
+            b
+            for d, b in zip(self.detectors, self._branches[-len(self.detectors) :], strict=True)
+            if d in _BUILTIN_SET
+        ]
+        if len(builtin) != len(self.detectors):
+            return self.source
+        guarded = f"(?=[{_BUILTIN_FIRST}])(?!{_MID_WORD})(?:{'|'.join(builtin)})"
+        return guarded if self.placeholder_pattern is None else f"{self._branches[0]}|{guarded}"
 
     def _user_branch(self, m: Any) -> str | None:
         """The branch an RE2 match took (``d3``). RE2's ``lastgroup`` is the group that ends last,
@@ -1172,13 +1271,12 @@ class Scanner:
     def scan(self, text: str, pos: int = 0) -> list[Entity]:
         """All entities in ``text`` that start at ``pos`` or later, left to right, non-overlapping.
         Text before ``pos`` is still seen by the lookbehind fences."""
-        if self.finder is not None:
-            return self.finder(text, pos)
-        if not self.windowed:
-            found: list[Entity] = []
-            self._scan_range(text, pos, len(text), found)
-            return found
-        return self._scan_windows(text, pos)
+        return self.run(text, pos)
+
+    def _scan_all(self, text: str, pos: int) -> list[Entity]:
+        found: list[Entity] = []
+        self._scan_range(text, pos, len(text), found)
+        return found
 
     def scan_started_before(self, text: str, lo: int, hi: int) -> list[Entity]:
         """Entities of matches that start in ``[lo, hi)`` (they may end anywhere)."""
@@ -1204,12 +1302,19 @@ class Scanner:
         # to hold no digit). A C-speed scan finds the clusters around them, and the full alternation
         # runs only on a short window around each; prose between them is never tried branch by branch.
         found: list[Entity] = []
+        first = _TRIGGER.search(text, pos)
+        anchored = "eyJ" in text or "AKIA" in text or "ASIA" in text
+        if first is None:
+            if not anchored:  # most lines of prose: no window, and no iterator built for none
+                return found
+            windows: Iterable[tuple[int, int]] = _anchor_windows(text, pos)
+        else:
+            windows = self._trigger_windows(text, pos, first.start())
+            if anchored:
+                windows = heapq.merge(windows, _anchor_windows(text, pos))
         n = len(text)
         done = pos  # end of the last entity: nothing before it can start a new one
         lo = hi = -1
-        windows: Iterable[tuple[int, int]] = self._trigger_windows(text, pos)
-        if "eyJ" in text or "AKIA" in text or "ASIA" in text:
-            windows = heapq.merge(windows, _anchor_windows(text, pos))
         for start, stop in windows:
             if start <= hi + 16:  # close windows are scanned as one: fewer calls, same result
                 hi = max(hi, stop)
@@ -1225,10 +1330,12 @@ class Scanner:
         return found
 
     @staticmethod
-    def _trigger_windows(text: str, pos: int) -> Iterator[tuple[int, int]]:
+    def _trigger_windows(text: str, pos: int, first: int) -> Iterator[tuple[int, int]]:
+        """Windows around the trigger clusters from ``first``, where the first one after ``pos`` starts
+        (the same clusters as from ``pos``)."""
         back_of = _BACK.get
         tokstart = _TOKSTART.search
-        for t in _TRIGGER.finditer(text, pos):
+        for t in _TRIGGER.finditer(text, first):
             start, stop = t.span()
             back = back_of(text[start])
             if back is not None:
@@ -1299,6 +1406,22 @@ class Scanner:
             after = self._order.index(group) + 1  # type: ignore[arg-type]
         except ValueError:
             return None
+        if not self._user:
+            # One ``match`` of the alternation of the later branches finds the first of them that
+            # matches here, with the span it has alone (nothing follows the alternation to backtrack
+            # into): one call instead of one per branch. RE2's group numbers would differ per suffix.
+            while after < len(self._order):
+                pat = self._rest.get(after)
+                if pat is None:
+                    pat = self._rest[after] = re.compile("|".join(self._branches[after:]))
+                m = pat.match(subject, start, end)  # type: ignore[arg-type]
+                if m is None:
+                    return None
+                ent = self._accept(m.lastgroup, m, text)
+                if ent is not None:
+                    return ent
+                after = self._order.index(m.lastgroup) + 1  # type: ignore[arg-type]
+            return None
         for name in self._order[after:]:
             pat = self._single.get(name)
             if pat is None:
@@ -1368,6 +1491,10 @@ class Scanner:
         return n
 
 
+_BUILTIN_SET = frozenset(BUILTIN)
+# Where no built-in detector starts (see ``Scanner._search_source``).
+_MID_WORD = "(?<=[0-9A-Za-z])[a-z]|(?<=[0-9A-Z])[A-Z]|(?<=[0-9])[0-9]"
+
 _ANCHORS = ("eyJ", "AKIA", "ASIA")
 _TOKEN = re.compile(r"[A-Za-z0-9_.\-]*+")
 
@@ -1391,6 +1518,8 @@ _MAX_GROWING = 2048
 _PEM_END = re.compile(r"-----END (?:[A-Z0-9]{1,20} ){0,3}PRIVATE KEY-----")
 # Characters a match can start with (built-ins, placeholders); custom detectors add theirs.
 _FIRST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+(-:<密口")
+# The same without ``<`` (our placeholders), as a regex class.
+_BUILTIN_FIRST = "".join(re.escape(c) for c in sorted(_FIRST_CHARS - {"<"}))
 _KEYWORD_FIRST = frozenset("PpSsCcAa密口")
 _ASSIGN = re.compile(r"[:=：是为]")
 # Only separators after a candidate: more text may still extend it (``+2024-11`` + ``-28``).

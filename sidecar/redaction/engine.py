@@ -96,6 +96,9 @@ class Redactor:
             _placeholder_regex(policy.placeholder_format).replace("[A-Z][A-Z0-9_]*?", "([A-Z][A-Z0-9_]*?)", 1)
         )
         self._rules = {t: policy.rule(t) for t in [*policy.entities, *(c.name for c in policy.custom)]}
+        # What ``find`` calls per text (``Scanner.run``: one call less than ``Scanner.scan`` per scanner).
+        self._request_runs = [s.run for s in self._request]
+        self._response_runs = [s.run for s in self._response]
 
     # -- detection --------------------------------------------------------------------------------
     def find(
@@ -122,20 +125,17 @@ class Redactor:
                 dropped.extend(Entity(e.type, fmap.start(e.start), fmap.end(e.end)) for e in lost)  # type: ignore[union-attr]
             return [Entity(e.type, fmap.start(e.start), fmap.end(e.end)) for e in found]
         text = folded
-        scanners = self._response if response else self._request
-        if len(scanners) == 1:
-            found = scanners[0].scan(text, pos)
-            if not found and not pos:
-                return found
+        lists = []  # a plain loop: no generator per call (most texts hold no entity)
+        for run in self._response_runs if response else self._request_runs:
+            f = run(text, pos)
+            if f:
+                lists.append(f)
+        if not lists:
+            if not pos:
+                return []
+            found: list[Entity] = []
         else:
-            lists = []  # a plain loop: no generator per call (most texts hold no entity)
-            for s in scanners:
-                f = s.scan(text, pos)
-                if f:
-                    lists.append(f)
-            found = lists[0] if len(lists) == 1 else _merge(lists, dropped) if lists else []
-            if not found and not pos:
-                return found
+            found = lists[0] if len(lists) == 1 else _merge(lists, dropped)
         if pos and self._values:
             # A keyword in the context (``password=``) with its value after ``pos``: that match
             # started first, so it wins over anything found inside the value.
@@ -220,11 +220,11 @@ class Redactor:
         restore: frozenset[str] | bool = False,
     ) -> str:
         """Redact one whole text (a prompt, a complete answer, a log line)."""
-        if session is None:
-            session = Session()
         entities = self.find(text, response=response)
         if not entities:
             return text
+        if session is None:
+            session = Session()
         return self.render(text, entities, session, response=response, restore=restore)
 
 
