@@ -10,10 +10,11 @@ plus delta) holds no character that any built-in entity needs (a digit, ``@ : = 
 of the anchors that stand for one (``eyJ``, ``AKIA``, ``ASIA``), no character that case-folds into a
 keyword letter, and the 48 characters before it hold no assignment a value could follow, no entity
 can start there, so the detectors are not run: the delta is sent except its trailing run of
-characters that a partial match could still consume (letters, ``. % + ( ) ' "``), which is held;
-when separators follow that run, the exact hold is computed from the run's start only. Either way
-the hold is never shorter than the exact one (``Redactor.hold_from``), so nothing is sent earlier
-than the full path would send it (``tests/redaction/test_stream_fast.py`` checks both).
+characters that a partial match could still consume (letters, ``. % + ( ) ' "``) is held, with the
+separators after it unless whitespace follows (then the exact hold is computed from the run's start
+only). Either way the hold is never shorter than the exact one (``Redactor.hold_from``), so nothing
+is sent earlier than the full path would send it (``tests/redaction/test_stream_fast.py`` checks
+both).
 Only with the built-in detectors: custom patterns may match anything, and then every delta takes
 the full path.
 """
@@ -33,6 +34,7 @@ CONTEXT_CHARS = 64
 
 
 _RUN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-@:") | FOLDABLE
+_RUN_CHARS = "".join(sorted(_RUN))
 
 
 # Fast path (see the module docstring). A character that some built-in entity needs, or an anchor of
@@ -50,6 +52,8 @@ _HOLD_RUN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ._%+(
 # ...then only separators (``_SEPARATORS`` of the detectors without the characters above; ``\\s`` of
 # Python's ``re`` is ``str.isspace``).
 _HOLD_SEPS = frozenset("./()+%#'\"")
+_HOLD_RUN_CHARS = "".join(sorted(_HOLD_RUN))
+_HOLD_SEP_CHARS = "".join(sorted(_HOLD_SEPS))
 
 
 def quiet_cut(redactor: Redactor, text: str, base: int) -> int:
@@ -64,16 +68,24 @@ def quiet_hold(redactor: Redactor, context: str, tail: str) -> int:
 
     No position before the trailing run of ``_HOLD_RUN`` characters can be held: a partial match
     from there would have to consume the character before the run, which no branch can without a
-    character of ``_NEEDS_SCAN``. When nothing follows the run, it is held whole (an e-mail address
-    can grow from any letter; this may hold a little more than the exact hold, never less); when
-    separators follow it, the exact hold is asked for from the run's start on."""
-    i = n = len(tail)
-    while i and (tail[i - 1] in _HOLD_SEPS or tail[i - 1].isspace()):
-        i -= 1
-    seps = i
-    while i and tail[i - 1] in _HOLD_RUN:
-        i -= 1
-    if seps == n:
+    character of ``_NEEDS_SCAN``. When nothing follows the run but separators other than
+    whitespace (``week.``, ``(see``), the run and they are held whole: an e-mail address can grow
+    from any letter, and the exact hold is never before the run, so this may hold a little more
+    than the exact hold, never less (the next word releases it). Only when whitespace follows is the
+    exact hold asked for from the run's start on (``and `` goes out at once, its logprobs too)."""
+    # str.rstrip runs in C; the loop alternates because whitespace (``str.isspace``) and the
+    # separators may interleave (``word. "``).
+    n = len(tail)
+    rest = tail.rstrip(_HOLD_SEP_CHARS)
+    spaced = False
+    while True:
+        stripped = rest.rstrip()
+        if len(stripped) == len(rest):
+            break
+        spaced = True
+        rest = stripped.rstrip(_HOLD_SEP_CHARS)
+    i = len(rest.rstrip(_HOLD_RUN_CHARS))
+    if not spaced or len(rest) == n:
         return i
     return redactor.hold_from(context + tail, len(context) + i) - len(context)
 
@@ -83,8 +95,8 @@ def _context_start(text: str, cut: int) -> int:
     it falls in (up to 512), so detectors see the same left context as in the whole text."""
     start = max(0, cut - CONTEXT_CHARS)
     floor = max(0, cut - 512)
-    while start > floor and text[start - 1] in _RUN:
-        start -= 1
+    if start > floor and text[start - 1] in _RUN:
+        start = floor + len(text[floor:start].rstrip(_RUN_CHARS))
     return start
 
 
@@ -206,9 +218,17 @@ class StreamRedactor:
         out = tail[:i]
         self._pending = tail[i:]
         full = self._context + out
-        ctx_start = _context_start(full, len(full))
-        self._guard = max(0, self._guard - ctx_start)
-        self._context = full[ctx_start:] if ctx_start else full
+        # ``_context_start(full, len(full))``, inlined: this runs once per prose delta.
+        n = len(full)
+        if n > CONTEXT_CHARS:
+            start = n - CONTEXT_CHARS
+            if full[start - 1] in _RUN:
+                floor = max(0, n - 512)
+                start = floor + len(full[floor:start].rstrip(_RUN_CHARS))
+            if self._guard:
+                self._guard = max(0, self._guard - start)
+            full = full[start:]
+        self._context = full
         # The last 48 characters of the context stay free of assignments if ``out`` brings none.
         self._ctx_quiet = _ASSIGNS.search(out) is None
         return out

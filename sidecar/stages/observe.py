@@ -67,22 +67,28 @@ class ObserveFilter(ResponseFilter):
                     self.ctx.finish_reasons.append(str(choice["finish_reason"]))
 
     def _read_event(self, doc: object) -> None:
+        # Runs once per streamed token: the common case (a chunk with one choice and no usage) takes
+        # no call beyond the dict lookups.
         if not isinstance(doc, dict):
             return
         kind = doc.get("type")
         if kind is not None:  # a typed event (the Responses API)
             self._read_typed_event(kind, doc)
             return
-        self._read_usage(doc)
+        if doc.get("usage") is not None:
+            self._read_usage(doc)
         for choice in doc.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
             delta = choice.get("delta")
             text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
             if text:
-                self._token()
-            if choice.get("finish_reason"):
-                self.ctx.finish_reasons.append(str(choice["finish_reason"]))
+                if self.streamed_tokens == 0:
+                    self.ctx.first_token_at = time.perf_counter()
+                self.streamed_tokens += 1
+            finish = choice.get("finish_reason")
+            if finish:
+                self.ctx.finish_reasons.append(str(finish))
 
     def _token(self) -> None:
         if self.streamed_tokens == 0:

@@ -357,7 +357,12 @@ class _SSEFilter(ResponseFilter):
     characters released unchanged that belong to queued events. Anything else (text redacted or
     restored, logprobs, tool calls, a stream whose held text belongs to events already sent, i.e. in
     ``misaligned``) sends the queued events out at once, rewritten to carry exactly what was released
-    (``_flush_queue``), and the event is handled per event as before (``_json_event``)."""
+    (``_flush_queue``), and the event is handled per event as before (``_json_event``).
+
+    Token events (one choice, one text field, the rest as in the last event that walked clean) are
+    recognized by their bytes once one of them was checked as a dict (``shape``), and a chunk of
+    one event feeds its text to the redactor at once instead of batching it (``single``): at many
+    connections most reads carry one event, and this is the cost paid per token."""
 
     __slots__ = (
         "batch",
@@ -368,6 +373,8 @@ class _SSEFilter(ResponseFilter):
         "misaligned",
         "queue",
         "reader",
+        "shape",
+        "single",
         "skeleton",
         "stage",
         "state",
@@ -394,6 +401,11 @@ class _SSEFilter(ResponseFilter):
         # Prose deltas of one stream, queued and fed as one at the end of the chunk (``_settle``).
         self.batch: list[str] = []
         self.batch_stream: tuple[int, str] = (0, "")
+        # The chunk being fed holds one event (then nothing is batched).
+        self.single = False
+        # The bytes of a token event around its text: (prefix, suffix, the prefix's length, both
+        # lengths, key, index).
+        self.shape: tuple[bytes, bytes, int, int, str, int] | None = None
 
     def _stream(self, index: int, key: str) -> StreamRedactor:
         sr = self.streams.get((index, key))
@@ -405,7 +417,9 @@ class _SSEFilter(ResponseFilter):
         if not chunk:
             return chunk
         out: list[SSEEvent] = []
-        for event in self.reader.feed(chunk):
+        events = self.reader.feed(chunk)
+        self.single = len(events) == 1
+        for event in events:
             self._event(event, out)
         if self.batch:
             self._settle(out)
@@ -464,8 +478,22 @@ class _SSEFilter(ResponseFilter):
         """The usual event, handled without the general loops: one choice whose delta is one text
         field, not finishing, and the rest of the event as in the last event that walked unchanged.
         False when the event is not that (the general path takes it)."""
+        if self.logprobs:
+            return False
+        shape = self.shape
+        data = event.data
+        if shape is not None and data is not None:
+            # Byte check first: the data is the learned event's with only the text string changed
+            # (``_learn_shape``), so its doc is the skeleton with that text and no dict is walked.
+            prefix, suffix, head, size, key, index = shape
+            end = len(data) - size + head
+            if end > head and data.startswith(prefix) and data.endswith(suffix):
+                middle = data[head:end]
+                if b'"' not in middle and b"\\" not in middle:
+                    self._token(event, doc, index, key, doc["choices"][0]["delta"][key], out)
+                    return True
         choices = doc.get("choices")
-        if type(choices) is not list or len(choices) != 1 or self.logprobs or self.skeleton is None:
+        if type(choices) is not list or len(choices) != 1 or self.skeleton is None:
             return False
         choice = choices[0]
         if (
@@ -489,6 +517,39 @@ class _SSEFilter(ResponseFilter):
             delta[key] = value
         if not same:
             return False
+        if shape is None:
+            self._learn_shape(event, doc, delta, key, value, index)
+        self._token(event, doc, index, key, value, out)
+        return True
+
+    def _learn_shape(
+        self, event: SSEEvent, doc: dict[str, Any], delta: dict[str, Any], key: str, value: str, index: int
+    ) -> None:
+        """Remember the bytes around this token event's text as ``shape``: an event whose data is
+        ``prefix + middle + suffix``, with no quote or backslash in ``middle``, parses to this doc
+        with ``middle`` as its text. Proved by parsing a probe in the middle: the JSON lexer is then
+        inside that very string after ``prefix``, and plain characters keep it there."""
+        data = cast("bytes", event.data)
+        encoded = orjson.dumps(value)  # the upstream may escape differently: then nothing is learned
+        pos = data.find(encoded)
+        if pos < 0 or data.find(encoded, pos + 1) >= 0:
+            return
+        prefix, suffix = data[: pos + 1], data[pos + len(encoded) - 1 :]
+        try:
+            probe = orjson.loads(prefix + b"probe" + suffix)
+        except orjson.JSONDecodeError:
+            return
+        delta[key] = "probe"
+        try:
+            same = probe == doc
+        finally:
+            delta[key] = value
+        if same:
+            self.shape = (prefix, suffix, len(prefix), len(prefix) + len(suffix), key, index)
+
+    def _token(
+        self, event: SSEEvent, doc: dict[str, Any], index: int, key: str, value: str, out: list[SSEEvent]
+    ) -> None:
         skey = (index, key)
         sr = self.streams.get(skey) or self._stream(index, key)
         self.template = doc
@@ -496,35 +557,42 @@ class _SSEFilter(ResponseFilter):
         batch = self.batch
         if batch and self.batch_stream != skey:
             self._settle(out)
-        if sr.quiet(value) and skey not in self.misaligned and len(queue) < _QUEUE_MAX:
+        misaligned = self.misaligned
+        if (
+            not self.single
+            and sr.quiet(value)
+            and (not misaligned or skey not in misaligned)
+            and len(queue) < _QUEUE_MAX
+        ):
             # Prose: its redactor runs once per chunk, on the joined deltas (any split is the same).
+            # Not for a chunk of one event: that would be the same one call, later.
             batch.append(value)
             self.batch_stream = skey
             queue.append(_Queued(event, doc, [(0, key, skey, value)], False))
-            return True
+            return
         if batch:
             self._settle(out)
+            misaligned = self.misaligned  # a flush of the queue makes a new set
         got = sr.feed(value)
-        size = len(value)
         if got:
-            if not sr.clean or skey in self.misaligned:
-                self.misaligned.add(skey)
+            if not sr.clean or (misaligned and skey in misaligned):
+                misaligned.add(skey)
                 queue.append(_Queued(event, doc, [(0, key, skey, value)], False))
                 self._flush_queue(out, [(0, key, got)])
-                return True
+                return
             credit = self.credit
             have = credit.get(skey, 0) + len(got)
+            size = len(value)
             if not queue and have >= size:  # nothing waits and all of this event's text is out
                 credit[skey] = have - size
                 out.append(event)
-                return True
+                return
             credit[skey] = have
         queue.append(_Queued(event, doc, [(0, key, skey, value)], False))
         if len(queue) > _QUEUE_MAX:
             self._flush_queue(out)
         elif got:
             self._emit_ready(out)
-        return True
 
     def _settle(self, out: list[SSEEvent]) -> None:
         """Feed the batched prose deltas (queued events of one stream) to their redactor at once."""
@@ -627,6 +695,7 @@ class _SSEFilter(ResponseFilter):
             changed = w.changed
             if not changed:
                 self.skeleton = orjson.loads(orjson.dumps(new))
+                self.shape = None  # learned again from the next token event
             return new, changed
         finally:
             choices = doc["choices"]

@@ -54,7 +54,12 @@ async def chain(tmp_path: Path, **cfg: Any):
 
 
 def run(filters: list, body: bytes, step: int | None = None) -> bytes:
-    pieces = [body] if step is None else [body[i : i + step] for i in range(0, len(body), step)]
+    """``step``: None, the body as one read; 0, one read per event (many connections); else reads
+    of that many bytes."""
+    if step == 0:
+        pieces = [event + b"\n\n" for event in body.split(b"\n\n")[:-1]]
+    else:
+        pieces = [body] if step is None else [body[i : i + step] for i in range(0, len(body), step)]
     out = []
     for piece in pieces:
         for f in filters:
@@ -75,7 +80,7 @@ def contents(body: bytes) -> str:
     return text
 
 
-@pytest.mark.parametrize("step", [None, 1, 7, 100, 4096])
+@pytest.mark.parametrize("step", [None, 0, 1, 7, 100, 4096])
 async def test_untouched_stream_is_byte_identical(tmp_path: Path, step: int | None) -> None:
     ctx, filters = await chain(tmp_path)
     body = vllm_stream(tokens(200))
@@ -85,7 +90,7 @@ async def test_untouched_stream_is_byte_identical(tmp_path: Path, step: int | No
     assert ctx.finish_reasons == ["stop"]
 
 
-@pytest.mark.parametrize("step", [None, 13, 4096])
+@pytest.mark.parametrize("step", [None, 0, 13, 4096])
 async def test_each_event_is_parsed_once(tmp_path: Path, step: int | None) -> None:
     """Three stream filters, one parse per upstream event (``SSEEvents.parsed``)."""
     ctx, filters = await chain(tmp_path)
@@ -157,7 +162,7 @@ SPLIT_VALUES = ["13900001111", "jlin@example.com", "110101199003074258", "passwo
     value=st.sampled_from(SPLIT_VALUES),
     cut=st.integers(0, 40),
     before=st.sampled_from(["", " ", " call", " Mail", ",", "\n"]),
-    step=st.sampled_from([None, 1, 17]),
+    step=st.sampled_from([None, 0, 1, 17]),
 )
 def test_value_split_across_two_events_never_leaks(
     tmp_path_factory: pytest.TempPathFactory, value: str, cut: int, before: str, step: int | None
@@ -204,7 +209,7 @@ EVENT_TEXT += [" <EMA", "IL_1>", " pass", "word=", "hunter22", " 2024", "-11", "
         min_size=1,
         max_size=40,
     ),
-    step=st.sampled_from([None, 1, 29, 300]),
+    step=st.sampled_from([None, 0, 1, 29, 300]),
 )
 def test_interleaved_choices_match_whole_text(
     tmp_path_factory: pytest.TempPathFactory, plan: list[tuple[int, str, str]], step: int | None
@@ -245,3 +250,49 @@ def test_interleaved_choices_match_whole_text(
             assert value.encode() not in out
     assert ctx.output_sha256 == hashlib.sha256(out).hexdigest()
     assert out.endswith(b"data: [DONE]\n\n")
+
+
+ODD_TOKENS = [
+    (b'"content":" say \\"hi\\""', ' say "hi"'),  # escaped quotes
+    (b'"content":"line\\nnext"', "line\nnext"),  # an escape sequence
+    (b'"content":"caf\\u00e9 13900001111"', "caf\u00e9 13900001111"),  # a unicode escape, then PII
+    (b'"content":" plain"', " plain"),
+]
+
+
+@pytest.mark.parametrize("step", [None, 0])
+async def test_token_shape_only_for_the_same_bytes_around_the_text(tmp_path: Path, step: int | None) -> None:
+    """Token events are recognized by the bytes around their text (learned from an event that
+    walked clean); an event whose text has escapes, or whose other fields differ (model, finish,
+    an extra field, a second key), takes the general path: what the client gets is exactly the
+    whole text redacted, with the other fields as sent."""
+    stage, ctx, f = await _prepared(tmp_path, "sse")
+    head = b'{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",'
+    head += b'"choices":[{"index":0,"delta":{'
+    tail = b'},"logprobs":null,"finish_reason":null}]}'
+    datas = [head + b'"role":"assistant","content":""' + tail]
+    texts = []
+    for word in [" one", " two", " three"]:
+        datas.append(head + b'"content":"' + word.encode() + b'"' + tail)
+        texts.append(word)
+    for raw, text in ODD_TOKENS:
+        datas.append(head + raw + tail)
+        texts.append(text)
+    other = head.replace(b'"model":"m"', b'"model":"jlin@example.com"')
+    datas.append(other + b'"content":" four"' + tail)
+    texts.append(" four")
+    datas.append(head + b'"content":" five","reasoning":"x"' + tail)
+    texts.append(" five")
+    datas.append(head + b'"content":" six"' + tail.replace(b"null}", b'null,"extra":"13900001111"}'))
+    texts.append(" six")
+    datas.append(head + b'"content":" seven"' + tail)
+    texts.append(" seven")
+    datas.append(head + tail.replace(b'"finish_reason":null', b'"finish_reason":"stop"'))
+    body = b"".join(b"data: " + d + b"\n\n" for d in datas) + b"data: [DONE]\n\n"
+    out = run([f, ObserveFilter(ctx)], body, step)
+    state = redact_module._State(ctx.redaction.session, True, stage.redactor)
+    assert contents(out) == stage.text_out("".join(texts), state)
+    assert b"13900001111" not in out and b"jlin@example.com" not in out
+    assert b'"model":"m"' in out and b'"reasoning":"x"' in out
+    assert ctx.output_sha256 == hashlib.sha256(out).hexdigest()
+    assert ctx.finish_reasons == ["stop"]
