@@ -405,15 +405,31 @@ def _too_large(limit: int) -> ProxyError:
 
 
 async def _read_body(receive: Any, limit: int, timeout_s: float) -> bytes:
+    # What asyncio.timeout does, without its context manager: a bare timer is ~7 us cheaper per
+    # request here, and nearly every body is already in when the app asks for it.
+    task = asyncio.current_task()
+    assert task is not None
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
     try:
-        async with asyncio.timeout(timeout_s):
-            return await _read_body_unbounded_in_time(receive, limit)
-    except TimeoutError:
-        raise ProxyError(
-            408,
-            f"The request body was not received within {timeout_s:g} s (server.body_timeout_s).",
-            code="request_timeout",
-        ) from None
+        return await _read_body_unbounded_in_time(receive, limit)
+    except asyncio.CancelledError:
+        # Ours only when the timer fired and no other cancellation (shutdown) is pending.
+        if expired and task.uncancel() == 0:
+            raise ProxyError(
+                408,
+                f"The request body was not received within {timeout_s:g} s (server.body_timeout_s).",
+                code="request_timeout",
+            ) from None
+        raise
+    finally:
+        timer.cancel()
 
 
 async def _read_body_unbounded_in_time(receive: Any, limit: int) -> bytes:

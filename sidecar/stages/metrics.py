@@ -59,6 +59,7 @@ class MetricsStage(Stage):
         self._stream: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._tokens: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._in_flight: dict[str, Any] = {}
+        self._redactions: dict[str, Any] = {}  # entity label -> counter child
         self._gpu: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -150,7 +151,11 @@ class MetricsStage(Stage):
         if ctx.redactions:
             for entity, count in ctx.redactions.items():
                 if count:
-                    d.REDACTIONS.labels(self.entity_label(entity)).inc(count)
+                    label = self.entity_label(entity)
+                    child = self._redactions.get(label)
+                    if child is None:
+                        child = self._redactions[label] = d.REDACTIONS.labels(label)
+                    child.inc(count)
 
     def _observe_stream(self, ctx: RequestContext, route: str, model: str) -> None:
         first = ctx.first_token_at or ctx.first_byte_at
