@@ -145,8 +145,10 @@ class RedactStage(Stage):
             new = await asyncio.to_thread(self.redact_body, ctx.path, body, session)
         else:
             new = self.redact_body(ctx.path, body, session)
-        if new is not None:
-            ctx.set_json(new)
+        # Always re-serialized, even when nothing changed: the upstream then reads exactly the
+        # document that was walked. The client's bytes may say more than the parse kept (a key given
+        # twice: the parser keeps the last value, the bytes carry both).
+        ctx.set_json(body if new is None else new)
 
     def _check_url(self, ctx: RequestContext) -> None:
         """The path and query string are forwarded as they are: personal data there is refused."""

@@ -56,6 +56,26 @@ def test_request_field_families(upstream: RecordingUpstream, guarded: Sidecar, p
         assert b"<EMAIL_" in sent.body or b"<CN_" in sent.body  # forwarded, redacted
 
 
+def test_a_key_given_twice_does_not_smuggle_the_first_value(
+    upstream: RecordingUpstream, guarded: Sidecar
+) -> None:
+    """The parser keeps the last of two equal keys; the first one's value (never walked) must not
+    reach the upstream in the client's bytes."""
+    raw = (
+        b'{"model": "' + MODEL.encode() + b'", "messages": [{"role": "user", '
+        b'"content": "call '
+        + PHONE.encode()
+        + b'", "content": "hello"}], "user": "'
+        + EMAIL.encode()
+        + b'", "user": "u1"}'
+    )
+    resp = httpx.post(guarded.url + "/v1/chat/completions", content=raw, headers=guarded.headers, timeout=30)
+    assert resp.status_code == 200, resp.text
+    (sent,) = upstream.inference_requests()
+    assert orjson.loads(sent.body)["messages"][0]["content"] == "hello"
+    assert_not_forwarded(upstream, PHONE, EMAIL)
+
+
 def test_all_families_in_one_request(upstream: RecordingUpstream, guarded: Sidecar) -> None:
     """Every chat family at once: one request, one forward, nothing raw."""
     body: dict[str, Any] = {"model": MODEL, "messages": []}
