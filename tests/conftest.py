@@ -8,6 +8,7 @@ stages that need credentials (JWT) get them from this one place.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,13 @@ from bench import stack
 from bench.procs import CACHE
 from bench.stack import Engine, Sidecar, launch_sidecar, start_engine
 from bench.upstream import RecordingUpstream
+
+# Tests stop what they start with SIGINT, as a terminal's Ctrl-C would. A suite started in the
+# background of a non-interactive shell (``make test &``) inherits SIGINT ignored, Python then keeps
+# it ignored, and so would every process the tests start: reinstate Python's handler, so that they
+# start with the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
