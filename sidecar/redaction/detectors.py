@@ -21,6 +21,12 @@ from typing import Any, NamedTuple
 
 import regex
 
+try:  # stream hold-back reads a pattern's first characters (``_leading``); private in CPython 3.11+
+    from re import _constants as _re_constants
+    from re import _parser as _re_parser
+except ImportError:  # another Python: ``_leading`` knows nothing, the hold tries every position
+    _re_constants = _re_parser = None  # type: ignore[assignment]
+
 from custos.regex import SearchText, UserRegex, UserRegexError, compile_user_regex
 
 from . import validators as v
@@ -1233,6 +1239,55 @@ class Scanner:
             self.run = self.finder
         else:
             self.run = self._scan_windows if self.windowed else self._scan_all
+        # Stream hold-back state, made on its first use (``_prepare_hold``): most scanners (the request
+        # side's) never hold back, and reading the second tier's patterns takes a while.
+        self._hold_ready = False
+        self._hold_starts: re.Pattern[str] | None = None
+
+    def _prepare_hold(self) -> None:
+        self._hold_starts = self._hold_start_pattern()
+        self._hold_ready = True
+
+    def _hold_start_pattern(self) -> re.Pattern[str] | None:
+        """The positions ``hold_from`` tries, found at C speed (one ``finditer`` instead of a Python
+        test per position; a partial match costs ~1-4 µs a position). None: every position (custom
+        detectors may start with anything).
+
+        The built-ins get the guard of ``_search_source``: it refuses a position by the character
+        there and the one before, both already in the text whatever arrives later, so no match can
+        ever start there, partial or not. The second tier gets the same from its detectors'
+        patterns (``_leading``). ``tests/redaction/test_stream_hold_guard.py`` compares both with
+        the first-character test they replace. Our placeholders are tried where their first
+        character is: ``<`` by default, any of ``<[{(`` by the policy's format."""
+        if self._user:
+            return None
+        first = self.first_chars or (_FIRST_CHARS if self.windowed else None)
+        if first is None:
+            return None
+        placeholder = frozenset[str]()
+        if self.placeholder_pattern is not None:
+            found = _leading(self.placeholder_pattern)
+            if found is None:
+                return None
+            # Not only ``first``: with ``[{type}_{n}]`` a ``[CN_PHONE_`` went out before its ``1]``.
+            placeholder = found[0]
+        alternatives = [_char_class(placeholder)] if placeholder else []
+        if self.first_chars is None and all(d in _BUILTIN_SET for d in self.detectors):
+            alternatives.insert(0, f"(?!{_MID_WORD})[{_BUILTIN_FIRST}]")
+            return re.compile("|".join(alternatives))
+        # The second tier's ``first_chars`` cover every detector it may hold (letters for names); the
+        # detectors a policy leaves in it may start with fewer (by default, in answers: a digit or
+        # ``(`` after no letter or digit), and any other position costs a failed partial match.
+        leading = [_leading(d.pattern) for d in self.detectors]
+        if any(start is None for start in leading):
+            alternatives.insert(0, _char_class(first))
+        else:
+            for chars, refused in dict.fromkeys(start for start in leading if start is not None):
+                chars = chars & first
+                if chars:
+                    fence = f"(?<!{_char_class(refused)})" if refused else ""
+                    alternatives.append(fence + _char_class(chars))
+        return re.compile("|".join(alternatives) or "(?!)")
 
     def _search_source(self) -> str:
         """The alternation the scan searches with. For the built-in detectors it is guarded: none of
@@ -1470,11 +1525,14 @@ class Scanner:
         begin = text.rfind("-----BEGIN", floor)
         if begin >= 0 and not _PEM_END.search(text, begin):
             return begin
-        first = self.first_chars or (_FIRST_CHARS if self.windowed else None)  # custom: anything
         # ``stop``: another scanner already holds from there; positions after it cannot matter.
-        for p in range(lo, n if stop is None else min(n, stop)):
-            if first is not None and text[p] not in first:
-                continue
+        last = n if stop is None else min(n, stop)
+        if not self._hold_ready:
+            self._prepare_hold()
+        starts = self._hold_starts
+        # ``finditer`` from ``lo``: the guard's lookbehind still sees the character before ``lo``.
+        positions = range(lo, last) if starts is None else map(_match_start, starts.finditer(text, lo, last))
+        for p in positions:
             try:
                 m = match(text, p, partial=True)
                 if m is None:
@@ -1492,6 +1550,66 @@ class Scanner:
 
 
 _BUILTIN_SET = frozenset(BUILTIN)
+_match_start = re.Match.start
+_ASSERTS = (_re_constants.ASSERT, _re_constants.ASSERT_NOT) if _re_constants is not None else ()
+
+
+def _class_chars(op: Any, av: Any) -> frozenset[str] | None:
+    """The characters one parsed item takes: a literal or a class of literals and ranges."""
+    if op is _re_constants.LITERAL:
+        return frozenset(chr(av))
+    if op is not _re_constants.IN:
+        return None
+    chars: set[str] = set()
+    for item, value in av:
+        if item is _re_constants.LITERAL:
+            chars.add(chr(value))
+        elif item is _re_constants.RANGE and value[1] - value[0] < 0x10000:
+            chars.update(map(chr, range(value[0], value[1] + 1)))
+        else:
+            return None
+    return frozenset(chars)
+
+
+def _leading(pattern: str) -> tuple[frozenset[str], frozenset[str]] | None:
+    """Where a match of ``pattern`` can start: the characters its first item that consumes one
+    takes (lookbehinds and anchors before it only restrict), and the characters that a negative
+    lookbehind right after it refuses just before the start (``[0-9](?<![0-9A-Za-z_].)``: no digit
+    or letter before). None when not known that simply (alternation, group, repeat, negated class,
+    ``\\d``, a lookahead first, case-insensitive). A match, complete or partial, is impossible at a
+    position whose character is not a first one or whose previous character is refused: both are
+    already in the text whatever arrives later."""
+    if _re_parser is None:
+        return None
+    try:
+        parsed = _re_parser.parse(pattern)
+    except (re.error, RecursionError):
+        return None
+    flags = parsed.state.flags
+    if flags & re.IGNORECASE:
+        return None
+    items = list(parsed)
+    for i, (op, av) in enumerate(items):
+        if op is _re_constants.AT or (op in _ASSERTS and av[0] == -1):
+            continue
+        first = _class_chars(op, av)
+        if first is None:
+            return None
+        refused: set[str] = set()
+        # ``.`` takes no newline (without DOTALL): then ``[X].`` would not refuse before one.
+        if "\n" not in first or flags & re.DOTALL:
+            for op2, av2 in items[i + 1 :]:
+                if op2 is not _re_constants.ASSERT_NOT or av2[0] != -1:
+                    break
+                body = list(av2[1])
+                if len(body) == 2 and body[1][0] is _re_constants.ANY:
+                    before = _class_chars(*body[0])
+                    if before is not None:
+                        refused |= before
+        return first, frozenset(refused)
+    return None
+
+
 # Where no built-in detector starts (see ``Scanner._search_source``).
 _MID_WORD = "(?<=[0-9A-Za-z])[a-z]|(?<=[0-9A-Z])[A-Z]|(?<=[0-9])[0-9]"
 

@@ -158,10 +158,20 @@ class StreamRedactor:
         pending = self._pending
         if self._fast and self._quiet and self._ctx_quiet:
             tail = pending + delta if pending else delta
-            if _NEEDS_SCAN.search(tail, max(0, len(pending) - 3)) is None:
+            need = _NEEDS_SCAN.search(tail, max(0, len(pending) - 3))
+            if need is None:
                 out = self._quiet_feed(tail)
                 if out is not None:
                     return out
+            elif (j := need.start() - len(pending)) > 0:
+                # Prose, then the first character that needs the detectors (`` about 3``, `` in 2024``):
+                # fed as two deltas, the prose on the fast path and the rest on the full one. Any
+                # split of the stream redacts as the whole text does, so this one too; and the full
+                # path, starting at the trigger, mostly holds it all (a number may grow) and then
+                # needs no ``find`` over the prose. ``clean``: the prose goes out as it came.
+                head = self._quiet_feed(pending + delta[:j])
+                if head is not None:
+                    return head + self.feed(delta[j:])
         context = self._context
         text = context + delta if not pending else context + pending + delta
         base = len(context)
