@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import re
 import string
 
 import pytest
@@ -207,6 +208,10 @@ def _digit_inputs(rng: random.Random, n: int) -> list[str]:
     return out
 
 
+# One item of a registry BBAN format (``4!a``: four letters).
+_BBAN_ITEM = re.compile(r"([1-9][0-9]*)!([nac])")
+
+
 def _iban_inputs(rng: random.Random, n: int) -> list[str]:
     from stdnum import iban as stdnum_iban
     from stdnum import numdb
@@ -219,8 +224,7 @@ def _iban_inputs(rng: random.Random, n: int) -> list[str]:
         cc = rng.choice(known) if rng.random() < 0.8 else rng.choice([*countries, "1A", "A1", "00"])
         spec = numdb.get("iban").info(cc)[0][1].get("bban", "4!n14!n")
         bban = "".join(
-            "".join(rng.choices(classes[m.group(2)], k=int(m.group(1))))
-            for m in v._IBAN_STRUCT.finditer(spec)
+            "".join(rng.choices(classes[m.group(2)], k=int(m.group(1)))) for m in _BBAN_ITEM.finditer(spec)
         )
         if rng.random() < 0.2:  # wrong length or a wrong character class somewhere
             bban = bban[:-1] if rng.random() < 0.5 else bban + rng.choice(string.digits)
@@ -337,7 +341,7 @@ def test_same_decision(name, new, ref, gen) -> None:
 
 def test_iban_every_registered_country() -> None:
     """Each country in python-stdnum's registry, valid and one check digit off, incl. the ones with a
-    national check (BE, ES, ME, NO); and our BBAN regex is the one stdnum builds."""
+    national check (BE, ES, ME, NO)."""
     from stdnum import iban as stdnum_iban
     from stdnum import numdb
 
@@ -347,13 +351,8 @@ def test_iban_every_registered_country() -> None:
         a + b for a in string.ascii_uppercase + string.digits for b in string.ascii_uppercase + string.digits
     ):
         props = db.info(cc)[0][1]
-        assert db.info(cc + "12345678901234")[0][1] == props  # the entry depends on two characters
-        spec = v._iban_country(cc)
         if not props:
-            assert spec is None
             continue
-        assert spec is not None
-        assert spec[0].pattern == stdnum_iban._struct_to_re(props["bban"]).pattern
         for _ in range(30):
             bban = "".join(
                 "".join(
@@ -364,7 +363,7 @@ def test_iban_every_registered_country() -> None:
                         k=int(m.group(1)),
                     )
                 )
-                for m in v._IBAN_STRUCT.finditer(props["bban"])
+                for m in _BBAN_ITEM.finditer(props["bban"])
             )
             value = cc + stdnum_iban.calc_check_digits(cc + "00" + bban) + bban
             assert v.iban(value) == ref_iban(value), value
