@@ -12,6 +12,8 @@ the exact bytes it was made for.
 
 from __future__ import annotations
 
+import re
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -88,19 +90,180 @@ class SSEEvent:
         return self.data == b"[DONE]"
 
 
+class TokenShape:
+    """The bytes of a token event around its text: ``lead`` (``data: `` and the JSON up to the
+    opening quote of one delta text field) and ``tail`` (from the closing quote to the blank line).
+    Every event ``lead + middle + tail`` whose middle holds no quote, backslash or control character
+    parses to ``doc`` with ``middle`` as the text of ``choices[0].delta[key]``: proved once, when the
+    shape is learned, by parsing a probe in the middle (the JSON lexer is then inside that very
+    string after ``lead``, and plain characters keep it there)."""
+
+    __slots__ = ("doc", "fixed", "index", "key", "lead", "tail")
+
+    def __init__(self, lead: bytes, tail: bytes, key: str, index: int, doc: dict[str, Any]) -> None:
+        self.lead = lead
+        self.tail = tail
+        self.fixed = len(lead) + len(tail)
+        self.key = key
+        self.index = index
+        self.doc = doc
+
+
+class TokenRun:
+    """Consecutive events of one ``TokenShape``, recognized by their bytes and never parsed:
+    ``raw``, their bytes as they go on; ``middles``, each event's text as it stands in the JSON
+    (plain UTF-8). A filter that sends only some of them on publishes a ``part``."""
+
+    __slots__ = ("_ends", "_texts", "middles", "raw", "shape")
+
+    def __init__(self, raw: bytes, shape: TokenShape, middles: list[bytes]) -> None:
+        self.raw = raw
+        self.shape = shape
+        self.middles = middles
+        self._texts: list[str] | None = None
+        self._ends: list[int] | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.middles)
+
+    @property
+    def texts(self) -> list[str]:
+        texts = self._texts
+        if texts is None:
+            texts = self._texts = [m.decode() for m in self.middles]
+        return texts
+
+    def text(self) -> str:
+        """All the events' text, joined."""
+        joined = b"".join(self.middles)
+        return joined.decode("ascii") if joined.isascii() else "".join(self.texts)
+
+    def byte_end(self, i: int) -> int:
+        """Where event ``i`` ends in ``raw``."""
+        ends = self._ends
+        if ends is None:
+            ends = self._ends = list(accumulate(map(len, self.middles)))
+        return ends[i] + (i + 1) * self.shape.fixed
+
+    def part(self, start: int, stop: int) -> TokenRun:
+        """Events ``start`` to ``stop`` (exclusive) as a run of their own."""
+        if start == 0 and stop == len(self.middles):
+            return self
+        begin = self.byte_end(start - 1) if start else 0
+        part = TokenRun(self.raw[begin : self.byte_end(stop - 1)], self.shape, self.middles[start:stop])
+        if self._texts is not None:
+            part._texts = self._texts[start:stop]
+        return part
+
+    def event(self, i: int) -> SSEEvent:
+        """Event ``i``, parsed (for a filter that must handle it on its own)."""
+        begin = self.byte_end(i - 1) if i else 0
+        return _one_line_event(self.raw[begin : self.byte_end(i)])
+
+    def events(self) -> list[SSEEvent]:
+        return [self.event(i) for i in range(len(self.middles))]
+
+
+# Text that stands in JSON as it is: no quote, backslash or control character (so no newline).
+_PLAIN = rb'[^"\\\x00-\x1f]+'
+# Runs of token events: the first event's bytes before its text (group 1: ``data: `` and the JSON up
+# to the opening quote of a delta text field) and after it (group 2), repeated byte for byte by each
+# following event around its own plain text (back-references). A run starts at an event's start:
+# the chunk's first byte (``_RUN_FIRST``, anchored) or after a blank line (``_RUN_NEXT``; its
+# look-behind follows the literal, so a line full of ``data: `` costs one scan, not one per copy).
+_RUN_BODY = (
+    rb'[^\n]*?"(?:content|reasoning_content|reasoning|refusal)":")'
+    + _PLAIN
+    + rb'("[^\n]*\n\n)(?:\1'
+    + _PLAIN
+    + rb"\2)*"
+)
+_RUN_FIRST = re.compile(rb"(data: " + _RUN_BODY)
+_RUN_NEXT = re.compile(rb"(data: (?<=\n\ndata: )" + _RUN_BODY)
+# Text fields of a streamed delta a run may carry.
+_RUN_KEYS = frozenset({"content", "reasoning_content", "reasoning", "refusal"})
+# A stream whose token events keep changing shape stops learning after this many shapes.
+_SHAPES_MAX = 8
+# Events looked at (from the end of a read) for a shape to learn: a read ends with tokens, or with
+# the finishing event and ``[DONE]`` after them.
+_LEARN_FROM = 4
+
+
+def _end_of_events(chunk: bytes, count: int) -> int:
+    """Where the first ``count`` events of ``chunk`` end, or -1 when it holds fewer."""
+    end = -2
+    for _ in range(count):
+        end = chunk.find(b"\n\n", end + 2)
+        if end < 0:
+            return -1
+    return end + 2
+
+
+def learn_shape(event: SSEEvent) -> TokenShape | None:
+    """The ``TokenShape`` of ``event`` when it is a plain token event: one data line, one choice
+    (index, no logprobs, not finishing, no ``text``) whose delta is one non-empty text field, and no
+    usage; None otherwise (or when the upstream's JSON cannot be proved to have that shape)."""
+    doc = event.doc
+    if type(doc) is not dict or doc.get("usage") is not None:
+        return None
+    choices = doc.get("choices")
+    if type(choices) is not list or len(choices) != 1:
+        return None
+    choice = choices[0]
+    if (
+        type(choice) is not dict
+        or choice.get("finish_reason") is not None
+        or choice.get("logprobs") is not None
+        or "text" in choice
+    ):
+        return None
+    delta = choice.get("delta")
+    index = choice.get("index", 0)
+    if type(delta) is not dict or len(delta) != 1 or type(index) is not int:
+        return None
+    ((key, value),) = delta.items()
+    if key not in _RUN_KEYS or type(value) is not str or not value:
+        return None
+    raw = event.raw
+    data = event.data
+    if data is None or raw != b"data: " + data + b"\n\n":
+        return None
+    encoded = orjson.dumps(value)  # the upstream may escape differently: then nothing is learned
+    pos = data.find(encoded)
+    if pos < 0 or data.find(encoded, pos + 1) >= 0:
+        return None
+    prefix, suffix = data[: pos + 1], data[pos + len(encoded) - 1 :]
+    try:
+        probe = orjson.loads(prefix + b"probe" + suffix)
+    except orjson.JSONDecodeError:
+        return None
+    delta[key] = "probe"
+    try:
+        same = probe == doc
+    finally:
+        delta[key] = value
+    if not same:
+        return None
+    return TokenShape(b"data: " + prefix, suffix + b"\n\n", key, index, doc)
+
+
 class SSEEvents:
     """The parse of one response's event stream, shared by its filters. ``parsed`` counts the events
-    split and parsed (once each when every filter shares)."""
+    split and parsed, ``recognized`` those taken in token runs without a parse (each event is one
+    or the other, once, when every filter shares)."""
 
-    __slots__ = ("_chunk", "_events", "parsed")
+    __slots__ = ("_chunk", "_events", "parsed", "recognized")
 
     def __init__(self) -> None:
         self._chunk: bytes | None = None
-        self._events: list[SSEEvent] = []
+        self._events: list[Any] = []
         self.parsed = 0
+        self.recognized = 0
 
-    def publish(self, events: list[SSEEvent]) -> bytes:
-        """The bytes of ``events`` (what the filter sends on), registered with their parse."""
+    def publish(self, events: list[Any]) -> bytes:
+        """The bytes of ``events`` (events and token runs: what the filter sends on), registered
+        with their parse."""
         if not events:
             return b""
         chunk = events[0].raw if len(events) == 1 else b"".join([e.raw for e in events])
@@ -108,8 +271,8 @@ class SSEEvents:
         self._events = events
         return chunk
 
-    def take(self, chunk: bytes) -> list[SSEEvent] | None:
-        """The published events when ``chunk`` is exactly the published bytes, else None."""
+    def take(self, chunk: bytes) -> list[Any] | None:
+        """The published items when ``chunk`` is exactly the published bytes, else None."""
         known = self._chunk
         if known is not None and (chunk is known or chunk == known):
             return self._events
@@ -153,28 +316,67 @@ def shared_events(ctx: RequestContext) -> SSEEvents:
 
 class SSEReader:
     """One filter's view of the stream: the complete events of each chunk it is fed, taken from the
-    shared parse when the chunk is what the previous filter published, else split and parsed here."""
+    shared parse when the chunk is what the previous filter published, else split and parsed here.
 
-    __slots__ = ("_buf", "shared")
+    ``items`` also gives runs of token events (``TokenRun``) recognized by their bytes once the
+    reader has learned their shape from one parsed event (``learn_shape``); ``feed`` gives each
+    event parsed, for filters that read every event on its own."""
+
+    __slots__ = ("_buf", "_shapes", "shape", "shared")
 
     def __init__(self, shared: SSEEvents | None = None) -> None:
         self.shared = shared if shared is not None else SSEEvents()
         self._buf = SSEBuffer()
+        # The token shape runs are recognized by (learned from this stream's events).
+        self.shape: TokenShape | None = None
+        self._shapes = 0
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        items = self.items(chunk)
+        for item in items:
+            if type(item) is TokenRun:
+                return [e for item in items for e in (item.events() if type(item) is TokenRun else (item,))]
+        return items
+
+    def items(self, chunk: bytes) -> list[Any]:
+        """The events of ``chunk`` in order: ``SSEEvent`` each, or ``TokenRun`` for consecutive
+        token events of the learned shape."""
         buf = self._buf
-        shared = self.shared
-        if not buf._buf:
-            known = shared._chunk
+        if buf._buf:
+            # The start of an event came in the last read: this read starts with it now.
+            chunk = buf.rest() + chunk
+        else:
+            known = self.shared._chunk
             if known is not None and (chunk is known or chunk == known):
-                return shared._events
-            # The usual read at many connections: one whole event, one data line. Parsed here
-            # without the general split (same result as ``SSEBuffer.feed`` + ``parse_event``).
-            if chunk.startswith(b"data:") and chunk.find(b"\n") == len(chunk) - 2 and chunk[-2:] == b"\n\n":
-                shared.parsed += 1
-                return [_one_line_event(chunk)]
-        events = buf.feed(chunk)
-        shared.parsed += len(events)
+                return self.shared._events
+        if b"\r" in chunk:
+            return self._parse(chunk)
+        if self.shape is not None:
+            return self._with_runs(chunk, self.shape)
+        # The usual read at many connections: one whole event, one data line. Parsed here
+        # without the general split (same result as ``SSEBuffer.feed`` + ``parse_event``).
+        if chunk.startswith(b"data:") and chunk.find(b"\n") == len(chunk) - 2 and chunk[-2:] == b"\n\n":
+            self.shared.parsed += 1
+            event = _one_line_event(chunk)
+            self._learn((event,))
+            return [event]
+        # No shape yet: learn it from the first events, then take the rest as runs.
+        cut = _end_of_events(chunk, _LEARN_FROM) if self._shapes < _SHAPES_MAX else -1
+        if 0 < cut < len(chunk):
+            head = self._parse(chunk[:cut])
+            self._learn(head)
+            if self.shape is not None:
+                return head + self._with_runs(chunk[cut:], self.shape)
+            chunk = chunk[cut:]
+        else:
+            head = []
+        rest = self._parse(chunk)
+        self._learn(rest)
+        return head + rest if head else rest
+
+    def _parse(self, chunk: bytes) -> list[SSEEvent]:
+        events = self._buf.feed(chunk)
+        self.shared.parsed += len(events)
         # ``parse_event`` inlined for the usual shape (one data line): this runs once per token.
         return [
             _one_line_event(raw)
@@ -182,6 +384,47 @@ class SSEReader:
             else parse_event(raw)
             for raw in events
         ]
+
+    def _with_runs(self, chunk: bytes, shape: TokenShape) -> list[Any]:
+        """``chunk`` (starting at an event) as runs of ``shape`` and the parsed events around them."""
+        out: list[Any] = []
+        pos = 0
+        lead, tail = shape.lead, shape.tail
+        first = _RUN_FIRST.match(chunk)
+        matches = _RUN_NEXT.finditer(chunk, first.end() if first is not None else 0)
+        for m in (first, *matches) if first is not None else matches:
+            if m.group(1) != lead or m.group(2) != tail:
+                continue
+            start, end = m.span()
+            if start > pos:
+                gap = self._parse(chunk[pos:start])  # whole events: the buffer stays empty
+                self._learn(gap)
+                out += gap
+            run = chunk[start:end] if start or end != len(chunk) else chunk
+            middles = run[len(lead) : -len(tail)].split(tail + lead)
+            self.shared.recognized += len(middles)
+            out.append(TokenRun(run, shape, middles))
+            pos = end
+        if pos < len(chunk):
+            rest = self._parse(chunk[pos:] if pos else chunk)
+            self._learn(rest)
+            out += rest
+        return out
+
+    def _learn(self, events: list[SSEEvent] | tuple[SSEEvent, ...]) -> None:
+        """Learn the token shape from one of the last events, a plain token event without it."""
+        if self._shapes >= _SHAPES_MAX or not events:
+            return
+        shape = self.shape
+        for event in events[-1 : -_LEARN_FROM - 1 : -1]:
+            raw = event.raw
+            if shape is not None and raw.startswith(shape.lead) and raw.endswith(shape.tail):
+                return  # the shape holds (this event has a quote or escape in its text)
+            learned = learn_shape(event)
+            if learned is not None:
+                self.shape = learned
+                self._shapes += 1
+                return
 
     def rest(self) -> SSEEvent | None:
         """The incomplete event left at the end of the stream, if any."""

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from ..context import INFERENCE_ROUTES, RequestContext
-from ..sse import NOT_JSON, SSEReader, shared_events
+from ..sse import NOT_JSON, SSEReader, TokenRun, shared_events
 from ..stage import ResponseFilter
 from . import metrics
 from .canonical import utc_iso
@@ -467,9 +467,12 @@ class TextCapture(ResponseFilter):
     def feed(self, chunk: bytes) -> bytes:
         if chunk and self.size < self.limit:
             if self.sse is not None:
-                for event in self.sse.feed(chunk):
-                    if event.doc is not NOT_JSON:
-                        self._take(event.doc, stream=True)
+                for item in self.sse.items(chunk):
+                    if type(item) is TokenRun:
+                        if item.shape.key == "content":
+                            self._add(item.text())
+                    elif item.doc is not NOT_JSON:
+                        self._take(item.doc, stream=True)
             elif self.json_body is not None:
                 self.json_body += chunk
         return chunk

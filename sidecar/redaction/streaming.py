@@ -56,6 +56,13 @@ _HOLD_RUN_CHARS = "".join(sorted(_HOLD_RUN))
 _HOLD_SEP_CHARS = "".join(sorted(_HOLD_SEPS))
 
 
+def next_trigger(text: str, start: int) -> int:
+    """Where the first character from ``start`` on that the detectors must look at is (a match of
+    ``_NEEDS_SCAN``), or the end of ``text``."""
+    need = _NEEDS_SCAN.search(text, start)
+    return len(text) if need is None else need.start()
+
+
 def quiet_cut(redactor: Redactor, text: str, base: int) -> int:
     """Fast path: where the held tail of ``text[base:]`` starts, never after
     ``redactor.hold_from(text, base)`` (see the module docstring). Valid only when ``text[base:]``
@@ -150,6 +157,14 @@ class StreamRedactor:
         """Whether ``feed(delta)`` (or of several such deltas joined) takes the fast path: a caller may
         then join them and feed once, at the cost of one delta."""
         return self._fast and self._quiet and self._ctx_quiet and _NEEDS_SCAN.search(delta) is None
+
+    def quiet_end(self, text: str, start: int) -> int:
+        """The end of the stretch of ``text`` from ``start`` on that ``quiet`` accepts: ``start``
+        when the redactor's state is not quiet, else where the first character the detectors must
+        look at is (or the end of ``text``)."""
+        if not (self._fast and self._quiet and self._ctx_quiet):
+            return start
+        return next_trigger(text, start)
 
     def feed(self, delta: str) -> str:
         if not delta:

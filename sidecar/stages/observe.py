@@ -12,7 +12,7 @@ import time
 import orjson
 
 from ..context import RequestContext
-from ..sse import NOT_JSON, SSEReader, shared_events
+from ..sse import NOT_JSON, SSEReader, TokenRun, shared_events
 from ..stage import ResponseFilter, Stage, StageEnv
 
 # Responses API events that carry the final ``response`` (with usage and status).
@@ -21,7 +21,8 @@ _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "respons
 
 class ObserveFilter(ResponseFilter):
     """Streams are read through the response's shared parse (``RequestContext.sse_events``): each
-    event was split and parsed once, by the first filter that read it."""
+    event was split and parsed once, by the first filter that read it, or taken in a run of token
+    events recognized by their bytes (``sse.TokenRun``), which is counted without a parse."""
 
     __slots__ = ("ctx", "digest", "sse", "streamed_tokens")
 
@@ -36,9 +37,15 @@ class ObserveFilter(ResponseFilter):
             return chunk
         self.digest.update(chunk)
         if self.sse is not None:
-            for event in self.sse.feed(chunk):
-                if event.doc is not NOT_JSON:
-                    self._read_event(event.doc)
+            for item in self.sse.items(chunk):
+                if type(item) is TokenRun:
+                    # Token events of one shape (no usage, not finishing): one token each.
+                    if item.shape.key == "content":
+                        if self.streamed_tokens == 0:
+                            self.ctx.first_token_at = time.perf_counter()
+                        self.streamed_tokens += item.count
+                elif item.doc is not NOT_JSON:
+                    self._read_event(item.doc)
         elif self.ctx.response_kind == "json":
             self._read_json(chunk)
         return chunk

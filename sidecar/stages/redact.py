@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_right
 from collections import deque
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote, unquote_plus
@@ -45,10 +47,20 @@ from ..redaction.config import RedactionConfig
 from ..redaction.engine import Redactor
 from ..redaction.operators import Session, load_hash_key
 from ..redaction.policy import load_policy
-from ..redaction.streaming import StreamRedactor
+from ..redaction.streaming import StreamRedactor, next_trigger
 from ..redaction.typed_stream import TypedStreamRedactor
 from ..redaction.walk import AnswerWalker, Walker, walk_form, walk_request
-from ..sse import NOT_JSON, SSEEvent, SSEEvents, SSEReader, reserialized, shared_events, with_data
+from ..sse import (
+    NOT_JSON,
+    SSEEvent,
+    SSEEvents,
+    SSEReader,
+    TokenRun,
+    TokenShape,
+    reserialized,
+    shared_events,
+    with_data,
+)
 from ..stage import ResponseFilter, Stage, StageEnv
 
 log = logging.getLogger("custos.redact")
@@ -332,12 +344,13 @@ class _JSONFilter(_WholeAnswer):
 
 
 class _Queued:
-    """An event waiting for its text to be released: its doc, its text fields ``(choice position,
-    key, stream, text)`` and whether anything else in it was redacted (then it is re-serialized)."""
+    """An event waiting for its text to be released: its doc (None for an event of a token run, not
+    parsed unless it must be rewritten), its text fields ``(choice position, key, stream, text)``
+    and whether anything else in it was redacted (then it is re-serialized)."""
 
     __slots__ = ("doc", "event", "modified", "pieces")
 
-    def __init__(self, event: SSEEvent, doc: Any, pieces: list[_Piece], modified: bool) -> None:
+    def __init__(self, event: SSEEvent | TokenRun, doc: Any, pieces: list[_Piece], modified: bool) -> None:
         self.event = event
         self.doc = doc
         self.pieces = pieces
@@ -346,6 +359,11 @@ class _Queued:
 
 # (position in ``choices``, key in the choice or its delta, stream, text)
 _Piece = tuple[int, str, tuple[int, str], str]
+
+
+def _parsed(event: SSEEvent | TokenRun) -> Any:
+    """The doc of a queued event: a token run's one event is parsed here, when it must change."""
+    return event.doc if type(event) is SSEEvent else event.event(0).doc
 
 
 class _SSEFilter(ResponseFilter):
@@ -361,12 +379,15 @@ class _SSEFilter(ResponseFilter):
     ``misaligned``) sends the queued events out at once, rewritten to carry exactly what was released
     (``_flush_queue``), and the event is handled per event as before (``_json_event``).
 
-    Token events (one choice, one text field, the rest as in the last event that walked clean) are
-    recognized by their bytes once one of them was checked as a dict (``shape``), and a chunk of
-    one event feeds its text to the redactor at once instead of batching it (``single``): at many
-    connections most reads carry one event, and this is the cost paid per token."""
+    Token events (one choice, one text field, the rest as in the last event that walked clean) come
+    from the reader as runs recognized by their bytes (``sse.TokenRun``), never parsed: once the
+    run's shape is ``approved`` against the skeleton, the run's text goes through its redactor in
+    one feed, and the events whose text was released unchanged go out as the run's bytes
+    (``_run``). A chunk of one event feeds its text to the redactor at once instead of batching it
+    (``single``): at many connections most reads carry one event."""
 
     __slots__ = (
+        "approved",
         "batch",
         "batch_stream",
         "credit",
@@ -375,7 +396,6 @@ class _SSEFilter(ResponseFilter):
         "misaligned",
         "queue",
         "reader",
-        "shape",
         "single",
         "skeleton",
         "stage",
@@ -405,9 +425,8 @@ class _SSEFilter(ResponseFilter):
         self.batch_stream: tuple[int, str] = (0, "")
         # The chunk being fed holds one event (then nothing is batched).
         self.single = False
-        # The bytes of a token event around its text: (prefix, suffix, the prefix's length, both
-        # lengths, key, index).
-        self.shape: tuple[bytes, bytes, int, int, str, int] | None = None
+        # The reader's token shape, once its event matched the skeleton (``_approve``).
+        self.approved: TokenShape | None = None
 
     def _stream(self, index: int, key: str) -> StreamRedactor:
         sr = self.streams.get((index, key))
@@ -418,11 +437,14 @@ class _SSEFilter(ResponseFilter):
     def feed(self, chunk: bytes) -> bytes:
         if not chunk:
             return chunk
-        out: list[SSEEvent] = []
-        events = self.reader.feed(chunk)
-        self.single = len(events) == 1
-        for event in events:
-            self._event(event, out)
+        out: list[Any] = []
+        items = self.reader.items(chunk)
+        self.single = len(items) == 1
+        for item in items:
+            if type(item) is TokenRun:
+                self._run(item, out)
+            else:
+                self._event(item, out)
         if self.batch:
             self._settle(out)
         return self.events.publish(out)
@@ -482,18 +504,6 @@ class _SSEFilter(ResponseFilter):
         False when the event is not that (the general path takes it)."""
         if self.logprobs:
             return False
-        shape = self.shape
-        data = event.data
-        if shape is not None and data is not None:
-            # Byte check first: the data is the learned event's with only the text string changed
-            # (``_learn_shape``), so its doc is the skeleton with that text and no dict is walked.
-            prefix, suffix, head, size, key, index = shape
-            end = len(data) - size + head
-            if end > head and data.startswith(prefix) and data.endswith(suffix):
-                middle = data[head:end]
-                if b'"' not in middle and b"\\" not in middle:
-                    self._token(event, doc, index, key, doc["choices"][0]["delta"][key], out)
-                    return True
         choices = doc.get("choices")
         if type(choices) is not list or len(choices) != 1 or self.skeleton is None:
             return False
@@ -519,42 +529,24 @@ class _SSEFilter(ResponseFilter):
             delta[key] = value
         if not same:
             return False
-        if shape is None:
-            self._learn_shape(event, doc, delta, key, value, index)
         self._token(event, doc, index, key, value, out)
         return True
 
-    def _learn_shape(
-        self, event: SSEEvent, doc: dict[str, Any], delta: dict[str, Any], key: str, value: str, index: int
-    ) -> None:
-        """Remember the bytes around this token event's text as ``shape``: an event whose data is
-        ``prefix + middle + suffix``, with no quote or backslash in ``middle``, parses to this doc
-        with ``middle`` as its text. Proved by parsing a probe in the middle: the JSON lexer is then
-        inside that very string after ``prefix``, and plain characters keep it there."""
-        data = cast("bytes", event.data)
-        encoded = orjson.dumps(value)  # the upstream may escape differently: then nothing is learned
-        pos = data.find(encoded)
-        if pos < 0 or data.find(encoded, pos + 1) >= 0:
-            return
-        prefix, suffix = data[: pos + 1], data[pos + len(encoded) - 1 :]
-        try:
-            probe = orjson.loads(prefix + b"probe" + suffix)
-        except orjson.JSONDecodeError:
-            return
-        delta[key] = "probe"
-        try:
-            same = probe == doc
-        finally:
-            delta[key] = value
-        if same:
-            self.shape = (prefix, suffix, len(prefix), len(prefix) + len(suffix), key, index)
-
     def _token(
-        self, event: SSEEvent, doc: dict[str, Any], index: int, key: str, value: str, out: list[SSEEvent]
+        self,
+        event: SSEEvent | TokenRun,
+        doc: dict[str, Any] | None,
+        index: int,
+        key: str,
+        value: str,
+        out: list[Any],
     ) -> None:
+        """One token event: ``doc`` its parse, or None for an event of a run (parsed only if it
+        must be rewritten)."""
         skey = (index, key)
         sr = self.streams.get(skey) or self._stream(index, key)
-        self.template = doc
+        if doc is not None:
+            self.template = doc
         queue = self.queue
         batch = self.batch
         if batch and self.batch_stream != skey:
@@ -595,6 +587,118 @@ class _SSEFilter(ResponseFilter):
             self._flush_queue(out)
         elif got:
             self._emit_ready(out)
+
+    # -- runs of token events -------------------------------------------------------------------------
+    def _approve(self, shape: TokenShape) -> bool:
+        """Whether events of ``shape`` are token events of this stream: the shape's event, its text
+        blanked, equals the skeleton (the last event whose other strings walked unchanged)."""
+        if self.skeleton is None:
+            return False
+        doc = shape.doc
+        delta = doc["choices"][0]["delta"]
+        value = delta[shape.key]
+        delta[shape.key] = ""
+        try:
+            same = doc == self.skeleton
+        finally:
+            delta[shape.key] = value
+        if same:
+            self.approved = shape
+        return same
+
+    def _run(self, run: TokenRun, out: list[Any]) -> None:
+        """A run of token events: its text through the redactor in as few feeds as the detectors
+        allow, the events whose text went out unchanged sent on as the run's bytes, the rest queued
+        as the per-event path queues them (unparsed)."""
+        shape = run.shape
+        if self.logprobs or not (shape is self.approved or self._approve(shape)):
+            for event in run.events():
+                self._event(event, out)
+            return
+        index, key = shape.index, shape.key
+        self.template = shape.doc
+        count = run.count
+        if count == 1:
+            self._token(run, None, index, key, run.texts[0], out)
+            return
+        if self.batch:
+            self._settle(out)
+        skey = (index, key)
+        sr = self.streams.get(skey) or self._stream(index, key)
+        text = run.text()
+        ascii_run = len(text) == len(run.raw) - count * shape.fixed
+        ends = list(accumulate(map(len, run.middles if ascii_run else run.texts)))
+        start = 0
+        while start < count:
+            begin = ends[start - 1] if start else 0
+            stop = sr.quiet_end(text, begin)
+            # The events wholly inside the quiet stretch [begin, stop).
+            last = count if stop == len(text) else bisect_right(ends, stop, start)
+            if skey in self.misaligned:
+                # Held text belongs to events already sent: per event until it is out.
+                self._token(run.part(start, start + 1), None, index, key, text[begin : ends[start]], out)
+                if self.batch:
+                    self._settle(out)
+                start += 1
+                continue
+            if last == start:
+                # Deltas the detectors must look at (a number, an address...): fed with the one
+                # after them in one feed (the number ends there), not one full scan per delta.
+                last = start + 1
+                while last < count and next_trigger(text, ends[last - 1]) < ends[last]:
+                    last += 1
+                last = min(last + 1, count)
+            self._run_part(run, start, last, text[begin : ends[last - 1]], sr, ends, out)
+            start = last
+
+    def _run_part(
+        self,
+        run: TokenRun,
+        start: int,
+        stop: int,
+        text: str,
+        sr: StreamRedactor,
+        ends: list[int],
+        out: list[Any],
+    ) -> None:
+        """Events ``start`` to ``stop`` of ``run``, whose joined text is ``text``, in one feed. Released
+        unchanged, it is credited to the queue (and these events) as the per-event path credits it;
+        changed, every queued event goes out now with its share, the last with what changed
+        (``_flush_queue``), as for a batch of the per-event path."""
+        skey = (run.shape.index, run.shape.key)
+        got = sr.feed(text)
+        queue = self.queue
+        if got and (not sr.clean or skey in self.misaligned):
+            self._queue_run(run, start, stop)
+            self.misaligned.add(skey)
+            self._flush_queue(out, [(0, skey[1], got)])
+            return
+        credit = self.credit
+        have = credit.get(skey, 0) + len(got)
+        credit[skey] = have
+        if queue:
+            self._emit_ready(out)
+            if queue:  # events of earlier reads still wait: these wait behind them
+                self._queue_run(run, start, stop)
+                return
+            have = credit[skey]
+        begin = ends[start - 1] if start else 0
+        # The events whose text is all out go on as they came; the rest wait for the next feed.
+        sent = bisect_right(ends, begin + have, start, stop)
+        if sent > start:
+            out.append(run.part(start, sent))
+            credit[skey] = have - (ends[sent - 1] - begin)
+        if sent < stop:
+            self._queue_run(run, sent, stop)
+            if len(queue) > _QUEUE_MAX:
+                self._flush_queue(out)
+
+    def _queue_run(self, run: TokenRun, start: int, stop: int) -> None:
+        skey = (run.shape.index, run.shape.key)
+        key = skey[1]
+        texts = run.texts
+        for i in range(start, stop):
+            self.queue.append(_Queued(run.part(i, i + 1), None, [(0, key, skey, texts[i])], False))
 
     def _settle(self, out: list[SSEEvent]) -> None:
         """Feed the batched prose deltas (queued events of one stream) to their redactor at once."""
@@ -697,7 +801,7 @@ class _SSEFilter(ResponseFilter):
             changed = w.changed
             if not changed:
                 self.skeleton = orjson.loads(orjson.dumps(new))
-                self.shape = None  # learned again from the next token event
+                self.approved = None  # checked again against the new skeleton
             return new, changed
         finally:
             choices = doc["choices"]
@@ -751,10 +855,14 @@ class _SSEFilter(ResponseFilter):
                     credit[skey] = have - len(value)
                     continue
                 credit[skey] = 0
+                if doc is None:
+                    doc = _parsed(item.event)
                 choice = doc["choices"][pos]
                 (choice if key == "text" else choice["delta"])[key] = value[:have]
                 changed = True
             if item is last and fresh:
+                if doc is None:
+                    doc = _parsed(item.event)
                 for pos, key, text in fresh:
                     _place(doc["choices"][pos], key, text)
                 changed = True
