@@ -54,6 +54,7 @@ system-deps:
 bench-deps: setup system-deps
 	@test -x $(CACHE)/litellm-venv/bin/litellm || { python3 -m venv $(CACHE)/litellm-venv && \
 	  $(CACHE)/litellm-venv/bin/pip install -q 'litellm[proxy]'; }
+	@$(PY) -c 'import granian' 2>/dev/null || $(VENV)/bin/pip install -q 'granian==2.8.9'
 
 bench: bench-deps
 	$(VENV)/bin/custos bench proxy

@@ -8,6 +8,8 @@ vLLM-shaped stream of ``--events`` ``chat.completion.chunk`` events, one token e
   nginx            nginx as a plain reverse proxy (the ceiling for any proxy on this machine)
   custos           the Custos sidecar with every default stage (redaction, observe, audit, ...)
   custos-noredact  the same sidecar with ``redaction.enabled: false``
+  custos-granian   the same sidecar (every default stage) served by granian instead of uvicorn, when
+                   granian is installed (``make bench-deps``): the ASGI server chosen by the numbers
   litellm          LiteLLM's proxy (no callbacks, no database), when installed (``make bench-deps``)
 
 At each connection count it prints answers/s, events/s and p50/p99 per answer (wrk measures the
@@ -163,6 +165,23 @@ def main(args: argparse.Namespace) -> int:
             headers[name] = sidecar_headers(cfg_path)
             targets[name] = f"http://127.0.0.1:{port}"
 
+        if granian_installed():
+            # The same app and config as ``custos`` (every default stage), on granian's HTTP server.
+            port = free_port()
+            cfg = sidecar_config(tmp, upstream, port)
+            cfg["state"]["dir"] = str(tmp / "state-granian")
+            cfg_path = tmp / "custos-granian.yaml"
+            cfg_path.write_text(yaml.safe_dump(cfg))
+            serve = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--loop", "uvloop"]
+            serve += ["--workers", "1", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+            serve += ["--log-level", "warning", "sidecar.app:create_app"]
+            procs.append(ManagedProcess("custos-granian", serve, env={"CUSTOS_CONFIG": str(cfg_path)}))
+            wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
+            headers["custos-granian"] = sidecar_headers(cfg_path)
+            targets["custos-granian"] = f"http://127.0.0.1:{port}"
+        else:
+            print("bench stream: granian is not installed; run `make bench-deps` (skipped)", file=sys.stderr)
+
         litellm = None if args.no_litellm else start_litellm(tmp, upstream)
         if litellm is not None:
             procs.append(litellm.process)
@@ -217,7 +236,7 @@ def print_table(results: list[Result], events: int) -> None:
         sc = by.get(("custos", c))
         if sc is None or not sc.events_per_s:
             continue
-        for other in ("custos-noredact", "nginx", "litellm"):
+        for other in ("custos-noredact", "custos-granian", "nginx", "litellm"):
             o = by.get((other, c))
             if o and o.events_per_s:
                 p50 = f"{sc.p50_ms / o.p50_ms:.2f}x" if o.p50_ms else "-"
@@ -226,6 +245,12 @@ def print_table(results: list[Result], events: int) -> None:
                     f"events/s {sc.events_per_s / o.events_per_s:.2f}x, p50 {p50}"
                 )
     print()
+
+
+def granian_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("granian") is not None
 
 
 if __name__ == "__main__":

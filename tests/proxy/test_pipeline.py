@@ -193,3 +193,31 @@ async def test_response_end_holds_done_marker_of_streams(engine) -> None:
     assert '"vetoed"' in events[-1]
     assert len(events) >= 2  # the content before the end still arrived
     await app.upstream.close()
+
+
+async def test_startup_tunes_the_collector() -> None:
+    """Once startup built the stages, the collector leaves what startup made alone (frozen) and runs
+    on the raised thresholds (``sidecar.app.GC_THRESHOLDS``); the process is put back afterwards."""
+    import gc
+
+    from sidecar.app import GC_THRESHOLDS
+
+    app = CustosApp(load_config(environ={}), stages=[ObserveStage()])
+    before = gc.get_threshold()
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return next(messages)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    try:
+        await app({"type": "lifespan"}, receive, send)
+        assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
