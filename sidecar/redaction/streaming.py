@@ -45,6 +45,7 @@ _NEEDS_SCAN = re.compile(
     + re.escape("0123456789@:=\uff1a_-<\u5bc6\u53e3\u0131\u0130\u017f\u212a" + "".join(sorted(FOLDABLE)))
     + "]|eyJ|AKIA|ASIA"
 )
+_SPACE = re.compile(r"\s")
 # In the left context: an assignment whose value may still be arriving (``password=``, ``密码是``).
 _ASSIGNS = re.compile("[:=\uff1a\u662f\u4e3a\u5bc6\u53e3]")
 # What a partial match without any of those characters can consume: a run of these...
@@ -70,7 +71,7 @@ def quiet_cut(redactor: Redactor, text: str, base: int) -> int:
     return base + quiet_hold(redactor, text[:base], text[base:])
 
 
-def quiet_hold(redactor: Redactor, context: str, tail: str) -> int:
+def quiet_hold(redactor: Redactor, context: str, tail: str, exact: bool = True) -> int:
     """``quiet_cut`` as an offset into ``tail``, the text not sent yet after ``context``.
 
     No position before the trailing run of ``_HOLD_RUN`` characters can be held: a partial match
@@ -79,7 +80,8 @@ def quiet_hold(redactor: Redactor, context: str, tail: str) -> int:
     whitespace (``week.``, ``(see``), the run and they are held whole: an e-mail address can grow
     from any letter, and the exact hold is never before the run, so this may hold a little more
     than the exact hold, never less (the next word releases it). Only when whitespace follows is the
-    exact hold asked for from the run's start on (``and `` goes out at once, its logprobs too)."""
+    exact hold asked for from the run's start on (``and `` goes out at once, its logprobs too); with
+    ``exact`` False the run and the whitespace are held then too (the caller scans them next)."""
     # str.rstrip runs in C; the loop alternates because whitespace (``str.isspace``) and the
     # separators may interleave (``word. "``).
     n = len(tail)
@@ -92,7 +94,7 @@ def quiet_hold(redactor: Redactor, context: str, tail: str) -> int:
         spaced = True
         rest = stripped.rstrip(_HOLD_SEP_CHARS)
     i = len(rest.rstrip(_HOLD_RUN_CHARS))
-    if not spaced or len(rest) == n:
+    if not spaced or len(rest) == n or not exact:
         return i
     return redactor.hold_from(context + tail, len(context) + i) - len(context)
 
@@ -184,7 +186,12 @@ class StreamRedactor:
                 # split of the stream redacts as the whole text does, so this one too; and the full
                 # path, starting at the trigger, mostly holds it all (a number may grow) and then
                 # needs no ``find`` over the prose. ``clean``: the prose goes out as it came.
-                head = self._quiet_feed(pending + delta[:j])
+                # When the number ends inside this delta (whitespace after it), the full path
+                # releases it and scans it anyway: the head's last word is then held whole and
+                # scanned with it (one hold_from instead of two). Else the head takes its exact
+                # hold, and the full path holds the number without a scan.
+                exact = _SPACE.search(delta, j) is None
+                head = self._quiet_feed(pending + delta[:j], exact)
                 if head is not None:
                     return head + self.feed(delta[j:])
         context = self._context
@@ -230,10 +237,10 @@ class StreamRedactor:
         self.clean = out == text[base:cut]
         return out
 
-    def _quiet_feed(self, tail: str) -> str | None:
+    def _quiet_feed(self, tail: str, exact: bool = True) -> str | None:
         """The fast path (see the module docstring): ``tail`` is the held text plus the delta, with no
         match of ``_NEEDS_SCAN``, after a context without an assignment. None: take the full path."""
-        i = quiet_hold(self.redactor, self._context, tail)
+        i = quiet_hold(self.redactor, self._context, tail, exact)
         if len(tail) - i > self.limit:
             return None
         self.clean = True

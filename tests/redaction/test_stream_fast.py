@@ -170,9 +170,9 @@ def test_prose_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
     hold = streaming.quiet_hold
 
-    def counted(redactor: Redactor, context: str, tail: str) -> int:
+    def counted(redactor: Redactor, context: str, tail: str, exact: bool = True) -> int:
         calls.append(tail)
-        return hold(redactor, context, tail)
+        return hold(redactor, context, tail, exact)
 
     monkeypatch.setattr(streaming, "quiet_hold", counted)
     slow = []

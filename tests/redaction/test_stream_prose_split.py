@@ -115,9 +115,9 @@ def test_prose_before_a_number_runs_no_find(monkeypatch: pytest.MonkeyPatch) -> 
     quiet = []
     feed = StreamRedactor._quiet_feed
 
-    def counted(self: StreamRedactor, tail: str) -> str | None:
+    def counted(self: StreamRedactor, tail: str, exact: bool = True) -> str | None:
         quiet.append(tail)
-        return feed(self, tail)
+        return feed(self, tail, exact)
 
     monkeypatch.setattr(StreamRedactor, "_quiet_feed", counted)
     sr = StreamRedactor(R, Session())
@@ -139,3 +139,18 @@ def test_prose_then_an_entity_in_one_delta() -> None:
     assert got.startswith("Dear Sir, call ") and not sr.clean  # the number went out masked
     got += sr.flush()
     assert got == R.redact(text, Session(), response=True) and "13812345678" not in got
+
+
+@needs_fast
+def test_a_number_that_ends_in_the_delta_takes_one_hold_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`` 2024 the``: the full path releases the number and scans it anyway, so the word before it
+    is held whole and scanned with it, not asked for its own exact hold first."""
+    holds = []
+    monkeypatch.setattr(R, "hold_from", lambda *a: holds.append(a) or Redactor.hold_from(R, *a))
+    sr = StreamRedactor(R, Session())
+    assert sr.feed(" In") == " " and sr.held == "In"
+    assert sr.feed(" 2024 the") == "In 2024 " and sr.held == "the" and sr.clean
+    assert len(holds) == 1
+    # A number at the end of the delta: the head takes its exact hold, the number is held unscanned.
+    holds.clear()
+    assert sr.feed(" about 3") == "the about " and sr.held == "3" and len(holds) == 2
