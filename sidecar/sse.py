@@ -167,6 +167,7 @@ class TokenRun:
 
 # Text that stands in JSON as it is: no quote, backslash or control character (so no newline).
 _PLAIN = rb'[^"\\\x00-\x1f]+'
+_PLAIN_TEXT = re.compile(_PLAIN)
 # Runs of token events: the first event's bytes before its text (group 1: ``data: `` and the JSON up
 # to the opening quote of a delta text field) and after it (group 2), repeated byte for byte by each
 # following event around its own plain text (back-references). A run starts at an event's start:
@@ -341,8 +342,19 @@ class SSEReader:
                 return self.shared._events
         if b"\r" in chunk:
             return self._parse(chunk)
-        if self.shape is not None:
-            return self._with_runs(chunk, self.shape)
+        shape = self.shape
+        if shape is not None:
+            # The usual read at many connections: one token event, checked without the run regex.
+            lead, tail = shape.lead, shape.tail
+            if (
+                chunk.startswith(lead)
+                and chunk.endswith(tail)
+                and len(chunk) > shape.fixed
+                and _PLAIN_TEXT.fullmatch(chunk, len(lead), len(chunk) - len(tail)) is not None
+            ):
+                self.shared.recognized += 1
+                return [TokenRun(chunk, shape, [chunk[len(lead) : len(chunk) - len(tail)]])]
+            return self._with_runs(chunk, shape)
         # The usual read at many connections: one whole event, one data line. Parsed here
         # without the general split (same result as ``SSEBuffer.feed`` + ``parse_event``).
         if chunk.startswith(b"data:") and chunk.find(b"\n") == len(chunk) - 2 and chunk[-2:] == b"\n\n":
