@@ -186,6 +186,9 @@ _RUN_NEXT = re.compile(rb"(data: (?<=\n\ndata: )" + _RUN_BODY)
 _RUN_KEYS = frozenset({"content", "reasoning_content", "reasoning", "refusal"})
 # A stream whose token events keep changing shape stops learning after this many shapes.
 _SHAPES_MAX = 8
+# Events a stream may show without teaching a shape before the reader stops looking (a chat stream
+# teaches it with its first token, after the role event).
+_LEARN_TRIES = 32
 # Events looked at (from the end of a read) for a shape to learn: a read ends with tokens, or with
 # the finishing event and ``[DONE]`` after them.
 _LEARN_FROM = 4
@@ -313,7 +316,7 @@ class SSEReader:
     reader has learned their shape from one parsed event (``learn_shape``); ``feed`` gives each
     event parsed, for filters that read every event on its own."""
 
-    __slots__ = ("_buf", "_shapes", "shape", "shared")
+    __slots__ = ("_buf", "_shapes", "_tries", "shape", "shared")
 
     def __init__(self, shared: SSEEvents | None = None) -> None:
         self.shared = shared if shared is not None else SSEEvents()
@@ -321,6 +324,7 @@ class SSEReader:
         # The token shape runs are recognized by (learned from this stream's events).
         self.shape: TokenShape | None = None
         self._shapes = 0
+        self._tries = 0
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         items = self.items(chunk)
@@ -340,9 +344,9 @@ class SSEReader:
             known = self.shared._chunk
             if known is not None and (chunk is known or chunk == known):
                 return self.shared._events
-        if b"\r" in chunk:
-            return self._parse(chunk)
         shape = self.shape
+        if (shape is None and self._shapes >= _SHAPES_MAX) or b"\r" in chunk:
+            return self._parse(chunk)  # a stream without token runs
         if shape is not None:
             # The usual read at many connections: one token event, checked without the run regex.
             lead, tail = shape.lead, shape.tail
@@ -422,7 +426,9 @@ class SSEReader:
         return out
 
     def _learn(self, events: list[SSEEvent] | tuple[SSEEvent, ...]) -> None:
-        """Learn the token shape from one of the last events, a plain token event without it."""
+        """Learn the token shape from one of the last events, a plain token event without it. A
+        stream that has taught none in its first ``_LEARN_TRIES`` events (typed Responses events,
+        tool calls) is not asked again."""
         if self._shapes >= _SHAPES_MAX or not events:
             return
         shape = self.shape
@@ -430,11 +436,15 @@ class SSEReader:
             raw = event.raw
             if shape is not None and raw.startswith(shape.lead) and raw.endswith(shape.tail):
                 return  # the shape holds (this event has a quote or escape in its text)
-            learned = learn_shape(event)
+            learned = learn_shape(event) if raw.startswith(b"data: {") else None
             if learned is not None:
                 self.shape = learned
                 self._shapes += 1
                 return
+        if shape is None:
+            self._tries += len(events)
+            if self._tries >= _LEARN_TRIES:
+                self._shapes = _SHAPES_MAX
 
     def rest(self) -> SSEEvent | None:
         """The incomplete event left at the end of the stream, if any."""
