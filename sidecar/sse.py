@@ -165,6 +165,9 @@ class TokenRun:
         return [self.event(i) for i in range(len(self.middles))]
 
 
+# Streamed text fields of a chat delta (each its own text stream for the redactor).
+DELTA_TEXT_KEYS = ("content", "reasoning_content", "reasoning", "refusal")
+_RUN_KEYS = frozenset(DELTA_TEXT_KEYS)
 # Text that stands in JSON as it is: no quote, backslash or control character (so no newline).
 _PLAIN = rb'[^"\\\x00-\x1f]+'
 _PLAIN_TEXT = re.compile(_PLAIN)
@@ -174,7 +177,9 @@ _PLAIN_TEXT = re.compile(_PLAIN)
 # the chunk's first byte (``_RUN_FIRST``, anchored) or after a blank line (``_RUN_NEXT``; its
 # look-behind follows the literal, so a line full of ``data: `` costs one scan, not one per copy).
 _RUN_BODY = (
-    rb'[^\n]*?"(?:content|reasoning_content|reasoning|refusal)":")'
+    rb'[^\n]*?"(?:'
+    + "|".join(DELTA_TEXT_KEYS).encode()
+    + rb')":")'
     + _PLAIN
     + rb'("[^\n]*\n\n)(?:\1'
     + _PLAIN
@@ -182,8 +187,7 @@ _RUN_BODY = (
 )
 _RUN_FIRST = re.compile(rb"(data: " + _RUN_BODY)
 _RUN_NEXT = re.compile(rb"(data: (?<=\n\ndata: )" + _RUN_BODY)
-# Text fields of a streamed delta a run may carry.
-_RUN_KEYS = frozenset({"content", "reasoning_content", "reasoning", "refusal"})
+
 # A stream whose token events keep changing shape stops learning after this many shapes.
 _SHAPES_MAX = 8
 # Events a stream may show without teaching a shape before the reader stops looking (a chat stream
@@ -194,13 +198,9 @@ _LEARN_TRIES = 32
 _LEARN_FROM = 4
 
 
-def learn_shape(event: SSEEvent) -> TokenShape | None:
-    """The ``TokenShape`` of ``event`` when it is a plain token event: one data line, one choice
-    (index, no logprobs, not finishing, no ``text``) whose delta is one non-empty text field, and no
-    usage; None otherwise (or when the upstream's JSON cannot be proved to have that shape)."""
-    doc = event.doc
-    if type(doc) is not dict or doc.get("usage") is not None:
-        return None
+def token_field(doc: dict[str, Any]) -> tuple[int, str, str] | None:
+    """``(index, key, text)`` when ``doc`` is a plain token event: one choice (an int index, no
+    logprobs, not finishing, no ``text``) whose delta is one non-empty text field; else None."""
     choices = doc.get("choices")
     if type(choices) is not list or len(choices) != 1:
         return None
@@ -219,6 +219,32 @@ def learn_shape(event: SSEEvent) -> TokenShape | None:
     ((key, value),) = delta.items()
     if key not in _RUN_KEYS or type(value) is not str or not value:
         return None
+    return index, key, value
+
+
+def equal_with_text(doc: dict[str, Any], key: str, text: str, other: Any) -> bool:
+    """Whether the token event ``doc`` with ``text`` in place of its text (``choices[0].delta[key]``)
+    equals ``other``; ``doc`` is left as it was."""
+    delta = doc["choices"][0]["delta"]
+    value = delta[key]
+    delta[key] = text
+    try:
+        return doc == other
+    finally:
+        delta[key] = value
+
+
+def learn_shape(event: SSEEvent) -> TokenShape | None:
+    """The ``TokenShape`` of ``event`` when it is a plain token event (``token_field``) on one data
+    line, without usage; None otherwise (or when the upstream's JSON cannot be proved to have that
+    shape)."""
+    doc = event.doc
+    if type(doc) is not dict or doc.get("usage") is not None:
+        return None
+    field = token_field(doc)
+    if field is None:
+        return None
+    index, key, value = field
     raw = event.raw
     data = event.data
     if data is None or raw != b"data: " + data + b"\n\n":
@@ -232,12 +258,7 @@ def learn_shape(event: SSEEvent) -> TokenShape | None:
         probe = orjson.loads(prefix + b"probe" + suffix)
     except orjson.JSONDecodeError:
         return None
-    delta[key] = "probe"
-    try:
-        same = probe == doc
-    finally:
-        delta[key] = value
-    if not same:
+    if not equal_with_text(doc, key, "probe", probe):
         return None
     return TokenShape(b"data: " + prefix, suffix + b"\n\n", key, index, doc)
 

@@ -51,14 +51,17 @@ from ..redaction.streaming import StreamRedactor, next_trigger
 from ..redaction.typed_stream import TypedStreamRedactor
 from ..redaction.walk import AnswerWalker, Walker, walk_form, walk_request
 from ..sse import (
+    DELTA_TEXT_KEYS,
     NOT_JSON,
     SSEEvent,
     SSEEvents,
     SSEReader,
     TokenRun,
     TokenShape,
+    equal_with_text,
     reserialized,
     shared_events,
+    token_field,
     with_data,
 )
 from ..stage import ResponseFilter, Stage, StageEnv
@@ -70,8 +73,7 @@ log = logging.getLogger("custos.redact")
 _THREAD_CHARS = 256 * 1024
 
 # Streamed text fields of a delta, each with its own holdback.
-_TEXT_KEYS = ("content", "reasoning_content", "reasoning", "refusal")
-_TEXT_KEY_SET = frozenset(_TEXT_KEYS)
+_TEXT_KEYS = DELTA_TEXT_KEYS
 _NO_SKIP: frozenset[str] = frozenset()
 _SKIP_ARGS = frozenset({"arguments"})
 _SKIP_FUNCTION = frozenset({"function"})
@@ -502,32 +504,13 @@ class _SSEFilter(ResponseFilter):
         """The usual event, handled without the general loops: one choice whose delta is one text
         field, not finishing, and the rest of the event as in the last event that walked unchanged.
         False when the event is not that (the general path takes it)."""
-        if self.logprobs:
+        if self.logprobs or self.skeleton is None:
             return False
-        choices = doc.get("choices")
-        if type(choices) is not list or len(choices) != 1 or self.skeleton is None:
+        field = token_field(doc)
+        if field is None:
             return False
-        choice = choices[0]
-        if (
-            type(choice) is not dict
-            or choice.get("finish_reason") is not None
-            or choice.get("logprobs") is not None
-            or "text" in choice
-        ):
-            return False
-        delta = choice.get("delta")
-        if type(delta) is not dict or len(delta) != 1:
-            return False
-        ((key, value),) = delta.items()
-        index = choice.get("index", 0)
-        if key not in _TEXT_KEY_SET or type(value) is not str or not value or type(index) is not int:
-            return False
-        delta[key] = ""
-        try:
-            same = doc == self.skeleton
-        finally:
-            delta[key] = value
-        if not same:
+        index, key, value = field
+        if not equal_with_text(doc, key, "", self.skeleton):
             return False
         self._token(event, doc, index, key, value, out)
         return True
@@ -592,19 +575,10 @@ class _SSEFilter(ResponseFilter):
     def _approve(self, shape: TokenShape) -> bool:
         """Whether events of ``shape`` are token events of this stream: the shape's event, its text
         blanked, equals the skeleton (the last event whose other strings walked unchanged)."""
-        if self.skeleton is None:
+        if self.skeleton is None or not equal_with_text(shape.doc, shape.key, "", self.skeleton):
             return False
-        doc = shape.doc
-        delta = doc["choices"][0]["delta"]
-        value = delta[shape.key]
-        delta[shape.key] = ""
-        try:
-            same = doc == self.skeleton
-        finally:
-            delta[shape.key] = value
-        if same:
-            self.approved = shape
-        return same
+        self.approved = shape
+        return True
 
     def _run(self, run: TokenRun, out: list[Any]) -> None:
         """A run of token events: its text through the redactor in as few feeds as the detectors

@@ -60,6 +60,11 @@ def run(filters: list, body: bytes, step: int | None = None) -> bytes:
         pieces = [event + b"\n\n" for event in body.split(b"\n\n")[:-1]]
     else:
         pieces = [body] if step is None else [body[i : i + step] for i in range(0, len(body), step)]
+    return run_pieces(filters, pieces)
+
+
+def run_pieces(filters: list, pieces: list[bytes]) -> bytes:
+    """Each read through the filters in order, then their flush: what the client gets."""
     out = []
     for piece in pieces:
         for f in filters:

@@ -20,6 +20,7 @@ from sidecar.context import RequestContext
 from sidecar.sse import SSEBuffer, SSEEvents, SSEReader, TokenRun, parse_event
 from sidecar.stages import redact as redact_module
 from sidecar.stages.observe import ObserveFilter
+from tests.redaction.test_sse_fast import run_pieces
 from tests.redaction.test_stage import ctx_for, make_stage
 
 
@@ -199,18 +200,6 @@ def observe_only() -> tuple[RequestContext, list[Any]]:
     return ctx, [ObserveFilter(ctx), TextCapture("sse", 1 << 20, ctx)]
 
 
-def run_filters(filters: list[Any], pieces: list[bytes]) -> bytes:
-    out = []
-    for piece in pieces:
-        for f in filters:
-            piece = f.feed(piece)
-        out.append(piece)
-    tail = b""
-    for f in filters:
-        tail = f.feed(tail) + f.flush()
-    return b"".join(out) + tail
-
-
 def client_texts(body: bytes) -> tuple[dict[tuple[int, str], str], int]:
     """Each (index, key) text as the client assembles it, and the events with content."""
     texts: dict[tuple[int, str], str] = {}
@@ -313,7 +302,7 @@ def test_observe_first_counts_runs(tokens: list[tuple[int, str, str]], plan: lis
     """Without redaction observe reads first (and learns the runs itself): the same counts."""
     ctx, filters = observe_only()
     body = stream(tokens)
-    out = run_filters(filters, reads(body, plan))
+    out = run_pieces(filters, reads(body, plan))
     assert out == body
     _, with_content = client_texts(body)
     assert ctx.usage.completion_tokens == (with_content or None)
