@@ -377,8 +377,8 @@ class SSEReader:
                 and len(chunk) > shape.fixed
                 and _PLAIN_TEXT.fullmatch(chunk, len(lead), len(chunk) - len(tail)) is not None
             ):
-                self.shared.recognized += 1
-                return [TokenRun(chunk, shape, [chunk[len(lead) : len(chunk) - len(tail)]])]
+                run = self._run(chunk, shape, [chunk[len(lead) : len(chunk) - len(tail)]])
+                return [run] if run is not None else self._parse(chunk)
             return self._with_runs(chunk, shape)
         # The usual read at many connections: one whole event, one data line. Parsed here
         # without the general split (same result as ``SSEBuffer.feed`` + ``parse_event``).
@@ -436,15 +436,29 @@ class SSEReader:
             # Each event is one line (the text holds no newline): split at the blank lines (a
             # two-byte needle splits several times faster than the ~200 bytes between texts).
             head, cut = len(lead), len(tail) - 2
-            middles = [line[head:-cut] for line in run.split(b"\n\n")[:-1]]
-            self.shared.recognized += len(middles)
-            out.append(TokenRun(run, shape, middles))
+            token_run = self._run(run, shape, [line[head:-cut] for line in run.split(b"\n\n")[:-1]])
+            if token_run is not None:
+                out.append(token_run)
+            else:
+                out += self._parse(run)
             pos = end
         if pos < len(chunk):
             rest = self._parse(chunk[pos:] if pos else chunk)
             self._learn(rest)
             out += rest
         return out
+
+    def _run(self, raw: bytes, shape: TokenShape, middles: list[bytes]) -> TokenRun | None:
+        """The run of these events; None when a text is not UTF-8 (then its events are parsed, and
+        the parse refuses them as JSON, as for any event)."""
+        run = TokenRun(raw, shape, middles)
+        if not raw.isascii():
+            try:
+                run._texts = [m.decode() for m in middles]
+            except UnicodeDecodeError:
+                return None
+        self.shared.recognized += len(middles)
+        return run
 
     def _learn(self, events: list[SSEEvent] | tuple[SSEEvent, ...]) -> None:
         """Learn the token shape from one of the last events, a plain token event without it. A

@@ -337,3 +337,22 @@ def test_logprobs_held_with_text_come_out_when_a_run_releases_it(stage: redact_m
     out = f.feed(second)
     assert client_texts(out)[0] == {(0, "content"): "jlin and ok "}
     assert logprob_tokens(out) == {0: [" jlin"]}
+
+
+def test_text_that_is_not_utf8_is_not_a_run(stage: redact_module.RedactStage) -> None:
+    """An event whose text bytes are not UTF-8 looks like a token event but is no JSON: it is parsed
+    (and refused as JSON) like any event, in a run or read alone, and the stream goes on."""
+    broken = event(" ok").replace(b" ok", b" \xff\xfe")
+    body = stream([(0, "content", t) for t in [" the", " world", " and"]])
+    head, rest = body[: body.index(b"data: ", 300)], body[body.index(b"data: ", 300) :]
+    reader = SSEReader(SSEEvents())
+    reader.items(head)
+    assert reader.shape is not None
+    for chunk in (event(" a") + broken + event(" b"), broken):
+        got = expanded(reader.items(chunk))
+        assert [e.raw for e in got] == SSEBuffer().feed(chunk)
+        assert [e.doc for e in got] == [parse_event(raw).doc for raw in SSEBuffer().feed(chunk)]
+    _, f = prepared(stage)
+    out = run_pieces([f], [head, event(" a") + broken + event(" b"), broken, rest])
+    assert client_texts(out)[0][(0, "content")].startswith(" the")
+    assert out.endswith(b"data: [DONE]\n\n")
