@@ -605,9 +605,6 @@ class _SSEFilter(ResponseFilter):
         start = 0
         while start < count:
             begin = ends[start - 1] if start else 0
-            stop = sr.quiet_end(text, begin)
-            # The events wholly inside the quiet stretch [begin, stop).
-            last = count if stop == len(text) else bisect_right(ends, stop, start)
             if skey in self.misaligned:
                 # Held text belongs to events already sent: per event until it is out.
                 self._token(run.part(start, start + 1), None, index, key, text[begin : ends[start]], out)
@@ -615,6 +612,9 @@ class _SSEFilter(ResponseFilter):
                     self._settle(out)
                 start += 1
                 continue
+            stop = sr.quiet_end(text, begin)
+            # The events wholly inside the quiet stretch [begin, stop).
+            last = count if stop == len(text) else bisect_right(ends, stop, start)
             if last == start:
                 # Deltas the detectors must look at (a number, an address...): fed with the one
                 # after them in one feed (the number ends there), not one full scan per delta.
