@@ -41,9 +41,7 @@ class ObserveFilter(ResponseFilter):
                 if type(item) is TokenRun:
                     # Token events of one shape (no usage, not finishing): one token each.
                     if item.shape.key == "content":
-                        if self.streamed_tokens == 0:
-                            self.ctx.first_token_at = time.perf_counter()
-                        self.streamed_tokens += item.count
+                        self._token(item.count)
                 elif item.doc is not NOT_JSON:
                     self._read_event(item.doc)
         elif self.ctx.response_kind == "json":
@@ -97,10 +95,10 @@ class ObserveFilter(ResponseFilter):
             if finish:
                 self.ctx.finish_reasons.append(str(finish))
 
-    def _token(self) -> None:
+    def _token(self, count: int = 1) -> None:
         if self.streamed_tokens == 0:
             self.ctx.first_token_at = time.perf_counter()
-        self.streamed_tokens += 1
+        self.streamed_tokens += count
 
     def _read_typed_event(self, kind: object, doc: dict) -> None:
         if kind == "response.output_text.delta" or kind == "response.refusal.delta":
