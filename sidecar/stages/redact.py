@@ -608,8 +608,6 @@ class _SSEFilter(ResponseFilter):
             if skey in self.misaligned:
                 # Held text belongs to events already sent: per event until it is out.
                 self._token(run.part(start, start + 1), None, index, key, text[begin : ends[start]], out)
-                if self.batch:
-                    self._settle(out)
                 start += 1
                 continue
             stop = sr.quiet_end(text, begin)
