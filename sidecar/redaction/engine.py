@@ -7,7 +7,7 @@ per-request state lives in a ``Session``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from .detectors import (
     BUILTIN,
@@ -152,6 +152,31 @@ class Redactor:
         if self.disabled:
             found = [e for e in found if e.type not in self.disabled]
         return found
+
+    def find_many(self, texts: Sequence[str], *, response: bool = False) -> list[list[Entity]]:
+        """``[self.find(t, response=response) for t in texts]``, scanner by scanner: each scanner runs
+        over every text before the next one starts, so their compiled patterns do not evict each
+        other from the CPU caches text after text (~10% of ``custos redact``'s time on short lines).
+        The same calls on the same texts, merged per text as ``find`` merges them."""
+        out: list[list[Entity]] = [[] for _ in texts]
+        plain: list[int] = []
+        folded: list[str] = []  # what the scanners read: look-alikes folded one for one
+        for i, text in enumerate(texts):
+            f, fmap = fold(text)
+            if fmap is None:
+                plain.append(i)
+                folded.append(f)
+            else:  # invisible characters: ``find`` scans the folded text and maps the spans back
+                out[i] = self.find(text, response=response)
+        runs = self._response_runs if response else self._request_runs
+        per_scanner = [[run(text, 0) for text in folded] for run in runs]
+        disabled = self.disabled
+        for i, lists in zip(plain, zip(*per_scanner, strict=True), strict=True):
+            hits = [f for f in lists if f]
+            if hits:
+                found = hits[0] if len(hits) == 1 else _merge(hits)
+                out[i] = [e for e in found if e.type not in disabled] if disabled else found
+        return out
 
     def hold_from(self, text: str, floor: int) -> int:
         """Streaming: where the tail that could still grow into an entity (or a placeholder) starts."""
