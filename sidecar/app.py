@@ -21,7 +21,6 @@ is the path that is forwarded.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import re
@@ -40,6 +39,7 @@ from .config import Config, load_config
 from .context import RequestContext, proxied
 from .endpoints import disabled_paths, not_enabled
 from .forward import Receive, Send, UpstreamClient, strip_hop_by_hop
+from .gctune import tune_gc
 from .pipeline import Pipeline, Terminal, build_stages, send_error
 from .stage import Stage
 
@@ -465,23 +465,6 @@ async def _send_simple(send: Any, status: int, body: bytes, content_type: bytes)
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-# The request path allocates many short-lived containers (stream events, token runs, per-request
-# state). With CPython's default thresholds (700, 10, 10) the collector ran ~110 times a second in a
-# worker relaying token streams at 32 connections, ~7% of its time (measured with gc.callbacks under
-# ``custos bench stream``); at 20 000 it runs ~1 time a second. Reference counting still frees almost
-# everything at once: the threshold only delays finding garbage cycles, a few MB at most.
-GC_THRESHOLDS = (20_000, 50, 100)
-
-
-def tune_gc() -> None:
-    """Once the stages are built: what startup made (compiled detectors, gazetteers, the config) is
-    moved out of the collector's sweeps for good (``gc.freeze``), and young objects are collected
-    less often (``GC_THRESHOLDS``)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def create_app(config: Config | None = None) -> CustosApp:

@@ -197,10 +197,10 @@ async def test_response_end_holds_done_marker_of_streams(engine) -> None:
 
 async def test_startup_tunes_the_collector() -> None:
     """Once startup built the stages, the collector leaves what startup made alone (frozen) and runs
-    on the raised thresholds (``sidecar.app.GC_THRESHOLDS``); the process is put back afterwards."""
+    on the raised thresholds (``sidecar.gctune.GC_THRESHOLDS``); the process is put back afterwards."""
     import gc
 
-    from sidecar.app import GC_THRESHOLDS
+    from sidecar.gctune import GC_THRESHOLDS
 
     app = CustosApp(load_config(environ={}), stages=[ObserveStage()])
     before = gc.get_threshold()
