@@ -4,6 +4,7 @@ and invalid, around each validator's edge cases (separators, non-ASCII digits, l
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import random
 import re
@@ -19,6 +20,24 @@ from sidecar.redaction import validators as v
 
 def ref_digits_of(value: str) -> str:
     return "".join(ch for ch in value if "0" <= ch <= "9")
+
+
+def ref_cn_resident_id(value: str) -> bool:
+    if len(value) != 18:
+        return False
+    body, check = value[:17], value[17].upper()
+    if not body.isdigit():
+        return False
+    try:
+        born = datetime.date(int(body[6:10]), int(body[10:12]), int(body[12:14]))
+    except ValueError:
+        return False
+    if born.year < 1900 or born > datetime.date.today():
+        return False
+    total = sum(
+        int(d) * w for d, w in zip(body, (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2), strict=True)
+    )
+    return "10X98765432"[total % 11] == check
 
 
 def ref_luhn(value: str) -> bool:
@@ -309,6 +328,24 @@ def _phone_inputs(rng: random.Random, n: int) -> list[str]:
     return out
 
 
+def _cn_id_inputs(rng: random.Random, n: int) -> list[str]:
+    """18-character IDs around the edges: dates real and impossible, past and future, years before
+    1900, every check character (lower-case x too), non-ASCII digits, wrong lengths."""
+    out: list[str] = []
+    this_year = datetime.date.today().year
+    for _ in range(n):
+        year = rng.choice([rng.randint(1850, this_year + 5), 1899, 1900, this_year])
+        month, day = rng.randint(0, 13), rng.randint(0, 32)
+        body = f"{rng.randint(110000, 659999)}{year:04d}{month:02d}{day:02d}{rng.randint(0, 999):03d}"
+        if rng.random() < 0.1:
+            body = body.replace("1", "\u0661")  # ARABIC-INDIC DIGIT ONE: isdigit, int() reads it
+        value = body + rng.choice("0123456789Xx")
+        if rng.random() < 0.05:
+            value = value[: rng.randint(10, 17)] + value[rng.randint(10, 17) :]
+        out.append(value)
+    return out
+
+
 CASES = [
     ("digits_of", v.digits_of, ref_digits_of, _digit_inputs),
     ("luhn", v.luhn, ref_luhn, _digit_inputs),
@@ -316,6 +353,7 @@ CASES = [
     ("cn_bank_card", v.cn_bank_card, ref_cn_bank_card, _digit_inputs),
     ("iban", v.iban, ref_iban, _iban_inputs),
     ("cn_uscc", v.cn_uscc, ref_cn_uscc, _uscc_inputs),
+    ("cn_resident_id", v.cn_resident_id, ref_cn_resident_id, _cn_id_inputs),
     ("ipv6", v.ipv6, ref_ipv6, _ipv6_inputs),
     ("phone_number", v.phone_number, ref_phone_number, _phone_inputs),
     ("local_phone", v.local_phone, ref_local_phone, _phone_inputs),
@@ -379,3 +417,34 @@ def test_memo_is_bounded() -> None:
     long = "1:" * 40 + "1"  # longer than a key may be: computed, not stored
     assert len(long) > v._MEMO_MAX_KEY and v.ipv6(long) is ref_ipv6(long) is False
     assert v.ipv6.cache_info().currsize == v._MEMO_SIZE  # type: ignore[attr-defined]
+
+
+def test_secret_filler_same_as_the_regex() -> None:
+    """The key formats' placeholder test (``_filler``: substring tests and one pass for a run of six
+    on ASCII bodies) decides as the case-insensitive alternation it stands in for."""
+    from sidecar.redaction.detectors import _FILLER, _filler
+
+    rng = random.Random("filler")
+    words = ["xxxx", "XxXx", "****", "your", "YOUR", "Example", "hErE", "token", "PlaceHolder", "redacted"]
+    alphabet = string.ascii_letters + string.digits + "-_*"
+    bodies: list[str] = []
+    for _ in range(20000):
+        body = "".join(rng.choices(alphabet, k=rng.randint(0, 48)))
+        roll = rng.random()
+        if roll < 0.2:
+            at = rng.randint(0, len(body))
+            body = body[:at] + rng.choice(words) + body[at:]
+        elif roll < 0.4:
+            at = rng.randint(0, len(body))
+            ch = rng.choice(alphabet)
+            body = (
+                body[:at]
+                + "".join(rng.choice((ch, ch.swapcase())) for _ in range(rng.randint(4, 7)))
+                + body[at:]
+            )
+        elif roll < 0.45:
+            body += rng.choice(["é", "\u212a", "ſ", "１"])  # not ASCII: the regex decides
+        bodies.append(body)
+    expected = [_FILLER.search(b) is not None for b in bodies]
+    assert 0.2 < sum(expected) / len(expected) < 0.8
+    assert [b for b, want in zip(bodies, expected, strict=True) if _filler(b) != want] == []
