@@ -1255,9 +1255,11 @@ class Scanner:
         # side's) never hold back, and reading the second tier's patterns takes a while.
         self._hold_ready = False
         self._hold_starts: re.Pattern[str] | None = None
+        self._hold_could: re.Pattern[str] | None = None
 
     def _prepare_hold(self) -> None:
         self._hold_starts = self._hold_start_pattern()
+        self._hold_could = None if self._user else _could_hold_pattern(self._branches)
         self._hold_ready = True
 
     def _hold_start_pattern(self) -> re.Pattern[str] | None:
@@ -1544,7 +1546,10 @@ class Scanner:
         starts = self._hold_starts
         # ``finditer`` from ``lo``: the guard's lookbehind still sees the character before ``lo``.
         positions = range(lo, last) if starts is None else map(_match_start, starts.finditer(text, lo, last))
+        could = self._hold_could
         for p in positions:
+            if could is not None and could.match(text, p) is None:
+                continue  # no branch takes the characters from p to the end: nothing here can be held
             try:
                 m = match(text, p, partial=True)
                 if m is None:
@@ -1562,6 +1567,139 @@ class Scanner:
 
 
 _BUILTIN_SET = frozenset(BUILTIN)
+
+
+def _could_hold_pattern(branches: Sequence[str]) -> re.Pattern[str] | None:
+    """A cheap necessary condition for ``hold_from`` at a position (one ``re`` match, ~1 µs, where the
+    partial match of the whole alternation costs 2-10 µs). A position is held when a branch's partial
+    match reached the end of the text, or a complete match is followed by separators only, or a
+    longer match could still grow over the rest; so the text from there to the end is, for some
+    branch, either (1) characters the branch takes (or looks ahead at, inside it) followed by what
+    one of its final positive lookaheads may be part-way through, or (2) a complete match followed
+    by separators or by what one of its final negative lookaheads may be part-way through (``re``
+    finds a complete match there, since a negative lookahead cut short by the end of the text does
+    not refuse it). At ``2024 the`` no number's branch takes `` the`` and none matches ``2024``
+    whole, so a number in a streamed answer costs no partial match once a word follows it. None when
+    a branch with no known first character may take any character (every position is tried)."""
+    alternatives: list[str] = []
+    for branch in branches:
+        lead = _leading(branch)
+        shape = _branch_chars(branch)
+        if shape is None:  # any character: the position is tried wherever the first one fits
+            if lead is None:
+                return None
+            alternatives.append(_char_class(lead[0]) + "(?s:.)*+")
+            continue
+        taken, final_positive, final_negative = shape
+        first = _char_class(lead[0]) if lead is not None else _piece_class(taken)
+        stops = "".join(f"|{_piece_class(chars)}*+" for chars in dict.fromkeys(map(tuple, final_positive)))
+        after = "".join(f"|{_piece_class(chars)}*+" for chars in dict.fromkeys(map(tuple, final_negative)))
+        alternatives.append(f"{first}{_piece_class(taken)}*+(?:{stops[1:]})?")
+        alternatives.append(
+            f"(?:{branch}){_SEPARATOR_CLASS}*+"
+            if not after
+            else f"(?:{branch})(?:{_SEPARATOR_CLASS}*+{after})"
+        )
+    return re.compile(f"(?:{'|'.join(dict.fromkeys(alternatives))})\\Z")
+
+
+def _branch_chars(pattern: str) -> tuple[list[str], list[list[str]], list[list[str]]] | None:
+    """What ``_could_hold_pattern`` needs of one branch: the characters (class pieces, ``re`` syntax)
+    its matches can take or look ahead at inside it, and those of its final positive and negative
+    lookaheads longer than one character (one character is decided at once, or examines nothing at
+    the end of the text); None when the branch may take any character (a negated class, ``.``,
+    ``\\d``-like categories, case-insensitive items, lazy repeats: not spelled out). Lookbehinds only
+    read what is behind."""
+    if _re_parser is None:
+        return None
+    try:
+        parsed = _re_parser.parse(pattern)
+    except (re.error, RecursionError):
+        return None
+    if parsed.state.flags & re.IGNORECASE:
+        return None
+    items = list(parsed)
+    final = len(items)  # the trailing zero-width items: lookarounds, anchors, empty marker groups
+    while final and (
+        items[final - 1][0] in (*_ASSERTS, _re_constants.AT)
+        or (items[final - 1][0] is _re_constants.SUBPATTERN and not list(items[final - 1][1][3]))
+    ):
+        final -= 1
+    taken: list[str] = []
+    if not _collect_chars(items[:final], taken, False):
+        return None
+    ends: tuple[list[list[str]], list[list[str]]] = ([], [])
+    for op, av in items[final:]:
+        if op in _ASSERTS and av[0] == 1 and av[1].getwidth()[1] > 1:
+            chars: list[str] = []
+            if not _collect_chars(list(av[1]), chars, False):
+                return None
+            ends[op is _re_constants.ASSERT_NOT].append(chars)
+    return taken, ends[0], ends[1]
+
+
+def _collect_chars(items: list[tuple[Any, Any]], taken: list[str], fold: bool) -> bool:
+    """Add what ``items`` can take (and look ahead at, past one character) to ``taken``; False when
+    that may be any character."""
+    k = _re_constants
+    for op, av in items:
+        if op is k.LITERAL:
+            if fold:
+                return False
+            taken.append(_class_piece(av))
+        elif op is k.IN:
+            if fold:
+                return False
+            for item, value in av:
+                if item is k.LITERAL:
+                    taken.append(_class_piece(value))
+                elif item is k.RANGE:
+                    taken.append(f"{_class_piece(value[0])}-{_class_piece(value[1])}")
+                else:  # NEGATE, CATEGORY
+                    return False
+        elif op is k.MIN_REPEAT:
+            # The regex module's partial match holds more after a lazy repeat than it can take
+            # (``<[A-Z][A-Z0-9_]*?_[0-9]{1,6}>`` holds ``<EMAIL_s``): not spelled out, so that the
+            # hold-back stays exactly what the partial match decides.
+            return False
+        elif op in (k.MAX_REPEAT, k.POSSESSIVE_REPEAT):
+            if not _collect_chars(list(av[2]), taken, fold):
+                return False
+        elif op is k.SUBPATTERN:
+            _group, add, remove, body = av
+            scoped = (fold or bool(add & re.IGNORECASE)) and not remove & re.IGNORECASE
+            if not _collect_chars(list(body), taken, scoped):
+                return False
+        elif op is k.ATOMIC_GROUP:
+            if not _collect_chars(list(av), taken, fold):
+                return False
+        elif op is k.BRANCH:
+            if not all(_collect_chars(list(alt), taken, fold) for alt in av[1]):
+                return False
+        elif op in _ASSERTS:
+            direction, body = av
+            if direction == 1 and body.getwidth()[1] > 1 and not _collect_chars(list(body), taken, fold):
+                return False
+        elif op is k.GROUPREF_EXISTS:
+            _group, yes, no = av
+            if not _collect_chars(list(yes), taken, fold):
+                return False
+            if no is not None and not _collect_chars(list(no), taken, fold):
+                return False
+        elif op not in (k.AT, k.GROUPREF):  # zero-width, or what a group already took
+            return False
+    return True
+
+
+def _piece_class(pieces: Sequence[str]) -> str:
+    return "[" + "".join(dict.fromkeys(pieces)) + "]" if pieces else "(?!)"
+
+
+def _class_piece(code: int) -> str:
+    """One character, escaped for a ``re`` character class."""
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 _match_start = re.Match.start
 _ASSERTS = (_re_constants.ASSERT, _re_constants.ASSERT_NOT) if _re_constants is not None else ()
 
@@ -1654,3 +1792,4 @@ _KEYWORD_FIRST = frozenset("PpSsCcAa密口")
 _ASSIGN = re.compile(r"[:=：是为]")
 # Only separators after a candidate: more text may still extend it (``+2024-11`` + ``-28``).
 _SEPARATORS = re.compile(r"[\s\-.()+:/=_@%#：'\"]*")
+_SEPARATOR_CLASS = _SEPARATORS.pattern.removesuffix("*")

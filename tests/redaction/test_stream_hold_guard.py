@@ -1,5 +1,9 @@
 """The stream hold-back tries fewer positions and holds exactly what it held before.
 
+Two shortcuts are checked here. The positions tried, and at each a cheap ``re`` test
+(``detectors._could_hold_pattern``: could some branch take the rest of the text, or match and leave
+only separators or what a final lookahead may be part-way through?) before the partial match.
+
 ``Scanner.hold_from`` runs a partial match of the whole alternation at each position of the tail
 (~3 µs each). It now tries only the positions that ``Scanner._hold_start_pattern`` finds at C speed:
 for the built-ins, the guard of the scan (``tests/redaction/test_scan_guard.py``), which refuses a
@@ -58,11 +62,13 @@ _ALL = [*_PIECES, *EVASION_PIECES, *FILLER, *_MORE]
 def _reference(redactor: Redactor) -> Redactor:
     """The same redactor with the hold-back's former position test: every position whose character
     a match may start with (``first_chars``, the built-ins' ``_FIRST_CHARS``, or any), and where
-    the policy's placeholder starts (the former test missed ``[``, see below)."""
+    the policy's placeholder starts (the former test missed ``[``, see below), each tried with the
+    partial match (no ``_could_hold_pattern`` first)."""
     ref = Redactor(redactor.policy, b"test-key")
     placeholder = redactor.policy.placeholder_format[0]
     for s in ref._response:
         s._prepare_hold()
+        s._hold_could = None  # and a partial match at each of them (no ``_could_hold_pattern``)
         first = s.first_chars or (d._FIRST_CHARS if s.windowed else None)
         if first is None or s._user:
             s._hold_starts = None
@@ -167,3 +173,73 @@ def test_each_branch_starts_only_where_leading_says(name: str) -> None:
 def test_leading(pattern: str, start: tuple[str, str] | None) -> None:
     expected = None if start is None else (frozenset(start[0]), frozenset(start[1]))
     assert d._leading(pattern) == expected
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_hold_from_on_labelled_values_cut_anywhere(name: str) -> None:
+    """Every prefix of the labelled sets' lines (each value cut at every character, with prose, cue
+    words and near-misses around it) and of prose with numbers: the same hold as the plain partial
+    match at every candidate position, and the shortcut does skip partial matches."""
+    from bench import redaction_data, redaction_evasions
+    from bench.stream import PROSE
+
+    redactor = Redactor(Policy.model_validate(POLICIES[name]), b"test-key")
+    ref = _reference(redactor)
+    texts = [r["text"] for r in redaction_data.build(12, 21)]
+    texts += [r["text"] for r in redaction_evasions.build(6, 21)] + [PROSE]
+    rng = random.Random(f"labelled-{name}")
+    skipped = 0
+    for text in texts:
+        for n in range(1, len(text) + 1):
+            prefix = text[:n]
+            floor = 0 if rng.random() < 0.1 else max(0, n - rng.randint(1, 40))
+            for scanner, plain in zip(redactor._response, ref._response, strict=True):
+                assert scanner.hold_from(prefix, floor) == plain.hold_from(prefix, floor), (
+                    name,
+                    prefix,
+                    floor,
+                )
+                could = scanner._hold_could
+                if could is not None and scanner._hold_starts is not None:
+                    skipped += sum(
+                        could.match(prefix, m.start()) is None
+                        for m in scanner._hold_starts.finditer(prefix, floor)
+                    )
+    if name != "custom detector":  # RE2 patterns: no shortcut
+        assert skipped > 1000
+
+
+@pytest.mark.parametrize(
+    "branch",
+    [
+        "ab(?=cd)",  # a final positive lookahead the end of the text may cut
+        "a(?!xy)b+",  # a lookahead inside the branch, reading what the branch does not take
+        "[ab](?<![x].)b{1,3}(?![x ]{1,2}y)",  # a final negative lookahead longer than one character
+        "(?:ab|ba)[ ]?c(?=d)",  # a one-character final lookahead
+        "a(?P<s>[ -])b(?P=s)c",  # a backreference
+    ],
+)
+def test_could_hold_never_refuses_a_held_position(branch: str) -> None:
+    """``_could_hold_pattern`` is a necessary condition: on every text of up to six characters over
+    the branch's alphabet and a few others, wherever the partial match (or a complete match then
+    separators, or a longer match that could grow) holds, it matches; and it does refuse some."""
+    import itertools
+
+    partial = regex.compile(branch)
+    could = d._could_hold_pattern([branch])
+    assert could is not None
+    refused = 0
+    for size in range(1, 7):
+        for chars in itertools.product("abcdxy -", repeat=size):
+            text = "".join(chars)
+            m = partial.match(text, 0, partial=True)
+            held = m is not None and (
+                m.partial
+                or m.end() >= len(text)
+                or d._SEPARATORS.fullmatch(text, m.end()) is not None
+                or partial.fullmatch(text, 0, partial=True) is not None
+            )
+            allowed = could.match(text, 0) is not None
+            assert allowed or not held, (branch, text)
+            refused += not allowed
+    assert refused > 1000
