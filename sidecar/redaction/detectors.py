@@ -942,7 +942,11 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
     pats = {d.name: (d, re.compile(d.pattern)) for d in detectors}
     cued = [(d, pat, tuple(w.lower() for w in d.context)) for d, pat in pats.values() if d.context]
     any_cue = re.compile("|".join(re.escape(w) for _, _, ws in cued for w in ws) or "(?!)", re.IGNORECASE)
-    cue_words = tuple(sorted({w for _, _, ws in cued for w in ws}))
+    # Any cue word in the lower-cased text before a number: one search of the literal alternation (a
+    # charset of first letters, then the words; ~0.1-0.4 µs on 24 characters, ~1 µs for 23 ``in`` tests).
+    cue_word = re.compile(
+        "|".join(re.escape(w) for w in sorted({w for _, _, ws in cued for w in ws})) or "(?!)"
+    )
     # Only the passes the enabled detectors need (PERSON/ADDRESS/WECHAT off: the digit pass alone).
     zh_pass = _ZH_TRIGGER if {n for n in pats if "_zh" in n or n == "wechat"} else None
     en_pass = _EN_GAZETTEER if {"person_en_title", "person_en", "address_military"} & set(pats) else None
@@ -968,7 +972,8 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
         # The passes start before ``pos`` (a stream's context), so that words and digit runs are cut
         # as in the whole text; what starts before ``pos`` is dropped.
         lo = max(0, pos - 64)
-        if zh_pass is None or (text.isascii() and not _has_any(text.lower(), _ZH_ASCII_NEEDLES)):
+        ascii_text = text.isascii()
+        if zh_pass is None or (ascii_text and not _has_any(text.lower(), _ZH_ASCII_NEEDLES)):
             zh_iter: Iterable[re.Match[str]] = ()
         else:
             zh_iter = _finditer(zh_pass, text, lo)
@@ -1000,8 +1005,11 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                     if len(out) > before and out[-1].end == s:
                         break
                     del out[before:]
-        # Most lines of prose hold no digit: substring tests are cheaper than the pass finding nothing.
-        for run in _finditer(_DIGIT_RUN, text, lo) if _has_any(text, _DIGIT_RUN_FIRST) else ():
+        # Most lines of prose hold no digit. On ASCII text eleven substring tests (memchr) say so faster
+        # than the pass finding nothing; on other text (two bytes a character) the pass is faster.
+        for run in (
+            _finditer(_DIGIT_RUN, text, lo) if not ascii_text or _has_any(text, _DIGIT_RUN_FIRST) else ()
+        ):
             rs, re_ = run.span()
             if (
                 text[re_ - 1] == " "
@@ -1027,7 +1035,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
             near = text[max(0, rs - 24) : rs].lower()
             # Without a cue word in ``near`` no detector below would run: substring tests first, the
             # case-insensitive regex (a few µs on 24 characters of prose) only where one is there.
-            if not _has_any(near, cue_words) or any_cue.search(text, max(0, rs - 24), rs) is None:
+            if cue_word.search(near) is None or any_cue.search(text, max(0, rs - 24), rs) is None:
                 continue
             for det, pat, words in cued:
                 if not any(w in near for w in words):  # the cue word must come first (cheap)
