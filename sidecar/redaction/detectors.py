@@ -1094,6 +1094,19 @@ _TRIGGER = re.compile(r"[0-9@:=：_\-密口<](?:[!-~码令是为]++|[ \t]++(?=[0
 _BACK = {":": 40, "=": 40, "：": 40, "密": 0, "口": 0, "<": 0}
 _TOKSTART = re.compile(r"[!-~]*+\Z")
 
+
+def _window_start(text: str, pos: int, start: int) -> int:
+    """Where the window around the trigger cluster at ``start`` begins (not before ``pos``)."""
+    back = _BACK.get(text[start])
+    if back is not None:
+        return max(pos, start - back)
+    if start > pos and "!" <= text[start - 1] <= "~":
+        # Digits, @, - and _: the entity starts within the same run of ASCII characters (IBAN
+        # letters, key prefixes, the local part of an e-mail address).
+        return max(pos, _TOKSTART.search(text, max(pos, start - 64), start).start())
+    return start
+
+
 # Response side only: our own placeholders, so they can be put back in one pass with the detection.
 PLACEHOLDER_TYPE = "__placeholder__"
 
@@ -1386,6 +1399,12 @@ class Scanner:
                 return found
             windows: Iterable[tuple[int, int]] = _anchor_windows(text, pos)
         else:
+            if not anchored and _TRIGGER.search(text, first.end()) is None:
+                # One cluster (most lines that hold a value): its window, without the generator and
+                # the merging below (which would scan from ``pos`` a window that starts before 16).
+                start = _window_start(text, pos, first.start())
+                self._scan_range(text, pos if start <= 15 else start, min(len(text), first.end() + 2), found)
+                return found
             windows = self._trigger_windows(text, pos, first.start())
             if anchored:
                 windows = heapq.merge(windows, _anchor_windows(text, pos))
@@ -1410,20 +1429,8 @@ class Scanner:
     def _trigger_windows(text: str, pos: int, first: int) -> Iterator[tuple[int, int]]:
         """Windows around the trigger clusters from ``first``, where the first one after ``pos`` starts
         (the same clusters as from ``pos``)."""
-        back_of = _BACK.get
-        tokstart = _TOKSTART.search
         for t in _TRIGGER.finditer(text, first):
-            start, stop = t.span()
-            back = back_of(text[start])
-            if back is not None:
-                ws = start - back
-            elif start > pos and "!" <= text[start - 1] <= "~":
-                # Digits, @, - and _: the entity starts within the same run of ASCII characters
-                # (IBAN letters, key prefixes, the local part of an e-mail address).
-                ws = tokstart(text, max(pos, start - 64), start).start()
-            else:
-                ws = start
-            yield max(pos, ws), stop + 2
+            yield _window_start(text, pos, t.start()), t.end() + 2
 
     def _scan_range(self, text: str, pos: int, end: int, found: list[Entity]) -> None:
         """Add the entities that start in ``[pos, end)``; a candidate may run past ``end``."""
