@@ -1625,13 +1625,8 @@ def _branch_chars(pattern: str) -> tuple[list[str], list[list[str]], list[list[s
     the end of the text); None when the branch may take any character (a negated class, ``.``,
     ``\\d``-like categories, case-insensitive items, lazy repeats: not spelled out). Lookbehinds only
     read what is behind."""
-    if _re_parser is None:
-        return None
-    try:
-        parsed = _re_parser.parse(pattern)
-    except (re.error, RecursionError):
-        return None
-    if parsed.state.flags & re.IGNORECASE:
+    parsed = _parsed_case_sensitive(pattern)
+    if parsed is None:
         return None
     items = list(parsed)
     final = len(items)  # the trailing zero-width items: lookarounds, anchors, empty marker groups
@@ -1736,6 +1731,18 @@ def _class_chars(op: Any, av: Any) -> frozenset[str] | None:
     return frozenset(chars)
 
 
+def _parsed_case_sensitive(pattern: str) -> Any:
+    """``pattern`` parsed by ``re``'s own parser; None when that parser is not there, refuses the
+    pattern, or the whole pattern is case-insensitive (its characters are then not simply read off)."""
+    if _re_parser is None:
+        return None
+    try:
+        parsed = _re_parser.parse(pattern)
+    except (re.error, RecursionError):
+        return None
+    return None if parsed.state.flags & re.IGNORECASE else parsed
+
+
 def _leading(pattern: str) -> tuple[frozenset[str], frozenset[str]] | None:
     """Where a match of ``pattern`` can start: the characters its first item that consumes one
     takes (lookbehinds and anchors before it only restrict), and the characters that a negative
@@ -1744,15 +1751,10 @@ def _leading(pattern: str) -> tuple[frozenset[str], frozenset[str]] | None:
     ``\\d``, a lookahead first, case-insensitive). A match, complete or partial, is impossible at a
     position whose character is not a first one or whose previous character is refused: both are
     already in the text whatever arrives later."""
-    if _re_parser is None:
-        return None
-    try:
-        parsed = _re_parser.parse(pattern)
-    except (re.error, RecursionError):
+    parsed = _parsed_case_sensitive(pattern)
+    if parsed is None:
         return None
     flags = parsed.state.flags
-    if flags & re.IGNORECASE:
-        return None
     items = list(parsed)
     for i, (op, av) in enumerate(items):
         if op is _re_constants.AT or (op in _ASSERTS and av[0] == -1):
