@@ -1272,13 +1272,15 @@ class Scanner:
             self.run = self.finder
         else:
             self.run = self._scan_windows if self.windowed else self._scan_all
-        # Stream hold-back state, made on its first use (``_prepare_hold``): most scanners (the request
-        # side's) never hold back, and reading the second tier's patterns takes a while.
+        # Stream hold-back state, made on its first use or at a server's start-up (``prepare_hold``):
+        # most scanners (the request side's) never hold back, and building it takes a while.
         self._hold_ready = False
         self._hold_starts: re.Pattern[str] | None = None
         self._hold_could: re.Pattern[str] | None = None
 
-    def _prepare_hold(self) -> None:
+    def prepare_hold(self) -> None:
+        if self._hold_ready:
+            return
         self._hold_starts = self._hold_start_pattern()
         self._hold_could = None if self._user else _could_hold_pattern(self._branches)
         self._hold_ready = True
@@ -1557,7 +1559,7 @@ class Scanner:
         # ``stop``: another scanner already holds from there; positions after it cannot matter.
         last = n if stop is None else min(n, stop)
         if not self._hold_ready:
-            self._prepare_hold()
+            self.prepare_hold()
         starts = self._hold_starts
         # ``finditer`` from ``lo``: the guard's lookbehind still sees the character before ``lo``.
         positions = range(lo, last) if starts is None else map(_match_start, starts.finditer(text, lo, last))

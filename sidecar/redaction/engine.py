@@ -178,6 +178,12 @@ class Redactor:
                 out[i] = [e for e in found if e.type not in disabled] if disabled else found
         return out
 
+    def prepare_streaming(self) -> None:
+        """Build the answer side's hold-back state now (compiled on first use otherwise, ~15 ms): a
+        server calls this at start-up, so that no answer waits for it."""
+        for scanner in self._response:
+            scanner.prepare_hold()
+
     def hold_from(self, text: str, floor: int) -> int:
         """Streaming: where the tail that could still grow into an entity (or a placeholder) starts."""
         folded, fmap = fold(text)

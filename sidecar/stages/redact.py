@@ -119,6 +119,8 @@ class RedactStage(Stage):
         key = load_hash_key(rc.hash_key.get_secret_value() if rc.hash_key else None, key_file)
         self.policy = policy
         self.redactor = Redactor(policy, key)
+        if rc.response:
+            self.redactor.prepare_streaming()
         log.info(
             "PII redaction on: policy %s, %d custom detectors; request=%s response=%s restore=%s",
             rc.policy_file or "built-in",

@@ -114,6 +114,14 @@ async def test_disabled_stage(tmp_path: Path) -> None:
     assert _build(tmp_path, {"enabled": False}) is None
 
 
+def test_answer_hold_back_is_built_at_start_up(tmp_path: Path) -> None:
+    """The stream hold-back's compiled state (~15 ms) is made when the stage is built, not by the first
+    streamed answer; with answers not redacted it is not made at all."""
+    stage = make_stage(tmp_path / "on")
+    assert all(s._hold_ready and s._hold_could is not None for s in stage.redactor._response)
+    assert not make_stage(tmp_path / "off", response=False).redactor._response[0]._hold_ready
+
+
 async def _prepared(tmp_path: Path, kind: str, roles: tuple[str, ...] | None = None, **cfg: Any):
     stage = make_stage(tmp_path, **cfg)
     ctx = ctx_for("/v1/chat/completions", {"messages": [{"role": "user", "content": "mail a@b.com"}]}, roles)

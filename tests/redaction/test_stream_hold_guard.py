@@ -67,7 +67,7 @@ def _reference(redactor: Redactor) -> Redactor:
     ref = Redactor(redactor.policy, b"test-key")
     placeholder = redactor.policy.placeholder_format[0]
     for s in ref._response:
-        s._prepare_hold()
+        s.prepare_hold()
         s._hold_could = None  # and a partial match at each of them (no ``_could_hold_pattern``)
         first = s.first_chars or (d._FIRST_CHARS if s.windowed else None)
         if first is None or s._user:
@@ -121,7 +121,7 @@ def test_second_tier_tries_only_where_its_detectors_start() -> None:
     # By default answers are searched for cue-word numbers only: no letter is tried, nor a digit
     # inside a number.
     names = Redactor(Policy(), b"test-key")._response[-1]
-    names._prepare_hold()
+    names.prepare_hold()
     assert names.finder is not None and names._hold_starts is not None
     tried = [m.start() for m in names._hold_starts.finditer("call (010) 8888 1234 or 13812345678 now")]
     assert tried == [5, 6, 11, 16, 24]
