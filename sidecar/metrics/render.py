@@ -9,6 +9,7 @@ custom collectors registered in the default registry are rendered too.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -65,20 +66,26 @@ def _pid_alive(pid: int) -> bool:
 def reap_dead_workers(path: str) -> None:
     """Drop live-gauge files of worker processes that died (killed workers never clean up), so
     ``custos_requests_in_flight`` does not count their requests forever. Counters stay: totals must
-    not go down when a worker is replaced."""
-    from prometheus_client import multiprocess
+    not go down when a worker is replaced.
 
+    Every worker answering /metrics reaps, so two may remove the same file at once: a file already
+    gone is what was wanted (prometheus-client's ``mark_process_dead`` would raise, and the scrape
+    answer 500)."""
     try:
         names = os.listdir(path)
     except OSError:
         return
-    dead = set()
+    alive: dict[int, bool] = {}
     for name in names:
         m = _LIVE_GAUGE_FILE.match(name)
-        if m and not _pid_alive(int(m.group(1))):
-            dead.add(int(m.group(1)))
-    for pid in dead:
-        multiprocess.mark_process_dead(pid, path)
+        if m is None:
+            continue
+        pid = int(m.group(1))
+        if pid not in alive:
+            alive[pid] = _pid_alive(pid)
+        if not alive[pid]:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(path, name))
 
 
 class _CustomCollectors:
