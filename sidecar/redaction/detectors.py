@@ -11,12 +11,14 @@ fences exclude only ASCII letters, digits and ``_``.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import re
 import string
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import regex
@@ -449,6 +451,26 @@ _ZH_STOP = (
     "目度种些每各该此只再又还更最太非没无时日月分元号码址邮箱话机证件卡银行信息资料联系人姓名称谢您好吗呢吧啊法管理看全"
 )
 _ZH_GIVEN = f"(?:(?![{_ZH_STOP}])[\\u4e00-\\u9fff])"
+# Bare names (``感谢张伟的报告``, no cue word, title or verb): the surnames a bare name may start with. Left
+# out are those that are also everyday words and, on real text, started more false names than real
+# ones (高 于 向 时 应 万 马 曾 钱 白 方 金 全 连 ...: counted on the first half of the People's Daily
+# 1998-01 corpus and 6 000 product reviews, see ``bench/redaction_realtext.py``); names with them
+# still need a cue, a title or a verb.
+_ZH_BARE_SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙朱胡郭何林罗郑梁谢宋唐许韩冯邓曹彭肖田董袁潘蒋蔡余叶程魏吕丁沈姚姜崔谭陆汪范石廖贾夏韦傅邹孟熊秦邱江尹薛闫侯陶顾毛郝龚邵覃戴孔汤温康施樊葛邢安齐乔伍庞颜倪聂翟殷詹耿兰焦俞柳甘宁"
+    "符舒阮柯童季裴霍苗谷盛翁冉骆辛靳鲍喻祁蒲滕屈饶牟尤穆卓缪简芦褚娄窦戚岑宫卜晏宗瞿佟臧闵苟邬卞姬仇栾隋刁荣巫寇甄丛仲虞敖巩佘迟邝莘洪宣萧阎赖匡鞠惠荆冀郁胥栗燕楚鄢谌奚粟冼蔺屠禹祖卿狄扈晁芮阙邸雍辜裘亓邰"
+    "赫逯茹嵇湛戎茅尉檀昝衡"
+)
+# Characters a bare name's given name never holds: the stop characters and ``摄`` (a photo credit,
+# ``记者王红摄``).
+_ZH_BARE_NOT_GIVEN = frozenset(_ZH_STOP + "摄")
+_ZH_BARE_SURNAME_SET = frozenset(_ZH_BARE_SURNAMES)
+# After a numeral or a demonstrative a surname character is a measure word (``一张光盘``, ``这张彩页``).
+_ZH_BEFORE_MEASURE = frozenset("一二两三四五六七八九十百千几这那每哪某半整")
+# The common words a bare name must not be taken from (``王国``, ``提高``, ``向大家``): build-time data
+# from jieba's dictionary (``deploy/tools/build_zh_words.py``), read when a redactor first needs it.
+ZH_WORDS_PATH = Path(__file__).with_name("zh_words.txt")
+
 _ZH_NAME = f"(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}]){_ZH_GIVEN}{{1,2}}"
 _ZH_TITLES = (
     "先生|女士|小姐|经理|老师|总监|主任|医生|教授|律师|博士|工程师|同志|大夫|护士|会计|董事长|总经理|校长|院"
@@ -870,6 +892,16 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         description="Chinese surname (and given name) before a title (王先生, 李明经理)",
     ),
     Detector(
+        "person_zh_bare",
+        "PERSON",
+        # Found by ``names_finder`` with a look at the words around (``_zh_bare_name_end``); this
+        # pattern is what a stream holds back for it: a surname and a Chinese character, until the
+        # two characters after them have arrived.
+        f"(?:{_ZH_COMPOUND}|[{_ZH_BARE_SURNAMES}])[\\u4e00-\\u9fff](?=[\\s\\S]{{2}})",
+        description="Chinese name without cue word: a common surname and a given name that no common "
+        "word around claims (感谢张伟的报告)",
+    ),
+    Detector(
         "address_en",
         "ADDRESS",
         r"(?<![0-9A-Za-z])" + _EN_ADDR,
@@ -922,6 +954,81 @@ def _cue_adjacent(window: str, words: tuple[str, ...]) -> bool:
     return False
 
 
+class _BareNames(NamedTuple):
+    starts: re.Pattern[str]  # where a bare name may start (a surname before a Chinese character)
+    words: frozenset[str]  # no name starts here or inside
+    common: frozenset[str]  # no given name starts here
+    inside: frozenset[str]  # no name starts inside (``words`` and ``~``: names)
+    compounds: frozenset[str]
+
+
+@functools.cache
+def _bare_names() -> _BareNames:
+    words: set[str] = set()
+    common: set[str] = set()
+    names: set[str] = set()
+    with ZH_WORDS_PATH.open(encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#"):
+                continue
+            word, _, mark = line.rstrip("\n").partition(" ")
+            (names if mark == "~" else words).add(word)
+            if mark == "+":
+                common.add(word)
+    # A compound surname that is also a very common word (东方, the east) starts no bare name.
+    compounds = frozenset(c for c in _words(_ZH_COMPOUND) if c not in common)
+    # One class first (``re`` skips to candidates at C speed; an alternation is tried at every
+    # position), then: a bare surname, or a compound's first two characters (``_zh_bare_name_end``
+    # tells the compound from a single surname).
+    firsts = _char_class({*_ZH_BARE_SURNAMES, *(c[0] for c in compounds)})
+    seconds = _char_class(c[1] for c in compounds)
+    starts = re.compile(f"{firsts}(?:(?<=[{_ZH_BARE_SURNAMES}])(?=[\\u4e00-\\u9fff])|(?={seconds}))")
+    return _BareNames(starts, frozenset(words), frozenset(common), frozenset(words | names), compounds)
+
+
+def _zh_bare_name_end(text: str, s: int, bare: _BareNames) -> int:
+    """Where a bare Chinese name starting at ``s`` (a surname) ends, or 0 when there is none.
+
+    A look at the words around it, as a dictionary segmenter would: no common word starts at the
+    surname (``王国``, ``林业``) or runs over it from the left (``提高``, ``森林``), the given name
+    starts no very common word (``向大家``), no numeral or demonstrative comes right before
+    (``一张光盘``: a measure word), and a second given-name character is taken unless a word
+    starts there (``李鹏会见``: ``会见``). Reads at most three characters before ``s`` and four after
+    (five after a compound surname): the stream hold-back of ``person_zh_bare`` waits for them."""
+    words = bare.words
+    if text[s : s + 2] in bare.compounds:
+        g = s + 2
+    elif text[s] not in _ZH_BARE_SURNAME_SET:
+        return 0
+    else:
+        g = s + 1
+        if text[s : s + 2] in words or text[s : s + 3] in words or text[s : s + 4] in words:
+            return 0
+    if g >= len(text) or not "\u4e00" <= text[g] <= "\u9fff" or text[g] in _ZH_BARE_NOT_GIVEN:
+        return 0
+    inside = bare.inside
+    if s and (
+        text[s - 1] in _ZH_BEFORE_MEASURE
+        or text[s - 1 : s + 1] in inside
+        or text[s - 1 : s + 2] in inside
+        or text[s - 1 : s + 3] in inside
+    ):
+        return 0
+    if s > 1 and (text[s - 2 : s + 1] in inside or text[s - 2 : s + 2] in inside):
+        return 0
+    if (s > 2 and text[s - 3 : s + 1] in inside) or text[g : g + 2] in bare.common:
+        return 0
+    e = g + 1
+    if (
+        e < len(text)
+        and "\u4e00" <= text[e] <= "\u9fff"
+        and text[e] not in _ZH_BARE_NOT_GIVEN
+        and text[e : e + 2] not in words
+    ):
+        e += 1
+    return e
+
+
 # A Chinese name starts with one of these (a surname): other positions are not tried.
 _ZH_NAME_FIRST = frozenset(_ZH_SURNAMES + "".join(w[0] for w in _words(_ZH_COMPOUND)))
 
@@ -951,6 +1058,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
     zh_pass = _ZH_TRIGGER if {n for n in pats if "_zh" in n or n == "wechat"} else None
     en_pass = _EN_GAZETTEER if {"person_en_title", "person_en", "address_military"} & set(pats) else None
     cue_pass = _MID_CAP if "person_en_cue" in pats else None
+    bare = _bare_names() if "person_zh_bare" in pats else None
 
     def attempt(name: str, text: str, at: int, pos: int, out: list[Entity]) -> None:
         entry = pats.get(name)
@@ -1005,6 +1113,12 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                     if len(out) > before and out[-1].end == s:
                         break
                     del out[before:]
+        if bare is not None and not ascii_text:
+            for m in _finditer(bare.starts, text, lo):
+                s = m.start()
+                end = _zh_bare_name_end(text, s, bare)
+                if end and s >= pos:
+                    out.append(Entity("PERSON", s, end))
         # Most lines of prose hold no digit. On ASCII text eleven substring tests (memchr) say so faster
         # than the pass finding nothing; on other text (two bytes a character) the pass is faster.
         for run in (

@@ -113,6 +113,15 @@ def test_no_false_alarm(text: str) -> None:
         assert got == []
 
 
+# Bare names: no cue word, title or listed verb (``_zh_bare_name_end``).
+BARE_NAMES = [
+    ("感谢张伟的报告写得很好", "PERSON", "张伟"),
+    ("经过讨论，欧阳娜娜的建议被采纳了", "PERSON", "欧阳娜娜"),
+    ("他把文件交给了李静，请查收", "PERSON", "李静"),
+    ("（新华社记者王红摄）", "PERSON", "王红"),
+    ("这份报告是周晓梅写的", "PERSON", "周晓梅"),
+]
+
 NAMES = [
     ("姓名：张三，电话", "PERSON", "张三"),
     ("联系人：欧阳娜娜", "PERSON", "欧阳娜娜"),
@@ -130,6 +139,7 @@ NAMES = [
         "广东省深圳市南山区科技园南区深南大道9988号",
     ),
     ("他住在上海市浦东新区陆家嘴环路1000号。", "ADDRESS", "上海市浦东新区陆家嘴环路1000号"),
+    *BARE_NAMES,
     ("Dear John Smith,", "PERSON", "John Smith"),
     ("Mr. Brown said", "PERSON", "Brown"),
     ("my name is Tom Hanks", "PERSON", "Tom Hanks"),
@@ -164,6 +174,18 @@ def test_names_and_addresses(text: str, type_: str, value: str) -> None:
         "See Section 5 Table 3",
         "version 2 Beta",
         "上海市政府发布通知",
+        # Surname characters inside common words: no bare name.
+        "这是王国的领土",
+        "提高效率",
+        "向大家推荐",
+        "给我一张光盘",
+        "东方明珠",
+        "森林里有很多树",
+        "黄金周快到了",
+        "林业局发布通知",
+        "请把张贴的通知取下",
+        "周末愉快",
+        "许多人来了",
     ],
 )
 def test_name_tier_negatives(text: str) -> None:
@@ -231,7 +253,7 @@ def batch(text: str) -> str:
     return ANSWER_REDACTOR.redact(text, Session(), response=True, restore=False)
 
 
-STREAM_VALUES = [t for t in EVASIONS if t[1] not in ("SLACK_TOKEN",)] + NAMES[:8]
+STREAM_VALUES = [t for t in EVASIONS if t[1] not in ("SLACK_TOKEN",)] + NAMES[:8] + BARE_NAMES
 
 
 @pytest.mark.parametrize(("text", "type_", "value"), STREAM_VALUES)
