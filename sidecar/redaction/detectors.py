@@ -429,9 +429,10 @@ ENTITY_TYPES: tuple[str, ...] = tuple(
 # -- names and addresses (PERSON, ADDRESS) and cue-word IDs (WECHAT) ----------------------------------
 # A second tier: gazetteers and cue words, not checksums. It runs as its own scan (``names_finder``),
 # after the first tier; policy types PERSON, ADDRESS and WECHAT.
-# All data is written here (nothing is fetched or downloaded): the most common Chinese surnames
-# (covering ~95% of the population), provinces and large cities, the most common US/UK first names and
-# surnames, street suffixes of the US/UK/CA postal standards.
+# All data is written here or ships with the package (nothing is fetched or downloaded at run time): the
+# most common Chinese surnames (covering ~95% of the population), provinces and large cities, the most
+# common US/UK first names and surnames, street suffixes of the US/UK/CA postal standards, and the
+# common Chinese words of ``zh_words.txt`` (bare names, below).
 _ZH_SURNAMES = (
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林高罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
     "姚卢姜崔钟谭陆汪范金石廖贾夏韦付傅方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
@@ -486,6 +487,17 @@ _ZH_NAME_CUES = (
 )
 # Words that name a role, not a person: a name follows only after a colon (``客户：张三``, not 客户时间).
 _ZH_ROLE_CUES = "客户|患者|病人|乘客|住户|业主|员工|被告人?|原告|当事人|本人|学生|老板"
+# Titles and posts written right before a name (``记者王红``, ``外长钱其琛``, ``经理李明``); the titles of
+# ``_ZH_TITLES`` come before a name too.
+_ZH_ROLES = (
+    "记者|通讯员|主席|副主席|总理|副总理|总书记|书记|副书记|部长|副部长|省长|副省长|市长|副市长|县长|区长|局长"
+    "|副局长|厂长|会长|委员|委员长|秘书长|总统|副总统|外长|大使|院士|医师|教练|选手|队长|司令员|政委|参谋长|发言人"
+    "|主持人|作者|编辑|导演|总裁|董事|处长|科长|所长|站长|行长|社长|馆长|组长|班长"
+)
+# What ends an item of a list of names (``张三、李四、王五等``).
+_ZH_LIST_END = frozenset("、，,。；;：:）)（(等和与及 \t\n")
+# After a title any surname may start the name but these two, which are words there (``总统谈内政``).
+_ZH_ROLE_SURNAMES = frozenset(_ZH_SURNAMES) - frozenset("谈向")
 _PROVINCES = (
     "北京|天津|上海|重庆|河北|山西|辽宁|吉林|黑龙江|江苏|浙江|安徽|福建|江西|山东|河南|湖北|湖南|广东|海南|四川|贵州"
     "|云南|陕西|甘肃|青海|台湾|内蒙古|广西|西藏|宁夏|新疆|香港|澳门"
@@ -699,6 +711,7 @@ _ZH_KIND: dict[str, str] = {
     **{w: "place" for w in (*_words(_PROVINCES), *_words(_CITIES))},
     **{w: "addr_cue" for w in _words(_ZH_ADDR_CUES)},
     **{w: "verb" for w in _words(_ZH_VERBS)},
+    **{w: "role" for w in _words(_ZH_ROLES)},
     "微信": "wechat",
     "V信": "wechat",
     **{w: "wechat" for w in ("wechat", "WeChat", "Wechat", "WECHAT", "weixin", "Weixin", "vx", "VX", "Vx")},
@@ -892,6 +905,26 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         description="Chinese surname (and given name) before a title (王先生, 李明经理)",
     ),
     Detector(
+        "person_zh_role",
+        "PERSON",
+        # Found by ``names_finder`` (``_zh_name_after_role_end``); held back in a stream as a title, a
+        # surname and a Chinese character until the two characters after them have arrived.
+        f"(?:{_ZH_ROLES}|{_ZH_TITLES})(?P<value>(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff](?=[\\s\\S]{{2}}))",
+        has_value=True,
+        description="Chinese name right after a title or post (记者王红, 外长钱其琛, 经理李明)",
+    ),
+    Detector(
+        "person_zh_list",
+        "PERSON",
+        # Found by ``names_finder`` (``list_names``) after a name; held back in a stream from the
+        # ``、`` until the item's end has arrived (today ``person_zh_title``'s pattern holds the same
+        # tails: a surname and given-name characters may still meet a title).
+        f"、(?P<value>(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff]{{1,3}})"
+        f"(?={_char_class(_ZH_LIST_END)})",
+        has_value=True,
+        description="Chinese names listed after a name (记者张三、李四、王五)",
+    ),
+    Detector(
         "person_zh_bare",
         "PERSON",
         # Found by ``names_finder`` with a look at the words around (``_zh_bare_name_end``); this
@@ -959,6 +992,7 @@ class _BareNames(NamedTuple):
     words: frozenset[str]  # no name starts here or inside
     common: frozenset[str]  # no given name starts here
     inside: frozenset[str]  # no name starts inside (``words`` and ``~``: names)
+    person_words: frozenset[str]  # two-character words jieba tags as names (李鹏, but also 阳光)
     compounds: frozenset[str]
 
 
@@ -967,14 +1001,17 @@ def _bare_names() -> _BareNames:
     words: set[str] = set()
     common: set[str] = set()
     names: set[str] = set()
+    person_words: set[str] = set()
     with ZH_WORDS_PATH.open(encoding="utf-8") as f:
         for line in f:
             if line.startswith("#"):
                 continue
             word, _, mark = line.rstrip("\n").partition(" ")
             (names if mark == "~" else words).add(word)
-            if mark == "+":
+            if "+" in mark:
                 common.add(word)
+            if "=" in mark:
+                person_words.add(word)
     # A compound surname that is also a very common word (东方, the east) starts no bare name.
     compounds = frozenset(c for c in _words(_ZH_COMPOUND) if c not in common)
     # One class first (``re`` skips to candidates at C speed; an alternation is tried at every
@@ -983,7 +1020,14 @@ def _bare_names() -> _BareNames:
     firsts = _char_class({*_ZH_BARE_SURNAMES, *(c[0] for c in compounds)})
     seconds = _char_class(c[1] for c in compounds)
     starts = re.compile(f"{firsts}(?:(?<=[{_ZH_BARE_SURNAMES}])(?=[\\u4e00-\\u9fff])|(?={seconds}))")
-    return _BareNames(starts, frozenset(words), frozenset(common), frozenset(words | names), compounds)
+    return _BareNames(
+        starts,
+        frozenset(words),
+        frozenset(common),
+        frozenset(words | names),
+        frozenset(person_words),
+        compounds,
+    )
 
 
 def _zh_bare_name_end(text: str, s: int, bare: _BareNames) -> int:
@@ -1016,17 +1060,66 @@ def _zh_bare_name_end(text: str, s: int, bare: _BareNames) -> int:
         return 0
     if s > 1 and (text[s - 2 : s + 1] in inside or text[s - 2 : s + 2] in inside):
         return 0
-    if (s > 2 and text[s - 3 : s + 1] in inside) or text[g : g + 2] in bare.common:
+    if s > 2 and text[s - 3 : s + 1] in inside:
+        return 0
+    return _zh_given_name_end(text, g, bare)
+
+
+def _zh_given_name_end(text: str, g: int, bare: _BareNames) -> int:
+    """Where a given name starting at ``g`` ends (one or two characters), or 0: a Chinese character
+    that is no stop character and starts no very common word, then a second one unless a word starts
+    there. Reads up to ``g + 3``."""
+    if g >= len(text) or not "\u4e00" <= text[g] <= "\u9fff" or text[g] in _ZH_BARE_NOT_GIVEN:
+        return 0
+    if text[g : g + 2] in bare.common:
         return 0
     e = g + 1
     if (
         e < len(text)
         and "\u4e00" <= text[e] <= "\u9fff"
         and text[e] not in _ZH_BARE_NOT_GIVEN
-        and text[e : e + 2] not in words
+        and text[e : e + 2] not in bare.words
     ):
         e += 1
     return e
+
+
+def _zh_name_after_role_end(text: str, s: int, bare: _BareNames) -> int:
+    """Where a name right after a title (``记者王红``, ``外长钱其琛``) ends, or 0. Any surname but
+    ``_ZH_ROLE_SURNAMES``'s two; a name that is also a word counts when jieba tags that word as a name
+    (``总理李鹏``), not otherwise (``作者简介``, ``总理府``). Reads up to ``s + 4`` (``s + 5`` after a
+    compound surname)."""
+    if text[s : s + 2] in bare.compounds:
+        return _zh_given_name_end(text, s + 2, bare)
+    if text[s : s + 1] not in _ZH_ROLE_SURNAMES:
+        return 0
+    pair = text[s : s + 2]
+    if (pair in bare.words and pair not in bare.person_words) or pair in bare.common:
+        return 0
+    if len(text) > s + 2 and text[s : s + 3] in bare.words:
+        return 0
+    return _zh_given_name_end(text, s + 1, bare)
+
+
+def _zh_list_item_end(text: str, j: int, bare: _BareNames) -> int:
+    """Where the list item starting at ``j`` (right after ``、``) ends when it is a name, or 0: two to
+    three characters (four with a compound surname), a surname first, no stop character, ended by
+    ``_ZH_LIST_END`` (not by the end of the text: a stream waits for it), and not a word unless jieba
+    tags it as a name (``甘草、桂皮`` after a name are not names)."""
+    t = j
+    while t < len(text) and t - j <= 4 and text[t] not in _ZH_LIST_END:
+        t += 1
+    if t >= len(text) or text[t] not in _ZH_LIST_END:
+        return 0
+    item = text[j:t]
+    compound = item[:2] in bare.compounds
+    if not 2 <= len(item) <= (4 if compound else 3) or not (compound or item[0] in _ZH_NAME_FIRST):
+        return 0
+    if any(not "\u4e00" <= c <= "\u9fff" or c in _ZH_BARE_NOT_GIVEN for c in item[1:]):
+        return 0
+    if item in bare.words and item not in bare.person_words:
+        return 0
+    return t
 
 
 # A Chinese name starts with one of these (a surname): other positions are not tried.
@@ -1058,7 +1151,11 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
     zh_pass = _ZH_TRIGGER if {n for n in pats if "_zh" in n or n == "wechat"} else None
     en_pass = _EN_GAZETTEER if {"person_en_title", "person_en", "address_military"} & set(pats) else None
     cue_pass = _MID_CAP if "person_en_cue" in pats else None
-    bare = _bare_names() if "person_zh_bare" in pats else None
+    # The word list behind bare names, names after a title and lists of names (``_bare_names``).
+    zh_words = _bare_names() if {"person_zh_bare", "person_zh_role", "person_zh_list"} & set(pats) else None
+    bare_pass = "person_zh_bare" in pats
+    role_names = "person_zh_role" in pats
+    list_pass = "person_zh_list" in pats
 
     def attempt(name: str, text: str, at: int, pos: int, out: list[Entity]) -> None:
         entry = pats.get(name)
@@ -1075,6 +1172,24 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
         if type_ is not None:
             out.append(Entity(type_, start, stop))
 
+    def list_names(text: str, pos: int, lo: int, out: list[Entity], words: _BareNames) -> None:
+        """The items of a list after a name (``记者张三、李四、钱其琛等``), left to right, each found
+        item the next one's seed. A name that ends at a ``、`` but starts before ``pos`` (a stream's
+        text already sent) is not in ``out``: the scan from where it may start (4 characters back)
+        finds it as the whole text does."""
+        ends = {e.end: e.start for e in out if e.type == "PERSON"}
+        k = text.find("、", max(lo, pos - 1))
+        while k >= 0:
+            if k not in ends and pos and k - 4 < pos:
+                ends.update((e.end, e.start) for e in find(text, max(0, k - 4)) if e.type == "PERSON")
+            if k in ends:
+                end = _zh_list_item_end(text, k + 1, words)
+                if end:
+                    if k + 1 >= pos:
+                        out.append(Entity("PERSON", k + 1, end))
+                    ends[end] = k + 1
+            k = text.find("、", k + 1)
+
     def find(text: str, pos: int = 0) -> list[Entity]:
         out: list[Entity] = []
         # The passes start before ``pos`` (a stream's context), so that words and digit runs are cut
@@ -1087,6 +1202,11 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
             zh_iter = _finditer(zh_pass, text, lo)
         for m in zh_iter:
             kind, s = _ZH_KIND.get(m.group()), m.start()
+            if role_names and zh_words is not None and kind in ("role", "title"):  # a name after a title
+                after = m.end()
+                end = _zh_name_after_role_end(text, after, zh_words)
+                if end and after >= pos:
+                    out.append(Entity("PERSON", after, end))
             if kind == "title":
                 for b in range(max(lo, s - 4), s):  # surname (1-2) + given name (0-2) before the title
                     if text[b] not in _ZH_NAME_FIRST:
@@ -1113,10 +1233,10 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                     if len(out) > before and out[-1].end == s:
                         break
                     del out[before:]
-        if bare is not None and not ascii_text:
-            for m in _finditer(bare.starts, text, lo):
+        if bare_pass and zh_words is not None and not ascii_text:
+            for m in _finditer(zh_words.starts, text, lo):
                 s = m.start()
-                end = _zh_bare_name_end(text, s, bare)
+                end = _zh_bare_name_end(text, s, zh_words)
                 if end and s >= pos:
                     out.append(Entity("PERSON", s, end))
         # Most lines of prose hold no digit. On ASCII text eleven substring tests (memchr) say so faster
@@ -1187,6 +1307,8 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 cue = _EN_CUE_BEFORE.search(text, max(0, s - 40), s)
                 if cue is not None:
                     attempt("person_en_cue", text, cue.start(), pos, out)
+        if list_pass and zh_words is not None and not ascii_text and "、" in text:
+            list_names(text, pos, lo, out, zh_words)
         if not out:
             return out
         out.sort(key=lambda e: (e.start, -e.end))

@@ -55,9 +55,60 @@ def test_rule(text: str, expected: list[str], why: str) -> None:
     assert bare(text) == expected, why
 
 
+def persons(text: str) -> list[str]:
+    return [text[e.start : e.end] for e in REDACTOR.find(text) if e.type == "PERSON"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "why"),
+    [
+        ("外长李岚清会见", ["李岚清"], "a post before the name"),
+        ("总理李鹏指出", ["李鹏"], "after a title a word jieba tags as a name (=) is a name"),
+        (
+            "经理李明指出",
+            ["李明"],
+            "a title of _ZH_TITLES before the name; no second character where 指出 starts",
+        ),
+        ("作者王小波的书", ["王小波"], "any surname after a title"),
+        ("作者简介", [], "after a title, a word that is not a name (简介)"),
+        ("总统谈内政", [], "谈 after a title is a verb"),
+        ("总理府", [], "a title and one character"),
+        ("记者招待会", [], "招 is no surname"),
+    ],
+)
+def test_after_a_title(text: str, expected: list[str], why: str) -> None:
+    assert persons(text) == expected, why
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "why"),
+    [
+        ("江泽民、李鹏、乔石等出席", ["江泽民", "李鹏", "乔石"], "each item the next one's seed"),
+        ("记者赵新兵、薛文献报道", ["赵新兵", "薛文献"], "a list after a name found after a title"),
+        ("江泽民、上海、北京等", ["江泽民"], "an item that starts with no surname"),
+        ("有枸杞子、甘草、桂皮", [], "no name to start from; and 甘草 is a word"),
+        ("王红、甘草、乔石，", ["王红"], "a word that is not a name ends the list"),
+        ("参会的有张伟、李娜", ["张伟"], "an item needs its end (a stream waits for it)"),
+        ("王红、李四五六七，", ["王红"], "an item of more than three characters"),
+    ],
+)
+def test_lists_of_names(text: str, expected: list[str], why: str) -> None:
+    assert persons(text) == expected, why
+
+
+def test_a_list_seed_already_sent_in_a_stream() -> None:
+    # ``find`` from a position after the seed (a stream's text already sent): the seed before it is
+    # found again, so the items after it are the whole text's.
+    text = "会见了江泽民、李鹏、乔石等"
+    whole = [(e.start, e.end) for e in REDACTOR.find(text)]
+    for pos in range(len(text) + 1):
+        assert [(e.start, e.end) for e in REDACTOR.find(text, pos=pos)] == [s for s in whole if s[0] >= pos]
+
+
 def test_the_word_list_drives_the_rule() -> None:
     names = _bare_names()
     assert {"王国", "提高"} <= names.words and "大家" in names.common and "黄金周" in names.inside
+    assert "李鹏" in names.person_words and "李鹏" in names.words
     assert "黄金周" not in names.words  # a name of jieba's list may start a name
     assert "王国" in bare("这是王国的领土", names._replace(words=names.words - {"王国"}))
     assert bare("谢大家的支持", names._replace(common=frozenset())) == ["谢大家"]

@@ -120,6 +120,10 @@ BARE_NAMES = [
     ("他把文件交给了李静，请查收", "PERSON", "李静"),
     ("（新华社记者王红摄）", "PERSON", "王红"),
     ("这份报告是周晓梅写的", "PERSON", "周晓梅"),
+    # After a title (``person_zh_role``), and the items of a list after a name (``person_zh_list``):
+    # 李鹏 and 乔石 are words of jieba's list, found only there.
+    ("总理李鹏指出", "PERSON", "李鹏"),
+    ("江泽民、李鹏、乔石等出席", "PERSON", "乔石"),
 ]
 
 NAMES = [
@@ -186,6 +190,13 @@ def test_names_and_addresses(text: str, type_: str, value: str) -> None:
         "请把张贴的通知取下",
         "周末愉快",
         "许多人来了",
+        # Titles before words, lists of words.
+        "作者简介",
+        "记者招待会",
+        "总理府",
+        "总统谈内政",
+        "院长办公室",
+        "有枸杞子、甘草、桂皮",
     ],
 )
 def test_name_tier_negatives(text: str) -> None:

