@@ -1,4 +1,4 @@
-"""Write ``sidecar/redaction/zh_words.txt``, the common Chinese words the bare-name rule of the redactor
+"""Write ``sidecar/redaction/zh_words.txt``, the common Chinese words the redactor's Chinese name rules
 must not take for a name (``王国``, ``提高``, ``大家``), from jieba's dictionary (jieba 0.42.1, MIT
 licence; fetched from PyPI into ``~/.cache/custos/pkgs`` at build time, never at run time).
 
@@ -10,7 +10,7 @@ four-character words tagged as person names (``nr``: mostly full names). Two-cha
 stay: jieba tags many everyday words that start with a surname that way (``阳光``, ``杜绝``); the longer
 ones are written with a ``~`` mark, as words no name starts inside (``黄金周``), the two-character ones
 with ``=`` (after a title or in a list of names such a word is taken for a name: ``总理李鹏``). Only the
-words the rule looks up are written: every two-character word, and longer words that hold a surname a
+words the rules look up are written: every two-character word, and longer words that hold a surname a
 bare name may start with. Two-character words seen more than 2 000 times are marked ``+``: a bare
 name's given name never starts one (``向大家``).
 """

@@ -487,7 +487,7 @@ _ZH_NAME_CUES = (
 )
 # Words that name a role, not a person: a name follows only after a colon (``客户：张三``, not 客户时间).
 _ZH_ROLE_CUES = "客户|患者|病人|乘客|住户|业主|员工|被告人?|原告|当事人|本人|学生|老板"
-# Titles and posts written right before a name (``记者王红``, ``外长钱其琛``, ``经理李明``); the titles of
+# Titles and posts written right before a name (``记者王红``, ``外长李岚清``, ``经理李明``); the titles of
 # ``_ZH_TITLES`` come before a name too.
 _ZH_ROLES = (
     "记者|通讯员|主席|副主席|总理|副总理|总书记|书记|副书记|部长|副部长|省长|副省长|市长|副市长|县长|区长|局长"
@@ -911,7 +911,7 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         # surname and a Chinese character until the two characters after them have arrived.
         f"(?:{_ZH_ROLES}|{_ZH_TITLES})(?P<value>(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff](?=[\\s\\S]{{2}}))",
         has_value=True,
-        description="Chinese name right after a title or post (记者王红, 外长钱其琛, 经理李明)",
+        description="Chinese name right after a title or post (记者王红, 外长李岚清, 经理李明)",
     ),
     Detector(
         "person_zh_list",
@@ -987,7 +987,9 @@ def _cue_adjacent(window: str, words: tuple[str, ...]) -> bool:
     return False
 
 
-class _BareNames(NamedTuple):
+class _ZhWords(NamedTuple):
+    """The common Chinese words of ``zh_words.txt``, as the name rules look them up."""
+
     starts: re.Pattern[str]  # where a bare name may start (a surname before a Chinese character)
     words: frozenset[str]  # no name starts here or inside
     common: frozenset[str]  # no given name starts here
@@ -997,7 +999,7 @@ class _BareNames(NamedTuple):
 
 
 @functools.cache
-def _bare_names() -> _BareNames:
+def _zh_words() -> _ZhWords:
     words: set[str] = set()
     common: set[str] = set()
     names: set[str] = set()
@@ -1020,7 +1022,7 @@ def _bare_names() -> _BareNames:
     firsts = _char_class({*_ZH_BARE_SURNAMES, *(c[0] for c in compounds)})
     seconds = _char_class(c[1] for c in compounds)
     starts = re.compile(f"{firsts}(?:(?<=[{_ZH_BARE_SURNAMES}])(?=[\\u4e00-\\u9fff])|(?={seconds}))")
-    return _BareNames(
+    return _ZhWords(
         starts,
         frozenset(words),
         frozenset(common),
@@ -1030,13 +1032,13 @@ def _bare_names() -> _BareNames:
     )
 
 
-def _zh_bare_name_end(text: str, s: int, bare: _BareNames) -> int:
+def _zh_bare_name_end(text: str, s: int, bare: _ZhWords) -> int:
     """Where a bare Chinese name starting at ``s`` (a surname) ends, or 0 when there is none.
 
     A look at the words around it, as a dictionary segmenter would: no common word starts at the
     surname (``王国``, ``林业``) or runs over it from the left (``提高``, ``森林``), the given name
     starts no very common word (``向大家``), no numeral or demonstrative comes right before
-    (``一张光盘``: a measure word), and a second given-name character is taken unless a word
+    (``那张彩页``: a measure word), and a second given-name character is taken unless a word
     starts there (``李鹏会见``: ``会见``). Reads at most three characters before ``s`` and four after
     (five after a compound surname): the stream hold-back of ``person_zh_bare`` waits for them."""
     words = bare.words
@@ -1065,7 +1067,7 @@ def _zh_bare_name_end(text: str, s: int, bare: _BareNames) -> int:
     return _zh_given_name_end(text, g, bare)
 
 
-def _zh_given_name_end(text: str, g: int, bare: _BareNames) -> int:
+def _zh_given_name_end(text: str, g: int, bare: _ZhWords) -> int:
     """Where a given name starting at ``g`` ends (one or two characters), or 0: a Chinese character
     that is no stop character and starts no very common word, then a second one unless a word starts
     there. Reads up to ``g + 3``."""
@@ -1084,8 +1086,8 @@ def _zh_given_name_end(text: str, g: int, bare: _BareNames) -> int:
     return e
 
 
-def _zh_name_after_role_end(text: str, s: int, bare: _BareNames) -> int:
-    """Where a name right after a title (``记者王红``, ``外长钱其琛``) ends, or 0. Any surname but
+def _zh_name_after_role_end(text: str, s: int, bare: _ZhWords) -> int:
+    """Where a name right after a title (``记者王红``, ``外长李岚清``) ends, or 0. Any surname but
     ``_ZH_ROLE_SURNAMES``'s two; a name that is also a word counts when jieba tags that word as a name
     (``总理李鹏``), not otherwise (``作者简介``, ``总理府``). Reads up to ``s + 4`` (``s + 5`` after a
     compound surname)."""
@@ -1101,7 +1103,7 @@ def _zh_name_after_role_end(text: str, s: int, bare: _BareNames) -> int:
     return _zh_given_name_end(text, s + 1, bare)
 
 
-def _zh_list_item_end(text: str, j: int, bare: _BareNames) -> int:
+def _zh_list_item_end(text: str, j: int, bare: _ZhWords) -> int:
     """Where the list item starting at ``j`` (right after ``、``) ends when it is a name, or 0: two to
     three characters (four with a compound surname), a surname first, no stop character, ended by
     ``_ZH_LIST_END`` (not by the end of the text: a stream waits for it), and not a word unless jieba
@@ -1151,8 +1153,8 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
     zh_pass = _ZH_TRIGGER if {n for n in pats if "_zh" in n or n == "wechat"} else None
     en_pass = _EN_GAZETTEER if {"person_en_title", "person_en", "address_military"} & set(pats) else None
     cue_pass = _MID_CAP if "person_en_cue" in pats else None
-    # The word list behind bare names, names after a title and lists of names (``_bare_names``).
-    zh_words = _bare_names() if {"person_zh_bare", "person_zh_role", "person_zh_list"} & set(pats) else None
+    # The word list behind bare names, names after a title and lists of names (``_zh_words``).
+    zh_words = _zh_words() if {"person_zh_bare", "person_zh_role", "person_zh_list"} & set(pats) else None
     bare_pass = "person_zh_bare" in pats
     role_names = "person_zh_role" in pats
     list_pass = "person_zh_list" in pats
@@ -1172,8 +1174,8 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
         if type_ is not None:
             out.append(Entity(type_, start, stop))
 
-    def list_names(text: str, pos: int, lo: int, out: list[Entity], words: _BareNames) -> None:
-        """The items of a list after a name (``记者张三、李四、钱其琛等``), left to right, each found
+    def list_names(text: str, pos: int, lo: int, out: list[Entity], words: _ZhWords) -> None:
+        """The items of a list after a name (``记者张三、李四、王五等``), left to right, each found
         item the next one's seed. A name that ends at a ``、`` but starts before ``pos`` (a stream's
         text already sent) is not in ``out``: the scan from where it may start (4 characters back)
         finds it as the whole text does."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.redaction.detectors import _bare_names, _BareNames, _zh_bare_name_end
+from sidecar.redaction.detectors import _zh_bare_name_end, _zh_words, _ZhWords
 from sidecar.redaction.engine import Redactor
 from sidecar.redaction.policy import EntityRule, Policy
 
@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 REDACTOR = Redactor(Policy(), b"test-key")
 
 
-def bare(text: str, names: _BareNames | None = None) -> list[str]:
+def bare(text: str, names: _ZhWords | None = None) -> list[str]:
     """The bare names the rule takes at every candidate start, left to right, not overlapping."""
-    names = names or _bare_names()
+    names = names or _zh_words()
     out, end = [], 0
     for m in names.starts.finditer(text):
         s = m.start()
@@ -106,7 +106,7 @@ def test_a_list_seed_already_sent_in_a_stream() -> None:
 
 
 def test_the_word_list_drives_the_rule() -> None:
-    names = _bare_names()
+    names = _zh_words()
     assert {"王国", "提高"} <= names.words and "大家" in names.common and "黄金周" in names.inside
     assert "李鹏" in names.person_words and "李鹏" in names.words
     assert "黄金周" not in names.words  # a name of jieba's list may start a name
