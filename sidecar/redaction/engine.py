@@ -62,6 +62,8 @@ class Redactor:
         self.policy = policy
         self.ops = Operators(hash_key, policy.placeholder_format, policy.hash_format)
         self.disabled = frozenset(t for t, rule in policy.entities.items() if not rule.enabled)
+        # Values the policy allows, as the scanners read them (look-alike characters folded).
+        self.allowed = frozenset(fold(term)[0] for term in policy.allow)
         builtin = [d for d in BUILTIN if not set(_DETECTOR_TYPES.get(d.name, (d.type,))) <= self.disabled]
         custom = [_custom_detector(c) for c in policy.custom if c.enabled]
         ph = _placeholder_regex(policy.placeholder_format)
@@ -151,6 +153,8 @@ class Redactor:
                 found = _merge([early, head]) + rest
         if self.disabled:
             found = [e for e in found if e.type not in self.disabled]
+        if self.allowed:
+            found = [e for e in found if text[e.start : e.end] not in self.allowed]
         return found
 
     def find_many(self, texts: Sequence[str], *, response: bool = False) -> list[list[Entity]]:
@@ -170,12 +174,16 @@ class Redactor:
                 out[i] = self.find(text, response=response)
         runs = self._response_runs if response else self._request_runs
         per_scanner = [[run(text, 0) for text in folded] for run in runs]
-        disabled = self.disabled
-        for i, lists in zip(plain, zip(*per_scanner, strict=True), strict=True):
+        disabled, allowed = self.disabled, self.allowed
+        for i, text, lists in zip(plain, folded, zip(*per_scanner, strict=True), strict=True):
             hits = [f for f in lists if f]
             if hits:
                 found = hits[0] if len(hits) == 1 else _merge(hits)
-                out[i] = [e for e in found if e.type not in disabled] if disabled else found
+                if disabled:
+                    found = [e for e in found if e.type not in disabled]
+                if allowed:
+                    found = [e for e in found if text[e.start : e.end] not in allowed]
+                out[i] = found
         return out
 
     def prepare_streaming(self) -> None:

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from custos.regex import UserRegexError
@@ -30,6 +38,20 @@ from .validators import VALIDATORS
 OperatorName = Literal["mask", "placeholder", "hash", "drop", "keep", "replace"]
 OPERATORS: tuple[str, ...] = ("mask", "placeholder", "hash", "drop", "keep", "replace")
 RestoreRule = bool | list[str]
+# The allow list is compared with every entity found: bounded like everything else a file can make us hold.
+MAX_ALLOWED = 100_000
+MAX_ALLOWED_LENGTH = 256
+
+
+def _allowed_value(value: str) -> str:
+    if not value.strip():
+        raise ValueError("an empty value")
+    if len(value) > MAX_ALLOWED_LENGTH:
+        raise ValueError(f"longer than {MAX_ALLOWED_LENGTH} characters")
+    return value
+
+
+AllowedValue = Annotated[str, AfterValidator(_allowed_value)]
 
 
 class PolicyError(FileError):
@@ -131,6 +153,12 @@ class Policy(_Model):
     entities: dict[str, EntityRule] = Field(default_factory=_default_entities)
     custom: list[CustomDetector] = Field(default_factory=list)
     restore: RestorePolicy = Field(default_factory=RestorePolicy)
+    allow: list[AllowedValue] = Field(
+        default_factory=list,
+        max_length=MAX_ALLOWED,
+        description="values never redacted, whatever type finds them (a product or place a name rule "
+        "takes for a person); compared whole, look-alike characters folded",
+    )
     placeholder_format: str = "<{type}_{n}>"
     hash_format: str = "<{type}:{hash}>"
 

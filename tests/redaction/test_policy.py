@@ -44,6 +44,10 @@ def test_shipped_policy_matches_builtin_defaults() -> None:
         ("- 1\n", "p.yaml:1:1: (top level): must be a mapping"),
         ("restore:\n  roles:\n    auditor: [NOPE]\n", "restore: unknown entity type 'NOPE'"),
         ("placeholder_format: '[{n}]'\n", "placeholder_format: must contain {type} and {n}"),
+        ("allow: [周黑鸭, '  ']\n", "p.yaml:1:14: allow[1]: an empty value"),
+        ("allow:\n  - 周黑鸭\n  - ''\n", "p.yaml:3:5: allow[1]: an empty value"),
+        ("allow: 周黑鸭\n", "p.yaml:1:8: allow: value '周黑鸭' is invalid: Input should be a valid list"),
+        (f"allow: ['{'x' * 300}']\n", "p.yaml:1:9: allow[0]: longer than 256 characters"),
     ],
 )
 def test_policy_errors_are_clear(text: str, expected: str) -> None:
