@@ -494,6 +494,9 @@ _ZH_ROLES = (
     "|副局长|厂长|会长|委员|委员长|秘书长|总统|副总统|外长|大使|院士|医师|教练|选手|队长|司令员|政委|参谋长|发言人"
     "|主持人|作者|编辑|导演|总裁|董事|处长|科长|所长|站长|行长|社长|馆长|组长|班长"
 )
+# How far after the name that starts it a list of names goes on (``、`` to the last item's start): within
+# the left context a stream keeps (``streaming.CONTEXT_CHARS``, 64), with room for that name and its title.
+_ZH_LIST_SPAN = 48
 # What ends an item of a list of names (``张三、李四、王五等``).
 _ZH_LIST_END = frozenset("、，,。；;：:）)（(等和与及 \t\n")
 # After a title any surname may start the name but these two, which are words there (``总统谈内政``).
@@ -1159,7 +1162,11 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
     role_names = "person_zh_role" in pats
     list_pass = "person_zh_list" in pats
 
-    def attempt(name: str, text: str, at: int, pos: int, out: list[Entity]) -> None:
+    def attempt(
+        name: str, text: str, at: int, pos: int, out: list[Entity], early: list[Entity] | None = None
+    ) -> None:
+        """Try detector ``name`` at ``at``; an entity starting before ``pos`` goes to ``early`` (a list's
+        seed in a stream's context) when given, or nowhere."""
         entry = pats.get(name)
         if entry is None or at < 0:
             return
@@ -1168,32 +1175,42 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
         if m is None:
             return
         start, stop = m.span("value") if det.has_value else m.span()
-        if start < pos or start == stop:
+        if start == stop or (start < pos and early is None):
             return
         type_ = det.type if det.check is None else det.check(text[start:stop])
         if type_ is not None:
-            out.append(Entity(type_, start, stop))
+            (out if start >= pos else early).append(Entity(type_, start, stop))  # type: ignore[union-attr]
 
-    def list_names(text: str, pos: int, lo: int, out: list[Entity], words: _ZhWords) -> None:
-        """The items of a list after a name (``记者张三、李四、王五等``), left to right, each found
-        item the next one's seed. A name that ends at a ``、`` but starts before ``pos`` (a stream's
-        text already sent) is not in ``out``: the scan from where it may start (4 characters back)
-        finds it as the whole text does."""
-        ends = {e.end: e.start for e in out if e.type == "PERSON"}
-        k = text.find("、", max(lo, pos - 1))
+    def list_names(text: str, pos: int, out: list[Entity], early: list[Entity], words: _ZhWords) -> None:
+        """The items of a list after a name (``记者张三、李四、王五等``), left to right: a name found by
+        another rule that ends at a ``、`` starts a chain, and each item that is a name continues it,
+        up to ``_ZH_LIST_SPAN`` characters after that name. The bound keeps what decides an item inside
+        the left context a stream keeps (``early``: the names before ``pos``), so a stream finds the
+        items the whole text does, and no text makes the pass look back further."""
+        # Chinese names only: ``early`` (a stream's context) keeps no others.
+        seeds = {
+            e.end for e in (*early, *out) if e.type == "PERSON" and "\u4e00" <= text[e.start] <= "\u9fff"
+        }
+        chain = -1  # where the name that started the current chain ended (-1: no chain)
+        item_end = -1  # where the last item of the chain ended
+        k = text.find("、", max(0, pos - _ZH_LIST_SPAN - 1))
         while k >= 0:
-            if k not in ends and pos and k - 4 < pos:
-                ends.update((e.end, e.start) for e in find(text, max(0, k - 4)) if e.type == "PERSON")
-            if k in ends:
-                end = _zh_list_item_end(text, k + 1, words)
-                if end:
-                    if k + 1 >= pos:
-                        out.append(Entity("PERSON", k + 1, end))
-                    ends[end] = k + 1
+            if k in seeds:
+                chain = k
+            elif k != item_end:
+                chain = -1
+            end = (
+                _zh_list_item_end(text, k + 1, words) if chain >= 0 and k + 1 - chain <= _ZH_LIST_SPAN else 0
+            )
+            if end:
+                if k + 1 >= pos:
+                    out.append(Entity("PERSON", k + 1, end))
+                item_end = end
             k = text.find("、", k + 1)
 
     def find(text: str, pos: int = 0) -> list[Entity]:
         out: list[Entity] = []
+        early: list[Entity] = []  # Chinese names starting before ``pos``: seeds of ``list_names``
         # The passes start before ``pos`` (a stream's context), so that words and digit runs are cut
         # as in the whole text; what starts before ``pos`` is dropped.
         lo = max(0, pos - 64)
@@ -1207,19 +1224,19 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
             if role_names and zh_words is not None and kind in ("role", "title"):  # a name after a title
                 after = m.end()
                 end = _zh_name_after_role_end(text, after, zh_words)
-                if end and after >= pos:
-                    out.append(Entity("PERSON", after, end))
+                if end:
+                    (out if after >= pos else early).append(Entity("PERSON", after, end))
             if kind == "title":
                 for b in range(max(lo, s - 4), s):  # surname (1-2) + given name (0-2) before the title
                     if text[b] not in _ZH_NAME_FIRST:
                         continue
                     before = len(out)
-                    attempt("person_zh_title", text, b, pos, out)
+                    attempt("person_zh_title", text, b, pos, out, early)
                     if len(out) > before and out[-1].end == s:
                         break
                     del out[before:]
             elif kind == "name_cue":
-                attempt("person_zh_cue", text, s, pos, out)
+                attempt("person_zh_cue", text, s, pos, out, early)
             elif kind == "addr_cue":
                 attempt("address_zh_cue", text, s, pos, out)
             elif kind == "place":
@@ -1231,7 +1248,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                     if text[b] not in _ZH_NAME_FIRST:
                         continue
                     before = len(out)
-                    attempt("person_zh_context", text, b, pos, out)
+                    attempt("person_zh_context", text, b, pos, out, early)
                     if len(out) > before and out[-1].end == s:
                         break
                     del out[before:]
@@ -1239,8 +1256,8 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
             for m in _finditer(zh_words.starts, text, lo):
                 s = m.start()
                 end = _zh_bare_name_end(text, s, zh_words)
-                if end and s >= pos:
-                    out.append(Entity("PERSON", s, end))
+                if end:
+                    (out if s >= pos else early).append(Entity("PERSON", s, end))
         # Most lines of prose hold no digit. On ASCII text eleven substring tests (memchr) say so faster
         # than the pass finding nothing; on other text (two bytes a character) the pass is faster.
         for run in (
@@ -1262,7 +1279,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                     if text[b] not in _ZH_NAME_FIRST:
                         continue
                     before = len(out)
-                    attempt("person_zh_context", text, b, pos, out)
+                    attempt("person_zh_context", text, b, pos, out, early)
                     if len(out) > before and out[-1].end == t:
                         break
                     del out[before:]
@@ -1310,7 +1327,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 if cue is not None:
                     attempt("person_en_cue", text, cue.start(), pos, out)
         if list_pass and zh_words is not None and not ascii_text and "、" in text:
-            list_names(text, pos, lo, out, zh_words)
+            list_names(text, pos, out, early, zh_words)
         if not out:
             return out
         out.sort(key=lambda e: (e.start, -e.end))

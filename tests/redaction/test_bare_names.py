@@ -12,6 +12,7 @@ import pytest
 from sidecar.redaction.detectors import _zh_bare_name_end, _zh_words, _ZhWords
 from sidecar.redaction.engine import Redactor
 from sidecar.redaction.policy import EntityRule, Policy
+from tests.redaction.test_evasions import ANSWER_REDACTOR, batch, stream
 
 REPO = Path(__file__).resolve().parents[2]
 REDACTOR = Redactor(Policy(), b"test-key")
@@ -94,6 +95,37 @@ def test_after_a_title(text: str, expected: list[str], why: str) -> None:
 )
 def test_lists_of_names(text: str, expected: list[str], why: str) -> None:
     assert persons(text) == expected, why
+
+
+# Names found only as list items (words of jieba's list tagged as names), after one found by the bare rule.
+LONG_LIST = "会见时江泽民、" + "、".join(
+    ["李鹏", "乔石", "曹禺", "陈云", "艾青", "田汉", "丁玲", "夏衍", "胡风", "萧红"] * 3
+)
+LONG_LIST += "等出席"
+
+
+def test_a_list_reaches_a_bounded_span_after_its_first_name() -> None:
+    found = persons(LONG_LIST)
+    assert found[:4] == ["江泽民", "李鹏", "乔石", "曹禺"]
+    last = max(e.start for e in REDACTOR.find(LONG_LIST))
+    assert 0 < last - LONG_LIST.index("、") <= 48  # _ZH_LIST_SPAN: a stream's context holds the start
+
+
+def test_a_long_list_streamed_equals_the_whole_text() -> None:
+    whole = batch(LONG_LIST)
+    assert whole.startswith("会见时江**、李*、乔*、曹*")
+    for i in range(len(LONG_LIST) + 1):
+        for j in range(i, len(LONG_LIST) + 1, 5):
+            assert stream(LONG_LIST, [i, j]) == whole, (i, j)
+
+
+def test_a_flood_of_list_marks_costs_no_more_than_its_length() -> None:
+    # Every 、 after a name once looked back for a seed by scanning again from there (and each of those
+    # scans did the same): a few dozen of them in a stream's context never finished.
+    flood = "张伟" + "、" * 2000 + "李四"
+    for pos in (0, 40, 1000, 2003):
+        REDACTOR.find(flood, pos=pos)
+        ANSWER_REDACTOR.find(flood, response=True, pos=pos)
 
 
 def test_a_list_seed_already_sent_in_a_stream() -> None:
