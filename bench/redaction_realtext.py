@@ -29,12 +29,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from bench.redaction_eval import leaked
 from custos.sdist import sdist_member
+from sidecar.redaction.detectors import _ZH_COMPOUND, _words
 
-COMPOUND_SURNAMES = frozenset(
-    "欧阳 司马 诸葛 上官 东方 皇甫 尉迟 公孙 慕容 令狐 长孙 "
-    "宇文 司徒 夏侯 端木 轩辕 呼延 南宫 闻人 澹台".split()
-)
+COMPOUND_SURNAMES = frozenset(_words(_ZH_COMPOUND))
 REVIEWS = 6000
 
 
@@ -82,9 +81,9 @@ def score(lines: list[Line], found: list[list[tuple[int, int, str]]]) -> dict[st
     for line, spans in zip(lines, found, strict=True):
         covered = {i for s, e, _ in spans for i in range(s, e)}
         inside = {i for s, e in (*line.names, *line.unlabelled) for i in range(s, e)}
-        for s, e in line.names:
+        for name in line.names:
             names += 1
-            leaks += not all(i in covered for i in range(s, e))
+            leaks += leaked(name, line.text, [(s, e) for s, e, _ in spans])
         other += len(line.text) - len(inside)
         altered += len(covered - inside)
     return {"names": names, "leak": leaks / max(names, 1), "altered": altered / max(other, 1)}
@@ -116,11 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {label} | {len(lines)} | {r['names']} | {r['leak']:.1%} | {r['altered']:.3%} | {speed:.1f} |"
         )
-    shown = 0
-    for line, spans in zip(held_out, find([line.text for line in held_out])[0], strict=True):
-        covered = {i for s, e, _ in spans for i in range(s, e)}
+    shown = 0  # the held-out half's leaks (``found`` is that half's, the last of the loop)
+    for line, spans in zip(held_out, found, strict=True):
         for s, e in line.names:
-            if shown < args.show_misses and not all(i in covered for i in range(s, e)):
+            if shown < args.show_misses and leaked((s, e), line.text, [(a, b) for a, b, _ in spans]):
                 shown += 1
                 print("LEAK", line.text[max(0, s - 8) : s], "[", line.text[s:e], "]", line.text[e : e + 8])
     print("\n| reviews | lines | characters | PERSON spans | characters altered by PERSON |")
