@@ -440,6 +440,7 @@ _ZH_SURNAMES = (
     "霍涂成苗谷盛曲翁冉骆蓝路游辛靳管柴蒙鲍华喻祁蒲房滕屈饶解牟艾尤阳时穆农司卓古吉缪简车项连芦麦褚娄窦戚"
     "岑景党宫费卜冷晏席卫米柏宗瞿桂全佟应臧闵苟邬边卞姬师仇栾隋商刁沙荣巫寇桑郎甄丛仲虞敖巩明佘池查麻苑迟邝"
     "闻莘洪晋宣萧阎赖官封谈匡鞠惠荆冀郁胥储栗燕楚鄢劳谌奚粟冼蔺屠禹祖漆卿狄扈晁芮阙邸雍辜裘亓邰赫逯茹嵇湛戎茅揭尉檀昝衡"
+    "薄慕钮郄翦厉郗"
 )
 _ZH_COMPOUND = (
     "欧阳|司马|诸葛|上官|东方|皇甫|尉迟|公孙|慕容|令狐|长孙|宇文|司徒|夏侯|端木|轩辕|呼延|南宫|闻人|澹台"
@@ -465,6 +466,12 @@ _ZH_BARE_SURNAMES = (
 # Characters a bare name's given name never holds: the stop characters and ``摄`` (a photo credit,
 # ``记者王红摄``).
 _ZH_BARE_NOT_GIVEN = frozenset(_ZH_STOP + "摄")
+# Stop characters that are also common in given names (``钱其琛``, ``李长春``, ``尉健行``): the ones most
+# often in the names the rules missed on the first half of the People's Daily corpus. One is a
+# given-name character only next to a character common in given names (``*`` in the word list), the
+# two making no word (``李长春``, not ``李长期``).
+_ZH_SOFT_STOP = frozenset("其长中工行元全年之有先人公")
+_ZH_HARD_STOP = _ZH_BARE_NOT_GIVEN - _ZH_SOFT_STOP
 _ZH_BARE_SURNAME_SET = frozenset(_ZH_BARE_SURNAMES)
 # After a numeral or a demonstrative a surname character is a measure word (``一张光盘``, ``这张彩页``).
 _ZH_BEFORE_MEASURE = frozenset("一二两三四五六七八九十百千几这那每哪某半整")
@@ -917,6 +924,14 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         description="Chinese name right after a title or post (记者王红, 外长李岚清, 经理李明)",
     ),
     Detector(
+        "person_zh_post",
+        "PERSON",
+        # Found by ``names_finder`` (``_zh_name_before_post_start``); held back in a stream as a surname
+        # and given-name characters until the post after them has arrived.
+        f"(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff]{{1,2}}(?={_ZH_ROLES})",
+        description="Chinese name right before a post (江泽民主席, 李鹏总理)",
+    ),
+    Detector(
         "person_zh_list",
         "PERSON",
         # Found by ``names_finder`` (``list_names``) after a name; held back in a stream from the
@@ -933,9 +948,9 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         # Found by ``names_finder`` with a look at the words around (``_zh_bare_name_end``); this
         # pattern is what a stream holds back for it: a surname and a Chinese character, until the
         # two characters after them have arrived.
-        f"(?:{_ZH_COMPOUND}|[{_ZH_BARE_SURNAMES}])[\\u4e00-\\u9fff](?=[\\s\\S]{{2}})",
+        f"(?:{_ZH_COMPOUND}|{_char_class(_ZH_ROLE_SURNAMES)})[\\u4e00-\\u9fff](?=[\\s\\S]{{2}})",
         description="Chinese name without cue word: a common surname and a given name that no common "
-        "word around claims (感谢张伟的报告)",
+        "word around claims (感谢张伟的报告; 钱其琛 with an everyday surname and given-name characters)",
     ),
     Detector(
         "address_en",
@@ -999,6 +1014,7 @@ class _ZhWords(NamedTuple):
     inside: frozenset[str]  # no name starts inside (``words`` and ``~``: names)
     person_words: frozenset[str]  # two-character words jieba tags as names (李鹏, but also 阳光)
     compounds: frozenset[str]
+    given: frozenset[str]  # characters common in given names (``*``: 琛, 峰)
 
 
 @functools.cache
@@ -1007,11 +1023,15 @@ def _zh_words() -> _ZhWords:
     common: set[str] = set()
     names: set[str] = set()
     person_words: set[str] = set()
+    given: set[str] = set()
     with ZH_WORDS_PATH.open(encoding="utf-8") as f:
         for line in f:
             if line.startswith("#"):
                 continue
             word, _, mark = line.rstrip("\n").partition(" ")
+            if mark == "*":
+                given.add(word)
+                continue
             (names if mark == "~" else words).add(word)
             if "+" in mark:
                 common.add(word)
@@ -1020,11 +1040,17 @@ def _zh_words() -> _ZhWords:
     # A compound surname that is also a very common word (东方, the east) starts no bare name.
     compounds = frozenset(c for c in _words(_ZH_COMPOUND) if c not in common)
     # One class first (``re`` skips to candidates at C speed; an alternation is tried at every
-    # position), then: a bare surname, or a compound's first two characters (``_zh_bare_name_end``
-    # tells the compound from a single surname).
-    firsts = _char_class({*_ZH_BARE_SURNAMES, *(c[0] for c in compounds)})
+    # position), then: a bare surname before a Chinese character, another surname before two
+    # given-name characters, or a compound's first two characters (``_zh_bare_name_end`` tells them
+    # apart).
+    firsts = _char_class({*_ZH_ROLE_SURNAMES, *(c[0] for c in compounds)})
     seconds = _char_class(c[1] for c in compounds)
-    starts = re.compile(f"{firsts}(?:(?<=[{_ZH_BARE_SURNAMES}])(?=[\\u4e00-\\u9fff])|(?={seconds}))")
+    everyday = _char_class(_ZH_ROLE_SURNAMES - _ZH_BARE_SURNAME_SET)
+    given_class = _char_class(given)
+    starts = re.compile(
+        f"{firsts}(?:(?<=[{_ZH_BARE_SURNAMES}])(?=[\\u4e00-\\u9fff])|(?<={everyday})(?={given_class}{{2}})"
+        f"|(?={seconds}))"
+    )
     return _ZhWords(
         starts,
         frozenset(words),
@@ -1032,6 +1058,7 @@ def _zh_words() -> _ZhWords:
         frozenset(words | names),
         frozenset(person_words),
         compounds,
+        frozenset(given),
     )
 
 
@@ -1045,48 +1072,79 @@ def _zh_bare_name_end(text: str, s: int, bare: _ZhWords) -> int:
     starts there (``李鹏会见``: ``会见``). Reads at most three characters before ``s`` and four after
     (five after a compound surname): the stream hold-back of ``person_zh_bare`` waits for them."""
     words = bare.words
+    everyday = False  # an everyday surname (钱, 高, 于): only before two given-name characters
     if text[s : s + 2] in bare.compounds:
         g = s + 2
-    elif text[s] not in _ZH_BARE_SURNAME_SET:
+    elif text[s] not in _ZH_ROLE_SURNAMES:
         return 0
     else:
         g = s + 1
         if text[s : s + 2] in words or text[s : s + 3] in words or text[s : s + 4] in words:
             return 0
-    if g >= len(text) or not "\u4e00" <= text[g] <= "\u9fff" or text[g] in _ZH_BARE_NOT_GIVEN:
+        everyday = text[s] not in _ZH_BARE_SURNAME_SET
+        # Not before a common surname: ``会见时江泽民`` (时, then a name).
+        if everyday and (
+            text[g : g + 1] in _ZH_BARE_SURNAME_SET
+            or text[g : g + 1] not in bare.given
+            or text[g + 1 : g + 2] not in bare.given
+            or text[g : g + 2] in words
+            or text[g + 1 : g + 3] in words
+        ):
+            return 0
+    if g >= len(text) or not "\u4e00" <= text[g] <= "\u9fff":
         return 0
-    inside = bare.inside
-    if s and (
-        text[s - 1] in _ZH_BEFORE_MEASURE
-        or text[s - 1 : s + 1] in inside
-        or text[s - 1 : s + 2] in inside
-        or text[s - 1 : s + 3] in inside
-    ):
+    if (s and text[s - 1] in _ZH_BEFORE_MEASURE) or _zh_word_over(text, s, bare.inside):
         return 0
+    end = _zh_given_name_end(text, g, bare)
+    return end if not everyday or end == g + 2 else 0
+
+
+def _zh_word_over(text: str, s: int, inside: frozenset[str]) -> bool:
+    """Whether a word of ``inside`` runs over ``s`` from the left (``提高``, ``黄金周``, ``格鲁吉亚``).
+    Reads from ``s - 3`` to ``s + 2``."""
+    if not s:
+        return False
+    if text[s - 1 : s + 1] in inside or text[s - 1 : s + 2] in inside or text[s - 1 : s + 3] in inside:
+        return True
     if s > 1 and (text[s - 2 : s + 1] in inside or text[s - 2 : s + 2] in inside):
-        return 0
-    if s > 2 and text[s - 3 : s + 1] in inside:
-        return 0
-    return _zh_given_name_end(text, g, bare)
+        return True
+    return s > 2 and text[s - 3 : s + 1] in inside
 
 
 def _zh_given_name_end(text: str, g: int, bare: _ZhWords) -> int:
     """Where a given name starting at ``g`` ends (one or two characters), or 0: a Chinese character
     that is no stop character and starts no very common word, then a second one unless a word starts
-    there. Reads up to ``g + 3``."""
-    if g >= len(text) or not "\u4e00" <= text[g] <= "\u9fff" or text[g] in _ZH_BARE_NOT_GIVEN:
+    there; a character common in given names (``*``) is taken where a word that is not very common
+    starts (``吴亚明报道``: 明报), the two making no word. A soft stop character (``_ZH_SOFT_STOP``) is
+    taken only next to a ``*`` character, the two making no word (``钱其琛``, ``尉健行``). Reads up to
+    ``g + 3``."""
+    if g >= len(text) or not "\u4e00" <= text[g] <= "\u9fff":
         return 0
-    if text[g : g + 2] in bare.common:
+    first = text[g]
+    soft = first in _ZH_SOFT_STOP
+    if (first in _ZH_BARE_NOT_GIVEN and not soft) or text[g : g + 2] in bare.common:
         return 0
     e = g + 1
-    if (
-        e < len(text)
-        and "\u4e00" <= text[e] <= "\u9fff"
-        and text[e] not in _ZH_BARE_NOT_GIVEN
-        and text[e : e + 2] not in bare.words
+    if e >= len(text) or not "\u4e00" <= text[e] <= "\u9fff":
+        return 0 if soft else e
+    second, pair, following = text[e], text[g : e + 1], text[e : e + 2]
+    if second not in _ZH_BARE_NOT_GIVEN:
+        if soft:
+            taken = second in bare.given and pair not in bare.words and following not in bare.common
+            return e + 1 if taken else 0
+        if following not in bare.words:
+            return e + 1
+        if second in bare.given and following not in bare.common and pair not in bare.words:
+            return e + 1
+    elif (
+        not soft
+        and second in _ZH_SOFT_STOP
+        and first in bare.given
+        and pair not in bare.words
+        and following not in bare.words
     ):
-        e += 1
-    return e
+        return e + 1
+    return 0 if soft else e
 
 
 def _zh_name_after_role_end(text: str, s: int, bare: _ZhWords) -> int:
@@ -1106,6 +1164,41 @@ def _zh_name_after_role_end(text: str, s: int, bare: _ZhWords) -> int:
     return _zh_given_name_end(text, s + 1, bare)
 
 
+def _zh_name_before_post_start(text: str, s: int, lo: int, bare: _ZhWords) -> int:
+    """Where a name right before the post at ``s`` starts (``江泽民主席``, ``李鹏总理``), or -1: a surname
+    (any but ``_ZH_ROLE_SURNAMES``'s two) and one or two given-name characters, the longest that is
+    no word (unless jieba tags it as a name: ``李鹏``), starts inside none from the left (``全国委员``,
+    ``格鲁吉亚总统``) and holds no stop character (a soft one only next to a ``*`` character). Reads from
+    ``s - 7``; nothing before ``lo``."""
+    for b in range(max(lo, s - 4), s - 1):
+        if text[b : b + 2] in bare.compounds:
+            g = b + 2
+        elif text[b] in _ZH_ROLE_SURNAMES:
+            g = b + 1
+        else:
+            continue
+        given = text[g:s]
+        if not 1 <= len(given) <= 2 or any(not "\u4e00" <= c <= "\u9fff" for c in given):
+            continue
+        name = text[b:s]
+        head = text[b : g + 1]  # the surname and the first given-name character
+        if any(w in bare.words and w not in bare.person_words for w in {name, head}):
+            continue
+        if given in bare.common:  # 马卫生部长: the ministry's name
+            continue
+        if _zh_word_over(text, b, bare.inside):
+            continue
+        soft = [c in _ZH_SOFT_STOP for c in given]
+        if any(c in _ZH_BARE_NOT_GIVEN and not k for c, k in zip(given, soft, strict=True)):
+            continue
+        if any(soft) and (len(given) == 1 or all(soft) or given in bare.words):
+            continue
+        if any(soft) and not any(c in bare.given for c, k in zip(given, soft, strict=True) if not k):
+            continue
+        return b
+    return -1
+
+
 def _zh_list_item_end(text: str, j: int, bare: _ZhWords) -> int:
     """Where the list item starting at ``j`` (right after ``、``) ends when it is a name, or 0: two to
     three characters (four with a compound surname), a surname first, no stop character, ended by
@@ -1120,7 +1213,12 @@ def _zh_list_item_end(text: str, j: int, bare: _ZhWords) -> int:
     compound = item[:2] in bare.compounds
     if not 2 <= len(item) <= (4 if compound else 3) or not (compound or item[0] in _ZH_NAME_FIRST):
         return 0
-    if any(not "\u4e00" <= c <= "\u9fff" or c in _ZH_BARE_NOT_GIVEN for c in item[1:]):
+    given = item[2:] if compound else item[1:]
+    if any(not "\u4e00" <= c <= "\u9fff" or c in _ZH_HARD_STOP for c in given):
+        return 0
+    if any(c in _ZH_SOFT_STOP for c in given) and not any(
+        c in bare.given and c not in _ZH_SOFT_STOP for c in given
+    ):
         return 0
     if item in bare.words and item not in bare.person_words:
         return 0
@@ -1157,9 +1255,11 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
     en_pass = _EN_GAZETTEER if {"person_en_title", "person_en", "address_military"} & set(pats) else None
     cue_pass = _MID_CAP if "person_en_cue" in pats else None
     # The word list behind bare names, names after a title and lists of names (``_zh_words``).
-    zh_words = _zh_words() if {"person_zh_bare", "person_zh_role", "person_zh_list"} & set(pats) else None
+    zh_rules = {"person_zh_bare", "person_zh_role", "person_zh_post", "person_zh_list"}
+    zh_words = _zh_words() if zh_rules & set(pats) else None
     bare_pass = "person_zh_bare" in pats
     role_names = "person_zh_role" in pats
+    post_names = "person_zh_post" in pats
     list_pass = "person_zh_list" in pats
 
     def attempt(
@@ -1226,6 +1326,10 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 end = _zh_name_after_role_end(text, after, zh_words)
                 if end:
                     (out if after >= pos else early).append(Entity("PERSON", after, end))
+            if post_names and zh_words is not None and kind == "role":  # a name before a post
+                b = _zh_name_before_post_start(text, s, lo, zh_words)
+                if b >= 0:
+                    (out if b >= pos else early).append(Entity("PERSON", b, s))
             if kind == "title":
                 for b in range(max(lo, s - 4), s):  # surname (1-2) + given name (0-2) before the title
                     if text[b] not in _ZH_NAME_FIRST:

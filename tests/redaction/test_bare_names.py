@@ -47,13 +47,36 @@ def bare(text: str, names: _ZhWords | None = None) -> list[str]:
         ("谢大家的支持", [], "the given name starts a very common word (大家, marked +)"),
         ("那张彩页很好", [], "after a numeral or a demonstrative: a measure word"),
         ("（新华社记者王红摄）", ["王红"], "摄 is never a given name"),
-        ("高明说", [], "高 is not a bare-name surname (高 is everyday text)"),
+        ("高明说", [], "高 is an everyday surname: only before two given-name characters (*)"),
+        ("于永波会见全军", ["于永波"], "an everyday surname before two given-name characters"),
+        ("于是我们走了", [], "an everyday surname that starts a word (于是)"),
+        ("会见时江泽民。", ["江泽民"], "an everyday surname before a common surname (时, then a name)"),
+        ("徐有芳了解到", ["徐有芳"], "a soft stop (有) next to a given-name character (芳)"),
+        ("李长期在外", [], "a soft stop that starts a word with the next character (长期)"),
+        ("尉健行、", ["尉健行"], "a soft stop second, after a given-name character"),
+        ("本报记者吴亚明报道", ["吴亚明"], "a given-name character (明) where a rare word starts (明报)"),
         ("王", [], "a surname alone"),
         ("王a", [], "a given name is Chinese"),
     ],
 )
 def test_rule(text: str, expected: list[str], why: str) -> None:
     assert bare(text) == expected, why
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "why"),
+    [
+        ("贯彻落实江泽民主席的讲话", ["江泽民"], "a name right before a post"),
+        ("李鹏总理在北京考察", ["李鹏"], "before a post, a word jieba tags as a name (=) is a name"),
+        ("全国委员会", [], "a word (全国) before a post"),
+        ("韩国总统", [], "a word (韩国) before a post"),
+        ("格鲁吉亚总统", [], "a word runs over the surname from the left (格鲁吉亚)"),
+        ("马卫生部长", [], "a very common word (卫生) as the given name"),
+        ("公司总裁", [], "a word (公司) before a post"),
+    ],
+)
+def test_before_a_post(text: str, expected: list[str], why: str) -> None:
+    assert persons(text) == expected, why
 
 
 def persons(text: str) -> list[str]:
@@ -75,6 +98,7 @@ def persons(text: str) -> list[str]:
         ("总统谈内政", [], "谈 after a title is a verb"),
         ("总理府", [], "a title and one character"),
         ("记者招待会", [], "招 is no surname"),
+        ("外交部长钱其琛和南非外长会谈", ["钱其琛"], "a soft stop (其) next to a given-name character"),
     ],
 )
 def test_after_a_title(text: str, expected: list[str], why: str) -> None:
@@ -91,6 +115,12 @@ def test_after_a_title(text: str, expected: list[str], why: str) -> None:
         ("王红、甘草、乔石，", ["王红"], "a word that is not a name ends the list"),
         ("参会的有张伟、李娜", ["张伟"], "an item needs its end (a stream waits for it)"),
         ("王红、李四五六七，", ["王红"], "an item of more than three characters"),
+        (
+            "刘华清、尉健行、李岚清等",
+            ["刘华清", "尉健行", "李岚清"],
+            "a soft stop next to a given-name character",
+        ),
+        ("张三、李长期、乔石，", ["张三"], "a soft stop with no given-name character beside it"),
     ],
 )
 def test_lists_of_names(text: str, expected: list[str], why: str) -> None:
@@ -146,6 +176,10 @@ def test_the_word_list_drives_the_rule() -> None:
     assert bare("谢大家的支持", names._replace(common=frozenset())) == ["谢大家"]
     without = names.inside - {"黄金周"}
     assert bare("黄金周快到了", names._replace(inside=without)) == ["周快到"]
+    # Given-name characters (*): an everyday surname and a soft stop need them.
+    assert {"琛", "峰", "波"} <= names.given and not {"的", "是"} & names.given
+    assert bare("于永波会见全军", names._replace(given=frozenset())) == []
+    assert bare("徐有芳了解到", names._replace(given=frozenset())) == []
 
 
 def test_in_the_redactor_and_policy_controlled() -> None:

@@ -124,6 +124,12 @@ BARE_NAMES = [
     # 李鹏 and 乔石 are words of jieba's list, found only there.
     ("总理李鹏指出", "PERSON", "李鹏"),
     ("江泽民、李鹏、乔石等出席", "PERSON", "乔石"),
+    # An everyday surname before given-name characters, a soft stop in a given name, a name before a post.
+    ("于永波会见全军", "PERSON", "于永波"),
+    ("外交部长钱其琛和南非外长会谈", "PERSON", "钱其琛"),
+    ("徐有芳了解到情况", "PERSON", "徐有芳"),
+    ("贯彻江泽民主席的讲话", "PERSON", "江泽民"),
+    ("会见后李鹏飞部长说", "PERSON", "李鹏飞"),
 ]
 
 NAMES = [
@@ -197,6 +203,14 @@ def test_names_and_addresses(text: str, type_: str, value: str) -> None:
         "总统谈内政",
         "院长办公室",
         "有枸杞子、甘草、桂皮",
+        # Everyday surnames, soft stops, posts.
+        "于是我们走了",
+        "高明的办法",
+        "他的中长期规划",
+        "李长期在外",
+        "全国委员会",
+        "格鲁吉亚总统",
+        "公司总裁",
     ],
 )
 def test_name_tier_negatives(text: str) -> None:
