@@ -267,6 +267,19 @@ def zh_address(rng: random.Random, zh: Faker) -> str:
     return "".join(parts)
 
 
+def zh_address_local(rng: random.Random) -> str:
+    """An address as people write it in a city everyone knows: no province or city, a district (or
+    only the road: ``road_only``), a road, a number, sometimes a segment or a building."""
+    _, _, districts = rng.choice(_PROV_CITY)
+    road = rng.choice(_ROADS)
+    if rng.random() < 0.2:
+        road += rng.choice(["一段", "二段", "三段", "四段"])
+    parts = [rng.choice(districts), road + f"{rng.randrange(1, 999)}号"]
+    if rng.random() < 0.4:
+        parts.append(f"{rng.randrange(1, 30)}号楼{rng.randrange(101, 2999)}室")
+    return "".join(parts)
+
+
 def name_generators(rng: random.Random, zh: Faker, en: Faker) -> dict[str, tuple[str, str, Callable]]:
     """kind -> (type, lang, () -> (prefix, value, suffix))."""
 
@@ -387,6 +400,31 @@ def name_generators(rng: random.Random, zh: Faker, en: Faker) -> dict[str, tuple
     }
 
 
+def late_name_generators(rng: random.Random) -> dict[str, tuple[str, str, Callable]]:
+    """Kinds added after the first published runs: drawn after every other record, so that those draw
+    what they drew before (same seed, same records)."""
+    return {
+        "zh_address_local": (
+            "ADDRESS",
+            "zh",
+            lambda: (
+                rng.choice(["我们在", "会议改在", "公司搬到了", "请到"]),
+                zh_address_local(rng),
+                rng.choice(["。", "，欢迎来访。", "见面"]),
+            ),
+        ),
+        "zh_address_road_only": (
+            "ADDRESS",
+            "zh",
+            lambda: (
+                rng.choice(["我们在", "会议改在", "约在", "请到"]),
+                rng.choice(_ROADS) + f"{rng.randrange(1, 999)}号",
+                rng.choice(["。", "见面", "，不见不散"]),
+            ),
+        ),
+    }
+
+
 NON_PII = {
     "ipv6_double_colon": lambda rng: rng.choice(["std::vector", "a :: b", "Foo::bar", "::"]),
     "broadcast_mac": lambda rng: rng.choice(["FF:FF:FF:FF:FF:FF", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00"]),
@@ -454,6 +492,10 @@ def build(per_kind: int, seed: int) -> list[dict]:
                     ],
                 }
             )
+    for kind, (type_, _lang, gen) in late_name_generators(rng).items():
+        for _ in range(per_kind):
+            pre, value, post = gen()
+            records.append(_record(pre, value, post, type_, kind, zh if _lang == "zh" else en))
     rng.shuffle(records)
     return records
 
@@ -506,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"records: {len(records)} ({size / 1e6:.2f} MB), seed {args.seed}, Custos {size / dt / 1e6:.1f} MB/s on this set"  # noqa: E501
     )
-    names = {k for k in name_generators(random.Random(0), Faker(), Faker())}
+    names = {*name_generators(random.Random(0), Faker(), Faker()), *late_name_generators(random.Random(0))}
     evasions = {k: v for k, v in by_kind.items() if k not in names}
     print("\n| evasion | type | n | leak |\n|---|---|---:|---:|")
     types = {k: t for k, (t, _) in evasion_generators(random.Random(0), Faker(), Faker()).items()}

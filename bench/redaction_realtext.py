@@ -121,16 +121,17 @@ def main(argv: list[str] | None = None) -> int:
             if shown < args.show_misses and leaked((s, e), line.text, [(a, b) for a, b, _ in spans]):
                 shown += 1
                 print("LEAK", line.text[max(0, s - 8) : s], "[", line.text[s:e], "]", line.text[e : e + 8])
-    print("\n| reviews | lines | characters | PERSON spans | characters altered by PERSON |")
-    print("|---|---:|---:|---:|---:|")
+    print("\n| reviews | lines | characters | PERSON spans | characters altered by PERSON | by ADDRESS |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, label in (("neg", "negative (used to write the rules)"), ("pos", "**positive (held out)**")):
         texts = corpus_file(f"sentiment/{name}.txt").splitlines()[:REVIEWS]
         found, _ = find(texts)
-        person = [[(s, e) for s, e, t in spans if t == "PERSON"] for spans in found]
         chars = sum(len(t) for t in texts)
-        altered = sum(e - s for spans in person for s, e in spans)
-        spans = sum(len(x) for x in person)
-        print(f"| {label} | {len(texts)} | {chars} | {spans} | {altered / chars:.3%} |")
+        person = [(s, e) for spans in found for s, e, t in spans if t == "PERSON"]
+        address = sum(e - s for spans in found for s, e, t in spans if t == "ADDRESS")
+        altered = sum(e - s for s, e in person)
+        shares = f"{altered / chars:.3%} | {address / chars:.3%}"
+        print(f"| {label} | {len(texts)} | {chars} | {len(person)} | {shares} |")
     return 0
 
 

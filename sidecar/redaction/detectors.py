@@ -518,8 +518,22 @@ _CITIES = (
     "|金华|烟台|潍坊|徐州|常州|南通|扬州|泉州|漳州|惠州|中山|江门|汕头|湛江|洛阳|宜昌|襄阳|岳阳|株洲|桂林|柳州|绵阳"
     "|遵义|大同|唐山|保定|廊坊|秦皇岛|邯郸|淄博|临沂|济宁|盐城|镇江|湖州|芜湖|赣州|九江|包头|鄂尔多斯|吉林|大庆"
 )
+# Prefecture- and county-level names (``朝阳区``, ``浦东新区``, ``昆山市``): an address may start with one
+# (``朝阳区建国路88号``). Build-time data from cpca's administrative divisions
+# (``deploy/tools/build_zh_places.py``); 3 000 names, read once when this module is imported.
+ZH_PLACES_PATH = Path(__file__).with_name("zh_places.txt")
+with ZH_PLACES_PATH.open(encoding="utf-8") as _f:
+    _ZH_PLACES = tuple(line.rstrip("\n") for line in _f if not line.startswith("#"))
+_ZH_PLACE_SET = frozenset(_ZH_PLACES)
+# A name's last two characters -> the lengths of the names that end so, longest first (most suffix
+# characters in prose end no name: ``的市``, one lookup).
+_ZH_PLACE_TAILS: dict[str, tuple[int, ...]] = {}
+for _name in _ZH_PLACES:
+    _ZH_PLACE_TAILS[_name[-2:]] = tuple(
+        sorted({*_ZH_PLACE_TAILS.get(_name[-2:], ()), len(_name)}, reverse=True)
+    )
 _ZH_UNIT = (
-    "省|自治区|特别行政区|市|自治州|州|盟|地区|区|县|旗|镇|乡|街道|村|社区|路|街|大道|道|巷|弄|里|胡同|小区|花园|家园"
+    "省|自治区|特别行政区|市|自治州|州|盟|地区|区|县|旗|镇|乡|街道|村|社区|路|段|街|大道|道|巷|弄|里|胡同|小区|花园|家园"
     "|公寓|大厦|广场|新村|苑|园区|开发区|工业区|新区"
 )
 _ZH_ADDR_UNIT = f"(?:[\\u4e00-\\u9fff0-9]{{0,8}}?(?:{_ZH_UNIT}))"
@@ -528,12 +542,35 @@ _ZH_ADDR_NUM = (
     "(?:号院|号楼|号|弄|栋|幢|座|单元|室|楼|层|户|期|组)){0,6}(?:[ ]?[0-9]{6}(?![0-9]))?"
 )
 _ZH_ADDR = f"(?:{_ZH_ADDR_UNIT}{{1,7}}{_ZH_ADDR_NUM})"
-_ZH_ADDR_CUES = (
-    "地址|住址|住在|家住|居住在|居住地|现住|寄到|寄往|送到|发往|收货地址|通讯地址|户籍地|户籍|籍贯|住所地|所"
-    "在地"
+_ZH_ADDR_TAIL = re.compile(_ZH_ADDR)
+# What follows a cue word or verb: the address up to punctuation or the next field.
+_ZH_ADDR_AFTER_CUE = (
+    "(?:是|为|在|[：:])?[ \\t]*"
+    "(?P<value>[\\u4e00-\\u9fff0-9A-Za-z#\\-（）()]{4,60}?(?:[ ]?[0-9]{6}(?![0-9]))?)"
+    r"(?=[，,。；;！!？?\s、]|$|电话|手机|联系|邮编|收件人|姓名)"
 )
+_ZH_ADDR_CUES = "地址|住址|居住地|收货地址|通讯地址|户籍地|户籍|籍贯|住所地|所在地"
+# Verbs before an address: what follows them is one only when it has a street-level part or starts
+# with a place (``住在这里``, ``送到灾民手中`` are not).
+_ZH_ADDR_VERBS = "住在|家住|居住在|现住|寄到|寄往|送到|发往"
+# Not an address cue after these (``邮件地址``, ``IP地址``).
+_ZH_ADDR_NOT_AFTER = "(?<!邮件)(?<!邮箱)(?<![Ii][Pp])(?<!网络)(?<!MAC)(?<!服务器)"
 # Without a cue word an address needs a street-level part: a digit, a road, a number, a building.
 _ZH_FINE = re.compile(r"[0-9路街巷弄号栋幢室]|大道|小区|胡同|大厦|单元|社区|新村")
+# A road and a house number with no district or city before them (``约在中关村大街27号见面``): the road's
+# name starts after one of these (or after no Chinese character) and is 1-6 characters long. Not 道 or
+# 里 as the road's kind (知道3号, 这里3号楼).
+_ZH_ROAD_FENCE = "在到于往至去住约是的了和与及从向"
+_ZH_ROAD_KIND = "大街|大道|路|街|巷|弄|胡同"
+# Where an address without a province or city may be (one search for both): the suffix of a
+# county-level name before more of an address, or a road's kind before a house number (the same
+# kinds as ``_ZH_ROAD_KIND``). One class first: ``re`` skips to candidates at C speed (a top-level
+# alternation is tried at every position). The empty group ``place`` tells the suffix from a road.
+_ZH_ADDR_ANCHOR = re.compile(
+    "[区县市旗州盟路街巷弄大胡]"
+    "(?:(?<=[区县市旗州盟])(?P<place>)(?=[\\u4e00-\\u9fff0-9])"
+    "|(?:(?<=[路街巷弄])|(?<=大)[街道]|(?<=胡)同)(?:[一二三四五六七八九十]段)?[0-9]{1,5}号(?!线))"
+)
 
 _EN_FIRST = frozenset(
     """James John Robert Michael William David Richard Joseph Thomas Charles Christopher Daniel Matthew
@@ -720,6 +757,7 @@ _ZH_KIND: dict[str, str] = {
     **{w: "name_cue" for w in (*_words(_ZH_NAME_CUES), *_words(_ZH_ROLE_CUES))},
     **{w: "place" for w in (*_words(_PROVINCES), *_words(_CITIES))},
     **{w: "addr_cue" for w in _words(_ZH_ADDR_CUES)},
+    **{w: "addr_verb" for w in _words(_ZH_ADDR_VERBS)},
     **{w: "verb" for w in _words(_ZH_VERBS)},
     **{w: "role" for w in _words(_ZH_ROLES)},
     "微信": "wechat",
@@ -792,6 +830,16 @@ _EN_MILITARY = (
     r"(?:(?:USNS|USNV|USS|USCGC)[ ][A-Z][a-z]+|PSC[ ][0-9]{4},?[ ]Box[ ][0-9]{4})"
     r",?[ \n]+(?:APO|FPO|DPO)[ ](?:AA|AE|AP)[ ][0-9]{5}"
 )
+
+
+@functools.cache
+def _zh_place_start() -> re.Pattern[str]:
+    """A province, city or county-level name at the start of a value (compiled when first needed)."""
+    return re.compile(trie_regex([*_words(_PROVINCES), *_words(_CITIES), *_ZH_PLACES]))
+
+
+def _zh_addr_after_verb(value: str) -> str | None:
+    return "ADDRESS" if _ZH_FINE.search(value) or _zh_place_start().match(value) else None
 
 
 def _zh_addr(value: str) -> str | None:
@@ -878,11 +926,25 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
     Detector(
         "address_zh_cue",
         "ADDRESS",
-        f"(?:{_ZH_ADDR_CUES})(?:是|为|在|[：:])?[ \\t]*"
-        f"(?P<value>[\\u4e00-\\u9fff0-9A-Za-z#\\-（）()]{{4,60}}?(?:[ ]?[0-9]{{6}}(?![0-9]))?)"
-        r"(?=[，,。；;！!？?\s、]|$|电话|手机|联系|邮编|收件人|姓名)",
+        f"{_ZH_ADDR_NOT_AFTER}(?:{_ZH_ADDR_CUES}){_ZH_ADDR_AFTER_CUE}",
         has_value=True,
-        description="Chinese address after a cue word (地址：, 住在)",
+        description="Chinese address after a cue word (地址：, 住址)",
+    ),
+    Detector(
+        "address_zh_verb",
+        "ADDRESS",
+        f"(?:{_ZH_ADDR_VERBS}){_ZH_ADDR_AFTER_CUE}",
+        _zh_addr_after_verb,
+        has_value=True,
+        description="Chinese address after a verb (住在, 寄到): a road, number or building, or a place first",
+    ),
+    Detector(
+        "address_zh_road",
+        "ADDRESS",
+        f"(?:(?<![\\u4e00-\\u9fff])|(?<=[{_ZH_ROAD_FENCE}]))"
+        f"(?:(?![{_ZH_ROAD_FENCE}])[\\u4e00-\\u9fff]){{1,6}}?(?:{_ZH_ROAD_KIND})(?:[一二三四五六七八九十]段)?"
+        f"[0-9]{{1,5}}(?:号院|号楼|号)(?!线){_ZH_ADDR_NUM}",
+        description="Chinese road and house number without district or city (约在中关村大街27号见面)",
     ),
     Detector(
         "address_zh",
@@ -891,6 +953,15 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         f"|{trie_regex(_words(_CITIES))}市?){_ZH_ADDR}",
         _zh_addr,
         description="Chinese address: province or city, then district/road/number units",
+    ),
+    Detector(
+        "address_zh_county",
+        "ADDRESS",
+        # Found by ``names_finder`` (the longest name of ``_ZH_PLACE_SET`` before its suffix, then
+        # ``_ZH_ADDR_TAIL``); this pattern is what a stream holds back for it.
+        f"{trie_regex(_ZH_PLACES)}{_ZH_ADDR}",
+        _zh_addr,
+        description="Chinese address that starts with a county-level division (朝阳区建国路88号)",
     ),
     Detector(
         "person_zh_cue",
@@ -1237,6 +1308,17 @@ NAMES_FIRST_CHARS = frozenset(
     + "".join(w[0] for w in _words(_ZH_COMPOUND))
     + "".join(w[0] for w in _ZH_KIND)
 )
+# A road's name (``address_zh_road``) may start with any Chinese character, and so may a county-level
+# name (``address_zh``).
+_CJK = frozenset(map(chr, range(0x4E00, 0xA000)))
+
+
+def names_first_chars(detectors: Sequence[Detector]) -> frozenset[str]:
+    """Where a match of ``detectors`` (the second tier, as a policy leaves it) can start: a stream
+    holds back from no other position. Every Chinese character when addresses are looked for."""
+    if any(d.type == "ADDRESS" for d in detectors):
+        return NAMES_FIRST_CHARS | _CJK
+    return NAMES_FIRST_CHARS
 
 
 def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Entity]]:
@@ -1258,6 +1340,8 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
     zh_rules = {"person_zh_bare", "person_zh_role", "person_zh_post", "person_zh_list"}
     zh_words = _zh_words() if zh_rules & set(pats) else None
     bare_pass = "person_zh_bare" in pats
+    place_pass = "address_zh_county" in pats
+    road_pass = "address_zh_road" in pats
     role_names = "person_zh_role" in pats
     post_names = "person_zh_post" in pats
     list_pass = "person_zh_list" in pats
@@ -1343,6 +1427,8 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 attempt("person_zh_cue", text, s, pos, out, early)
             elif kind == "addr_cue":
                 attempt("address_zh_cue", text, s, pos, out)
+            elif kind == "addr_verb":
+                attempt("address_zh_verb", text, s, pos, out)
             elif kind == "place":
                 attempt("address_zh", text, s, pos, out)
             elif kind == "wechat":
@@ -1356,6 +1442,35 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                     if len(out) > before and out[-1].end == s:
                         break
                     del out[before:]
+        if (place_pass or road_pass) and not ascii_text:
+            # Addresses without a province or city, not from inside one found already (by a province,
+            # a city or a cue); one found later that starts inside a county-level name
+            # (``虹口区四川北路``, where 四川 started one) loses to the name's earlier start.
+            spans = [(e.start, e.end) for e in out if e.type == "ADDRESS"]
+            for m in _finditer(_ZH_ADDR_ANCHOR, text, lo):
+                i = m.start()
+                if any(s0 <= i < e0 for s0, e0 in spans):
+                    continue
+                before = len(out)
+                if m.lastgroup == "place":  # the longest county-level name ending at i
+                    for n in _ZH_PLACE_TAILS.get(text[i - 1 : i + 1], ()) if place_pass else ():
+                        b = i + 1 - n
+                        if b >= lo and text[b : i + 1] in _ZH_PLACE_SET:
+                            tail = _ZH_ADDR_TAIL.match(text, i + 1)
+                            if b >= pos and tail is not None and _zh_addr(text[b : tail.end()]):
+                                out.append(Entity("ADDRESS", b, tail.end()))
+                            break
+                elif road_pass:  # the road's name: up to six characters after a fence
+                    b = i
+                    while (
+                        b > max(lo, i - 6)
+                        and "\u4e00" <= text[b - 1] <= "\u9fff"
+                        and text[b - 1] not in _ZH_ROAD_FENCE
+                    ):
+                        b -= 1
+                    if b < i:
+                        attempt("address_zh_road", text, b, pos, out)
+                spans.extend((e.start, e.end) for e in out[before:])
         if bare_pass and zh_words is not None and not ascii_text:
             for m in _finditer(zh_words.starts, text, lo):
                 s = m.start()

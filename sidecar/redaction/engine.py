@@ -12,12 +12,12 @@ from collections.abc import Iterable, Sequence
 from .detectors import (
     BUILTIN,
     NAMES_ADDRESSES,
-    NAMES_FIRST_CHARS,
     PLACEHOLDER_TYPE,
     Detector,
     Entity,
     Scanner,
     names_finder,
+    names_first_chars,
     scoped_flags,
 )
 from .normalize import fold
@@ -76,14 +76,14 @@ class Redactor:
         # Names, addresses and cue-word IDs: gazetteers and cue words, a full scan of their own.
         names = [d for d in NAMES_ADDRESSES if d.type not in self.disabled]
         if names:
-            self._request.append(Scanner(names, finder=names_finder(names), first_chars=NAMES_FIRST_CHARS))
+            scanner = Scanner(names, finder=names_finder(names), first_chars=names_first_chars(names))
+            self._request.append(scanner)
         # A type the policy keeps in answers (``response: keep``) is not looked for there: this tier is
         # a full scan of its own, and in a stream it would run on every delta.
         in_answers = [d for d in names if policy.rule(d.type).response_operator != "keep"]
         if in_answers:
-            self._response.append(
-                Scanner(in_answers, finder=names_finder(in_answers), first_chars=NAMES_FIRST_CHARS)
-            )
+            first = names_first_chars(in_answers)
+            self._response.append(Scanner(in_answers, finder=names_finder(in_answers), first_chars=first))
         # The stream redactor's fast path reasons about the built-in patterns and ``<...>`` placeholders
         # only (``sidecar.redaction.streaming``).
         # Names, addresses and WeChat IDs need no digit or other trigger character: with them looked for

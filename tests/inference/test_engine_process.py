@@ -79,17 +79,24 @@ def test_default_model_is_the_tiny_model(small_engine: tuple[str, ManagedProcess
 
 def test_batch_size_limit(small_engine: tuple[str, ManagedProcess]) -> None:
     url, _ = small_engine
-    total0, single0, upto2_0 = decode_passes(url)
-    # Three requests, not more: with max_waiting=3, a fourth arriving before the scheduler admits any
-    # (a loaded machine) would rightly get 503 from the full queue.
-    results = concurrently(
-        url, [{"prompt": [5 + i, 6, 7], "max_tokens": 12, "ignore_eos": True} for i in range(3)]
-    )
-    assert all(r["usage"]["completion_tokens"] == 12 for r in results)
-    total, single, upto2 = decode_passes(url)
-    assert total - total0 > 0
-    assert upto2 - upto2_0 == total - total0  # never more than max_batch_size=2 together
-    assert (total - total0) - (single - single0) > 0  # but two did run together
+    # On a loaded machine the three requests may each finish before the next one arrives (nothing to
+    # batch): up to five rounds, each checked for the limit, until two ran together.
+    together = 0.0
+    for _ in range(5):
+        total0, single0, upto2_0 = decode_passes(url)
+        # Three requests, not more: with max_waiting=3, a fourth arriving before the scheduler admits
+        # any (a loaded machine) would rightly get 503 from the full queue.
+        results = concurrently(
+            url, [{"prompt": [5 + i, 6, 7], "max_tokens": 12, "ignore_eos": True} for i in range(3)]
+        )
+        assert all(r["usage"]["completion_tokens"] == 12 for r in results)
+        total, single, upto2 = decode_passes(url)
+        assert total - total0 > 0
+        assert upto2 - upto2_0 == total - total0  # never more than max_batch_size=2 together
+        together = (total - total0) - (single - single0)
+        if together > 0:
+            break
+    assert together > 0  # but two did run together
 
 
 def test_token_budget_limit(small_engine: tuple[str, ManagedProcess]) -> None:

@@ -278,7 +278,17 @@ def batch(text: str) -> str:
     return ANSWER_REDACTOR.redact(text, Session(), response=True, restore=False)
 
 
-STREAM_VALUES = [t for t in EVASIONS if t[1] not in ("SLACK_TOKEN",)] + NAMES[:8] + BARE_NAMES
+# Addresses without a province or city: a county-level name first, or a road and a number alone.
+LOCAL_ADDRESSES = [
+    ("我们在朝阳区建国路88号见面", "ADDRESS", "朝阳区建国路88号"),
+    ("虹口区四川北路1888号", "ADDRESS", "虹口区四川北路1888号"),
+    ("约在中关村大街27号见面", "ADDRESS", "中关村大街27号"),
+    ("会议改在枫林路30号院3号楼。", "ADDRESS", "枫林路30号院3号楼"),
+]
+
+STREAM_VALUES = (
+    [t for t in EVASIONS if t[1] not in ("SLACK_TOKEN",)] + NAMES[:8] + BARE_NAMES + LOCAL_ADDRESSES
+)
 
 
 @pytest.mark.parametrize(("text", "type_", "value"), STREAM_VALUES)
@@ -292,7 +302,7 @@ def test_every_two_chunk_split_no_leak(text: str, type_: str, value: str) -> Non
             assert out == whole, (text, i, j, out)
 
 
-EVASION_PIECES = [t[0] for t in EVASIONS] + [t[0] for t in NAMES]
+EVASION_PIECES = [t[0] for t in (*EVASIONS, *NAMES, *LOCAL_ADDRESSES)]
 FILLER = [
     " ",
     "，",
