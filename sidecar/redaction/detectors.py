@@ -668,20 +668,49 @@ _POSTCODE = (
     r"(?:[0-9]{5}(?:-[0-9]{4})?|[A-Z]{1,2}[0-9][A-Z0-9]?[ ][0-9][A-Z]{2}|[A-Z][0-9][A-Z][ ]?[0-9][A-Z][0-9])"
 )
 _EN_CITY = r"[A-Z][a-z]+(?:[ ][A-Z][a-z]+){0,2}"
+# Street addresses as written in the US, UK and Canada (real ones: usaddress's labelled set, see
+# bench/redaction_realtext.py): a house number (``6257A``, ``8938-40``), a direction (``N.``,
+# ``Southwest``), one to five words in any case (``LaSalle``, ``DR MARTIN LUTHER KING JR``), a street
+# type (``Drive``, ``PLACE``) and a direction after it; or a numbered road (``US Highway 278``,
+# ``Route 309``); or, without a street type, a direction or a city with state and postcode after the
+# words (``10 S. LaSalle, Ste. 1050``, ``1585 Broadway, New York, NY 10036``). Then a unit and a city.
+_EN_DIR = (
+    r"(?:[NS]\.[EW]\.|[NSEW]\.?|NE|NW|SE|SW|North|South|East|West|Northeast|Northwest|Southeast|Southwest"
+    r"|NORTH|SOUTH|EAST|WEST)"
+)
+_EN_WORD = r"(?:[A-Z][a-z]*[A-Z]?[a-z]+|[0-9]{1,3}(?:st|nd|rd|th)|[A-Z](?=[ ]))"
+_EN_STREET_TYPE = f"(?:{_EN_STREET})s?\\.?(?![A-Za-z])"
+# All in capitals (``3849 W 69TH PLACE``): only with the street type in capitals too (``3 USB Ports``).
+_EN_WORD_UP = r"(?:[A-Z]{2,}|[0-9]{1,3}(?:ST|ND|RD|TH)|[A-Z](?=[ ]))"
+_EN_STREET_TYPE_UP = f"(?:{_EN_STREET.upper()})S?\\.?(?![A-Za-z])"
+_EN_HOUSE = r"[0-9]{1,6}(?:-[0-9]{1,6})?[A-Za-z]?"
+# Where a digit run that ends in a street's number goes on (``289 15th Street``).
+_ORDINAL_ENDS = frozenset(("st", "nd", "rd", "th", "ST", "ND", "RD", "TH"))
+_EN_ROUTE = (
+    r"(?:(?:US|U\.S\.|State|County|Old|[A-Z][A-Za-z])[ ])?"
+    r"(?:Highway|Hwy|Route|Rte|Rt|Road|HIGHWAY|HWY|ROUTE)\.?[ ]"
+    r"(?:No\.?[ ]|#[ ]?)?[0-9]{1,4}[A-Z]?(?![A-Za-z0-9])|(?:SR|CR|FM|US|I)[ -][0-9]{1,4}(?![A-Za-z0-9])"
+)
+_EN_UNIT = (
+    r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Room|Rm|Fl|Flr|Floor|APT|SUITE|STE|UNIT|FLOOR|FL|#)\.?[ ]?#?"
+    r"[0-9A-Za-z-]{1,6}|[0-9]{1,3}(?:st|nd|rd|th|ST|ND|RD|TH)[ ](?:Floor|Fl|Flr|FLOOR|FL)\.?"
+)
+_EN_CITY_TAIL = (
+    r"[ \n]+" + _EN_CITY + r"(?:,[ ]?|[ ])(?:(?:" + _US_STATES + r")[ ]" + _POSTCODE + r"|" + _POSTCODE + r")"
+)
 _EN_ADDR = (
-    r"[0-9]{1,6}[A-Za-z]?[ ](?:[NSEW]\.?[ ]|North[ ]|South[ ]|East[ ]|West[ ])?(?:[A-Z][a-z]+[ ]|[0-9]{1,3}("
-    r"?:st|nd|rd|th)[ ]){1,3}"
-    f"(?:{_EN_STREET})s?\\.?(?![A-Za-z])"
-    r"(?:,?[ ](?:Apt|Apartment|Suite|Ste|Unit|Flat|Room|Rm|Fl|Floor|#)\.?[ ]?#?[0-9A-Za-z-]{1,6})?"
-    r"(?:,?[ \n]+"
-    + _EN_CITY
-    + r"(?:,[ ]?|[ ])(?:(?:"
-    + _US_STATES
-    + r")[ ]"
-    + _POSTCODE
-    + r"|"
-    + _POSTCODE
-    + r"))?"
+    _EN_HOUSE
+    + r"[ ](?:"
+    + f"(?:{_EN_DIR}[ ])?(?:{_EN_ROUTE})"  # first: ``State Road 75`` is no street called State
+    + f"|(?:{_EN_DIR}[ ])?(?:{_EN_WORD}\\.?[ ]){{1,5}}{_EN_STREET_TYPE}"
+    + f"|(?:{_EN_DIR}[ ])?(?:{_EN_WORD_UP}[ ]){{1,5}}{_EN_STREET_TYPE_UP}"
+    + f"|{_EN_DIR}[ ][0-9]{{1,5}}[ ]{_EN_DIR}(?![A-Za-z])"  # a grid address: ``239 South 500 East``
+    + f"|{_EN_DIR}[ ](?:{_EN_WORD}[ ]){{0,2}}{_EN_WORD}(?=,?[ ](?:{_EN_UNIT})|,?{_EN_CITY_TAIL})"
+    + f"|(?:{_EN_WORD}[ ]){{0,2}}{_EN_WORD}(?=,[ ](?:{_EN_UNIT}),{_EN_CITY_TAIL}|,{_EN_CITY_TAIL})"
+    + r")"
+    + f"(?:,?[ ]{_EN_DIR}(?![A-Za-z]))?"
+    + f"(?:,?[ ](?:{_EN_UNIT}))?"
+    + f"(?:,?{_EN_CITY_TAIL})?"
 )
 
 
@@ -1487,7 +1516,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 text[re_ - 1] == " "
                 and re_ < len(text)
                 and ("A" <= text[re_] <= "Z" or "0" <= text[re_] <= "9")
-            ):
+            ) or (text[re_ : re_ + 2] in _ORDINAL_ENDS and " " in text[rs:re_]):  # ``289 15th Street``
                 if text[rs] != "(":
                     attempt("address_en", text, rs, pos, out)
             t = rs

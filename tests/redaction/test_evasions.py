@@ -286,8 +286,27 @@ LOCAL_ADDRESSES = [
     ("会议改在枫林路30号院3号楼。", "ADDRESS", "枫林路30号院3号楼"),
 ]
 
+# US street addresses in the forms of usaddress's labelled set (tests/redaction/test_addresses_en.py).
+US_ADDRESSES = [
+    (
+        "Office: 10 S. LaSalle, Ste. 1050, Chicago, IL 60603",
+        "ADDRESS",
+        "10 S. LaSalle, Ste. 1050, Chicago, IL 60603",
+    ),
+    (
+        "drive to 5801 North Highway 763, Columbia, MO 65202.",
+        "ADDRESS",
+        "5801 North Highway 763, Columbia, MO 65202",
+    ),
+    ("at 3849 W 69TH PLACE today", "ADDRESS", "3849 W 69TH PLACE"),
+]
+
 STREAM_VALUES = (
-    [t for t in EVASIONS if t[1] not in ("SLACK_TOKEN",)] + NAMES[:8] + BARE_NAMES + LOCAL_ADDRESSES
+    [t for t in EVASIONS if t[1] not in ("SLACK_TOKEN",)]
+    + NAMES[:8]
+    + BARE_NAMES
+    + LOCAL_ADDRESSES
+    + US_ADDRESSES
 )
 
 
@@ -302,7 +321,7 @@ def test_every_two_chunk_split_no_leak(text: str, type_: str, value: str) -> Non
             assert out == whole, (text, i, j, out)
 
 
-EVASION_PIECES = [t[0] for t in (*EVASIONS, *NAMES, *LOCAL_ADDRESSES)]
+EVASION_PIECES = [t[0] for t in (*EVASIONS, *NAMES, *LOCAL_ADDRESSES, *US_ADDRESSES)]
 FILLER = [
     " ",
     "，",

@@ -1,0 +1,83 @@
+"""US street addresses as people write them (the forms of usaddress's labelled set): directions before
+and after, words in capitals or with inner capitals, numbered roads, no street type before a unit or a
+city with state and postcode; and the prose that must stay prose."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecar.redaction.engine import Redactor
+from sidecar.redaction.policy import Policy
+
+REDACTOR = Redactor(Policy(), b"test-key")
+
+
+def addresses(text: str) -> list[str]:
+    return [text[e.start : e.end] for e in REDACTOR.find(text) if e.type == "ADDRESS"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "why"),
+    [
+        (
+            "Send it to 1600 Amphitheatre Parkway, Mountain View, CA 94043.",
+            ["1600 Amphitheatre Parkway, Mountain View, CA 94043"],
+            "the classic form",
+        ),
+        (
+            "Office: 10 S. LaSalle, Ste. 1050, Chicago, IL 60603",
+            ["10 S. LaSalle, Ste. 1050, Chicago, IL 60603"],
+            "inner capital, no street type before a unit",
+        ),
+        (
+            "Visit 1585 Broadway, New York, NY 10036 soon",
+            ["1585 Broadway, New York, NY 10036"],
+            "no street type before city, state, postcode",
+        ),
+        ("at 3849 W 69TH PLACE today", ["3849 W 69TH PLACE"], "all in capitals"),
+        (
+            "drive to 5801 North Highway 763, Columbia, MO 65202",
+            ["5801 North Highway 763, Columbia, MO 65202"],
+            "a numbered road",
+        ),
+        (
+            "it is 1341 State Road 75, Penasco, NM 87553",
+            ["1341 State Road 75, Penasco, NM 87553"],
+            "State Road is a numbered road, not a street called State",
+        ),
+        (
+            "He lives at 289 15th Street West, Dickinson, ND 58601.",
+            ["289 15th Street West, Dickinson, ND 58601"],
+            "an ordinal street after the house number, a direction after the type",
+        ),
+        (
+            "at 500 Marquette Avenue Northwest Suite 1500, Albuquerque, NM 87102",
+            ["500 Marquette Avenue Northwest Suite 1500, Albuquerque, NM 87102"],
+            "a direction after the street type, then a unit",
+        ),
+        (
+            "at 239 South 500 East, Salt Lake City, UT 84102",
+            ["239 South 500 East, Salt Lake City, UT 84102"],
+            "a grid address",
+        ),
+        ("at 8938-40 S. Cottage Grove Ave", ["8938-40 S. Cottage Grove Ave"], "a range of house numbers"),
+    ],
+)
+def test_street_addresses(text: str, expected: list[str], why: str) -> None:
+    assert addresses(text) == expected, why
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The laptop has 3 USB Ports and 2 HDMI Ports.",
+        "In 2019 North Korea tested missiles.",
+        "iPhone 15 Pro Max",
+        "Chapter 5 North America",
+        "The 300 West Coast teams",
+        "Windows 10 Pro",
+        "We drove 200 miles on Route 66.",
+    ],
+)
+def test_prose_is_no_address(text: str) -> None:
+    assert addresses(text) == []
