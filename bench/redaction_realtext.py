@@ -30,6 +30,13 @@ Chicago, and ``training/openaddress_us_ia_linn.xml``, Linn County, Iowa, from Op
 wholly covered. The even entries of ``labeled.xml`` were used to write the street rules, the odd ones
 and Linn County were not.
 
+Real English person names: the 2 898 labelled names in probablepeople 0.5.6's sdist (MIT;
+``name_data/labeled/person_labeled.xml``: authors, staff lists; ``Jianxiong Xiao``, ``E. Allen
+Emerson``, ``Russell, Herman``). Each name with a given name and a surname is put in a sentence without
+any cue (``Please forward this to ... before Monday.``) and after a cue (``Contact: ...``); it leaks
+when the span from its first to its last given-name or surname part is not wholly covered. The misses
+of the even entries were looked at while writing the name word rules; the odd ones were not.
+
 Leak: a labelled name not wholly covered by what the redactor finds (any type), as in
 ``bench.redaction_eval``. Altered: characters outside labelled names that the redactor covers.
 
@@ -147,6 +154,26 @@ def us_addresses(member: str, limit: int | None = None) -> list[Line]:
     return out
 
 
+def en_names(lead: str, tail: str) -> list[Line]:
+    """probablepeople's labelled names with a given name and a surname, each between ``lead`` and
+    ``tail``, the span from the first to the last of those parts labelled."""
+    member = "name_data/labeled/person_labeled.xml"
+    root = ET.fromstring(sdist_member("probablepeople", "0.5.6", member, in_package=False))
+    out = []
+    for name in root.iter("Name"):
+        text, parts = "", []
+        for part in name:
+            text += " " if text else ""
+            word = (part.text or "").rstrip(",")
+            if part.tag in ("GivenName", "Surname"):
+                parts.append((part.tag, len(lead) + len(text), len(lead) + len(text) + len(word)))
+            text += part.text or ""
+        if {tag for tag, _, _ in parts} == {"GivenName", "Surname"}:
+            span = (min(a for _, a, _ in parts), max(b for _, _, b in parts))
+            out.append(Line(lead + text + tail, [span]))
+    return out
+
+
 def people_daily() -> tuple[list[Line], list[Line]]:
     lines = [parse_tagged(raw) for raw in corpus_file("tag/199801.txt").splitlines() if raw.strip()]
     half = len(lines) // 2
@@ -237,6 +264,19 @@ def main(argv: list[str] | None = None) -> int:
         found, _ = find([line.text for line in lines])
         r = score(lines, found)
         print(f"| {label} | {r['names']} | {r['leak']:.1%} |")
+    print(
+        "\n| English person names (probablepeople) | names | leak, even entries (used) | **odd (held out)** |"
+    )
+    print("|---|---:|---:|---:|")
+    for label, lead, tail in (
+        ("no cue: `Please forward this to ... before Monday.`", "Please forward this to ", " before Monday."),
+        ("after a cue: `Contact: ...`", "Contact: ", "\n"),
+    ):
+        lines = en_names(lead, tail)
+        found, _ = find([line.text for line in lines])
+        even = score(lines[0::2], found[0::2])
+        odd = score(lines[1::2], found[1::2])
+        print(f"| {label} | {len(lines)} | {even['leak']:.1%} | {odd['leak']:.1%} |")
     print("\n| reviews | lines | characters | PERSON spans | characters altered by PERSON | by ADDRESS |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, label in (("neg", "negative (used to write the rules)"), ("pos", "**positive (held out)**")):

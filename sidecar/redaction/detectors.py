@@ -634,8 +634,20 @@ _EN_LAST = frozenset(
     Murray O'Brien O'Connor O'Neill Walsh Byrne Evans Davies Jones Hughes Roberts Lloyd Price Morgan Thomson""".split()  # noqa: E501
 )
 _EN_TITLE = r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Madam|Rev|Capt|Sgt|Lt|Col|Judge|Officer|Nurse)\.?"
-_EN_NAME_WORD = r"[A-Z](?:[a-z]+(?:['-][A-Z]?[a-z]+)?|'[A-Z][a-z]+)"
-_EN_NAME = _EN_NAME_WORD + r"(?:[ ][A-Z]\.)?(?:[ ]" + _EN_NAME_WORD + r"){0,2}(?![A-Za-z])"
+# A name word: ``Smith``, ``O'Brien``, ``Smith-Jones``, ``McElroy``, ``LaSalle``.
+_EN_NAME_WORD = r"[A-Z](?:[a-z]+(?:['-]?[A-Z]?[a-z]+)?|'[A-Z][a-z]+)"
+# Particles inside a name (``Andries van Dam``, ``Mario De La Guardia``) and a middle initial.
+_EN_PARTICLES = r"(?:[ ](?:van|von|der|den|de|da|del|di|du|la|le|Van|Von|De|Da|Del|Di|Du|La|Le)){0,2}"
+_EN_NAME = (
+    _EN_NAME_WORD
+    + r"(?:[ ][A-Z]\.?)?(?:"
+    + _EN_PARTICLES
+    + r"[ ]"
+    + _EN_NAME_WORD
+    + r"){0,2}(?![A-Za-z'])"
+)
+# In capitals (``VANCE WALKER``, ``STEPHEN H DYSON``): only after a cue or a title.
+_EN_NAME_UP = r"[A-Z]{2,}(?:[ ][A-Z]\.?)?(?:[ ][A-Z]{2,}(?:-[A-Z]{2,})?){1,2}(?![A-Za-z])"
 _EN_NAME_CUES = (
     r"(?:[Mm]y name is|[Mm]y name's|[Nn]ame[ ]?:|[Ff]ull [Nn]ame[ ]?:|[Dd]ear|[Cc]ontact(?: person)?:|[Ss]in"
     r"cerely,"
@@ -1067,14 +1079,14 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
     Detector(
         "person_en_title",
         "PERSON",
-        f"(?<![A-Za-z]){_EN_TITLE}[ ](?P<value>{_EN_NAME})",
+        f"(?<![A-Za-z]){_EN_TITLE}[ ](?P<value>{_EN_NAME}|{_EN_NAME_UP})",
         has_value=True,
         description="English name after a title (Mr., Dr., Ms.)",
     ),
     Detector(
         "person_en_cue",
         "PERSON",
-        f"(?<![A-Za-z]){_EN_NAME_CUES}[ ]+(?P<value>{_EN_NAME})",
+        f"(?<![A-Za-z]){_EN_NAME_CUES}[ ]+(?P<value>{_EN_NAME}|{_EN_NAME_UP})",
         has_value=True,
         description="English name after a cue (my name is, Dear, Name:, Regards,)",
     ),

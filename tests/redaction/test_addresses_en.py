@@ -1,6 +1,7 @@
-"""US street addresses as people write them (the forms of usaddress's labelled set): directions before
-and after, words in capitals or with inner capitals, numbered roads, no street type before a unit or a
-city with state and postcode; and the prose that must stay prose."""
+"""US street addresses and English names as people write them (the forms of usaddress's and
+probablepeople's labelled sets): directions before and after, words in capitals or with inner capitals,
+numbered roads, no street type before a unit or a city with state and postcode; names with inner
+capitals, particles, middle initials, in capitals after a cue; and the prose that must stay prose."""
 
 from __future__ import annotations
 
@@ -81,3 +82,23 @@ def test_street_addresses(text: str, expected: list[str], why: str) -> None:
 )
 def test_prose_is_no_address(text: str) -> None:
     assert addresses(text) == []
+
+
+def names(text: str) -> list[str]:
+    return [text[e.start : e.end] for e in REDACTOR.find(text) if e.type == "PERSON"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "why"),
+    [
+        ("Contact: Frank McElroy\n", ["Frank McElroy"], "an inner capital (Mc)"),
+        ("Contact: VANCE WALKER\n", ["VANCE WALKER"], "in capitals after a cue"),
+        ("Contact: STEPHEN H DYSON\n", ["STEPHEN H DYSON"], "a middle initial without a period"),
+        ("Contact: Andre van der Hoek\n", ["Andre van der Hoek"], "particles"),
+        ("Contact: Itsik G Pe'er\n", ["Itsik G Pe'er"], "an apostrophe inside"),
+        ("Dear Mario De La Guardia,", ["Mario De La Guardia"], "capitalized particles"),
+        ("The USB PORTS are on the left.", [], "capitals without a cue or title are no name"),
+    ],
+)
+def test_english_names_as_written(text: str, expected: list[str], why: str) -> None:
+    assert names(text) == expected, why
