@@ -132,19 +132,27 @@ _STREET_LINE = frozenset(
 _SENTENCE = ("Please send the parcel to ", " by Friday.")
 
 
+def _joined(element: ET.Element, strip: str = "") -> tuple[str, list[tuple[str, int, int]]]:
+    """A labelled string of usaddress or probablepeople: its parts joined by spaces, and each part's
+    tag and span (without the trailing ``strip`` characters, ``Yamaguchi,``)."""
+    text, parts = "", []
+    for part in element:
+        text += " " if text else ""
+        word = part.text or ""
+        parts.append((part.tag, len(text), len(text) + len(word.rstrip(strip))))
+        text += word
+    return text, parts
+
+
 def us_addresses(member: str, limit: int | None = None) -> list[Line]:
     """usaddress's labelled addresses with a house number, each in a sentence, its street line the
     labelled span (``Line.names``)."""
     root = ET.fromstring(sdist_member("usaddress", "0.5.16", member, in_package=False))
     out = []
     for address in root.iter("AddressString"):
-        text, street = "", []
-        for part in address:
-            text += " " if text else ""
-            if part.tag in _STREET_LINE:
-                street.append((len(text), len(text) + len(part.text or "")))
-            text += part.text or ""
-        if not any(part.tag == "AddressNumber" for part in address):
+        text, parts = _joined(address)
+        street = [(a, b) for tag, a, b in parts if tag in _STREET_LINE]
+        if not any(tag == "AddressNumber" for tag, _, _ in parts):
             continue
         lead = len(_SENTENCE[0])
         span = (lead + min(a for a, _ in street), lead + max(b for _, b in street))
@@ -161,15 +169,10 @@ def en_names(lead: str, tail: str) -> list[Line]:
     root = ET.fromstring(sdist_member("probablepeople", "0.5.6", member, in_package=False))
     out = []
     for name in root.iter("Name"):
-        text, parts = "", []
-        for part in name:
-            text += " " if text else ""
-            word = (part.text or "").rstrip(",")
-            if part.tag in ("GivenName", "Surname"):
-                parts.append((part.tag, len(lead) + len(text), len(lead) + len(text) + len(word)))
-            text += part.text or ""
-        if {tag for tag, _, _ in parts} == {"GivenName", "Surname"}:
-            span = (min(a for _, a, _ in parts), max(b for _, _, b in parts))
+        text, parts = _joined(name, strip=",")
+        given = [(a, b) for tag, a, b in parts if tag in ("GivenName", "Surname")]
+        if {tag for tag, _, _ in parts} >= {"GivenName", "Surname"}:
+            span = (len(lead) + min(a for a, _ in given), len(lead) + max(b for _, b in given))
             out.append(Line(lead + text + tail, [span]))
     return out
 

