@@ -1015,9 +1015,11 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         "person_zh_context",
         "PERSON",
         # A name at the start of a clause or after 和/跟/给/是..., before a verb (说, 表示, 一起) or right
-        # before a number (``李静 16236410931``).
+        # before a number (``李静 16236410931``). The finder takes a number of seven characters or more
+        # (``_DIGIT_RUN``); the lookahead asks for them too, so that a stream holds the name until they
+        # have arrived (``请查收13`` + ``911960587``).
         f"(?:(?<![\\u4e00-\\u9fff])|(?<=[{_ZH_NAME_LEFT}]))(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}]){_ZH_GIVEN}{{1,2}}"
-        f"(?={_ZH_VERB_RE}|[ \\t]*[:：,，]?[ \\t]*\\+?[0-9])",
+        f"(?={_ZH_VERB_RE}|[ \\t]*[:：,，]?[ \\t]*\\+?[0-9][0-9 ().\\-]{{6}})",
         description="Chinese name before a verb (说, 表示, 一起) or a number, at a clause start",
     ),
     Detector(

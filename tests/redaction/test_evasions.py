@@ -370,3 +370,18 @@ def test_a_candidate_lost_to_another_scanner_is_not_cut_inside() -> None:
     for i in range(len(GLUED) + 1):
         for j in range(i, len(GLUED) + 1):
             assert stream(GLUED, [i, j]) == whole, (i, j)
+
+
+# Drawn by CI: the name before a number is only a name once seven characters of the number are there
+# (``查收`` + ``13911960587``); a stream cut inside the number must hold the name until then.
+NAME_BEFORE_NUMBER = "他把文件交给了李静，请查收13911960587Email:a"
+
+
+def test_a_name_before_a_number_waits_for_the_number() -> None:
+    whole = batch(NAME_BEFORE_NUMBER)
+    assert "查*139" in whole  # the whole text takes it as a name before a number
+    # Six characters of a number are too few: no name before it.
+    assert batch("他把文件交给了李静，请查收139119") == "他把文件交给了李*，请查收139119"
+    for i in range(len(NAME_BEFORE_NUMBER) + 1):
+        for j in range(i, len(NAME_BEFORE_NUMBER) + 1):
+            assert stream(NAME_BEFORE_NUMBER, [i, j]) == whole, (i, j)
