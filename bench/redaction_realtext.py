@@ -37,6 +37,11 @@ any cue (``Please forward this to ... before Monday.``) and after a cue (``Conta
 when the span from its first to its last given-name or surname part is not wholly covered. The misses
 of the even entries were looked at while writing the name word rules; the odd ones were not.
 
+English prose without labels, for what ``ADDRESS`` and ``PERSON`` alter in it: the long descriptions of
+the packages installed in the project's virtual environment (their ``METADATA``, pinned by the
+project's own files) and Python's ``pydoc_data.topics``, lines of more than 40 characters. Package
+descriptions name their authors and contributors (real names, counted as altered anyway).
+
 Leak: a labelled name not wholly covered by what the redactor finds (any type), as in
 ``bench.redaction_eval``. Altered: characters outside labelled names that the redactor covers.
 
@@ -177,6 +182,19 @@ def en_names(lead: str, tail: str) -> list[Line]:
     return out
 
 
+def english_prose() -> list[str]:
+    """Lines of English prose: installed packages' descriptions and the pydoc topics (see above)."""
+    import importlib.metadata
+    import pydoc_data.topics
+
+    texts = [
+        d.metadata.get_payload() or d.metadata.get("Description") or ""
+        for d in importlib.metadata.distributions()
+    ]
+    texts.extend(pydoc_data.topics.topics.values())
+    return [line for text in sorted(texts) for line in text.splitlines() if len(line) > 40]
+
+
 def people_daily() -> tuple[list[Line], list[Line]]:
     lines = [parse_tagged(raw) for raw in corpus_file("tag/199801.txt").splitlines() if raw.strip()]
     half = len(lines) // 2
@@ -291,6 +309,20 @@ def main(argv: list[str] | None = None) -> int:
         altered = sum(e - s for s, e in person)
         shares = f"{altered / chars:.3%} | {address / chars:.3%}"
         print(f"| {label} | {len(texts)} | {chars} | {len(person)} | {shares} |")
+    texts = english_prose()
+    found, _ = find(texts)
+    chars = sum(len(t) for t in texts)
+    print(
+        "\n| English prose (package descriptions, pydoc topics) | lines | characters | PERSON spans", end=""
+    )
+    print(" | characters altered by PERSON | ADDRESS spans | by ADDRESS |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    person = [e - s for spans in found for s, e, t in spans if t == "PERSON"]
+    address = [e - s for spans in found for s, e, t in spans if t == "ADDRESS"]
+    print(
+        f"| all | {len(texts)} | {chars} | {len(person)} | {sum(person) / chars:.3%} | {len(address)}"
+        f" | {sum(address) / chars:.4%} |"
+    )
     return 0
 
 

@@ -639,12 +639,7 @@ _EN_NAME_WORD = r"[A-Z](?:[a-z]+(?:['-]?[A-Z]?[a-z]+)?|'[A-Z][a-z]+)"
 # Particles inside a name (``Andries van Dam``, ``Mario De La Guardia``) and a middle initial.
 _EN_PARTICLES = r"(?:[ ](?:van|von|der|den|de|da|del|di|du|la|le|Van|Von|De|Da|Del|Di|Du|La|Le)){0,2}"
 _EN_NAME = (
-    _EN_NAME_WORD
-    + r"(?:[ ][A-Z]\.?)?(?:"
-    + _EN_PARTICLES
-    + r"[ ]"
-    + _EN_NAME_WORD
-    + r"){0,2}(?![A-Za-z'])"
+    _EN_NAME_WORD + r"(?:[ ][A-Z]\.?)?(?:" + _EN_PARTICLES + r"[ ]" + _EN_NAME_WORD + r"){0,2}(?![A-Za-z'])"
 )
 # In capitals (``VANCE WALKER``, ``STEPHEN H DYSON``): only after a cue or a title.
 _EN_NAME_UP = r"[A-Z]{2,}(?:[ ][A-Z]\.?)?(?:[ ][A-Z]{2,}(?:-[A-Z]{2,})?){1,2}(?![A-Za-z])"
@@ -699,28 +694,62 @@ _EN_HOUSE = r"[0-9]{1,6}(?:-[0-9]{1,6})?[A-Za-z]?"
 # Where a digit run that ends in a street's number goes on (``289 15th Street``).
 _ORDINAL_ENDS = frozenset(("st", "nd", "rd", "th", "ST", "ND", "RD", "TH"))
 _EN_ROUTE = (
-    r"(?:(?:US|U\.S\.|State|County|Old|[A-Z][A-Za-z])[ ])?"
-    r"(?:Highway|Hwy|Route|Rte|Rt|Road|HIGHWAY|HWY|ROUTE)\.?[ ]"
-    r"(?:No\.?[ ]|#[ ]?)?[0-9]{1,4}[A-Z]?(?![A-Za-z0-9])|(?:SR|CR|FM|US|I)[ -][0-9]{1,4}(?![A-Za-z0-9])"
+    r"(?:(?:US|U\.S\.|State|County|Old|STATE|COUNTY|OLD|us|state|county|old|[A-Z][A-Za-z])[ ])?"
+    r"(?:Highway|Hwy|Route|Rte|Rt|Road|HIGHWAY|HWY|ROUTE|ROAD|RTE|RT|highway|hwy|route|rte|rt|road|rd)\.?[ ]"
+    # Wisconsin's county roads are letters (``COUNTY ROAD MM``).
+    r"(?:No\.?[ ]|#[ ]?)?(?:[0-9]{1,4}[A-Z]?|[A-Z]{1,2})(?![A-Za-z0-9])"
+    r"|(?:SR|CR|FM|US|I)[ -][0-9]{1,4}(?![A-Za-z0-9])"
 )
 _EN_UNIT = (
-    r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Room|Rm|Fl|Flr|Floor|APT|SUITE|STE|UNIT|FLOOR|FL|#)\.?[ ]?#?"
+    r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Room|Rm|Fl|Flr|Floor|APT|SUITE|STE|UNIT|FLOOR|FL|#|apt|suite|ste"
+    r"|unit|rm|flr|bldg)\.?[ ]?#?"
     r"[0-9A-Za-z-]{1,6}|[0-9]{1,3}(?:st|nd|rd|th|ST|ND|RD|TH)[ ](?:Floor|Fl|Flr|FLOOR|FL)\.?"
 )
 _EN_CITY_TAIL = (
     r"[ \n]+" + _EN_CITY + r"(?:,[ ]?|[ ])(?:(?:" + _US_STATES + r")[ ]" + _POSTCODE + r"|" + _POSTCODE + r")"
 )
+# All in lower case (``1407 herron dr``, ``303 s loudoun st``): the street types that are no everyday
+# word in lower case, after words that are no function word or unit of time or distance (``a 2 hour
+# drive``, ``5 train to the street``).
+_EN_DIR_LOW = r"(?:[ns]\.?[ew]\.|[nsew]\.?|ne|nw|se|sw|north|south|east|west)"
+_EN_NOT_STREET_WORD = (
+    "the|a|an|of|to|in|on|at|by|for|and|or|is|are|was|were|be|been|with|from|that|this|these|those|it|as"
+    "|per|my|our|your|his|her|their|its|more|less|than|then|not|no|new|old|other|each|every|all|any|some"
+    "|hour|hours|hr|hrs|minute|minutes|min|mins|second|seconds|sec|day|days|week|weeks|month|months|year"
+    "|years|mile|miles|mi|km|kilometer|kilometers|kilometre|kilometres|meter|meters|metre|metres|feet|foot"
+    "|ft|yard|yards|block|blocks|lane|lanes|times|way|ways|test|tests"
+)
+_EN_WORD_LOW = f"(?:(?!(?:{_EN_NOT_STREET_WORD})[ ,.])[a-z][a-z'-]*[a-z]|[0-9]{{1,3}}(?:st|nd|rd|th))"
+# What follows ``N.`` or ``S.`` in prose, not a street's name.
+_EN_REGIONS = (
+    r"(?:Korea|Dakota|Carolina|Ireland|Africa|America|Vietnam|Sudan|Cyprus|Macedonia|Ossetia|Wales|Pole|Side"
+    r"|Atlantic|Pacific|Island|KOREA|DAKOTA|CAROLINA)"
+)
+_EN_STREET_ABBR_LOW = r"(?:st|ave|rd|blvd|ln|dr|ct|pl|ter|cir|pkwy|hwy|fwy|expwy|cswy|trl)\.?(?![A-Za-z])"
+# Spelled out only after a house number of two characters or more (``4 wheel drive``, ``8 ball court``).
+_EN_STREET_FULL_LOW = (
+    r"(?:street|avenue|road|boulevard|lane|drive|court|place|terrace|circle|parkway|highway|freeway"
+    r"|expressway|causeway|trail|plaza|way)(?![A-Za-z])"
+)
 _EN_ADDR = (
     _EN_HOUSE
     + r"[ ](?:"
     + f"(?:{_EN_DIR}[ ])?(?:{_EN_ROUTE})"  # first: ``State Road 75`` is no street called State
+    + f"|(?:{_EN_DIR_LOW}[ ])?(?:{_EN_WORD_LOW}[ ]){{1,3}}{_EN_STREET_ABBR_LOW}"
+    + f"(?:[ ]{_EN_DIR_LOW}(?![A-Za-z]))?"
+    + f"|(?<=[0-9][0-9A-Za-z][ ])(?:{_EN_DIR_LOW}[ ])?(?:{_EN_WORD_LOW}[ ]){{1,3}}{_EN_STREET_FULL_LOW}"
+    + f"(?:[ ]{_EN_DIR_LOW}(?![A-Za-z]))?"
     + f"|(?:{_EN_DIR}[ ])?(?:{_EN_WORD}\\.?[ ]){{1,5}}{_EN_STREET_TYPE}"
     + f"|(?:{_EN_DIR}[ ])?(?:{_EN_WORD_UP}[ ]){{1,5}}{_EN_STREET_TYPE_UP}"
     + f"|{_EN_DIR}[ ][0-9]{{1,5}}[ ]{_EN_DIR}(?![A-Za-z])"  # a grid address: ``239 South 500 East``
     + f"|{_EN_DIR}[ ](?:{_EN_WORD}[ ]){{0,2}}{_EN_WORD}(?=,?[ ](?:{_EN_UNIT})|,?{_EN_CITY_TAIL})"
+    # A one-letter direction and a name, as Chicago writes its addresses (``10 S. Dearborn``); not a
+    # region (``2 N. Korean cities``).
+    + f"|(?:[NSEW]\\.|So\\.|[NSEW](?=[ ][A-Z]))[ ](?!{_EN_REGIONS})(?:St\\.?[ ])?(?:{_EN_WORD}|[A-Z]{{2,}})"
+    + "(?![A-Za-z0-9])"
     + f"|(?:{_EN_WORD}[ ]){{0,2}}{_EN_WORD}(?=,[ ](?:{_EN_UNIT}),{_EN_CITY_TAIL}|,{_EN_CITY_TAIL})"
     + r")"
-    + f"(?:,?[ ]{_EN_DIR}(?![A-Za-z]))?"
+    + f"(?:,?[ ](?:{_EN_DIR}|{_EN_DIR_LOW})(?![A-Za-z]))?"
     + f"(?:,?[ ](?:{_EN_UNIT}))?"
     + f"(?:,?{_EN_CITY_TAIL})?"
 )
@@ -829,7 +858,7 @@ _EN_CUE_BEFORE = re.compile(_EN_NAME_CUES + r"[ ]+\Z")
 # Written with one leading class (``re`` then skips to candidates at C speed; a top-level alternation is
 # tried at every position): ``[0-9(]A|[0-9]{1,4}+B`` as ``[0-9(](?:A|(?<=[0-9])[0-9]{0,3}+B)``.
 _DIGIT_RUN = re.compile(
-    r"[0-9(](?:[0-9 ().\-]{4,}+(?:[A-Za-z]?[ ])?|(?<=[0-9])[0-9]{0,3}+[A-Za-z]?[ ](?=[A-Z0-9]))"
+    r"[0-9(](?:[0-9 ().\-]{4,}+(?:[A-Za-z]?[ ])?|(?<=[0-9])[0-9]{0,3}+[A-Za-z]?[ ](?=[A-Za-z0-9]))"
 )
 # Every digit run starts with one of these.
 _DIGIT_RUN_FIRST = "0123456789("
@@ -1529,7 +1558,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
             if (
                 text[re_ - 1] == " "
                 and re_ < len(text)
-                and ("A" <= text[re_] <= "Z" or "0" <= text[re_] <= "9")
+                and ("A" <= text[re_] <= "Z" or "0" <= text[re_] <= "9" or "a" <= text[re_] <= "z")
             ) or (text[re_ : re_ + 2] in _ORDINAL_ENDS and " " in text[rs:re_]):  # ``289 15th Street``
                 if text[rs] != "(":
                     attempt("address_en", text, rs, pos, out)

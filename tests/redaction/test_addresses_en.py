@@ -62,6 +62,15 @@ def addresses(text: str) -> list[str]:
             "a grid address",
         ),
         ("at 8938-40 S. Cottage Grove Ave", ["8938-40 S. Cottage Grove Ave"], "a range of house numbers"),
+        ("mail it to 1407 herron dr jefferson city", ["1407 herron dr"], "in lower case"),
+        ("it is 303 s loudoun st.", ["303 s loudoun st."], "in lower case, a direction first"),
+        ("at 325 plaza rd n fair lawn", ["325 plaza rd n"], "in lower case, a direction after"),
+        ("at 616 corporate way suite 2", ["616 corporate way suite 2"], "in lower case, spelled out"),
+        ("Office: 10 S. Dearborn, flr 43", ["10 S. Dearborn, flr 43"], "a one-letter direction, no type"),
+        ("at 1723 N SHEFFIELD UNIT 2", ["1723 N SHEFFIELD UNIT 2"], "the same in capitals"),
+        ("at 20283 state road 7 ste 300", ["20283 state road 7 ste 300"], "a numbered road in lower case"),
+        ("it is 133 COUNTY ROAD KK, AMHERST", ["133 COUNTY ROAD KK"], "a county road named by letters"),
+        ("find us at 5028 hwy 15 n. jackson", ["5028 hwy 15 n."], "a highway in lower case"),
     ],
 )
 def test_street_addresses(text: str, expected: list[str], why: str) -> None:
@@ -78,6 +87,15 @@ def test_street_addresses(text: str, expected: list[str], why: str) -> None:
         "The 300 West Coast teams",
         "Windows 10 Pro",
         "We drove 200 miles on Route 66.",
+        "a 2 hour drive to the coast",
+        "it's a 10 minute walk to the main street",
+        "take the 5 train to the street corner",
+        "we walked 3 blocks down the road",
+        "set the 4 wheel drive",
+        "the 8 ball court",
+        "she lives at 4 privet drive",  # spelled out after one digit: too much like prose to take
+        "there are 3 lanes on this road",
+        "In 2 N. Korean cities",
     ],
 )
 def test_prose_is_no_address(text: str) -> None:

@@ -299,6 +299,9 @@ US_ADDRESSES = [
         "5801 North Highway 763, Columbia, MO 65202",
     ),
     ("at 3849 W 69TH PLACE today", "ADDRESS", "3849 W 69TH PLACE"),
+    ("mail 303 s loudoun st apt 4 now", "ADDRESS", "303 s loudoun st apt 4"),
+    ("Office: 10 S. Dearborn, flr 43", "ADDRESS", "10 S. Dearborn, flr 43"),
+    ("at 20283 state road 7 n, here", "ADDRESS", "20283 state road 7 n"),
 ]
 
 STREAM_VALUES = (
