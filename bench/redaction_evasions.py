@@ -400,7 +400,7 @@ def name_generators(rng: random.Random, zh: Faker, en: Faker) -> dict[str, tuple
     }
 
 
-def late_name_generators(rng: random.Random) -> dict[str, tuple[str, str, Callable]]:
+def late_name_generators(rng: random.Random, zh: Faker, tw: Faker) -> dict[str, tuple[str, str, Callable]]:
     """Kinds added after the first published runs: drawn after every other record, so that those draw
     what they drew before (same seed, same records)."""
     return {
@@ -422,7 +422,78 @@ def late_name_generators(rng: random.Random) -> dict[str, tuple[str, str, Callab
                 rng.choice(["。", "见面", "，不见不散"]),
             ),
         ),
+        # Spaces (ASCII or full-width) between the parts of an address, and inside a name after its cue.
+        "zh_address_spaced": (
+            "ADDRESS",
+            "zh",
+            lambda: (
+                rng.choice(["地址：", "收货地址：", "住址：", "寄到"]),
+                _spaced(rng, zh_address_parts(rng)),
+                rng.choice(["。", "，电话见附件。", "，谢谢"]),
+            ),
+        ),
+        "zh_name_cue_spaced": (
+            "PERSON",
+            "zh",
+            lambda: (
+                rng.choice(["姓名：", "联系人：", "收件人：", "申请人："]),
+                _spaced_name(rng, zh.name()),
+                rng.choice(["，电话见附件。", "。", "，身份证已核对"]),
+            ),
+        ),
+        # Traditional Chinese as written in Taiwan and Hong Kong: Faker's zh_TW names and addresses
+        # after traditional cue words.
+        "zh_tw_name_cue": (
+            "PERSON",
+            "zh",
+            lambda: (
+                rng.choice(["姓名：", "聯絡人：", "收件人：", "我叫", "申請人："]),
+                tw.name(),
+                rng.choice(["，電話見附件。", "。", "，身分證已核對"]),
+            ),
+        ),
+        "zh_tw_name_title": (
+            "PERSON",
+            "zh",
+            lambda: ("請轉告", tw.name(), rng.choice(["先生", "女士", "經理", "醫生"]) + "，謝謝。"),
+        ),
+        "zh_tw_address_cue": (
+            "ADDRESS",
+            "zh",
+            lambda: (
+                rng.choice(["地址：", "住址：", "收貨地址：", "寄到"]),
+                tw.address(),
+                rng.choice(["。", "，謝謝"]),
+            ),
+        ),
     }
+
+
+def zh_address_parts(rng: random.Random) -> list[str]:
+    """A province or city, a district, a road with a number, sometimes a building: the parts of an
+    address that people separate with spaces."""
+    prov, city, districts = rng.choice(_PROV_CITY)
+    parts = [p for p in (prov if rng.random() < 0.5 else "", city) if p]
+    parts += [rng.choice(districts), rng.choice(_ROADS), f"{rng.randrange(1, 999)}号"]
+    if rng.random() < 0.4:
+        parts += [f"{rng.randrange(1, 30)}号楼", f"{rng.randrange(101, 2999)}室"]
+    return parts
+
+
+def _spaced(rng: random.Random, parts: list[str]) -> str:
+    space = rng.choice([" ", "\u3000"])
+    out = parts[0]
+    for part in parts[1:]:  # not always a space between two parts (``北京市海淀区 中关村大街``)
+        out += (space if rng.random() < 0.7 else "") + part
+    return out
+
+
+def _spaced_name(rng: random.Random, name: str) -> str:
+    space = rng.choice([" ", "\u3000"])
+    surname = 2 if len(name) == 4 else 1
+    if rng.random() < 0.5:  # after the surname only (``王 小明``)
+        return name[:surname] + space + name[surname:]
+    return name[:surname] + "".join(space + c for c in name[surname:])  # between all (``王 小 明``)
 
 
 NON_PII = {
@@ -492,7 +563,7 @@ def build(per_kind: int, seed: int) -> list[dict]:
                     ],
                 }
             )
-    for kind, (type_, _lang, gen) in late_name_generators(rng).items():
+    for kind, (type_, _lang, gen) in late_name_generators(rng, zh, Faker("zh_TW")).items():
         for _ in range(per_kind):
             pre, value, post = gen()
             records.append(_record(pre, value, post, type_, kind, zh if _lang == "zh" else en))
@@ -548,7 +619,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"records: {len(records)} ({size / 1e6:.2f} MB), seed {args.seed}, Custos {size / dt / 1e6:.1f} MB/s on this set"  # noqa: E501
     )
-    names = {*name_generators(random.Random(0), Faker(), Faker()), *late_name_generators(random.Random(0))}
+    names = {
+        *name_generators(random.Random(0), Faker(), Faker()),
+        *late_name_generators(random.Random(0), Faker(), Faker()),
+    }
     evasions = {k: v for k, v in by_kind.items() if k not in names}
     print("\n| evasion | type | n | leak |\n|---|---|---:|---:|")
     types = {k: t for k, (t, _) in evasion_generators(random.Random(0), Faker(), Faker()).items()}

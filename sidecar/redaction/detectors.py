@@ -480,6 +480,15 @@ _ZH_BEFORE_MEASURE = frozenset("一二两三四五六七八九十百千几这那
 ZH_WORDS_PATH = Path(__file__).with_name("zh_words.txt")
 
 _ZH_NAME = f"(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}]){_ZH_GIVEN}{{1,2}}"
+# After a cue word a given name may hold the stop characters that are common in names (``郑秋月``,
+# ``陈建中``, ``叶俊男``, ``罗信宏``, ``吕品妍``), and a name may be written with a space after the surname
+# (``联系人：王 小明``) or between all its characters (``王 小 明``, then no Chinese character right
+# after: ``王 明 电话``).
+_ZH_CUE_GIVEN = "(?:(?![" + "".join(c for c in _ZH_STOP if c not in "月中男信品") + "])[\\u4e00-\\u9fff])"
+_ZH_NAME_SPACED = (
+    f"(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])"
+    f"(?:(?:[ ]{_ZH_CUE_GIVEN}){{2}}(?![\\u4e00-\\u9fff])|[ ]?{_ZH_CUE_GIVEN}{{1,2}})"
+)
 _ZH_TITLES = (
     "先生|女士|小姐|经理|老师|总监|主任|医生|教授|律师|博士|工程师|同志|大夫|护士|会计|董事长|总经理|校长|院"
     "长"
@@ -489,7 +498,7 @@ _ZH_VERBS = "说|表示|认为|提出|一起|告诉|打电话|来了|去了|的�
 _ZH_VERB_RE = _ZH_VERBS.replace("说|", "说(?![法服话]|明(?!天))|", 1)
 _ZH_NAME_LEFT = "和与跟给让请叫是我他她天上见找问对向由被，。、：:；;！!？?"
 _ZH_NAME_CUES = (
-    "姓名|名字|联系人|收件人|收货人|寄件人|签收人|申请人|借款人|担保人|经办人|负责人|法定代表人|法人代表"
+    "姓名|名字|联系人|联络人|收件人|收货人|寄件人|签收人|申请人|借款人|担保人|经办人|负责人|法定代表人|法人代表"
     "|持卡人|户主|开户人|委托人|受益人|投保人|被保险人|我叫|我是|叫做|签名|署名"
 )
 # Words that name a role, not a person: a name follows only after a colon (``客户：张三``, not 客户时间).
@@ -536,18 +545,23 @@ _ZH_UNIT = (
     "省|自治区|特别行政区|市|自治州|州|盟|地区|区|县|旗|镇|乡|街道|村|社区|路|段|街|大道|道|巷|弄|里|胡同|小区|花园|家园"
     "|公寓|大厦|广场|新村|苑|园区|开发区|工业区|新区"
 )
-_ZH_ADDR_UNIT = f"(?:[\\u4e00-\\u9fff0-9]{{0,8}}?(?:{_ZH_UNIT}))"
+# Each unit and number may follow a space (``北京市 海淀区 中关村大街 27号``: a full-width space folds to
+# one too); the address never ends in one.
+_ZH_ADDR_UNIT = f"(?:[ ]?[\\u4e00-\\u9fff0-9]{{0,8}}?(?:{_ZH_UNIT}))"
 _ZH_ADDR_NUM = (
-    "(?:[0-9A-Za-z一二三四五六七八九十百零〇甲乙丙丁\\-]{1,6}"
+    "(?:[ ]?[0-9A-Za-z一二三四五六七八九十百零〇甲乙丙丁\\-]{1,6}"
     "(?:号院|号楼|号|弄|栋|幢|座|单元|室|楼|层|户|期|组)){0,6}(?:[ ]?[0-9]{6}(?![0-9]))?"
 )
+# After a space, what goes on with the address: a unit or a number within the next few characters.
+_ZH_ADDR_GOES_ON = f"[\\u4e00-\\u9fff0-9A-Za-z\\-]{{0,8}}?(?:{_ZH_UNIT}|号|楼|室|单元|栋|幢|层)"
 _ZH_ADDR = f"(?:{_ZH_ADDR_UNIT}{{1,7}}{_ZH_ADDR_NUM})"
 _ZH_ADDR_TAIL = re.compile(_ZH_ADDR)
 # What follows a cue word or verb: the address up to punctuation or the next field.
 _ZH_ADDR_AFTER_CUE = (
     "(?:是|为|在|[：:])?[ \\t]*"
-    "(?P<value>[\\u4e00-\\u9fff0-9A-Za-z#\\-（）()]{4,60}?(?:[ ]?[0-9]{6}(?![0-9]))?)"
-    r"(?=[，,。；;！!？?\s、]|$|电话|手机|联系|邮编|收件人|姓名)"
+    f"(?P<value>(?:[\\u4e00-\\u9fff0-9A-Za-z#\\-（）()]|[ ](?={_ZH_ADDR_GOES_ON})){{4,60}}?"
+    "(?:[ ]?[0-9]{6}(?![0-9]))?)"
+    f"(?=[，,。；;！!？?、\\t\\n\\r\\f\\v]|[ ](?!{_ZH_ADDR_GOES_ON})|$|电话|手机|联系|邮编|收件人|姓名)"
 )
 _ZH_ADDR_CUES = "地址|住址|居住地|收货地址|通讯地址|户籍地|户籍|籍贯|住所地|所在地"
 # Verbs before an address: what follows them is one only when it has a street-level part or starts
@@ -1036,7 +1050,7 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
     Detector(
         "person_zh_cue",
         "PERSON",
-        f"(?:(?:{_ZH_NAME_CUES})(?:是|为|[：:])?|(?:{_ZH_ROLE_CUES})(?:姓名)?[：:])[ \\t]*(?P<value>{_ZH_NAME})",  # noqa: E501
+        f"(?:(?:{_ZH_NAME_CUES})(?:是|为|[：:])?|(?:{_ZH_ROLE_CUES})(?:姓名)?[：:])[ \\t]*(?P<value>{_ZH_NAME_SPACED})",  # noqa: E501
         has_value=True,
         description="Chinese name after a cue word (姓名：, 联系人, 我叫)",
     ),
@@ -1054,7 +1068,9 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
     Detector(
         "person_zh_title",
         "PERSON",
-        f"(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}]){_ZH_GIVEN}{{0,2}}(?={_ZH_TITLES})",
+        # A second given-name character may be one of the stop characters common in names (``陈建中先生``;
+        # never the first: ``高中老师``, ``商品经理``).
+        f"(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])(?:{_ZH_GIVEN}{_ZH_CUE_GIVEN}?)?(?={_ZH_TITLES})",
         description="Chinese surname (and given name) before a title (王先生, 李明经理)",
     ),
     Detector(

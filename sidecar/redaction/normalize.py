@@ -8,6 +8,11 @@ folded to ASCII, the invisible ones removed) and a ``Folded`` map from its offse
 original, so the redactor replaces exactly the original characters of each entity, invisible ones
 inside it included.
 
+Traditional Chinese characters fold to their simplified form (``電話`` -> ``电话``, ``陳`` -> ``陈``,
+``號`` -> ``号``: OpenCC's character table, written into ``zh_t2s.txt`` by
+``deploy/tools/build_zh_t2s.py``), so that the Chinese cue words, surnames and address units find
+text written in Taiwan or Hong Kong too.
+
 The fold is NFKC restricted to what matters for the detectors (NFKC itself would also rewrite ``ｶ``,
 ``①``, ``ﬁ`` and change the length of the text): every fold is one character to one character, so
 without invisible characters the offsets are the same and no map is built. Text without any of these
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
+from pathlib import Path
 
 # Invisible: zero-width space/non-joiner/joiner, word joiner, BOM/ZWNBSP, soft hyphen, Mongolian vowel
 # separator, LRM/RLM/ALM, bidi embeddings/overrides/isolates, invisible math operators.
@@ -40,12 +46,22 @@ for _cp in (0x00A0, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2009, 0x20
 _TABLE[0xFE6B] = ord("@")  # small commercial at
 _TABLE[0xFF61] = ord(".")  # halfwidth ideographic full stop, a dot in e-mail evasions
 
-_SPECIAL = re.compile("[" + re.escape("".join(chr(c) for c in _TABLE)) + "]")
-_SKIPPED = re.compile("[" + re.escape(SKIP) + "]")
-
 # Characters that fold to, or are skipped inside, an ASCII entity: the stream redactor counts them as
 # part of a run of entity characters.
 FOLDABLE = frozenset(chr(c) for c in _TABLE)
+
+ZH_T2S_PATH = Path(__file__).with_name("zh_t2s.txt")
+
+
+def _t2s() -> dict[int, int]:
+    """Traditional -> simplified, one character to one (``zh_t2s.txt``: ``電 电`` a line)."""
+    lines = ZH_T2S_PATH.read_text(encoding="utf-8").splitlines()
+    return {ord(line[0]): ord(line[2]) for line in lines if not line.startswith("#")}
+
+
+_TABLE.update(_t2s())
+_SPECIAL = re.compile("[" + re.escape("".join(chr(c) for c in _TABLE)) + "]")
+_SKIPPED = re.compile("[" + re.escape(SKIP) + "]")
 
 
 class Folded:

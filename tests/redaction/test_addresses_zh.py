@@ -84,6 +84,13 @@ def test_the_place_list_drives_the_rule() -> None:
     assert not {"市辖区", "城区", "和县"} & _ZH_PLACE_SET  # placeholders and two-character names
 
 
+def test_traditional_table_is_what_the_tool_builds() -> None:
+    # Builds the table from opencc-python-reimplemented 0.1.7's sdist (fetched once, as above).
+    tool = REPO / "deploy" / "tools" / "build_zh_t2s.py"
+    run = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+
+
 def test_place_list_is_what_the_tool_builds() -> None:
     # Builds the list from cpca 0.5.5's wheel (fetched from PyPI into ~/.cache/custos/pkgs once).
     tool = REPO / "deploy" / "tools" / "build_zh_places.py"

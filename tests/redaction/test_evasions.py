@@ -304,12 +304,64 @@ US_ADDRESSES = [
     ("at 20283 state road 7 n, here", "ADDRESS", "20283 state road 7 n"),
 ]
 
+# Spaces inside a name after its cue word and between the parts of an address (a full-width space
+# folds to an ASCII one).
+SPACED = [
+    ("联系人：王 小 明，电话见附件", "PERSON", "王 小 明"),
+    ("姓名：李\u3000静，性别女", "PERSON", "李\u3000静"),
+    ("联系人：王 明 电话：010-85570230", "PERSON", "王 明"),
+    ("地址：北京市 海淀区 中关村大街 27号，谢谢", "ADDRESS", "北京市 海淀区 中关村大街 27号"),
+    (
+        "住址：朝阳区\u3000建国路\u300088号 3号楼 502室。",
+        "ADDRESS",
+        "朝阳区\u3000建国路\u300088号 3号楼 502室",
+    ),
+    ("寄到上海市 浦东新区 碧波路690号 张三收", "ADDRESS", "上海市 浦东新区 碧波路690号"),
+]
+
+
+@pytest.mark.parametrize(("text", "type_", "value"), SPACED)
+def test_spaced_names_and_addresses(text: str, type_: str, value: str) -> None:
+    assert (type_, value) in found(text)
+
+
+# Traditional Chinese (Taiwan, Hong Kong): folded to simplified before detection, so that the cue
+# words, surnames and address units find it; what is masked is the original characters.
+TRADITIONAL = [
+    ("聯絡人：陳小明，電話見附件", "PERSON", "陳小明"),
+    ("姓名：鄭秋月。", "PERSON", "鄭秋月"),
+    ("請轉告陳建中先生，謝謝", "PERSON", "陳建中"),
+    ("地址：臺北市大安區忠孝東路四段1號", "ADDRESS", "臺北市大安區忠孝東路四段1號"),
+    ("住在香港九龍彌敦道100號", "ADDRESS", "香港九龍彌敦道100號"),
+    ("電話057788285332", "CN_LANDLINE", "057788285332"),
+    ("座機 85570230", "CN_LANDLINE", "85570230"),
+    ("手機：0912-345-678", "PHONE", "0912-345-678"),
+    ("QQ號：12345678", "QQ", "12345678"),
+    ("微信號：wxid_abc123", "WECHAT", "wxid_abc123"),
+]
+
+
+@pytest.mark.parametrize(("text", "type_", "value"), TRADITIONAL)
+def test_traditional_chinese(text: str, type_: str, value: str) -> None:
+    assert (type_, value) in found(text)
+    assert value not in batch(text)
+
+
+def test_traditional_fold_keeps_offsets() -> None:
+    text = "聯絡人：陳小明"
+    folded, fmap = fold(text)
+    assert folded == "联络人：陈小明" and fmap is None
+    assert fold("著書")[0] == "著书"  # a character simplified text writes too stays
+
+
 STREAM_VALUES = (
     [t for t in EVASIONS if t[1] not in ("SLACK_TOKEN",)]
     + NAMES[:8]
     + BARE_NAMES
     + LOCAL_ADDRESSES
     + US_ADDRESSES
+    + SPACED
+    + TRADITIONAL
 )
 
 
@@ -324,7 +376,7 @@ def test_every_two_chunk_split_no_leak(text: str, type_: str, value: str) -> Non
             assert out == whole, (text, i, j, out)
 
 
-EVASION_PIECES = [t[0] for t in (*EVASIONS, *NAMES, *LOCAL_ADDRESSES, *US_ADDRESSES)]
+EVASION_PIECES = [t[0] for t in (*EVASIONS, *NAMES, *LOCAL_ADDRESSES, *US_ADDRESSES, *SPACED, *TRADITIONAL)]
 FILLER = [
     " ",
     "，",
