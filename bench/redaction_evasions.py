@@ -496,6 +496,52 @@ def _spaced_name(rng: random.Random, name: str) -> str:
     return name[:surname] + "".join(space + c for c in name[surname:])  # between all (``王 小 明``)
 
 
+_NUMERALS = ("〇一二三四五六七八九", "零壹贰叁肆伍陆柒捌玖")
+
+
+def numerals(digits: str, rng: random.Random) -> str:
+    """A number written digit by digit in Chinese numerals, plain or financial, or half in them."""
+    table = rng.choice(_NUMERALS)
+    if rng.random() < 0.2:  # the first digits left as they are (``138一二三四五六七八``)
+        return digits[:3] + "".join(table[int(d)] if d.isdigit() else d for d in digits[3:])
+    return "".join(table[int(d)] if d.isdigit() else d for d in digits)
+
+
+def late_evasion_generators(rng: random.Random) -> dict[str, tuple[str, Callable]]:
+    """Evasions added after the first published runs: drawn after every other record."""
+    zh_ctx = ["请联系", "手机号码：", "加我", "电话 "]
+    return {
+        "numeral_mobile": (
+            "CN_PHONE",
+            lambda: (
+                rng.choice(zh_ctx),
+                numerals(mobile(rng), rng),
+                rng.choice(["，谢谢。", " 已确认", "。"]),
+            ),
+        ),
+        "wechat_variant_cue": (
+            "WECHAT",
+            lambda: (
+                rng.choice(["加我v：", "薇信：", "加微 ", "wx：", "VX号 ", "加V "]),
+                rng.choice(string.ascii_letters)
+                + "".join(
+                    rng.choice(string.ascii_lowercase + string.digits + "_")
+                    for _ in range(rng.randrange(6, 14))
+                ),
+                rng.choice(["，备注来意", " 谢谢", "。"]),
+            ),
+        ),
+        "numeral_id": (
+            "CN_ID",
+            lambda: (
+                rng.choice(["身份证号：", "证件号码 "]),
+                numerals(cn_id(rng), rng),
+                rng.choice(["。", "，请核对"]),
+            ),
+        ),
+    }
+
+
 NON_PII = {
     "ipv6_double_colon": lambda rng: rng.choice(["std::vector", "a :: b", "Foo::bar", "::"]),
     "broadcast_mac": lambda rng: rng.choice(["FF:FF:FF:FF:FF:FF", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00"]),
@@ -567,6 +613,10 @@ def build(per_kind: int, seed: int) -> list[dict]:
         for _ in range(per_kind):
             pre, value, post = gen()
             records.append(_record(pre, value, post, type_, kind, zh if _lang == "zh" else en))
+    for kind, (type_, gen) in late_evasion_generators(rng).items():
+        for _ in range(per_kind):
+            pre, value, post = gen()
+            records.append(_record(pre, value, post, type_, kind, zh))
     rng.shuffle(records)
     return records
 
@@ -626,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     evasions = {k: v for k, v in by_kind.items() if k not in names}
     print("\n| evasion | type | n | leak |\n|---|---|---:|---:|")
     types = {k: t for k, (t, _) in evasion_generators(random.Random(0), Faker(), Faker()).items()}
+    types.update((k, t) for k, (t, _) in late_evasion_generators(random.Random(0)).items())
     for kind in sorted(evasions):
         print(f"| {kind} | {types[kind]} | {evasions[kind][1]} | {pct(evasions[kind])} |")
     print(f"| **all evasions** | | {total(evasions)[1]} | **{pct(total(evasions))}** |")

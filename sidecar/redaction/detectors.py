@@ -844,9 +844,13 @@ _ZH_KIND: dict[str, str] = {
     **{w: "addr_verb" for w in _words(_ZH_ADDR_VERBS)},
     **{w: "verb" for w in _words(_ZH_VERBS)},
     **{w: "role" for w in _words(_ZH_ROLES)},
-    "微信": "wechat",
-    "V信": "wechat",
+    # The look-alikes and short forms people write to get past filters (薇信, 加微, wx) too.
+    **{
+        w: "wechat"
+        for w in ("微信", "V信", "薇信", "威信", "徽信", "加微", "加V", "加v", "加我微", "加我V", "加我v")
+    },
     **{w: "wechat" for w in ("wechat", "WeChat", "Wechat", "WECHAT", "weixin", "Weixin", "vx", "VX", "Vx")},
+    **{w: "wechat" for w in ("wx", "WX", "Wx")},
 }
 _ZH_TRIGGER = re.compile(pair_filtered_regex(_ZH_KIND))
 # On ASCII-only text (most English lines) only the ASCII cue words can match: substring tests (C speed,
@@ -1001,8 +1005,8 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
     Detector(
         "wechat",
         "WECHAT",
-        r"(?:微信号?|(?i:wechat)(?:[ ]?(?i:id))?|(?i:weixin)|V信|(?<![A-Za-z])[Vv][Xx])(?:是|为|号|[：:])?[ "
-        r"\t]*"
+        r"(?:[微薇威徽]信号?|加我?[微Vv]信?|(?i:wechat)(?:[ ]?(?i:id))?|(?i:weixin)|V信"
+        r"|(?<![A-Za-z])[VvWw][Xx])(?:是|为|号|[：:])?[ \t]*"
         r"(?P<value>[A-Za-z][-_A-Za-z0-9]{5,19}|wxid_[a-z0-9]{6,24})(?![-_A-Za-z0-9])",
         has_value=True,
         description="WeChat ID after its cue word (微信号：, WeChat ID)",

@@ -20,7 +20,7 @@ from .detectors import (
     names_first_chars,
     scoped_flags,
 )
-from .normalize import fold
+from .normalize import fold, numeral_tail
 from .operators import Operators, Session
 from .policy import Policy
 from .validators import VALIDATORS
@@ -196,9 +196,19 @@ class Redactor:
         """Streaming: where the tail that could still grow into an entity (or a placeholder) starts."""
         folded, fmap = fold(text)
         low = floor if fmap is None else fmap.to_folded(floor)
-        cut = len(folded)
-        for s in self._response:  # each scanner only looks before what the others already hold
-            cut = min(cut, s.hold_from(folded, low, cut))
+        digits, run = numeral_tail(folded)
+        cut = max(low, run)
+        # A run of numerals that ends the text may stay numerals or become a number: hold what either
+        # would hold, and every entity that is not the same in both (``联系人：王 小 明一``).
+        for version in (folded, digits) if run < len(folded) else (folded,):
+            for s in self._response:  # each scanner only looks before what the others already hold
+                cut = min(cut, s.hold_from(version, low, cut))
+        if run < len(folded) and cut > low:
+            window = max(low, run - _NUMERAL_WINDOW)
+            as_numerals = set(self.find(folded, response=True, pos=window))
+            as_number = set(self.find(digits, response=True, pos=window))
+            if as_numerals != as_number:
+                cut = min(cut, max(low, min(e.start for e in as_numerals ^ as_number)))
         if fmap is None:
             return cut
         return len(text) if cut >= len(folded) else max(floor, fmap.start(cut))
@@ -265,6 +275,11 @@ class Redactor:
         if session is None:
             session = Session()
         return self.render(text, entities, session, response=response, restore=restore)
+
+
+# How far before a growing run of numerals an entity whose extent depends on it may start: a name or a
+# cue word's value before a number (an address after its cue word is the longest, up to 60 characters).
+_NUMERAL_WINDOW = 72
 
 
 def _merge(lists: Iterable[list[Entity]], dropped: list[Entity] | None = None) -> list[Entity]:

@@ -46,6 +46,21 @@ for _cp in (0x00A0, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2009, 0x20
 _TABLE[0xFE6B] = ord("@")  # small commercial at
 _TABLE[0xFF61] = ord(".")  # halfwidth ideographic full stop, a dot in e-mail evasions
 
+# Chinese numerals read digit by digit, as phone and ID numbers are written to get past filters
+# (``一三八一二三四五六七八``, ``壹叁捌壹贰叁肆伍陆柒捌``): a run of seven or more of them and ASCII digits
+# folds to ASCII digits; a shorter run stays (``一二三``, ``二〇二四年``). ``参``: traditional ``參`` folds
+# to it.
+_NUMERAL_DIGITS = {
+    "〇": "0", "零": "0", "一": "1", "幺": "1", "壹": "1", "二": "2", "贰": "2", "三": "3", "叁": "3",
+    "参": "3", "四": "4", "肆": "4", "五": "5", "伍": "5", "六": "6", "陆": "6", "七": "7", "柒": "7",
+    "八": "8", "捌": "8", "九": "9", "玖": "9",
+}  # fmt: skip
+ZH_NUMERALS = "".join(_NUMERAL_DIGITS)
+_NUMERALS = {ord(c): ord(d) for c, d in _NUMERAL_DIGITS.items()}
+_NUMERAL_RUN = re.compile(f"[0-9{ZH_NUMERALS}]{{7,}}")
+# A run's characters: what a stream holds back at the end of a text until the run is over.
+NUMERAL_RUN_CHARS = "0123456789" + ZH_NUMERALS
+
 # Characters that fold to, or are skipped inside, an ASCII entity: the stream redactor counts them as
 # part of a run of entity characters.
 FOLDABLE = frozenset(chr(c) for c in _TABLE)
@@ -96,9 +111,27 @@ class Folded:
 
 def fold(text: str) -> tuple[str, Folded | None]:
     """The text the detectors scan, and the offset map back (None: same offsets)."""
-    if text.isascii() or _SPECIAL.search(text) is None:  # isascii: a flag of the str, O(1)
+    if text.isascii():  # a flag of the str, O(1)
         return text, None
-    folded = text.translate(_TABLE)
+    folded = text if _SPECIAL.search(text) is None else text.translate(_TABLE)
+    if _NUMERAL_RUN.search(folded) is not None:
+        folded = _NUMERAL_RUN.sub(_digits, folded)
     if len(folded) == len(text):
         return folded, None
     return folded, Folded(text)
+
+
+def _digits(run: re.Match[str]) -> str:
+    return run.group().translate(_NUMERALS)
+
+
+def numeral_tail(folded: str) -> tuple[str, int]:
+    """For a stream: ``folded`` with the run of Chinese numerals (digits among them) that ends it
+    written as the digits it folds to once it is long enough, and where that run starts
+    (``len(folded)`` when there is none). The stream holds the run, and whatever a number there would
+    make the detectors hold before it (``阳石隘，壹叁捌`` may become a name before a number)."""
+    start = len(folded.rstrip(NUMERAL_RUN_CHARS))
+    tail = folded[start:]
+    if not tail or tail.isascii():
+        return folded, len(folded)
+    return folded[:start] + tail.translate(_NUMERALS), start

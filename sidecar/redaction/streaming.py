@@ -25,7 +25,7 @@ import re
 
 from .detectors import PLACEHOLDER_TYPE, Entity
 from .engine import Redactor
-from .normalize import FOLDABLE
+from .normalize import FOLDABLE, ZH_NUMERALS
 from .operators import Session
 
 # Already-sent text kept as left context: lookbehind fences and ``password=`` keywords before a
@@ -33,18 +33,44 @@ from .operators import Session
 CONTEXT_CHARS = 64
 
 
-_RUN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-@:") | FOLDABLE
+_RUN = (
+    frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-@:")
+    | FOLDABLE
+    | frozenset(ZH_NUMERALS)
+)
 _RUN_CHARS = "".join(sorted(_RUN))
 
 
 # Fast path (see the module docstring). A character that some built-in entity needs, or an anchor of
 # one, or a character that case-folds into an ASCII keyword letter (ſ -> s, K -> k, ı/İ -> i), or one
-# that the detectors fold to ASCII or skip (fullwidth digits, look-alike hyphens, zero-width spaces).
+# that the detectors fold to ASCII or skip (fullwidth digits, look-alike hyphens, zero-width spaces), or
+# a Chinese numeral that may be part of a number written in numerals (``一三八…``: another numeral or a
+# digit after it, or the end of the text; not the ``一`` of ``一个``).
+# One character class (a second alternative would cost every position of English prose a test): a
+# numeral found is skipped by ``_need`` when neither another numeral nor a digit nor the end follows it.
 _NEEDS_SCAN = re.compile(
     "["
-    + re.escape("0123456789@:=\uff1a_-<\u5bc6\u53e3\u0131\u0130\u017f\u212a" + "".join(sorted(FOLDABLE)))
+    + re.escape(
+        "0123456789@:=\uff1a_-<\u5bc6\u53e3\u0131\u0130\u017f\u212a" + "".join(sorted(FOLDABLE)) + ZH_NUMERALS
+    )
     + "]|eyJ|AKIA|ASIA"
 )
+_NUMERAL_SET = frozenset(ZH_NUMERALS)
+_NUMERAL_RUN_SET = frozenset("0123456789" + ZH_NUMERALS)
+
+
+def _need(text: str, start: int = 0) -> re.Match[str] | None:
+    """The first match of ``_NEEDS_SCAN`` from ``start`` on, a Chinese numeral counting only where a
+    number written in numerals may go on from it."""
+    need = _NEEDS_SCAN.search(text, start)
+    while need is not None and need.group() in _NUMERAL_SET:
+        after = need.end()
+        if after == len(text) or text[after] in _NUMERAL_RUN_SET:
+            return need
+        need = _NEEDS_SCAN.search(text, after)
+    return need
+
+
 _SPACE = re.compile(r"\s")
 # In the left context: an assignment whose value may still be arriving (``password=``, ``密码是``).
 _ASSIGNS = re.compile("[:=\uff1a\u662f\u4e3a\u5bc6\u53e3]")
@@ -60,7 +86,7 @@ _HOLD_SEP_CHARS = "".join(sorted(_HOLD_SEPS))
 def next_trigger(text: str, start: int) -> int:
     """Where the first character from ``start`` on that the detectors must look at is (a match of
     ``_NEEDS_SCAN``), or the end of ``text``."""
-    need = _NEEDS_SCAN.search(text, start)
+    need = _need(text, start)
     return len(text) if need is None else need.start()
 
 
@@ -158,7 +184,7 @@ class StreamRedactor:
     def quiet(self, delta: str) -> bool:
         """Whether ``feed(delta)`` (or of several such deltas joined) takes the fast path: a caller may
         then join them and feed once, at the cost of one delta."""
-        return self._fast and self._quiet and self._ctx_quiet and _NEEDS_SCAN.search(delta) is None
+        return self._fast and self._quiet and self._ctx_quiet and _need(delta) is None
 
     def quiet_end(self, text: str, start: int) -> int:
         """The end of the stretch of ``text`` from ``start`` on that ``quiet`` accepts: ``start``
@@ -175,7 +201,7 @@ class StreamRedactor:
         pending = self._pending
         if self._fast and self._quiet and self._ctx_quiet:
             tail = pending + delta if pending else delta
-            need = _NEEDS_SCAN.search(tail, max(0, len(pending) - 3))
+            need = _need(tail, max(0, len(pending) - 3))
             if need is None:
                 out = self._quiet_feed(tail)
                 if out is not None:
@@ -203,7 +229,7 @@ class StreamRedactor:
             cut = len(text)  # an entity this long is not plausible: stop holding, redact as text
         if cut <= base:
             self._pending = text[base:]
-            self._quiet = _NEEDS_SCAN.search(self._pending) is None
+            self._quiet = _need(self._pending) is None
             self.clean = True
             return ""
         dropped: list[Entity] = []
@@ -232,7 +258,7 @@ class StreamRedactor:
         self._guard = max(0, (sent[-1] if sent else self._guard) - ctx_start)
         self._context = context = text[ctx_start:cut]
         self._pending = text[cut:]
-        self._quiet = _NEEDS_SCAN.search(self._pending) is None
+        self._quiet = _need(self._pending) is None
         self._ctx_quiet = _ASSIGNS.search(context, max(0, len(context) - 48)) is None
         self.clean = out == text[base:cut]
         return out

@@ -347,6 +347,60 @@ def test_traditional_chinese(text: str, type_: str, value: str) -> None:
     assert value not in batch(text)
 
 
+# Numbers written in Chinese numerals, digit by digit (seven or more in a run fold to ASCII digits).
+NUMERALS = [
+    ("手机：一三八一二三四五六七八，谢谢", "CN_PHONE", "一三八一二三四五六七八"),
+    ("我的电话是壹叁捌壹贰叁肆伍陆柒捌", "CN_PHONE", "壹叁捌壹贰叁肆伍陆柒捌"),
+    ("手机138一二三四五六七八", "CN_PHONE", "138一二三四五六七八"),
+    ("身份证：一一〇一〇五一九四九一二三一〇〇二X", "CN_ID", "一一〇一〇五一九四九一二三一〇〇二X"),
+    ("QQ：一二三四五六七八", "QQ", "一二三四五六七八"),
+]
+
+
+@pytest.mark.parametrize(("text", "type_", "value"), NUMERALS)
+def test_chinese_numerals(text: str, type_: str, value: str) -> None:
+    assert (type_, value) in found(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["二〇二四年一月一日", "一二三四五六", "第一二三四五六组", "统计：一二三四五六七八九十"]
+)
+def test_short_numeral_runs_stay_prose(text: str) -> None:
+    assert batch(text) == text
+
+
+# WeChat IDs after the look-alike and short cue words written to get past filters.
+WECHAT_VARIANTS = [
+    ("加我v：abc12345，备注来意", "WECHAT", "abc12345"),
+    ("薇信：zhang_san88", "WECHAT", "zhang_san88"),
+    ("加微 wxid_abcdef123 谢谢", "WECHAT", "wxid_abcdef123"),
+    ("wx：Abc_12345", "WECHAT", "Abc_12345"),
+]
+
+
+@pytest.mark.parametrize(("text", "type_", "value"), WECHAT_VARIANTS)
+def test_wechat_cue_variants(text: str, type_: str, value: str) -> None:
+    assert (type_, value) in found(text)
+
+
+@pytest.mark.parametrize("text", ["他的威信很高", "import wx; wx.Frame(None)", "加微波炉热一下"])
+def test_wechat_look_alikes_in_prose(text: str) -> None:
+    assert not [t for t, _ in found(text) if t == "WECHAT"]
+
+
+# Found by a random split test: while a run of numerals grows, what a number there would make the
+# detectors take before it waits too (a name before a number, a landline's area code).
+@pytest.mark.parametrize(
+    "text", ["她曾离家壹叁捌壹贰叁肆出走", "为他的(010) 8一二三557 0230健康", "余项，壹叁捌壹贰叁肆达"]
+)
+def test_text_before_a_growing_numeral_run_waits(text: str) -> None:
+    whole = batch(text)
+    assert whole != text
+    for i in range(len(text) + 1):
+        for j in range(i, len(text) + 1):
+            assert stream(text, [i, j]) == whole, (i, j)
+
+
 def test_traditional_fold_keeps_offsets() -> None:
     text = "聯絡人：陳小明"
     folded, fmap = fold(text)
@@ -362,6 +416,8 @@ STREAM_VALUES = (
     + US_ADDRESSES
     + SPACED
     + TRADITIONAL
+    + NUMERALS
+    + WECHAT_VARIANTS
 )
 
 
@@ -376,7 +432,19 @@ def test_every_two_chunk_split_no_leak(text: str, type_: str, value: str) -> Non
             assert out == whole, (text, i, j, out)
 
 
-EVASION_PIECES = [t[0] for t in (*EVASIONS, *NAMES, *LOCAL_ADDRESSES, *US_ADDRESSES, *SPACED, *TRADITIONAL)]
+EVASION_PIECES = [
+    t[0]
+    for t in (
+        *EVASIONS,
+        *NAMES,
+        *LOCAL_ADDRESSES,
+        *US_ADDRESSES,
+        *SPACED,
+        *TRADITIONAL,
+        *NUMERALS,
+        *WECHAT_VARIANTS,
+    )
+]
 FILLER = [
     " ",
     "，",
