@@ -466,6 +466,16 @@ def late_name_generators(rng: random.Random, zh: Faker, tw: Faker) -> dict[str, 
                 rng.choice(["。", "，謝謝"]),
             ),
         ),
+        # A Chinese name in pinyin after a Chinese cue word (Faker's romanized zh_CN names).
+        "zh_pinyin_name_cue": (
+            "PERSON",
+            "zh",
+            lambda: (
+                rng.choice(["姓名：", "联系人：", "收件人：", "我叫"]),
+                zh.romanized_name() if rng.random() < 0.7 else zh.romanized_name().upper(),
+                rng.choice(["，电话见附件。", "。", "，谢谢"]),
+            ),
+        ),
     }
 
 

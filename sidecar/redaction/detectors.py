@@ -930,6 +930,26 @@ def _zh_addr_after_verb(value: str) -> str | None:
     return "ADDRESS" if _ZH_FINE.search(value) or _zh_place_start().match(value) else None
 
 
+# A Chinese name in pinyin after a Chinese cue word (``联系人：Wang Xiaoming``, ``姓名：ZHANG SAN``): each
+# word one or two pinyin syllables (not ``联系人：Microsoft Teams``).
+_PINYIN_FINALS = (
+    "iang|iong|uang|ueng|iao|ian|ing|uai|uan|ang|eng|ong|ai|ei|ao|ou|an|en|er|ia|ie|iu|in|ua|uo|ui|un|ue"
+    "|a|o|e|i|u|v"
+)
+_PINYIN_SYLLABLE = f"(?:zh|ch|sh|[bpmfdtnlgkhjqxrzcsyw])?(?:{_PINYIN_FINALS})"
+_PINYIN_WORD = re.compile(f"(?:{_PINYIN_SYLLABLE}){{1,2}}")
+_PINYIN_NAME = (
+    r"[A-Z][a-z]{0,11}(?:[ ][A-Z][a-z]{1,11}){1,2}(?![A-Za-z])|[A-Z]{2,12}(?:[ ][A-Z]{2,12}){1,2}(?![A-Za-z])"
+)
+
+
+def _zh_cue_name(value: str) -> str | None:
+    if "\u4e00" <= value[0] <= "\u9fff":
+        return "PERSON"
+    words = value.lower().split(" ")
+    return "PERSON" if all(_PINYIN_WORD.fullmatch(w) for w in words) else None
+
+
 def _zh_addr(value: str) -> str | None:
     # Without a cue word, a province or city alone is not an address: a road, number or building is.
     return "ADDRESS" if _ZH_FINE.search(value) else None
@@ -1054,7 +1074,9 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
     Detector(
         "person_zh_cue",
         "PERSON",
-        f"(?:(?:{_ZH_NAME_CUES})(?:是|为|[：:])?|(?:{_ZH_ROLE_CUES})(?:姓名)?[：:])[ \\t]*(?P<value>{_ZH_NAME_SPACED})",  # noqa: E501
+        f"(?:(?:{_ZH_NAME_CUES})(?:是|为|[：:])?|(?:{_ZH_ROLE_CUES})(?:姓名)?[：:])[ \\t]*"
+        f"(?P<value>{_ZH_NAME_SPACED}|{_PINYIN_NAME})",
+        _zh_cue_name,
         has_value=True,
         description="Chinese name after a cue word (姓名：, 联系人, 我叫)",
     ),

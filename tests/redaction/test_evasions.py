@@ -369,6 +369,23 @@ def test_short_numeral_runs_stay_prose(text: str) -> None:
     assert batch(text) == text
 
 
+# A Chinese name in pinyin after a Chinese cue word.
+PINYIN = [
+    ("联系人：Wang Xiaoming，电话见附件", "PERSON", "Wang Xiaoming"),
+    ("收件人：ZHANG SAN。", "PERSON", "ZHANG SAN"),
+    ("姓名：Xiuying Chen", "PERSON", "Xiuying Chen"),
+]
+
+
+@pytest.mark.parametrize(("text", "type_", "value"), PINYIN)
+def test_pinyin_names_after_a_chinese_cue(text: str, type_: str, value: str) -> None:
+    assert (type_, value) in found(text)
+
+
+def test_words_that_are_no_pinyin_are_no_name() -> None:
+    assert not [t for t, _ in found("联系人：Microsoft Teams 群") if t == "PERSON"]
+
+
 # WeChat IDs after the look-alike and short cue words written to get past filters.
 WECHAT_VARIANTS = [
     ("加我v：abc12345，备注来意", "WECHAT", "abc12345"),
@@ -418,6 +435,7 @@ STREAM_VALUES = (
     + TRADITIONAL
     + NUMERALS
     + WECHAT_VARIANTS
+    + PINYIN
 )
 
 
@@ -443,6 +461,7 @@ EVASION_PIECES = [
         *TRADITIONAL,
         *NUMERALS,
         *WECHAT_VARIANTS,
+        *PINYIN,
     )
 ]
 FILLER = [
