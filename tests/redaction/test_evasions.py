@@ -278,6 +278,14 @@ def batch(text: str) -> str:
     return ANSWER_REDACTOR.redact(text, Session(), response=True, restore=False)
 
 
+def assert_every_two_chunk_split(text: str, whole: str) -> None:
+    """Every split of ``text`` into three chunks streams to ``whole``."""
+    for i in range(len(text) + 1):
+        for j in range(i, len(text) + 1):
+            out = stream(text, [i, j])
+            assert out == whole, (text, i, j, out)
+
+
 # Addresses without a province or city: a county-level name first, or a road and a number alone.
 LOCAL_ADDRESSES = [
     ("我们在朝阳区建国路88号见面", "ADDRESS", "朝阳区建国路88号"),
@@ -413,9 +421,7 @@ def test_wechat_look_alikes_in_prose(text: str) -> None:
 def test_text_before_a_growing_numeral_run_waits(text: str) -> None:
     whole = batch(text)
     assert whole != text
-    for i in range(len(text) + 1):
-        for j in range(i, len(text) + 1):
-            assert stream(text, [i, j]) == whole, (i, j)
+    assert_every_two_chunk_split(text, whole)
 
 
 def test_traditional_fold_keeps_offsets() -> None:
@@ -444,10 +450,7 @@ def test_every_two_chunk_split_no_leak(text: str, type_: str, value: str) -> Non
     whole = batch(text)
     core = value.replace("\u200b", "").replace("\u200d", "")
     assert core not in whole
-    for i in range(len(text) + 1):
-        for j in range(i, len(text) + 1):
-            out = stream(text, [i, j])
-            assert out == whole, (text, i, j, out)
+    assert_every_two_chunk_split(text, whole)
 
 
 EVASION_PIECES = [
@@ -508,10 +511,7 @@ def test_a_candidate_lost_to_another_scanner_is_not_cut_inside() -> None:
     # The name tier takes "Tom Hanks-jangseohee"; the address scanner's candidate from "Hanks" loses,
     # and in the whole text that scanner goes on after "...jangruicy.com". A stream must not resume
     # at "jangruicy.com" (an address could start there); every split gives the whole text's answer.
-    whole = batch(GLUED)
-    for i in range(len(GLUED) + 1):
-        for j in range(i, len(GLUED) + 1):
-            assert stream(GLUED, [i, j]) == whole, (i, j)
+    assert_every_two_chunk_split(GLUED, batch(GLUED))
 
 
 # Drawn by CI: the name before a number is only a name once seven characters of the number are there
@@ -524,6 +524,4 @@ def test_a_name_before_a_number_waits_for_the_number() -> None:
     assert "查*139" in whole  # the whole text takes it as a name before a number
     # Six characters of a number are too few: no name before it.
     assert batch("他把文件交给了李静，请查收139119") == "他把文件交给了李*，请查收139119"
-    for i in range(len(NAME_BEFORE_NUMBER) + 1):
-        for j in range(i, len(NAME_BEFORE_NUMBER) + 1):
-            assert stream(NAME_BEFORE_NUMBER, [i, j]) == whole, (i, j)
+    assert_every_two_chunk_split(NAME_BEFORE_NUMBER, whole)
