@@ -25,7 +25,7 @@ import re
 
 from .detectors import PLACEHOLDER_TYPE, Entity
 from .engine import Redactor
-from .normalize import FOLDABLE, ZH_NUMERALS
+from .normalize import FOLDABLE, NUMERAL_RUN_CHARS, ZH_NUMERALS
 from .operators import Session
 
 # Already-sent text kept as left context: lookbehind fences and ``password=`` keywords before a
@@ -56,7 +56,7 @@ _NEEDS_SCAN = re.compile(
     + "]|eyJ|AKIA|ASIA"
 )
 _NUMERAL_SET = frozenset(ZH_NUMERALS)
-_NUMERAL_RUN_SET = frozenset("0123456789" + ZH_NUMERALS)
+_NUMERAL_RUN_SET = frozenset(NUMERAL_RUN_CHARS)
 
 
 def _need(text: str, start: int = 0) -> re.Match[str] | None:
