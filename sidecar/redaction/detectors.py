@@ -479,7 +479,6 @@ _ZH_BEFORE_MEASURE = frozenset("一二两三四五六七八九十百千几这那
 # from jieba's dictionary (``deploy/tools/build_zh_words.py``), read when a redactor first needs it.
 ZH_WORDS_PATH = Path(__file__).with_name("zh_words.txt")
 
-_ZH_NAME = f"(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}]){_ZH_GIVEN}{{1,2}}"
 # After a cue word a given name may hold the stop characters that are common in names (``郑秋月``,
 # ``陈建中``, ``叶俊男``, ``罗信宏``, ``吕品妍``), and a name may be written with a space after the surname
 # (``联系人：王 小明``) or between all its characters (``王 小 明``, then no Chinese character right
@@ -750,7 +749,7 @@ _EN_ADDR = (
     + r"[ ](?:"
     + f"(?:{_EN_DIR}[ ])?(?:{_EN_ROUTE})"  # first: ``State Road 75`` is no street called State
     + f"|(?:{_EN_DIR_LOW}[ ])?(?:{_EN_WORD_LOW}[ ]){{1,3}}{_EN_STREET_ABBR_LOW}"
-    + f"(?:[ ]{_EN_DIR_LOW}(?![A-Za-z]))?"
+    + f"(?:[ ]{_EN_DIR_LOW}(?![A-Za-z]))?"  # with the one after the group: ``5th street n. e.``
     + f"|(?<=[0-9][0-9A-Za-z][ ])(?:{_EN_DIR_LOW}[ ])?(?:{_EN_WORD_LOW}[ ]){{1,3}}{_EN_STREET_FULL_LOW}"
     + f"(?:[ ]{_EN_DIR_LOW}(?![A-Za-z]))?"
     + f"|(?:{_EN_DIR}[ ])?(?:{_EN_WORD}\\.?[ ]){{1,5}}{_EN_STREET_TYPE}"
