@@ -1,7 +1,8 @@
 """Per-event cost of answer redaction for the two stream shapes, side by side in one process: chat
 chunks (``/v1/chat/completions``) and the Responses API's typed events (``/v1/responses``), the same
-200 tokens of prose with a few numbers, through the redact stage's filter and the observe filter as
-the pipeline chains them (shared parse), fed as one read and as one read per event.
+200 tokens of prose with a few numbers (chat chunks also with the numbers written as words: the gap is
+what the numbers cost), through the redact stage's filter and the observe filter as the pipeline
+chains them (shared parse), fed as one read and as one read per event.
 
 Reproduce: ``python -m bench.typed_stream --answers 300``.
 """
@@ -32,8 +33,13 @@ PROSE = (
 ).split(" ")
 
 
-def tokens(n: int) -> list[str]:
-    return [" " + PROSE[i % len(PROSE)] for i in range(n)]
+# The same prose with its two numbers written as words: no delta needs the detectors. The gap
+# between the two is what the numbers of an answer cost the redactor.
+PROSE_WORDS = [{"2024": "last", "3": "three"}.get(word, word) for word in PROSE]
+
+
+def tokens(n: int, prose: list[str] = PROSE) -> list[str]:
+    return [" " + prose[i % len(prose)] for i in range(n)]
 
 
 def chat_stream(parts: list[str]) -> list[bytes]:
@@ -103,14 +109,15 @@ def main(args: argparse.Namespace) -> int:
         config = Config.model_validate({"state": {"dir": tmp}})
         stage = RedactStage(config.redaction, Path(tmp))
         parts = tokens(198)
-        print(f"{'stream':<28} {'reads':<10} {'µs/event':>9}")
+        print(f"{'stream':<36} {'reads':<10} {'µs/event':>9}")
         for name, path, events in (
             ("chat chunks", "/v1/chat/completions", chat_stream(parts)),
+            ("chat chunks, numbers as words", "/v1/chat/completions", chat_stream(tokens(198, PROSE_WORDS))),
             ("Responses typed events", "/v1/responses", responses_stream(parts)),
         ):
             for split in (False, True):
                 us = asyncio.run(per_event_us(stage, path, events, args.answers, split))
-                print(f"{name:<28} {'per event' if split else 'one read':<10} {us:9.2f}")
+                print(f"{name:<36} {'per event' if split else 'one read':<10} {us:9.2f}")
     return 0
 
 
