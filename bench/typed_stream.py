@@ -1,8 +1,9 @@
 """Per-event cost of answer redaction for the two stream shapes, side by side in one process: chat
 chunks (``/v1/chat/completions``) and the Responses API's typed events (``/v1/responses``), the same
-200 tokens of prose with a few numbers (chat chunks also with the numbers written as words: the gap is
-what the numbers cost), through the redact stage's filter and the observe filter as the pipeline
-chains them (shared parse), fed as one read and as one read per event.
+200 tokens of prose with a few numbers (chat chunks also with the numbers written as words, and as
+numbers the detectors must look at, ``2024/25`` and ``3.5``: the gaps are what numbers cost), through
+the redact stage's filter and the observe filter as the pipeline chains them (shared parse), fed as
+one read and as one read per event.
 
 Reproduce: ``python -m bench.typed_stream --answers 300``.
 """
@@ -36,6 +37,9 @@ PROSE = (
 # The same prose with its two numbers written as words: no delta needs the detectors. The gap
 # between the two is what the numbers of an answer cost the redactor.
 PROSE_WORDS = [{"2024": "last", "3": "three"}.get(word, word) for word in PROSE]
+# ...and with numbers the stream redactor's inert-number rule does not take (``2024/25``, ``3.5``):
+# each goes through the detectors.
+PROSE_SEPARATED = [{"2024": "2024/25", "3": "3.5"}.get(word, word) for word in PROSE]
 
 
 def tokens(n: int, prose: list[str] = PROSE) -> list[str]:
@@ -113,6 +117,7 @@ def main(args: argparse.Namespace) -> int:
         for name, path, events in (
             ("chat chunks", "/v1/chat/completions", chat_stream(parts)),
             ("chat chunks, numbers as words", "/v1/chat/completions", chat_stream(tokens(198, PROSE_WORDS))),
+            ("chat chunks, 2024/25, 3.5", "/v1/chat/completions", chat_stream(tokens(198, PROSE_SEPARATED))),
             ("Responses typed events", "/v1/responses", responses_stream(parts)),
         ):
             for split in (False, True):

@@ -1675,8 +1675,9 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
 
 
 # Prefilter for the built-ins: a trigger character and the cluster of entity characters around it
-# (spaces only where a digit group, an upper-case group or an assignment value follows).
-_TRIGGER = re.compile(r"[0-9@:=：_\-密口<](?:[!-~码令是为]++|[ \t]++(?=[0-9A-Z(+\"'])|(?<=[:=：])[ \t]++)*+")
+# (spaces only where a digit group or an upper-case group follows, or after an assignment, ``=``,
+# ``：``, ``密码是``, whose value may start with any character: ``密码是 hunter2``).
+_TRIGGER = re.compile(r"[0-9@:=：_\-密口<](?:[!-~码令是为]++|[ \t]++(?=[0-9A-Z(+\"'])|(?<=[:=：是为])[ \t]++)*+")
 # How far before its first trigger character an entity may begin (keywords, key prefixes, IBAN letters).
 _BACK = {":": 40, "=": 40, "：": 40, "密": 0, "口": 0, "<": 0}
 _TOKSTART = re.compile(r"[!-~]*+\Z")

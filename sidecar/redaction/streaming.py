@@ -9,7 +9,8 @@ Fast path: most deltas are prose (`` the``, `` world``, ``,``). When the text no
 plus delta) holds no character that any built-in entity needs (a digit, ``@ : = ： _ - < 密 口``), none
 of the anchors that stand for one (``eyJ``, ``AKIA``, ``ASIA``), no character that case-folds into a
 keyword letter, and the 48 characters before it hold no assignment a value could follow, no entity
-can start there, so the detectors are not run: the delta is sent except its trailing run of
+can start there, so the detectors are not run (nor for a short number in prose, ``In 2024 the``, that
+no entity can take: ``_INERT_NUMBER``): the delta is sent except its trailing run of
 characters that a partial match could still consume (letters, ``. % + ( ) ' "``) is held, with the
 separators after it unless whitespace follows (then the exact hold is computed from the run's start
 only). Either way the hold is never shorter than the exact one (``Redactor.hold_from``), so nothing
@@ -59,13 +60,67 @@ _NUMERAL_SET = frozenset(ZH_NUMERALS)
 _NUMERAL_RUN_SET = frozenset(NUMERAL_RUN_CHARS)
 
 
-def _need(text: str, start: int = 0) -> re.Match[str] | None:
+# A short number in prose (``In 2024 the``, ``about 3 days,``) needs no detector either: one to four
+# ASCII digits with a space before and, after them, a space and a letter (or ``,``/``.``, a space and a
+# letter). Every built-in entity that could hold such a number as one of its parts joins it to an
+# earlier trigger character by separators, upper-case groups (IBAN) or one extension word (``ext``,
+# ``x``), never by two lower-case words; none starts with it (their first groups are followed by a
+# digit, a separator and a digit, or are not numbers); a lookahead reads at most four characters past
+# an entity. So the number is inert when the 64 characters before it hold no trigger character, or
+# two lower-case words of two letters or more come after the last one (``In 2024 the same review
+# took about 3 days``: ``3`` is inert). Where the text before it is not known (``head`` None), it is
+# not. ``tests/redaction/test_stream_fast.py`` pins the detectors this argument was made for and
+# checks it against the full path on adversarial text.
+_INERT_NUMBER = re.compile(r"[0-9]{1,4}(?![0-9])(?=[ ][A-Za-z]|[.,][ ][A-Za-z])")
+_TWO_LOWER_WORDS = re.compile(r"[a-z]{2,}[^A-Za-z0-9]+[a-z]{2,}")
+# A number that ends the text: inert or not by what comes next.
+_SHORT_NUMBER = re.compile(r"[0-9]{1,4}")
+_INERT_WINDOW = 64
+_DIGITS = frozenset("0123456789")
+
+
+def _prose_before(text: str, i: int, head: str | None) -> bool:
+    """Whether a number at ``text[i]`` stands in prose: a space before it, and no trigger character in
+    the 64 characters before it, or two lower-case words after the last one (see above). ``head``: the
+    stream's text just before ``text`` (its context), None when not known."""
+    if i >= _INERT_WINDOW:
+        window = text[i - _INERT_WINDOW : i]
+    elif head is None:
+        return False
+    else:
+        window = (head + text[:i])[-_INERT_WINDOW:]
+    if window[-1:] != " ":
+        return False
+    last = None
+    for last in _NEEDS_SCAN.finditer(window):  # noqa: B007 (the last one is wanted)
+        pass
+    return last is None or _TWO_LOWER_WORDS.search(window, last.end()) is not None
+
+
+def _inert_end(text: str, i: int, head: str | None) -> int:
+    """The end of the inert number at ``text[i]`` (see above), or 0."""
+    number = _INERT_NUMBER.match(text, i)
+    if number is None or not _prose_before(text, i, head):
+        return 0
+    return number.end()
+
+
+def _need(text: str, start: int = 0, head: str | None = None) -> re.Match[str] | None:
     """The first match of ``_NEEDS_SCAN`` from ``start`` on, a Chinese numeral counting only where a
-    number written in numerals may go on from it."""
+    number written in numerals may go on from it, and an inert number (above) not at all. ``head``:
+    the stream's text before ``text`` (None: not known, then no number is inert before position 64)."""
     need = _NEEDS_SCAN.search(text, start)
-    while need is not None and need.group() in _NUMERAL_SET:
-        after = need.end()
-        if after == len(text) or text[after] in _NUMERAL_RUN_SET:
+    while need is not None:
+        char = need.group()
+        if char in _NUMERAL_SET:
+            after = need.end()
+            if after == len(text) or text[after] in _NUMERAL_RUN_SET:
+                return need
+        elif char in _DIGITS:
+            after = _inert_end(text, need.start(), head)
+            if not after:
+                return need
+        else:
             return need
         need = _NEEDS_SCAN.search(text, after)
     return need
@@ -83,31 +138,33 @@ _HOLD_RUN_CHARS = "".join(sorted(_HOLD_RUN))
 _HOLD_SEP_CHARS = "".join(sorted(_HOLD_SEPS))
 
 
-def next_trigger(text: str, start: int) -> int:
+def next_trigger(text: str, start: int, head: str | None = None) -> int:
     """Where the first character from ``start`` on that the detectors must look at is (a match of
-    ``_NEEDS_SCAN``), or the end of ``text``."""
-    need = _need(text, start)
+    ``_NEEDS_SCAN`` that ``_need`` counts), or the end of ``text``."""
+    need = _need(text, start, head)
     return len(text) if need is None else need.start()
 
 
 def quiet_cut(redactor: Redactor, text: str, base: int) -> int:
     """Fast path: where the held tail of ``text[base:]`` starts, never after
     ``redactor.hold_from(text, base)`` (see the module docstring). Valid only when ``text[base:]``
-    has no match of ``_NEEDS_SCAN`` and the 48 characters before ``base`` none of ``_ASSIGNS``."""
+    has no match of ``_NEEDS_SCAN`` that ``_need`` counts and the 48 characters before ``base`` none
+    of ``_ASSIGNS``."""
     return base + quiet_hold(redactor, text[:base], text[base:])
 
 
 def quiet_hold(redactor: Redactor, context: str, tail: str, exact: bool = True) -> int:
     """``quiet_cut`` as an offset into ``tail``, the text not sent yet after ``context``.
 
-    No position before the trailing run of ``_HOLD_RUN`` characters can be held: a partial match
-    from there would have to consume the character before the run, which no branch can without a
-    character of ``_NEEDS_SCAN``. When nothing follows the run but separators other than
-    whitespace (``week.``, ``(see``), the run and they are held whole: an e-mail address can grow
-    from any letter, and the exact hold is never before the run, so this may hold a little more
-    than the exact hold, never less (the next word releases it). Only when whitespace follows is the
-    exact hold asked for from the run's start on (``and `` goes out at once, its logprobs too); with
-    ``exact`` False the run and the whitespace are held then too (the caller scans them next)."""
+    No position before the trailing run of ``_HOLD_RUN`` characters can be held: a partial match from
+    there would have to consume the character before the run, which no branch can without a character of
+    ``_NEEDS_SCAN`` other than an inert number (which no entity takes). When nothing follows the run but
+    separators other than whitespace (``week.``, ``(see``), the run and they are held whole: an e-mail
+    address can grow from any letter, and the exact hold is never before the run, so this may hold a
+    little more than the exact hold, never less (the next word releases it). Only when whitespace
+    follows is the exact hold asked for from the run's start on (``and `` goes out at once, its logprobs
+    too); with ``exact`` False the run and the whitespace are held then too (the caller scans them
+    next)."""
     # str.rstrip runs in C; the loop alternates because whitespace (``str.isspace``) and the
     # separators may interleave (``word. "``).
     n = len(tail)
@@ -182,16 +239,22 @@ class StreamRedactor:
         return self._pending
 
     def quiet(self, delta: str) -> bool:
-        """Whether ``feed(delta)`` (or of several such deltas joined) takes the fast path: a caller may
-        then join them and feed once, at the cost of one delta."""
-        return self._fast and self._quiet and self._ctx_quiet and _need(delta) is None
+        """Whether ``feed(delta)`` (or, but for a number that is inert only after this redactor's own
+        text, of several such deltas joined) takes the fast path: a caller may then join them and
+        feed once, at the cost of one delta."""
+        if not (self._fast and self._quiet and self._ctx_quiet):
+            return False
+        return _need(delta, 0, self._context + self._pending) is None
 
     def quiet_end(self, text: str, start: int) -> int:
         """The end of the stretch of ``text`` from ``start`` on that ``quiet`` accepts: ``start``
         when the redactor's state is not quiet, else where the first character the detectors must
-        look at is (or the end of ``text``)."""
+        look at is (or the end of ``text``). ``text[:start]`` is what was fed last."""
         if not (self._fast and self._quiet and self._ctx_quiet):
             return start
+        if start < _INERT_WINDOW:
+            # A number near the start is inert or not by what was fed before this text too.
+            return start + next_trigger(text[start:], 0, self._context + self._pending)
         return next_trigger(text, start)
 
     def feed(self, delta: str) -> str:
@@ -199,11 +262,20 @@ class StreamRedactor:
             self.clean = True
             return ""
         pending = self._pending
-        if self._fast and self._quiet and self._ctx_quiet:
+        # A held number (``about 3``) is inert or not once the next delta shows what follows it: the
+        # fast path is tried again for a short tail that is not quiet.
+        if self._fast and self._ctx_quiet and (self._quiet or len(pending) <= 4):
             tail = pending + delta if pending else delta
-            need = _need(tail, max(0, len(pending) - 3))
+            need = _need(tail, max(0, len(pending) - 3) if self._quiet else 0, self._context)
             if need is None:
                 out = self._quiet_feed(tail)
+                if out is not None:
+                    return out
+            elif _SHORT_NUMBER.fullmatch(tail, at := need.start()) and _prose_before(tail, at, self._context):
+                # A short number in prose that ends the text (`` about 3``): inert or not once the
+                # next delta shows what follows it. Nothing before it can be part of an entity with
+                # it (the window above), so all of that goes out and the number alone is held.
+                out = self._quiet_feed(tail, number_at=at)
                 if out is not None:
                     return out
             elif (j := need.start() - len(pending)) > 0:
@@ -229,7 +301,7 @@ class StreamRedactor:
             cut = len(text)  # an entity this long is not plausible: stop holding, redact as text
         if cut <= base:
             self._pending = text[base:]
-            self._quiet = _need(self._pending) is None
+            self._quiet = _need(self._pending, 0, context) is None
             self.clean = True
             return ""
         dropped: list[Entity] = []
@@ -258,15 +330,23 @@ class StreamRedactor:
         self._guard = max(0, (sent[-1] if sent else self._guard) - ctx_start)
         self._context = context = text[ctx_start:cut]
         self._pending = text[cut:]
-        self._quiet = _need(self._pending) is None
+        self._quiet = _need(self._pending, 0, context) is None
         self._ctx_quiet = _ASSIGNS.search(context, max(0, len(context) - 48)) is None
         self.clean = out == text[base:cut]
         return out
 
-    def _quiet_feed(self, tail: str, exact: bool = True) -> str | None:
+    def _quiet_feed(self, tail: str, exact: bool = True, number_at: int | None = None) -> str | None:
         """The fast path (see the module docstring): ``tail`` is the held text plus the delta, with no
-        match of ``_NEEDS_SCAN``, after a context without an assignment. None: take the full path."""
-        i = quiet_hold(self.redactor, self._context, tail, exact)
+        match of ``_NEEDS_SCAN`` that ``_need`` counts, after a context without an assignment; or such
+        text and a short number in prose at ``number_at`` that ends it, which is held. None: take the
+        full path."""
+        if number_at is None:
+            i = quiet_hold(self.redactor, self._context, tail, exact)
+            # What it holds is a trailing run of letters: no trigger.
+            self._quiet = True
+        else:
+            i = number_at
+            self._quiet = False  # the number: the next feed looks at it again
         if len(tail) - i > self.limit:
             return None
         self.clean = True

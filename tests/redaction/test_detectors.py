@@ -76,6 +76,10 @@ POSITIVES = [
     ('"api_key": "abcd1234efgh"', "PASSWORD", "abcd1234efgh"),
     ("密码是abc123，请查收", "PASSWORD", "abc123"),
     ("口令：Passw0rd", "PASSWORD", "Passw0rd"),
+    # A space after 是/为, then a value of letters only, with no other trigger in the text (the
+    # prefilter's window once ended at the space).
+    ("我的密码是 hunter 谢谢", "PASSWORD", "hunter"),
+    ("口令为  abcdef", "PASSWORD", "abcdef"),
 ]
 
 

@@ -11,6 +11,7 @@ returns checked against what it released.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -115,18 +116,20 @@ def test_prose_before_a_number_runs_no_find(monkeypatch: pytest.MonkeyPatch) -> 
     quiet = []
     feed = StreamRedactor._quiet_feed
 
-    def counted(self: StreamRedactor, tail: str, exact: bool = True) -> str | None:
+    def counted(self: StreamRedactor, tail: str, exact: bool = True, number_at: int | None = None) -> Any:
         quiet.append(tail)
-        return feed(self, tail, exact)
+        return feed(self, tail, exact, number_at)
 
     monkeypatch.setattr(StreamRedactor, "_quiet_feed", counted)
     sr = StreamRedactor(R, Session())
     assert sr.feed(" took") == " " and sr.held == "took"
     assert sr.feed(" about") == "took " and sr.held == "about"
-    # The prose (``about `` with the held word) on the fast path, ``3`` held on the full path.
+    # A short number in prose that ends the text: the prose before it goes out on the fast path,
+    # ``3`` is held, and nothing asks the detectors.
     assert sr.feed(" 3") == "about " and sr.held == "3" and sr.clean
-    assert quiet[-1] == "about " and not finds
-    assert sr.feed(" days") == "3 " and sr.held == "days" and len(finds) == 1
+    assert quiet[-1] == "about 3" and not finds
+    # `` days`` after it: a short number in prose, which no entity takes; no find for it either.
+    assert sr.feed(" days") == "3 " and sr.held == "days" and not finds
     assert streaming._NEEDS_SCAN.search(sr.held) is None
 
 
@@ -143,14 +146,22 @@ def test_prose_then_an_entity_in_one_delta() -> None:
 
 @needs_fast
 def test_a_number_that_ends_in_the_delta_takes_one_hold_scan(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`` 2024 the``: the full path releases the number and scans it anyway, so the word before it
-    is held whole and scanned with it, not asked for its own exact hold first."""
+    """`` 2024/25 the``: the full path releases the number and scans it anyway, so the word before it
+    is held whole and scanned with it, not asked for its own exact hold first. (`` 2024 the`` alone
+    is a short number in prose, which takes no scan at all.)"""
     holds = []
     monkeypatch.setattr(R, "hold_from", lambda *a: holds.append(a) or Redactor.hold_from(R, *a))
     sr = StreamRedactor(R, Session())
     assert sr.feed(" In") == " " and sr.held == "In"
-    assert sr.feed(" 2024 the") == "In 2024 " and sr.held == "the" and sr.clean
+    assert sr.feed(" 2024/25 the") == "In 2024/25 " and sr.held == "the" and sr.clean
     assert len(holds) == 1
-    # A number at the end of the delta: the head takes its exact hold, the number is held unscanned.
+    # A number at the end of the delta, one word after ``2024/25``: the head takes its exact hold,
+    # the number is held unscanned.
     holds.clear()
-    assert sr.feed(" about 3") == "the about " and sr.held == "3" and len(holds) == 2
+    assert sr.feed(" x 3") == "the x " and sr.held == "3" and len(holds) == 2
+    # ``3`` is one word after ``25``, so it is scanned when what follows it comes; ``7`` is two
+    # words after ``3``: in prose, no hold is asked for, the number alone is held.
+    holds.clear()
+    assert sr.feed(" and then about 7") == "3 and then about " and sr.held == "7" and len(holds) == 1
+    holds.clear()
+    assert sr.feed(" days") == "7 " and sr.held == "days" and not holds
