@@ -222,7 +222,10 @@ BUILTIN: tuple[Detector, ...] = (
     Detector(
         "password_zh",
         "PASSWORD",
-        r"[密口](?:(?<=密)码|(?<=口)令)(?:是|为|[:=：])[ \t]*+(?P<value>" + _PW_VALUE + ")",
+        # Spaces may separate the characters (``密 码 是 …``, ``口令 ： …``).
+        r"[密口](?:(?<=密)[ \t]*+码|(?<=口)[ \t]*+令)[ \t]*+(?:是|为|[:=：])[ \t]*+(?P<value>"
+        + _PW_VALUE
+        + ")",
         has_value=True,
         description="value after 密码是/密码：",
     ),
@@ -1677,7 +1680,9 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
 # Prefilter for the built-ins: a trigger character and the cluster of entity characters around it
 # (spaces only where a digit group or an upper-case group follows, or after an assignment, ``=``,
 # ``：``, ``密码是``, whose value may start with any character: ``密码是 hunter2``).
-_TRIGGER = re.compile(r"[0-9@:=：_\-密口<](?:[!-~码令是为]++|[ \t]++(?=[0-9A-Z(+\"'])|(?<=[:=：是为])[ \t]++)*+")
+_TRIGGER = re.compile(
+    r"[0-9@:=：_\-密口<](?:[!-~码令是为]++|[ \t]++(?=[0-9A-Z(+\"'码令是为：])|(?<=[:=：是为])[ \t]++)*+"
+)
 # How far before its first trigger character an entity may begin (keywords, key prefixes, IBAN letters).
 _BACK = {":": 40, "=": 40, "：": 40, "密": 0, "口": 0, "<": 0}
 _TOKSTART = re.compile(r"[!-~]*+\Z")

@@ -80,6 +80,9 @@ POSITIVES = [
     # prefilter's window once ended at the space).
     ("我的密码是 hunter 谢谢", "PASSWORD", "hunter"),
     ("口令为  abcdef", "PASSWORD", "abcdef"),
+    # Spaces between the characters of the keyword.
+    ("密 码 是 hunter2", "PASSWORD", "hunter2"),
+    ("口令 ： Passw0rd", "PASSWORD", "Passw0rd"),
 ]
 
 

@@ -27,7 +27,7 @@ WORDS = [
     *("sk", "xoxb", "a", "ab"),
 ]
 SEPARATORS = [" ", "  ", ", ", ". ", ":", "=", ": ", "-", "/", ".", "(", ")", "+", "\n", "，", "。", "电话"]
-SEPARATORS += ["密码是", "转"]
+SEPARATORS += ["密码是", "密 码 是", "口令 ：", "转"]
 
 
 def random_text(rng: random.Random) -> str:
