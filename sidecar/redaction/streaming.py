@@ -60,17 +60,18 @@ _NUMERAL_SET = frozenset(ZH_NUMERALS)
 _NUMERAL_RUN_SET = frozenset(NUMERAL_RUN_CHARS)
 
 
-# A short number in prose (``In 2024 the``, ``about 3 days,``) needs no detector either: one to four
-# ASCII digits with a space before and, after them, a space and a letter (or ``,``/``.``, a space and a
-# letter). Every built-in entity that could hold such a number as one of its parts joins it to an
-# earlier trigger character by separators, upper-case groups (IBAN) or one extension word (``ext``,
-# ``x``), never by two lower-case words; none starts with it (their first groups are followed by a
-# digit, a separator and a digit, or are not numbers); a lookahead reads at most four characters past
-# an entity. So the number is inert when the 64 characters before it hold no trigger character, or
-# two lower-case words of two letters or more come after the last one (``In 2024 the same review
-# took about 3 days``: ``3`` is inert). Where the text before it is not known (``head`` None), it is
-# not. ``tests/redaction/test_stream_fast.py`` pins the detectors this argument was made for and
-# checks it against the full path on adversarial text.
+# A short number in prose (``In 2024 the``, ``about 3 days,``, ``2. Run``) needs no detector either: one to
+# four ASCII digits with a space or a line break before (or the stream's start) and, after them, a space and
+# a letter (or ``,``/``.``, a space and a letter). Every built-in entity that could hold such a number as
+# one of its parts joins it to an earlier trigger character by separators, upper-case groups (IBAN) or one
+# extension word (``ext``, ``x``), never by two lower-case words nor across a line break (a private-key
+# block, which does, is held whole until its END line); none starts with it (their first groups are followed
+# by a digit, a separator and a digit, or are not numbers); a lookahead reads at most four characters past
+# an entity. So the number is inert when the 64 characters before it hold no trigger character, or two
+# lower-case words of two letters or more come after the last one (``In 2024 the same review took about 3
+# days``: ``3`` is inert). Where the text before it is not known (``head`` None), it is not.
+# ``tests/redaction/test_stream_fast.py`` pins the detectors this argument was made for and checks it
+# against the full path on adversarial text.
 _INERT_NUMBER = re.compile(r"[0-9]{1,4}(?![0-9])(?=[ ][A-Za-z]|[.,][ ][A-Za-z])")
 _TWO_LOWER_WORDS = re.compile(r"[a-z]{2,}[^A-Za-z0-9]+[a-z]{2,}")
 # A number that ends the text: inert or not by what comes next.
@@ -80,7 +81,8 @@ _DIGITS = frozenset("0123456789")
 
 
 def _prose_before(text: str, i: int, head: str | None) -> bool:
-    """Whether a number at ``text[i]`` stands in prose: a space before it, and no trigger character in
+    """Whether a number at ``text[i]`` stands in prose: a space or a line break before it (or the start
+    of the stream: a numbered list, ``1. Install``), and no trigger character in
     the 64 characters before it, or two lower-case words after the last one (see above). ``head``: the
     stream's text just before ``text`` (its context), None when not known."""
     if i >= _INERT_WINDOW:
@@ -89,8 +91,8 @@ def _prose_before(text: str, i: int, head: str | None) -> bool:
         return False
     else:
         window = (head + text[:i])[-_INERT_WINDOW:]
-    if window[-1:] != " ":
-        return False
+    if window and window[-1] not in " \n":
+        return False  # glued to something (nothing at all before it: the stream's start)
     last = None
     for last in _NEEDS_SCAN.finditer(window):  # noqa: B007 (the last one is wanted)
         pass

@@ -245,6 +245,10 @@ NUMBER_TEXTS = [
     "E1234 5678 the",
     "DE89 3704 0044 0532 0130 00 and 2024 the",
     "a ab 12 ab ab 34 ab 56 cd",
+    "1. Install the package\n2. Run the tests, then 3. ship it\n10. Done",
+    "-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBgkq\n1. First\n-----END PRIVATE KEY-----",
+    "call 555-123-4567\n2. Next",
+    "GB29 NWBK\n6016 the",
 ]
 
 
@@ -291,7 +295,10 @@ def test_inert_numbers_are_those_of_prose() -> None:
     # Not followed by a word, or part of a longer run, or glued to something.
     assert _inert_spans("in 2024.") == _inert_spans("about 3") == _inert_spans("12345 the") == []
     assert _inert_spans("v2024 the") == _inert_spans("(2024) the") == _inert_spans("2024-25 the") == []
-    # At the very start of a text nothing precedes it; where the text before is not known, not inert.
+    # A numbered list: after a line break, or at the very start of the stream.
+    assert _inert_spans("1. Install the package\n2. Run it") == [(0, 1), (23, 24)]
+    assert _inert_spans("call 555-123-4567\n2. Next") == []
+    # Where the text before it is not known, not inert.
     assert streaming._inert_end("2024 the", 0, None) == 0
     assert streaming._inert_end("x 2024 the", 2, None) == 0
 

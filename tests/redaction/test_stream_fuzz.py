@@ -26,8 +26,8 @@ WORDS = [
     *("GB29", "DE89", "In", "password", "api", "key", "is", "at", "am", "pm", "to", "mostly", "Then", "E"),
     *("sk", "xoxb", "a", "ab"),
 ]
-SEPARATORS = [" ", "  ", ", ", ". ", ":", "=", ": ", "-", "/", ".", "(", ")", "+", "\n", "，", "。", "电话"]
-SEPARATORS += ["密码是", "密 码 是", "口令 ：", "转"]
+SEPARATORS = [" ", "  ", ", ", ". ", ":", "=", ": ", "-", "/", ".", "(", ")", "+", "\n", "\n1. ", "，", "。"]
+SEPARATORS += ["电话", "密码是", "密 码 是", "口令 ：", "转"]
 
 
 def random_text(rng: random.Random) -> str:
