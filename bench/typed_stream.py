@@ -1,9 +1,9 @@
-"""Per-event cost of answer redaction for the two stream shapes, side by side in one process: chat
-chunks (``/v1/chat/completions``) and the Responses API's typed events (``/v1/responses``), the same
-200 tokens of prose with a few numbers (chat chunks also with the numbers written as words, and as
-numbers the detectors must look at, ``2024/25`` and ``3.5``: the gaps are what numbers cost), through
-the redact stage's filter and the observe filter as the pipeline chains them (shared parse), fed as
-one read and as one read per event.
+"""Per-event cost of answer redaction for the two stream shapes, side by side in one process: chat chunks
+(``/v1/chat/completions``) and the Responses API's typed events (``/v1/responses``), the same 200 tokens
+of prose with a few numbers (chat chunks also with the numbers written as words, and as numbers the
+detectors must look at, ``2024/25`` and ``3.5``: the gaps are what numbers cost; and a numbered list
+after a colon, with line breaks), through the redact stage's filter and the observe filter as the
+pipeline chains them (shared parse), fed as one read and as one read per event.
 
 Reproduce: ``python -m bench.typed_stream --answers 300``.
 """
@@ -40,6 +40,15 @@ PROSE_WORDS = [{"2024": "last", "3": "three"}.get(word, word) for word in PROSE]
 # ...and with numbers the stream redactor's inert-number rule does not take (``2024/25``, ``3.5``):
 # each goes through the detectors.
 PROSE_SEPARATED = [{"2024": "2024/25", "3": "3.5"}.get(word, word) for word in PROSE]
+# An answer as models write them: a colon, then a numbered list, line breaks.
+MARKDOWN = (
+    (
+        "Here is the plan:\n1. Install the package with pip.\n2. Run the tests, then read the report.\n"
+        "3. Fix what failed and run them again.\n4. Ship it once everything passes.\n"
+    )
+    .replace("\n", " \n")
+    .split(" ")
+)
 
 
 def tokens(n: int, prose: list[str] = PROSE) -> list[str]:
@@ -118,6 +127,7 @@ def main(args: argparse.Namespace) -> int:
             ("chat chunks", "/v1/chat/completions", chat_stream(parts)),
             ("chat chunks, numbers as words", "/v1/chat/completions", chat_stream(tokens(198, PROSE_WORDS))),
             ("chat chunks, 2024/25, 3.5", "/v1/chat/completions", chat_stream(tokens(198, PROSE_SEPARATED))),
+            ("chat chunks, a list after a colon", "/v1/chat/completions", chat_stream(tokens(198, MARKDOWN))),
             ("Responses typed events", "/v1/responses", responses_stream(parts)),
         ):
             for split in (False, True):
