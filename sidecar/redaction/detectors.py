@@ -2113,6 +2113,17 @@ class Scanner:
         return None
 
     # -- streaming ------------------------------------------------------------------------------
+    def value_open(self, text: str) -> bool:
+        """Streaming: whether a value entity whose keyword is in the last 48 characters of ``text`` (text
+        already sent) could still take characters that arrive after it. Built-in detectors only."""
+        values_partial = self._values_partial
+        if values_partial is None:
+            return False
+        if self._user:
+            return True  # the policy's patterns: not reasoned about
+        lo = max(0, len(text) - 48)
+        return _ASSIGN.search(text, lo) is not None and _value_open(values_partial, text, lo, len(text))
+
     def hold_from(self, text: str, floor: int, stop: int | None = None) -> int:
         """Where the tail that could still grow into an entity begins (``len(text)`` when none).
 
@@ -2135,15 +2146,11 @@ class Scanner:
         fullmatch = partial.fullmatch
         # A keyword already sent (``password=``) whose value is still arriving.
         if floor and values_partial is not None and _ASSIGN.search(text, max(0, floor - 48), floor):
-            vmatch = values_partial.match
-            for p in range(max(0, floor - 48), floor):
-                if text[p] in _KEYWORD_FIRST:
-                    try:
-                        m = vmatch(text, p, partial=True)
-                    except TimeoutError:
-                        return floor
-                    if m is not None and (m.partial or m.end() >= n or _SEPARATORS.fullmatch(text, m.end())):
-                        return floor
+            try:
+                if _value_open(values_partial, text, max(0, floor - 48), floor):
+                    return floor
+            except TimeoutError:
+                return floor
         # Nothing but a private-key block grows longer than this.
         lo = max(floor, n - _MAX_GROWING)
         begin = text.rfind("-----BEGIN", floor)
@@ -2177,6 +2184,20 @@ class Scanner:
 
 
 _BUILTIN_SET = frozenset(BUILTIN)
+
+
+def _value_open(values_partial: Any, text: str, lo: int, hi: int) -> bool:
+    """Whether a value entity (``password=…``, ``密码是…``) whose keyword starts in ``text[lo:hi]`` could
+    still take characters that arrive after ``text``: its partial match runs to the end, or it is
+    complete there, or only separators follow it."""
+    vmatch = values_partial.match
+    n = len(text)
+    for p in range(lo, hi):
+        if text[p] in _KEYWORD_FIRST:
+            m = vmatch(text, p, partial=True)
+            if m is not None and (m.partial or m.end() >= n or _SEPARATORS.fullmatch(text, m.end())):
+                return True
+    return False
 
 
 def _could_hold_pattern(branches: Sequence[str]) -> re.Pattern[str] | None:

@@ -192,6 +192,11 @@ class Redactor:
         for scanner in self._response:
             scanner.prepare_hold()
 
+    def value_open(self, sent: str) -> bool:
+        """Streaming: whether a value entity (``password=…``) whose keyword is near the end of ``sent``
+        could still take characters that arrive after it."""
+        return any(s.value_open(sent) for s in self._response)
+
     def hold_from(self, text: str, floor: int) -> int:
         """Streaming: where the tail that could still grow into an entity (or a placeholder) starts."""
         folded, fmap = fold(text)

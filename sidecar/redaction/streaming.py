@@ -333,7 +333,11 @@ class StreamRedactor:
         self._context = context = text[ctx_start:cut]
         self._pending = text[cut:]
         self._quiet = _need(self._pending, 0, context) is None
-        self._ctx_quiet = _ASSIGNS.search(context, max(0, len(context) - 48)) is None
+        # An assignment in the last 48 characters stops the fast path only where a value could still
+        # follow it (``password: ``; not ``Here is the plan:``).
+        self._ctx_quiet = _ASSIGNS.search(context, max(0, len(context) - 48)) is None or not r.value_open(
+            context
+        )
         self.clean = out == text[base:cut]
         return out
 

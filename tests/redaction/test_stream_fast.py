@@ -9,6 +9,7 @@ have held; then any split of any text still redacts exactly as the whole text do
 from __future__ import annotations
 
 import re
+from itertools import accumulate
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -363,3 +364,23 @@ def test_a_short_number_that_ends_the_text_is_held_from_its_start_at_most(text: 
                     prefix, m.start(), ""
                 ):
                     assert redactor.hold_from(prefix, 0) >= m.start(), (text, prefix)
+
+
+@needs_fast
+def test_a_colon_without_a_keyword_before_it_keeps_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Here is the plan:``: the colon takes the full path, the prose after it does not (no value can
+    follow it); after ``password:`` the value is held and redacted as in the whole text."""
+    finds, holds = [], []
+    monkeypatch.setattr(R, "find", lambda *a, **k: finds.append(a) or Redactor.find(R, *a, **k))
+    monkeypatch.setattr(R, "hold_from", lambda *a: holds.append(a) or Redactor.hold_from(R, *a))
+    sr = StreamRedactor(R, Session())
+    for word in [" Here", " is", " the", " plan", ":", " first"]:
+        sr.feed(word)
+    finds.clear()
+    holds.clear()
+    out = "".join(sr.feed(word) for word in [" we", " build", " it", " and", " then", " test"])
+    assert out == "first we build it and then " and not finds and not holds
+    text = "Here is the password: hunter22 and then the rest of it"
+    words = [" " + w for w in text.split(" ")]
+    assert stream("".join(words), list(accumulate(map(len, words)))) == batch("".join(words))
+    assert "hunter22" not in stream("".join(words), list(accumulate(map(len, words))))
