@@ -266,12 +266,11 @@ def test_inert_number_argument_covers_every_detector_in_answers() -> None:
 
 
 def _inert_spans(text: str) -> list[tuple[int, int]]:
-    spans, i = [], 0
+    spans = []
     for m in re.finditer(r"[0-9]+", text):
-        i = m.start()
-        end = streaming._inert_end(text, i, "")  # "": the text is the whole stream
+        end = streaming._inert_end(text, m.start(), "")  # "": the text is the whole stream
         if end:
-            spans.append((i, end))
+            spans.append((m.start(), end))
     return spans
 
 

@@ -12,14 +12,9 @@ import random
 import sys
 import time
 
-from sidecar.redaction.engine import Redactor
-from sidecar.redaction.operators import Session
-from sidecar.redaction.policy import Policy
-from sidecar.redaction.streaming import StreamRedactor
-from tests.redaction.test_stream_fast import FAST
+from tests.redaction.test_stream_fast import DEFAULT, FAST, batch, stream
 from tests.redaction.test_streaming import PII
 
-DEFAULT = Redactor(Policy(), b"test-key")
 REDACTORS = [r for r in (FAST, DEFAULT) if r is not None]
 WORDS = [
     *("the", "days", "about", "and", "ext", "x", "call", "tel", "phone", "QQ", "qq", "ssn", "WEST", "NWBK"),
@@ -57,23 +52,13 @@ def random_cuts(rng: random.Random, text: str) -> list[int]:
     return sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randint(1, 8))))
 
 
-def stream(text: str, cuts: list[int], redactor: Redactor) -> str:
-    sr = StreamRedactor(redactor, Session())
-    out, last = [], 0
-    for cut in [*cuts, len(text)]:
-        out.append(sr.feed(text[last:cut]))
-        last = cut
-    out.append(sr.flush())
-    return "".join(out)
-
-
 def mismatches(rng: random.Random, texts: int) -> list[tuple[str, list[int], str, str]]:
     bad = []
     for _ in range(texts):
         text = random_text(rng)
         for redactor in REDACTORS:
             cuts = random_cuts(rng, text)
-            whole = redactor.redact(text, Session(), response=True)
+            whole = batch(text, redactor)
             got = stream(text, cuts, redactor)
             if got != whole:
                 bad.append((text, cuts, got, whole))
