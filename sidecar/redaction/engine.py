@@ -194,8 +194,10 @@ class Redactor:
 
     def value_open(self, sent: str) -> bool:
         """Streaming: whether a value entity (``password=…``) whose keyword is near the end of ``sent``
-        could still take characters that arrive after it."""
-        return any(s.value_open(sent) for s in self._response)
+        could still take characters that arrive after it. Read as the scanners read (look-alikes folded),
+        as ``hold_from`` reads it."""
+        folded = fold(sent)[0]
+        return any(s.value_open(folded) for s in self._response)
 
     def hold_from(self, text: str, floor: int) -> int:
         """Streaming: where the tail that could still grow into an entity (or a placeholder) starts."""

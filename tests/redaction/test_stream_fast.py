@@ -383,3 +383,6 @@ def test_a_colon_without_a_keyword_before_it_keeps_the_fast_path(monkeypatch: py
     words = [" " + w for w in text.split(" ")]
     assert stream("".join(words), list(accumulate(map(len, words)))) == batch("".join(words))
     assert "hunter22" not in stream("".join(words), list(accumulate(map(len, words))))
+    # Asked of the text as the scanners read it: a keyword in full-width letters is one too.
+    assert R.value_open("ｐａｓｓｗｏｒｄ： ") and R.value_open("my password: ")
+    assert not R.value_open("Here is the plan: ")
