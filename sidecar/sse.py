@@ -93,10 +93,11 @@ class SSEEvent:
 class TokenShape:
     """The bytes of a token event around its text: ``lead`` (``data: `` and the JSON up to the
     opening quote of one delta text field) and ``tail`` (from the closing quote to the blank line).
-    Every event ``lead + middle + tail`` whose middle holds no quote, backslash or control character
-    parses to ``doc`` with ``middle`` as the text of ``choices[0].delta[key]``: proved once, when the
-    shape is learned, by parsing a probe in the middle (the JSON lexer is then inside that very
-    string after ``lead``, and plain characters keep it there)."""
+    Every event ``lead + middle + tail`` whose middle is plain characters and short escapes
+    (``_PLAIN``: no quote, control character or lone backslash) parses to ``doc`` with ``middle``,
+    decoded as a JSON string, as the text of ``choices[0].delta[key]``: proved once, when the shape
+    is learned, by parsing a probe in the middle (the JSON lexer is then inside that very string
+    after ``lead``, and such a middle keeps it there)."""
 
     __slots__ = ("doc", "fixed", "index", "key", "lead", "tail")
 
@@ -112,14 +113,16 @@ class TokenShape:
 class TokenRun:
     """Consecutive events of one ``TokenShape``, recognized by their bytes and never parsed:
     ``raw``, their bytes as they go on; ``middles``, each event's text as it stands in the JSON
-    (plain UTF-8). A filter that sends only some of them on publishes a ``part``."""
+    (UTF-8, with short escapes such as ``\\n`` when ``escaped``). A filter that sends only some of
+    them on publishes a ``part``."""
 
-    __slots__ = ("_ends", "_texts", "middles", "raw", "shape")
+    __slots__ = ("_ends", "_texts", "escaped", "middles", "raw", "shape")
 
-    def __init__(self, raw: bytes, shape: TokenShape, middles: list[bytes]) -> None:
+    def __init__(self, raw: bytes, shape: TokenShape, middles: list[bytes], escaped: bool = False) -> None:
         self.raw = raw
         self.shape = shape
         self.middles = middles
+        self.escaped = escaped
         self._texts: list[str] | None = None
         self._ends: list[int] | None = None
 
@@ -131,12 +134,19 @@ class TokenRun:
     def texts(self) -> list[str]:
         texts = self._texts
         if texts is None:
-            texts = self._texts = [m.decode() for m in self.middles]
+            if self.escaped:
+                # Each middle is a JSON string's inside: all of them decoded in one parse.
+                texts = orjson.loads(b'["' + b'","'.join(self.middles) + b'"]')
+            else:
+                texts = [m.decode() for m in self.middles]
+            self._texts = texts
         return texts
 
     def text(self) -> str:
         """All the events' text, joined."""
         joined = b"".join(self.middles)
+        if self.escaped:
+            return orjson.loads(b'"' + joined + b'"')  # escapes never span two middles
         return joined.decode("ascii") if joined.isascii() else "".join(self.texts)
 
     def byte_end(self, i: int) -> int:
@@ -151,7 +161,9 @@ class TokenRun:
         if start == 0 and stop == len(self.middles):
             return self
         begin = self.byte_end(start - 1) if start else 0
-        part = TokenRun(self.raw[begin : self.byte_end(stop - 1)], self.shape, self.middles[start:stop])
+        part = TokenRun(
+            self.raw[begin : self.byte_end(stop - 1)], self.shape, self.middles[start:stop], self.escaped
+        )
         if self._texts is not None:
             part._texts = self._texts[start:stop]
         return part
@@ -168,8 +180,14 @@ class TokenRun:
 # Streamed text fields of a chat delta (each its own text stream for the redactor).
 DELTA_TEXT_KEYS = ("content", "reasoning_content", "reasoning", "refusal")
 _RUN_KEYS = frozenset(DELTA_TEXT_KEYS)
-# Text that stands in JSON as it is: no quote, backslash or control character (so no newline).
-_PLAIN = rb'[^"\\\x00-\x1f]+'
+# A token's text as it stands in the JSON string: characters that stand as they are (no quote,
+# backslash or control character) and the short escapes an upstream writes for line breaks, tabs,
+# quotes and backslashes (``\n``, ``\"``...), at least one character. This is the JSON string grammar
+# but for ``\u`` escapes (a lone surrogate does not parse): the lexer is inside the string after
+# ``lead`` and still there after such a middle, so the ``"`` that starts ``tail`` closes it. The
+# lookahead lets the first character be a backslash only as part of an escape (the unrolled loop
+# then needs it; nothing but ``"`` may follow a middle).
+_PLAIN = rb'(?=[^"\x00-\x1f])[^"\\\x00-\x1f]*(?:\\[nrtbf"\\/][^"\\\x00-\x1f]*)*'
 _PLAIN_TEXT = re.compile(_PLAIN)
 # Runs of token events: the first event's bytes before its text (group 1: ``data: `` and the JSON up
 # to the opening quote of a delta text field) and after it (group 2), repeated byte for byte by each
@@ -433,8 +451,8 @@ class SSEReader:
                 self._learn(gap)
                 out += gap
             run = chunk[start:end] if start or end != len(chunk) else chunk
-            # Each event is one line (the text holds no newline): split at the blank lines (a
-            # two-byte needle splits several times faster than the ~200 bytes between texts).
+            # Each event is one line (a line break in a text stands escaped): split at the blank
+            # lines (a two-byte needle splits several times faster than the ~200 bytes between texts).
             head, cut = len(lead), len(tail) - 2
             token_run = self._run(run, shape, [line[head:-cut] for line in run.split(b"\n\n")[:-1]])
             if token_run is not None:
@@ -451,8 +469,15 @@ class SSEReader:
     def _run(self, raw: bytes, shape: TokenShape, middles: list[bytes]) -> TokenRun | None:
         """The run of these events; None when a text is not UTF-8 (then its events are parsed, and
         the parse refuses them as JSON, as for any event)."""
-        run = TokenRun(raw, shape, middles)
-        if not raw.isascii():
+        # A backslash in the bytes between the texts (an escaped id) is not one in a text.
+        escaped = b"\\" in raw and any(b"\\" in m for m in middles)
+        run = TokenRun(raw, shape, middles, escaped)
+        if escaped:
+            try:
+                run._texts = orjson.loads(b'["' + b'","'.join(middles) + b'"]')
+            except orjson.JSONDecodeError:
+                return None
+        elif not raw.isascii():
             try:
                 run._texts = [m.decode() for m in middles]
             except UnicodeDecodeError:

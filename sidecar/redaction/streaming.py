@@ -74,8 +74,9 @@ _NUMERAL_RUN_SET = frozenset(NUMERAL_RUN_CHARS)
 # against the full path on adversarial text.
 _INERT_NUMBER = re.compile(r"[0-9]{1,4}(?![0-9])(?=[ ][A-Za-z]|[.,][ ][A-Za-z])")
 _TWO_LOWER_WORDS = re.compile(r"[a-z]{2,}[^A-Za-z0-9]+[a-z]{2,}")
-# A number that ends the text: inert or not by what comes next.
-_SHORT_NUMBER = re.compile(r"[0-9]{1,4}")
+# A number that ends the text (with a ``.`` or ``,`` after it: ``\n2.`` of a list): inert or not by what
+# comes next.
+_SHORT_NUMBER = re.compile(r"[0-9]{1,4}[.,]?")
 _INERT_WINDOW = 64
 _DIGITS = frozenset("0123456789")
 
@@ -274,8 +275,8 @@ class StreamRedactor:
                 if out is not None:
                     return out
             elif _SHORT_NUMBER.fullmatch(tail, at := need.start()) and _prose_before(tail, at, self._context):
-                # A short number in prose that ends the text (`` about 3``): inert or not once the
-                # next delta shows what follows it. Nothing before it can be part of an entity with
+                # A short number in prose that ends the text (`` about 3``, ``\n2.``): inert or not
+                # once the next delta shows what follows it. Nothing before it can be part of an entity with
                 # it (the window above), so all of that goes out and the number alone is held.
                 out = self._quiet_feed(tail, number_at=at)
                 if out is not None:

@@ -356,3 +356,48 @@ def test_text_that_is_not_utf8_is_not_a_run(stage: redact_module.RedactStage) ->
     out = run_pieces([f], [head, event(" a") + broken + event(" b"), broken, rest])
     assert client_texts(out)[0][(0, "content")].startswith(" the")
     assert out.endswith(b"data: [DONE]\n\n")
+
+
+def test_escaped_texts_are_runs_decoded_as_json() -> None:
+    """Line breaks, tabs, quotes and backslashes stand escaped in a token's JSON (``\\n``): such events
+    are runs too (a markdown answer is full of them), their texts decoded as the parse decodes them,
+    their bytes unchanged."""
+    reader = SSEReader(SSEEvents())
+    reader.items(stream([(0, "content", t) for t in PLAIN])[:-200].rsplit(b"\n\n", 2)[0] + b"\n\n")
+    assert reader.shape is not None
+    texts = ["\n", "1.", " Install", "\n\n", 'say "hi"', "C:\\dir\\", "\\", "\t|", "a/b", " end"]
+    chunk = b"".join(event(t) for t in texts)
+    assert b"\\n" in chunk and b'\\"' in chunk and b"\\\\" in chunk and b"\\t" in chunk
+    items = reader.items(chunk)
+    assert len(items) == 1 and isinstance(items[0], TokenRun)
+    run = items[0]
+    assert run.escaped and run.texts == texts and run.text() == "".join(texts)
+    assert run.raw == chunk
+    assert [e.doc for e in run.events()] == [parse_event(event(t)).doc for t in texts]
+    assert [p.texts for p in (run.part(0, 3), run.part(3, 10))] == [texts[:3], texts[3:]]
+    assert run.part(3, 10).text() == "".join(texts[3:])
+    # One event alone (the usual read at many connections) is a run too.
+    (one,) = reader.items(event("line\n"))
+    assert isinstance(one, TokenRun) and one.texts == ["line\n"]
+
+
+def test_escapes_the_run_does_not_take_are_parsed() -> None:
+    """``\\u`` escapes (a lone surrogate is no JSON), other control characters and a lone backslash
+    are no run: those events are parsed (and refused as JSON where they are not), as any event."""
+    reader = SSEReader(SSEEvents())
+    reader.items(stream([(0, "content", t) for t in PLAIN])[:-200].rsplit(b"\n\n", 2)[0] + b"\n\n")
+    assert reader.shape is not None
+    bell = event("\x07ring")
+    assert b"\\u0007" in bell
+    surrogate = event(" ab").replace(b" ab", b"\\ud800")
+    lone = event(" ab").replace(b" ab", b"a\\")
+    unknown = event(" ab").replace(b" ab", b"\\x41")
+    for odd in (bell, surrogate, lone, unknown):
+        chunk = event(" a") + odd + event("\n")
+        items = reader.items(chunk)
+        got = expanded(items)
+        assert [e.raw for e in got] == SSEBuffer().feed(chunk)
+        assert [e.doc for e in got] == [parse_event(raw).doc for raw in SSEBuffer().feed(chunk)]
+        runs = [i for i in items if isinstance(i, TokenRun)]
+        assert all(odd not in r.raw for r in runs) and sum(r.count for r in runs) == 2
+    assert parse_event(bell).doc["choices"][0]["delta"]["content"] == "\x07ring"
