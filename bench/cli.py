@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     stream.add_argument("--events", type=int, default=200, help="events per answer (default 200)")
     stream.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
     stream.add_argument("--connections", default="1,32", help="comma-separated connection counts")
+    stream.add_argument(
+        "--answer",
+        default="prose",
+        help="what the answer says: prose (default) or markdown (headings, lists, line breaks, code)",
+    )
     stream.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. not installed)")
     stream.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     stream.set_defaults(func=_run_stream)
@@ -54,6 +59,10 @@ def _run_stream(args: argparse.Namespace) -> int:
         from custos.errors import UsageError
 
         raise UsageError("--duration must be >= 1 second and --events >= 3 (role, tokens, finish)")
+    if args.answer not in ("prose", "markdown"):
+        from custos.errors import UsageError
+
+        raise UsageError(f"--answer must be prose or markdown, not {args.answer!r}")
     return main(args)
 
 

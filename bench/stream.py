@@ -15,7 +15,8 @@ vLLM-shaped stream of ``--events`` ``chat.completion.chunk`` events, one token e
 At each connection count it prints answers/s, events/s and p50/p99 per answer (wrk measures the
 whole answer), and the ratios that matter: Custos against itself without redaction, against nginx
 and against LiteLLM. Each sidecar runs one worker: the numbers are per worker.
-Reproduce: ``custos bench stream`` (``--events 200 --connections 1,32 --duration 10``).
+Reproduce: ``custos bench stream`` (``--events 200 --connections 1,32 --duration 10``); ``--answer
+markdown`` streams an answer with headings, lists, code and line breaks instead of prose.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -52,6 +54,28 @@ PROSE = (
     "blocks the release. If something is unclear, ask early rather than late; it saves everyone a "
     "lot of time. Thanks for your help, and have a good week!"
 )
+
+# An answer as chat models format them: headings, a bulleted list with bold labels and colons, inline
+# code, a numbered list, line breaks (each ``\n`` stands escaped in the event's JSON).
+MARKDOWN = """## Summary
+
+The release moves to Thursday. Here is what each team needs to do before then:
+
+- **Backend**: finish the migration and run the load test again.
+- **Frontend**: fix the layout bug on the settings page.
+- **Docs**: update the install guide for the new version.
+
+### Steps
+
+1. Stop the old service with `systemctl stop app`.
+2. Run the migration and check the logs for errors.
+3. Start the new service and watch the dashboard for an hour.
+
+If something fails, roll back first and ask questions later. Thanks!
+
+"""
+# A tokenizer's pieces: line breaks, words with their leading space, punctuation runs.
+_PIECES = re.compile(r"\n+| ?[A-Za-z0-9']+| ?[^\sA-Za-z0-9']+")
 
 REQUEST = json.dumps(
     {
@@ -93,18 +117,22 @@ http {{
 """
 
 
-def tokens(n: int) -> list[str]:
-    """``n`` tokens of prose as a tokenizer emits them: words with their leading space, punctuation."""
+def tokens(n: int, answer: str = "prose") -> list[str]:
+    """``n`` tokens of the answer (``prose`` or ``markdown``) as a tokenizer emits them: words with
+    their leading space, punctuation (and line breaks)."""
     words: list[str] = []
-    for word in PROSE.split(" "):
-        core = word.rstrip(".,;!")
-        words.append(" " + core)
-        if core != word:
-            words.append(word[len(core) :])
+    if answer == "markdown":
+        words = _PIECES.findall(MARKDOWN)
+    else:
+        for word in PROSE.split(" "):
+            core = word.rstrip(".,;!")
+            words.append(" " + core)
+            if core != word:
+                words.append(word[len(core) :])
     return [words[i % len(words)] for i in range(n)]
 
 
-def stream_body(events: int) -> bytes:
+def stream_body(events: int, answer: str = "prose") -> bytes:
     """A vLLM-shaped answer: the role event, one token per event, the finish event, ``[DONE]``."""
     base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1732780800, "model": MODEL}
 
@@ -113,7 +141,7 @@ def stream_body(events: int) -> bytes:
         return b"data: " + json.dumps({**base, "choices": [choice]}, separators=(",", ":")).encode() + b"\n\n"
 
     out = [event({"role": "assistant", "content": ""})]
-    out += [event({"content": t}) for t in tokens(events - 2)]
+    out += [event({"content": t}) for t in tokens(events - 2, answer)]
     out.append(event({}, "stop"))
     out.append(b"data: [DONE]\n\n")
     return b"".join(out)
@@ -141,7 +169,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         sc_port, nr_port = free_port(), free_port()
         (tmp / "www").mkdir()
-        (tmp / "www" / "stream.sse").write_bytes(stream_body(args.events))
+        (tmp / "www" / "stream.sse").write_bytes(stream_body(args.events, args.answer))
         # nginx workers drop root: they may traverse the private temp dir and read the stream file.
         tmp.chmod(0o711)
         (tmp / "www").chmod(0o755)
@@ -214,7 +242,7 @@ def main(args: argparse.Namespace) -> int:
                 time.sleep(0.5)
         if args.json:
             Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
-        print_table(results, args.events)
+        print_table(results, args.events, args.answer)
         return 0
     finally:
         for p in reversed(procs):
@@ -222,9 +250,9 @@ def main(args: argparse.Namespace) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def print_table(results: list[Result], events: int) -> None:
+def print_table(results: list[Result], events: int, answer: str = "prose") -> None:
     by = {(r.target, r.connections): r for r in results}
-    print(f"\n{events}-event answers")
+    print(f"\n{events}-event answers ({answer})")
     head = f"{'target':<16} {'conns':>5} {'answers/s':>10} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
     print(f"{head} {'errors':>6}")
     for r in results:

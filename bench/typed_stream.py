@@ -2,7 +2,8 @@
 (``/v1/chat/completions``) and the Responses API's typed events (``/v1/responses``), the same 200 tokens
 of prose with a few numbers (chat chunks also with the numbers written as words, and as numbers the
 detectors must look at, ``2024/25`` and ``3.5``: the gaps are what numbers cost; and a numbered list
-after a colon, with line breaks), through the redact stage's filter and the observe filter as the
+after a colon, with line breaks; and ``custos bench stream --answer markdown``'s answer: headings,
+bullets, bold labels, code), through the redact stage's filter and the observe filter as the
 pipeline chains them (shared parse), fed as one read and as one read per event.
 
 Reproduce: ``python -m bench.typed_stream --answers 300``.
@@ -21,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from bench.stream import tokens as stream_tokens
 from sidecar.config import Config
 from sidecar.context import RequestContext
 from sidecar.stages.observe import ObserveFilter
@@ -122,12 +124,14 @@ def main(args: argparse.Namespace) -> int:
         config = Config.model_validate({"state": {"dir": tmp}})
         stage = RedactStage(config.redaction, Path(tmp))
         parts = tokens(198)
+        markdown = chat_stream(stream_tokens(198, "markdown"))
         print(f"{'stream':<36} {'reads':<10} {'µs/event':>9}")
         for name, path, events in (
             ("chat chunks", "/v1/chat/completions", chat_stream(parts)),
             ("chat chunks, numbers as words", "/v1/chat/completions", chat_stream(tokens(198, PROSE_WORDS))),
             ("chat chunks, 2024/25, 3.5", "/v1/chat/completions", chat_stream(tokens(198, PROSE_SEPARATED))),
             ("chat chunks, a list after a colon", "/v1/chat/completions", chat_stream(tokens(198, MARKDOWN))),
+            ("chat chunks, markdown answer", "/v1/chat/completions", markdown),
             ("Responses typed events", "/v1/responses", responses_stream(parts)),
         ):
             for split in (False, True):

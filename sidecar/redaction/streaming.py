@@ -13,9 +13,10 @@ can start there, so the detectors are not run (nor for a short number in prose, 
 no entity can take: ``_INERT_NUMBER``): the delta is sent except its trailing run of
 characters that a partial match could still consume (letters, ``. % + ( ) ' "``) is held, with the
 separators after it unless whitespace follows (then the exact hold is computed from the run's start
-only). Either way the hold is never shorter than the exact one (``Redactor.hold_from``), so nothing
-is sent earlier than the full path would send it (``tests/redaction/test_stream_fast.py`` checks
-both).
+only, when the delta brings a word of its own: after a delta of only line breaks and punctuation the
+run and they stay held until the next word). Either way the hold is never shorter than the exact one
+(``Redactor.hold_from``), so nothing is sent earlier than the full path would send it
+(``tests/redaction/test_stream_fast.py`` checks both).
 Only with the built-in detectors: custom patterns may match anything, and then every delta takes
 the full path.
 """
@@ -130,6 +131,7 @@ def _need(text: str, start: int = 0, head: str | None = None) -> re.Match[str] |
 
 
 _SPACE = re.compile(r"\s")
+_WORDY = re.compile(r"\w")
 # In the left context: an assignment whose value may still be arriving (``password=``, ``密码是``).
 _ASSIGNS = re.compile("[:=\uff1a\u662f\u4e3a\u5bc6\u53e3]")
 # What a partial match without any of those characters can consume: a run of these...
@@ -271,13 +273,17 @@ class StreamRedactor:
             tail = pending + delta if pending else delta
             need = _need(tail, max(0, len(pending) - 3) if self._quiet else 0, self._context)
             if need is None:
-                out = self._quiet_feed(tail)
+                # A delta of only line breaks, spaces or punctuation (``\n``, ``.\n\n``) holds the
+                # word before it one delta longer instead of asking for the exact hold: the next
+                # word releases it without one.
+                out = self._quiet_feed(tail, _WORDY.search(delta) is not None)
                 if out is not None:
                     return out
             elif _SHORT_NUMBER.fullmatch(tail, at := need.start()) and _prose_before(tail, at, self._context):
                 # A short number in prose that ends the text (`` about 3``, ``\n2.``): inert or not
-                # once the next delta shows what follows it. Nothing before it can be part of an entity with
-                # it (the window above), so all of that goes out and the number alone is held.
+                # once the next delta shows what follows it. Nothing before it can be part of an
+                # entity with it (the window above), so all of that goes out and the number alone
+                # is held.
                 out = self._quiet_feed(tail, number_at=at)
                 if out is not None:
                     return out

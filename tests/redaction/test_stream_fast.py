@@ -392,3 +392,23 @@ def test_a_colon_without_a_keyword_before_it_keeps_the_fast_path(monkeypatch: py
     # Asked of the text as the scanners read it: a keyword in full-width letters is one too.
     assert R.value_open("ｐａｓｓｗｏｒｄ： ") and R.value_open("my password: ")
     assert not R.value_open("Here is the plan: ")
+
+
+@needs_fast
+def test_a_line_break_holds_the_word_before_it_without_a_detector(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delta of only a line break (or punctuation and one) holds the word before it one delta longer
+    instead of asking for its exact hold; the next word releases it, and the list number after it is
+    held alone: a markdown answer's lines take no detector."""
+    finds, holds = [], []
+    monkeypatch.setattr(R, "find", lambda *a, **k: finds.append(a) or Redactor.find(R, *a, **k))
+    monkeypatch.setattr(R, "hold_from", lambda *a: holds.append(a) or Redactor.hold_from(R, *a))
+    sr = StreamRedactor(R, Session())
+    deltas = [" Run", " the", " tests", " again", ".\n", "\n", "2.", " Ship", " it", " now", ".\n\n"]
+    deltas += ["The", " end"]
+    got = [sr.feed(d) for d in deltas]
+    assert not finds and not holds and sr.clean
+    assert got[3:7] == ["tests ", "", "", "again.\n\n"]  # then ``2.`` is held alone
+    assert got[7] == "2. " and got[10:] == ["", "now.\n\n", "The "] and sr.held == "end"
+    assert "".join(got) + sr.held == "".join(deltas)
+    text = "".join(deltas)
+    assert stream(text, list(accumulate(map(len, deltas)))) == batch(text)
