@@ -512,6 +512,25 @@ _ZH_ROLES = (
     "|副局长|厂长|会长|委员|委员长|秘书长|总统|副总统|外长|大使|院士|医师|教练|选手|队长|司令员|政委|参谋长|发言人"
     "|主持人|作者|编辑|导演|总裁|董事|处长|科长|所长|站长|行长|社长|馆长|组长|班长"
 )
+# Foreign names written in Chinese characters (``总统克林顿``, ``教练福格茨``, ``主席阿维兰热``): the
+# characters of the standard transliteration tables that names are spelled with. After a title or post,
+# a run of two to six of them (parts joined by ``·``: ``约翰·西``) that is no everyday word is a name.
+# Bare runs are not taken: place names are spelled with the same characters (``巴基斯坦``, ``莫斯科``).
+_ZH_FOREIGN_CHARS = frozenset(
+    "阿埃艾安昂奥巴拜班邦贝本比彼宾波伯博布采查达戴丹道德登迪蒂丁杜顿多厄恩尔法菲费芬弗福盖甘冈戈格根古哈海汉"
+    "豪赫亨胡霍基吉加贾杰金卡凯坎康科克肯库奎拉莱赖兰朗劳勒雷里利莉林琳隆卢鲁伦罗洛马迈曼梅门蒙米莫姆穆纳奈南"
+    "内尼涅努诺帕潘佩皮珀普齐奇乔切琼丘萨塞桑瑟森沙尚舍什施舒斯松苏索塔泰坦汤特图托瓦万旺威维韦温沃乌西希锡谢"
+    "辛休雅亚扬耶伊因尤约泽扎詹兹佐京蓬茨夫翰延默麦若捷热"
+)
+_ZH_FOREIGN_MAX = 6
+_ZH_FOREIGN_CLASS = "[" + "".join(sorted(_ZH_FOREIGN_CHARS)) + "]"
+_ZH_FOREIGN_RUN = f"{_ZH_FOREIGN_CLASS}(?:·?{_ZH_FOREIGN_CLASS}){{1,{_ZH_FOREIGN_MAX - 1}}}"
+# Posts and callings written before a name only, Chinese or foreign (``首相桥本``, ``前锋罗纳尔多``,
+# ``作家王蒙``): after a name they are words of their own too often (``我国作家``).
+_ZH_ROLES_BEFORE = (
+    "首相|国王|王储|亲王|王子|公主|女王|议长|特使|将军|上校|前锋|后卫|中锋|门将|主帅|外援|名将|老将|球星|画家|作家"
+    "|诗人|歌手|演员"
+)
 # How far after the name that starts it a list of names goes on (``、`` to the last item's start): within
 # the left context a stream keeps (``streaming.CONTEXT_CHARS``, 64), with room for that name and its title.
 _ZH_LIST_SPAN = 48
@@ -846,6 +865,7 @@ _ZH_KIND: dict[str, str] = {
     **{w: "addr_verb" for w in _words(_ZH_ADDR_VERBS)},
     **{w: "verb" for w in _words(_ZH_VERBS)},
     **{w: "role" for w in _words(_ZH_ROLES)},
+    **{w: "role_before" for w in _words(_ZH_ROLES_BEFORE)},
     # The look-alikes and short forms people write to get past filters (薇信, 加微, wx) too.
     **{
         w: "wechat"
@@ -855,6 +875,8 @@ _ZH_KIND: dict[str, str] = {
     **{w: "wechat" for w in ("wx", "WX", "Wx")},
 }
 _ZH_TRIGGER = re.compile(pair_filtered_regex(_ZH_KIND))
+# The kinds of words a name may follow.
+_ZH_BEFORE_NAME = frozenset(("role", "title", "role_before"))
 # On ASCII-only text (most English lines) only the ASCII cue words can match: substring tests (C speed,
 # no regex state) tell whether any occurs, and only then does the pass run.
 _ZH_ASCII_NEEDLES = tuple(sorted({w.lower() for w in _ZH_KIND if w.isascii()}))
@@ -1106,9 +1128,11 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         "PERSON",
         # Found by ``names_finder`` (``_zh_name_after_role_end``); held back in a stream as a title, a
         # surname and a Chinese character until the two characters after them have arrived.
-        f"(?:{_ZH_ROLES}|{_ZH_TITLES})(?P<value>(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff](?=[\\s\\S]{{2}}))",
+        # A foreign name (``_zh_foreign_name_end``) is held until a character that is not in it.
+        f"(?:{_ZH_ROLES}|{_ZH_TITLES}|{_ZH_ROLES_BEFORE})(?P<value>(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff](?=[\\s\\S]{{2}})"
+        f"|{_ZH_FOREIGN_RUN}(?=[^·{_ZH_FOREIGN_CLASS[1:]}))",
         has_value=True,
-        description="Chinese name right after a title or post (记者王红, 外长李岚清, 经理李明)",
+        description="Chinese or foreign name after a title or post (记者王红, 外长李岚清, 总统克林顿)",
     ),
     Detector(
         "person_zh_post",
@@ -1200,6 +1224,9 @@ class _ZhWords(NamedTuple):
     common: frozenset[str]  # no given name starts here
     inside: frozenset[str]  # no name starts inside (``words`` and ``~``: names)
     person_words: frozenset[str]  # two-character words jieba tags as names (李鹏, but also 阳光)
+    # Two-character words jieba tags as names or as transliterated names (李鹏, 科尔): a foreign name
+    # after a title may start with one.
+    name_words: frozenset[str]
     compounds: frozenset[str]
     given: frozenset[str]  # characters common in given names (``*``: 琛, 峰)
 
@@ -1210,6 +1237,7 @@ def _zh_words() -> _ZhWords:
     common: set[str] = set()
     names: set[str] = set()
     person_words: set[str] = set()
+    foreign_words: set[str] = set()
     given: set[str] = set()
     with ZH_WORDS_PATH.open(encoding="utf-8") as f:
         for line in f:
@@ -1224,6 +1252,8 @@ def _zh_words() -> _ZhWords:
                 common.add(word)
             if "=" in mark:
                 person_words.add(word)
+            if "^" in mark:
+                foreign_words.add(word)
     # A compound surname that is also a very common word (东方, the east) starts no bare name.
     compounds = frozenset(c for c in _words(_ZH_COMPOUND) if c not in common)
     # One class first (``re`` skips to candidates at C speed; an alternation is tried at every
@@ -1244,6 +1274,7 @@ def _zh_words() -> _ZhWords:
         frozenset(common),
         frozenset(words | names),
         frozenset(person_words),
+        frozenset(person_words | foreign_words),
         compounds,
         frozenset(given),
     )
@@ -1349,6 +1380,34 @@ def _zh_name_after_role_end(text: str, s: int, bare: _ZhWords) -> int:
     if len(text) > s + 2 and text[s : s + 3] in bare.words:
         return 0
     return _zh_given_name_end(text, s + 1, bare)
+
+
+def _zh_foreign_name_end(text: str, s: int, bare: _ZhWords) -> int:
+    """Where a foreign name right after a title (``总统克林顿``) ends, or 0: two to ``_ZH_FOREIGN_MAX``
+    transliteration characters (``_ZH_FOREIGN_CHARS``; a ``·`` between two of them joins parts), then
+    none of them (or the end of the text); not an everyday word (``巴西``), nor starting with one that
+    jieba does not tag as a name. Reads up to ``s + 8``."""
+    e = s
+    letters = 0
+    n = len(text)
+    while e < n and letters <= _ZH_FOREIGN_MAX:
+        char = text[e]
+        if char in _ZH_FOREIGN_CHARS:
+            letters += 1
+        elif char == "·" and e > s and e + 1 < n and text[e + 1] in _ZH_FOREIGN_CHARS:
+            pass
+        else:
+            break
+        e += 1
+    if not 2 <= letters <= _ZH_FOREIGN_MAX:
+        return 0
+    named = bare.name_words
+    head = text[s : s + 2]
+    if head in bare.common or (head in bare.words and head not in named):
+        return 0
+    if text[s:e] in bare.words and text[s:e] not in named:
+        return 0
+    return e
 
 
 def _zh_name_before_post_start(text: str, s: int, lo: int, bare: _ZhWords) -> int:
@@ -1521,9 +1580,11 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
             zh_iter = _finditer(zh_pass, text, lo)
         for m in zh_iter:
             kind, s = _ZH_KIND.get(m.group()), m.start()
-            if role_names and zh_words is not None and kind in ("role", "title"):  # a name after a title
+            if role_names and zh_words is not None and kind in _ZH_BEFORE_NAME:  # a name after a title
                 after = m.end()
-                end = _zh_name_after_role_end(text, after, zh_words)
+                end = _zh_name_after_role_end(text, after, zh_words) or _zh_foreign_name_end(
+                    text, after, zh_words
+                )
                 if end:
                     (out if after >= pos else early).append(Entity("PERSON", after, end))
             if post_names and zh_words is not None and kind == "role":  # a name before a post

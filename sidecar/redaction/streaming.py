@@ -73,11 +73,17 @@ _NUMERAL_RUN_SET = frozenset(NUMERAL_RUN_CHARS)
 # days``: ``3`` is inert). Where the text before it is not known (``head`` None), it is not.
 # ``tests/redaction/test_stream_fast.py`` pins the detectors this argument was made for and checks it
 # against the full path on adversarial text.
+#
+# So is a dash standing alone in prose, a markdown bullet (``\n- item``) or an aside (``this - that``):
+# ``-`` with a space or a line break before it (or the stream's start) and a space after it, by the same
+# window. Entities that take a ``-`` take it as a separator between groups joined as above, or inside a
+# token (``sk-``, ``xoxb-``, base64url) or a ``-----BEGIN`` line, never with a space after it at their
+# start; so no entity holds such a dash.
 _INERT_NUMBER = re.compile(r"[0-9]{1,4}(?![0-9])(?=[ ][A-Za-z]|[.,][ ][A-Za-z])")
 _TWO_LOWER_WORDS = re.compile(r"[a-z]{2,}[^A-Za-z0-9]+[a-z]{2,}")
-# A number that ends the text (with a ``.`` or ``,`` after it: ``\n2.`` of a list): inert or not by what
-# comes next.
-_SHORT_NUMBER = re.compile(r"[0-9]{1,4}[.,]?")
+# A number (with a ``.`` or ``,`` after it: ``\n2.`` of a list) or a dash that ends the text: inert or
+# not by what comes next.
+_SHORT_NUMBER = re.compile(r"[0-9]{1,4}[.,]?|-")
 _INERT_WINDOW = 64
 _DIGITS = frozenset("0123456789")
 
@@ -102,7 +108,9 @@ def _prose_before(text: str, i: int, head: str | None) -> bool:
 
 
 def _inert_end(text: str, i: int, head: str | None) -> int:
-    """The end of the inert number at ``text[i]`` (see above), or 0."""
+    """The end of the inert number or dash at ``text[i]`` (see above), or 0."""
+    if text[i] == "-":
+        return i + 1 if text[i + 1 : i + 2] == " " and _prose_before(text, i, head) else 0
     number = _INERT_NUMBER.match(text, i)
     if number is None or not _prose_before(text, i, head):
         return 0
@@ -111,7 +119,7 @@ def _inert_end(text: str, i: int, head: str | None) -> int:
 
 def _need(text: str, start: int = 0, head: str | None = None) -> re.Match[str] | None:
     """The first match of ``_NEEDS_SCAN`` from ``start`` on, a Chinese numeral counting only where a
-    number written in numerals may go on from it, and an inert number (above) not at all. ``head``:
+    number written in numerals may go on from it, and an inert number or dash (above) not at all. ``head``:
     the stream's text before ``text`` (None: not known, then no number is inert before position 64)."""
     need = _NEEDS_SCAN.search(text, start)
     while need is not None:
@@ -120,7 +128,7 @@ def _need(text: str, start: int = 0, head: str | None = None) -> re.Match[str] |
             after = need.end()
             if after == len(text) or text[after] in _NUMERAL_RUN_SET:
                 return need
-        elif char in _DIGITS:
+        elif char in _DIGITS or char == "-":
             after = _inert_end(text, need.start(), head)
             if not after:
                 return need

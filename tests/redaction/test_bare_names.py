@@ -108,6 +108,38 @@ def test_after_a_title(text: str, expected: list[str], why: str) -> None:
 @pytest.mark.parametrize(
     ("text", "expected", "why"),
     [
+        ("美国总统克林顿说，", ["克林顿"], "transliteration characters after a post"),
+        ("主席阿维兰热今天", ["阿维兰热"], "up to the first character that is not one"),
+        ("总理科尔和部长约翰·西", ["科尔", "约翰·西"], "a word jieba tags as a foreign name (^); a ·"),
+        ("荷兰前锋克鲁伊维特进球", ["克鲁伊维特"], "a post that only comes before a name"),
+        ("作家王蒙的新书", ["王蒙"], "a Chinese name after such a post too"),
+        ("部长基本同意", [], "an everyday word of those characters (基本)"),
+        ("部长根本不知道", [], "an everyday word (根本)"),
+        ("总统巴西", [], "a place (巴西) is an everyday word of the list"),
+        ("选手比赛", [], "one such character alone"),
+        ("总统阿尔贝拉斯科萨说", [], "more than six is no name the rule knows"),
+        ("总统·克林", [], "a name does not start with ·"),
+        ("莫斯科的冬天", [], "no post: bare runs are places as often as names"),
+        ("我国作家", [], "those posts are not taken after a name"),
+    ],
+)
+def test_foreign_names_after_a_title(text: str, expected: list[str], why: str) -> None:
+    assert persons(text) == expected, why
+
+
+def test_a_foreign_name_streamed_equals_the_whole_text() -> None:
+    """Held after the post until a character that is not in the name arrives, in answers too."""
+    for text in ("美国总统克林顿说，会谈", "总理科尔和部长约翰·西今天", "主席阿维兰热"):
+        whole = batch(text)
+        assert "克林顿" not in whole and "约翰·西" not in whole and "阿维兰热" not in whole, whole
+        for i in range(len(text) + 1):
+            for j in range(i, len(text) + 1):
+                assert stream(text, [i, j]) == whole, (text, i, j)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "why"),
+    [
         ("江泽民、李鹏、乔石等出席", ["江泽民", "李鹏", "乔石"], "each item the next one's seed"),
         ("记者赵新兵、薛文献报道", ["赵新兵", "薛文献"], "a list after a name found after a title"),
         ("江泽民、上海、北京等", ["江泽民"], "an item that starts with no surname"),
@@ -171,6 +203,7 @@ def test_the_word_list_drives_the_rule() -> None:
     names = _zh_words()
     assert {"王国", "提高"} <= names.words and "大家" in names.common and "黄金周" in names.inside
     assert "李鹏" in names.person_words and "李鹏" in names.words
+    assert {"科尔", "李鹏"} <= names.name_words and "基本" not in names.name_words
     assert "黄金周" not in names.words  # a name of jieba's list may start a name
     assert "王国" in bare("这是王国的领土", names._replace(words=names.words - {"王国"}))
     assert bare("谢大家的支持", names._replace(common=frozenset())) == ["谢大家"]

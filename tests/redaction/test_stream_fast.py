@@ -256,6 +256,19 @@ NUMBER_TEXTS = [
     "at 10. 0. 0. 1 the and 8.8. 8.8 the",
     "ssn 123. 45. 6789 the",
     "plan:\n1. Install it\n2. Run it\n3.",
+    # Dashes: bullets, asides, separators next to entities.
+    "- Install the package\n- Run the tests - then ship it\n-",
+    "call 555-123-4567\n- Next one - and more",
+    "138 - 1234 - 5678 the and - 5678 the",
+    "4111 - 1111 - 1111 - 1111 the and - 1111",
+    "ssn 123 - 45 - 6789 the and - 6789",
+    "the key sk- abcdefghijklmnopqrstuvwxyz123456 and xoxb- 1234 the",
+    "-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBgkq\n- item\n-----END PRIVATE KEY-----",
+    "the plan - see\n- jo@example.com and - bob@example.com",
+    "GB29 NWBK - 1234 5678 the and - NWBK",
+    "- \n- 13800138000 and the - 13800138000",
+    "phone - 555 - 0123 the and tel - 020 7946 0958",
+    "a - b - c the ab cd - -- --- - -",
 ]
 
 
@@ -273,7 +286,7 @@ def test_inert_number_argument_covers_every_detector_in_answers() -> None:
 
 def _inert_spans(text: str) -> list[tuple[int, int]]:
     spans = []
-    for m in re.finditer(r"[0-9]+", text):
+    for m in re.finditer(r"[0-9]+|-", text):
         end = streaming._inert_end(text, m.start(), "")  # "": the text is the whole stream
         if end:
             spans.append((m.start(), end))
@@ -303,6 +316,9 @@ def test_inert_numbers_are_those_of_prose() -> None:
     assert _inert_spans("v2024 the") == _inert_spans("(2024) the") == _inert_spans("2024-25 the") == []
     # A numbered list: after a line break, or at the very start of the stream.
     assert _inert_spans("1. Install the package\n2. Run it") == [(0, 1), (23, 24)]
+    # Bullets and asides; not a dash glued to something, nor one a trigger is close before.
+    assert _inert_spans("- Install it\n- Run the tests - then ship") == [(0, 1), (13, 14), (29, 30)]
+    assert _inert_spans("a-b the -c the --- 555 - 0123 the") == []
     assert _inert_spans("call 555-123-4567\n2. Next") == []
     # Where the text before it is not known, not inert.
     assert streaming._inert_end("2024 the", 0, None) == 0
@@ -359,10 +375,10 @@ def test_short_numbers_in_prose_take_no_detector(monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.parametrize("text", NUMBER_TEXTS)
 def test_a_short_number_that_ends_the_text_is_held_from_its_start_at_most(text: str) -> None:
-    """``about 3`` (or ``\n2.``) with what follows not known yet: the fast path sends everything
-    before the number and holds the number; the exact hold never starts before it."""
+    """``about 3`` (or ``\n2.``, ``\n-``) with what follows not known yet: the fast path sends
+    everything before the number and holds the number; the exact hold never starts before it."""
     for redactor in {R, DEFAULT}:
-        for m in re.finditer(r"[0-9]{1,4}[.,]?", text):
+        for m in re.finditer(r"[0-9]{1,4}[.,]?|-", text):
             for end in range(m.start() + 1, m.end() + 1):
                 prefix = text[:end]
                 if streaming._SHORT_NUMBER.fullmatch(prefix, m.start()) and streaming._prose_before(

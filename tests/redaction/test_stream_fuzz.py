@@ -1,7 +1,7 @@
 """Random texts, split at random, char by char and word by word: a stream redacts them exactly as the
 whole text. The texts mix what the stream's shortcuts reason about: short numbers in prose, longer
-numbers, extension and cue words, upper-case groups, assignments (``=``, ``:``, ``密码是``) and every PII
-piece of the streaming tests.
+numbers, dashes (bullets, asides, separators), extension and cue words, upper-case groups,
+assignments (``=``, ``:``, ``密码是``) and every PII piece of the streaming tests.
 
 Longer runs: ``python -m tests.redaction.test_stream_fuzz SEED SECONDS``.
 """
@@ -22,6 +22,7 @@ WORDS = [
     *("sk", "xoxb", "a", "ab"),
 ]
 SEPARATORS = [" ", "  ", ", ", ". ", ":", "=", ": ", "-", "/", ".", "(", ")", "+", "\n", "\n1. ", "，", "。"]
+SEPARATORS += ["\n- ", " - ", "- ", "\n-"]
 SEPARATORS += ["电话", "密码是", "密 码 是", "口令 ：", "转"]
 
 
