@@ -144,9 +144,9 @@ class TokenRun:
 
     def text(self) -> str:
         """All the events' text, joined."""
-        joined = b"".join(self.middles)
         if self.escaped:
-            return orjson.loads(b'"' + joined + b'"')  # escapes never span two middles
+            return "".join(self.texts)  # decoded once, by the reader
+        joined = b"".join(self.middles)
         return joined.decode("ascii") if joined.isascii() else "".join(self.texts)
 
     def byte_end(self, i: int) -> int:
