@@ -53,15 +53,12 @@ def _run_proxy(args: argparse.Namespace) -> int:
 def _run_stream(args: argparse.Namespace) -> int:
     from bench.proxy import parse_connections
     from bench.stream import main
+    from custos.errors import UsageError
 
     parse_connections(args.connections)  # bad input: one line, exit 2, before any tool check
     if args.duration < 1 or args.events < 3:
-        from custos.errors import UsageError
-
         raise UsageError("--duration must be >= 1 second and --events >= 3 (role, tokens, finish)")
     if args.answer not in ("prose", "markdown"):
-        from custos.errors import UsageError
-
         raise UsageError(f"--answer must be prose or markdown, not {args.answer!r}")
     return main(args)
 

@@ -145,7 +145,7 @@ class TokenRun:
     def text(self) -> str:
         """All the events' text, joined."""
         if self.escaped:
-            return "".join(self.texts)  # decoded once, by the reader
+            return "".join(self.texts)  # decoded once (by the reader), not parsed again
         joined = b"".join(self.middles)
         return joined.decode("ascii") if joined.isascii() else "".join(self.texts)
 
@@ -472,15 +472,10 @@ class SSEReader:
         # A backslash in the bytes between the texts (an escaped id) is not one in a text.
         escaped = b"\\" in raw and any(b"\\" in m for m in middles)
         run = TokenRun(raw, shape, middles, escaped)
-        if escaped:
+        if escaped or not raw.isascii():
             try:
-                run._texts = orjson.loads(b'["' + b'","'.join(middles) + b'"]')
-            except orjson.JSONDecodeError:
-                return None
-        elif not raw.isascii():
-            try:
-                run._texts = [m.decode() for m in middles]
-            except UnicodeDecodeError:
+                run.texts  # noqa: B018 (decoded now, once: a text that does not decode is no run)
+            except (UnicodeDecodeError, orjson.JSONDecodeError):
                 return None
         self.shared.recognized += len(middles)
         return run

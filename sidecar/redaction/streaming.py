@@ -83,9 +83,10 @@ _INERT_NUMBER = re.compile(r"[0-9]{1,4}(?![0-9])(?=[ ][A-Za-z]|[.,][ ][A-Za-z])"
 _TWO_LOWER_WORDS = re.compile(r"[a-z]{2,}[^A-Za-z0-9]+[a-z]{2,}")
 # A number (with a ``.`` or ``,`` after it: ``\n2.`` of a list) or a dash that ends the text: inert or
 # not by what comes next.
-_SHORT_NUMBER = re.compile(r"[0-9]{1,4}[.,]?|-")
+_MAYBE_INERT = re.compile(r"[0-9]{1,4}[.,]?|-")
 _INERT_WINDOW = 64
-_DIGITS = frozenset("0123456789")
+# The first characters of what may be inert: a digit, a dash.
+_INERT_FIRST = frozenset("0123456789-")
 
 
 def _prose_before(text: str, i: int, head: str | None) -> bool:
@@ -128,7 +129,7 @@ def _need(text: str, start: int = 0, head: str | None = None) -> re.Match[str] |
             after = need.end()
             if after == len(text) or text[after] in _NUMERAL_RUN_SET:
                 return need
-        elif char in _DIGITS or char == "-":
+        elif char in _INERT_FIRST:
             after = _inert_end(text, need.start(), head)
             if not after:
                 return need
@@ -287,7 +288,7 @@ class StreamRedactor:
                 out = self._quiet_feed(tail, _WORDY.search(delta) is not None)
                 if out is not None:
                     return out
-            elif _SHORT_NUMBER.fullmatch(tail, at := need.start()) and _prose_before(tail, at, self._context):
+            elif _MAYBE_INERT.fullmatch(tail, at := need.start()) and _prose_before(tail, at, self._context):
                 # A short number in prose that ends the text (`` about 3``, ``\n2.``): inert or not
                 # once the next delta shows what follows it. Nothing before it can be part of an
                 # entity with it (the window above), so all of that goes out and the number alone

@@ -381,7 +381,7 @@ def test_a_short_number_that_ends_the_text_is_held_from_its_start_at_most(text: 
         for m in re.finditer(r"[0-9]{1,4}[.,]?|-", text):
             for end in range(m.start() + 1, m.end() + 1):
                 prefix = text[:end]
-                if streaming._SHORT_NUMBER.fullmatch(prefix, m.start()) and streaming._prose_before(
+                if streaming._MAYBE_INERT.fullmatch(prefix, m.start()) and streaming._prose_before(
                     prefix, m.start(), ""
                 ):
                     assert redactor.hold_from(prefix, 0) >= m.start(), (text, prefix)
