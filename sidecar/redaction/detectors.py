@@ -2208,7 +2208,7 @@ class Scanner:
         # A keyword already sent (``password=``) whose value is still arriving.
         if floor and values_partial is not None and _ASSIGN.search(text, max(0, floor - 48), floor):
             try:
-                if _value_open(values_partial, text, max(0, floor - 48), floor):
+                if _value_open(values_partial, text, max(0, floor - 48), floor, builtin=not self._user):
                     return floor
             except TimeoutError:
                 return floor
@@ -2235,8 +2235,12 @@ class Scanner:
                 end = m.end()
                 if m.partial or end >= n or _SEPARATORS.fullmatch(text, end):
                     return p
-                if text.startswith("-----BEGIN", p) and not _PEM_END.search(m.group()):
-                    return p
+                if text.startswith("-----BEGIN", p):
+                    if not _PEM_END.search(m.group()):
+                        return p
+                    # A block ends at its first END line (the body is lazy): it cannot grow, though a
+                    # partial fullmatch would take the rest of the stream as its body.
+                    continue
                 if fullmatch(text, p, partial=True) is not None:
                     return p
             except TimeoutError:  # nothing before p can grow into an entity; from p on, not known
@@ -2247,17 +2251,21 @@ class Scanner:
 _BUILTIN_SET = frozenset(BUILTIN)
 
 
-def _value_open(values_partial: Any, text: str, lo: int, hi: int) -> bool:
+def _value_open(values_partial: Any, text: str, lo: int, hi: int, builtin: bool = True) -> bool:
     """Whether a value entity (``password=…``, ``密码是…``) whose keyword starts in ``text[lo:hi]`` could
     still take characters that arrive after ``text``: its partial match runs to the end, or it is
-    complete there, or only separators follow it."""
+    complete there, or only separators follow it. ``builtin``: only the built-in value detectors, whose
+    keywords start where ``_KEYWORD_AT`` finds (a C-speed scan instead of a test per character)."""
     vmatch = values_partial.match
     n = len(text)
-    for p in range(lo, hi):
-        if text[p] in _KEYWORD_FIRST:
-            m = vmatch(text, p, partial=True)
-            if m is not None and (m.partial or m.end() >= n or _SEPARATORS.fullmatch(text, m.end())):
-                return True
+    if builtin:
+        positions: Iterable[int] = map(_match_start, _KEYWORD_AT.finditer(text, lo, hi))
+    else:
+        positions = (p for p in range(lo, hi) if text[p] in _KEYWORD_FIRST)
+    for p in positions:
+        m = vmatch(text, p, partial=True)
+        if m is not None and (m.partial or m.end() >= n or _SEPARATORS.fullmatch(text, m.end())):
+            return True
     return False
 
 
@@ -2483,6 +2491,9 @@ _FIRST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 # The same without ``<`` (our placeholders), as a regex class.
 _BUILTIN_FIRST = "".join(re.escape(c) for c in sorted(_FIRST_CHARS - {"<"}))
 _KEYWORD_FIRST = frozenset("PpSsCcAa密口")
+# Where a built-in value detector's keyword can start: ``password``'s first letters where no ASCII letter
+# or digit is before them (its fence), ``密码``/``口令`` anywhere.
+_KEYWORD_AT = re.compile("[\u5bc6\u53e3]|(?<![A-Za-z0-9])[PpSsCcAa]")
 _ASSIGN = re.compile(r"[:=：是为]")
 # Only separators after a candidate: more text may still extend it (``+2024-11`` + ``-28``).
 _SEPARATORS = re.compile(r"[\s\-.()+:/=_@%#：'\"]*")

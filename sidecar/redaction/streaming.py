@@ -9,8 +9,9 @@ Fast path: most deltas are prose (`` the``, `` world``, ``,``). When the text no
 plus delta) holds no character that any built-in entity needs (a digit, ``@ : = ： _ - < 密 口``), none
 of the anchors that stand for one (``eyJ``, ``AKIA``, ``ASIA``), no character that case-folds into a
 keyword letter, and the 48 characters before it hold no assignment a value could follow, no entity
-can start there, so the detectors are not run (nor for a short number in prose, ``In 2024 the``, that
-no entity can take: ``_INERT_NUMBER``): the delta is sent except its trailing run of
+can start there, so the detectors are not run (nor for a short number in prose, ``In 2024 the``, a dash
+standing alone, or a colon that ends a label, ``**Backend**: finish``, that no entity can take:
+``_INERT_NUMBER``, ``_label_colon``): the delta is sent except its trailing run of
 characters that a partial match could still consume (letters, ``. % + ( ) ' "``) is held, with the
 separators after it unless whitespace follows (then the exact hold is computed from the run's start
 only, when the delta brings a word of its own: after a delta of only line breaks and punctuation the
@@ -24,6 +25,7 @@ the full path.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from .detectors import PLACEHOLDER_TYPE, Entity
 from .engine import Redactor
@@ -81,19 +83,38 @@ _NUMERAL_RUN_SET = frozenset(NUMERAL_RUN_CHARS)
 # start; so no entity holds such a dash.
 _INERT_NUMBER = re.compile(r"[0-9]{1,4}(?![0-9])(?=[ ][A-Za-z]|[.,][ ][A-Za-z])")
 _TWO_LOWER_WORDS = re.compile(r"[a-z]{2,}[^A-Za-z0-9]+[a-z]{2,}")
-# A number (with a ``.`` or ``,`` after it: ``\n2.`` of a list) or a dash that ends the text: inert or
-# not by what comes next.
-_MAYBE_INERT = re.compile(r"[0-9]{1,4}[.,]?|-")
+#
+# So is a colon that ends a label (``**Backend**: finish``, ``then:\n``): a space or a line break after
+# it, no trigger character in the word it ends, and no value entity open at it (``Redactor.value_open``
+# of the text from the word before on: ``password:`` and ``"api_key" :`` are assignments). The entities
+# that hold a colon are IPv6 and MAC addresses (hex groups joined by colons, no whitespace: the colon
+# that ends one has another colon or a digit in its word, and none is followed by whitespace inside
+# one), a value after its keyword (``password=ab:``: the assignment is a trigger character, sent on the
+# full path, which keeps the fast path off while the value is open; a keyword right before the colon
+# makes it the assignment: asked of ``value_open``), and a private-key block's ``Proc-Type:`` lines
+# (held whole with the block). Cue words before a colon (``QQ:``, ``SSN:``, ``电话:``) are context, not
+# part of an entity, and no detector holds them; the number after them has digits.
+# A number (with a ``.`` or ``,`` after it: ``\n2.`` of a list), a dash or a colon that ends the text:
+# inert or not by what comes next.
+_MAYBE_INERT = re.compile(r"[0-9]{1,4}[.,]?|-|:")
 _INERT_WINDOW = 64
-# The first characters of what may be inert: a digit, a dash.
-_INERT_FIRST = frozenset("0123456789-")
+# The first characters of what may be inert: a digit, a dash, a colon.
+_INERT_FIRST = frozenset("0123456789-:")
+# What splits words where a label colon is looked at (other whitespace counts as part of a word: a longer
+# word is asked about, never a shorter one).
+_BLANKS = " \n\t"
+# The last character of an assignment (``=``, ``=>``, ``:``, ``是``): a value may follow it after blanks.
+_VALUE_AFTER = frozenset(":=\uff1a>\u662f\u4e3a")
+ValueOpen = Callable[[str], bool]
 
 
-def _prose_before(text: str, i: int, head: str | None) -> bool:
+def _prose_before(text: str, i: int, head: str | None, value_open: ValueOpen | None = None) -> bool:
     """Whether a number at ``text[i]`` stands in prose: a space or a line break before it (or the start
     of the stream: a numbered list, ``1. Install``), and no trigger character in
-    the 64 characters before it, or two lower-case words after the last one (see above). ``head``: the
-    stream's text just before ``text`` (its context), None when not known."""
+    the 64 characters before it, or two lower-case words after the last one (see above); a label's
+    colon is no trigger here (no value follows it: ``then:\n1. Stop``). ``head``: the stream's text
+    just before ``text`` (its context), None when not known; ``value_open``: the redactor's (None:
+    every colon counts)."""
     if i >= _INERT_WINDOW:
         window = text[i - _INERT_WINDOW : i]
     elif head is None:
@@ -102,26 +123,63 @@ def _prose_before(text: str, i: int, head: str | None) -> bool:
         window = (head + text[:i])[-_INERT_WINDOW:]
     if window and window[-1] not in " \n":
         return False  # glued to something (nothing at all before it: the stream's start)
-    last = None
-    for last in _NEEDS_SCAN.finditer(window):  # noqa: B007 (the last one is wanted)
-        pass
-    return last is None or _TWO_LOWER_WORDS.search(window, last.end()) is not None
+    for trigger in reversed(list(_NEEDS_SCAN.finditer(window))):
+        at = trigger.start()
+        if window[at] != ":" or window[at + 1] not in " \n" or not _label_colon(window, at, None, value_open):
+            return _TWO_LOWER_WORDS.search(window, trigger.end()) is not None
+    return True
 
 
-def _inert_end(text: str, i: int, head: str | None) -> int:
-    """The end of the inert number or dash at ``text[i]`` (see above), or 0."""
-    if text[i] == "-":
-        return i + 1 if text[i + 1 : i + 2] == " " and _prose_before(text, i, head) else 0
+def _word_start(text: str, end: int) -> int:
+    """The start of the word that ends at ``end`` (0 at the text's start)."""
+    return 1 + max(text.rfind(" ", 0, end), text.rfind("\n", 0, end), text.rfind("\t", 0, end))
+
+
+def _label_colon(text: str, i: int, head: str | None, value_open: ValueOpen | None) -> bool:
+    """Whether the colon at ``text[i]`` ends a label (see above), whatever comes after it: no trigger
+    character in the word it ends, no assignment character at the end of the word before (``secret :
+    ab:``: the value may hold a colon), and no value open at it, asked of the text from the word before
+    on (a keyword would be there: ``password :``). ``head``: the stream's text before ``text`` (None:
+    not known); ``value_open``: the redactor's (None: no colon is a label)."""
+    if value_open is None:
+        return False
+    word = _word_start(text, i)
+    end = len(text[:word].rstrip(_BLANKS))
+    before = _word_start(text, end)
+    if not before and head:
+        # The words may begin in the text before: asked of both joined, as far back as a label's words
+        # may go (``None``: what is before that is not looked at).
+        near = head[-_INERT_WINDOW:]
+        return _label_colon(near + text[: i + 1], len(near) + i, None if near != head else "", value_open)
+    if (not before and head is None) or i - before > _INERT_WINDOW:
+        return False
+    return (
+        _NEEDS_SCAN.search(text, word, i) is None
+        and (not end or text[end - 1] not in _VALUE_AFTER)
+        and not value_open(text[before : i + 1])
+    )
+
+
+def _inert_end(text: str, i: int, head: str | None, value_open: ValueOpen | None = None) -> int:
+    """The end of the inert number, dash or colon at ``text[i]`` (see above), or 0."""
+    char = text[i]
+    if char == "-":
+        return i + 1 if text[i + 1 : i + 2] == " " and _prose_before(text, i, head, value_open) else 0
+    if char == ":":
+        return i + 1 if text[i + 1 : i + 2] in (" ", "\n") and _label_colon(text, i, head, value_open) else 0
     number = _INERT_NUMBER.match(text, i)
-    if number is None or not _prose_before(text, i, head):
+    if number is None or not _prose_before(text, i, head, value_open):
         return 0
     return number.end()
 
 
-def _need(text: str, start: int = 0, head: str | None = None) -> re.Match[str] | None:
+def _need(
+    text: str, start: int = 0, head: str | None = None, value_open: ValueOpen | None = None
+) -> re.Match[str] | None:
     """The first match of ``_NEEDS_SCAN`` from ``start`` on, a Chinese numeral counting only where a
-    number written in numerals may go on from it, and an inert number or dash (above) not at all. ``head``:
-    the stream's text before ``text`` (None: not known, then no number is inert before position 64)."""
+    number written in numerals may go on from it, and an inert number, dash or colon (above) not at
+    all. ``head``: the stream's text before ``text`` (None: not known, then no number is inert before
+    position 64); ``value_open``: the redactor's (None: every colon counts)."""
     need = _NEEDS_SCAN.search(text, start)
     while need is not None:
         char = need.group()
@@ -130,7 +188,7 @@ def _need(text: str, start: int = 0, head: str | None = None) -> re.Match[str] |
             if after == len(text) or text[after] in _NUMERAL_RUN_SET:
                 return need
         elif char in _INERT_FIRST:
-            after = _inert_end(text, need.start(), head)
+            after = _inert_end(text, need.start(), head, value_open)
             if not after:
                 return need
         else:
@@ -143,6 +201,8 @@ _SPACE = re.compile(r"\s")
 _WORDY = re.compile(r"\w")
 # In the left context: an assignment whose value may still be arriving (``password=``, ``密码是``).
 _ASSIGNS = re.compile("[:=\uff1a\u662f\u4e3a\u5bc6\u53e3]")
+# Those of them that are no trigger character (``_NEEDS_SCAN``): what text of the fast path may hold.
+_PROSE_ASSIGNS = re.compile("[\u662f\u4e3a]")
 # What a partial match without any of those characters can consume: a run of these...
 _HOLD_RUN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ._%+()'\"")
 # ...then only separators (``_SEPARATORS`` of the detectors without the characters above; ``\\s`` of
@@ -152,10 +212,10 @@ _HOLD_RUN_CHARS = "".join(sorted(_HOLD_RUN))
 _HOLD_SEP_CHARS = "".join(sorted(_HOLD_SEPS))
 
 
-def next_trigger(text: str, start: int, head: str | None = None) -> int:
+def next_trigger(text: str, start: int, head: str | None = None, value_open: ValueOpen | None = None) -> int:
     """Where the first character from ``start`` on that the detectors must look at is (a match of
     ``_NEEDS_SCAN`` that ``_need`` counts), or the end of ``text``."""
-    need = _need(text, start, head)
+    need = _need(text, start, head, value_open)
     return len(text) if need is None else need.start()
 
 
@@ -215,8 +275,10 @@ class StreamRedactor:
         "_ctx_quiet",
         "_fast",
         "_guard",
+        "_maybe",
         "_pending",
         "_quiet",
+        "_value_open",
         "clean",
         "limit",
         "redact",
@@ -245,6 +307,8 @@ class StreamRedactor:
         self._guard = 0  # end of the last entity sent, as an offset into the context
         self._fast = redactor.builtin_only
         self._quiet = True  # the held tail has no match of _NEEDS_SCAN
+        self._maybe = False  # the held tail ends with what may be inert (``about 3``, ``then:``)
+        self._value_open = redactor.value_open
         self._ctx_quiet = True  # the last 48 characters of the context hold no match of _ASSIGNS
         self.clean = True
 
@@ -258,7 +322,7 @@ class StreamRedactor:
         feed once, at the cost of one delta."""
         if not (self._fast and self._quiet and self._ctx_quiet):
             return False
-        return _need(delta, 0, self._context + self._pending) is None
+        return _need(delta, 0, self._context + self._pending, self._value_open) is None
 
     def quiet_end(self, text: str, start: int) -> int:
         """The end of the stretch of ``text`` from ``start`` on that ``quiet`` accepts: ``start``
@@ -268,19 +332,20 @@ class StreamRedactor:
             return start
         if start < _INERT_WINDOW:
             # A number near the start is inert or not by what was fed before this text too.
-            return start + next_trigger(text[start:], 0, self._context + self._pending)
-        return next_trigger(text, start)
+            return start + next_trigger(text[start:], 0, self._context + self._pending, self._value_open)
+        return next_trigger(text, start, None, self._value_open)
 
     def feed(self, delta: str) -> str:
         if not delta:
             self.clean = True
             return ""
         pending = self._pending
-        # A held number (``about 3``) is inert or not once the next delta shows what follows it: the
-        # fast path is tried again for a short tail that is not quiet.
-        if self._fast and self._ctx_quiet and (self._quiet or len(pending) <= 4):
+        # A held number (``about 3``) or label (``then:``) is inert or not once the next delta shows
+        # what follows it: the fast path is tried again for it, and for a short tail that is not quiet.
+        if self._fast and self._ctx_quiet and (self._quiet or self._maybe or len(pending) <= 4):
             tail = pending + delta if pending else delta
-            need = _need(tail, max(0, len(pending) - 3) if self._quiet else 0, self._context)
+            value_open = self._value_open
+            need = _need(tail, max(0, len(pending) - 3) if self._quiet else 0, self._context, value_open)
             if need is None:
                 # A delta of only line breaks, spaces or punctuation (``\n``, ``.\n\n``) holds the
                 # word before it one delta longer instead of asking for the exact hold: the next
@@ -288,11 +353,18 @@ class StreamRedactor:
                 out = self._quiet_feed(tail, _WORDY.search(delta) is not None)
                 if out is not None:
                     return out
-            elif _MAYBE_INERT.fullmatch(tail, at := need.start()) and _prose_before(tail, at, self._context):
+            elif _MAYBE_INERT.fullmatch(tail, at := need.start()) and (
+                _label_colon(tail, at, self._context, value_open)
+                if tail[at] == ":"
+                else _prose_before(tail, at, self._context, value_open)
+            ):
                 # A short number in prose that ends the text (`` about 3``, ``\n2.``): inert or not
                 # once the next delta shows what follows it. Nothing before it can be part of an
                 # entity with it (the window above), so all of that goes out and the number alone
-                # is held.
+                # is held. A label's colon is held with the run of letters before it (``dead:`` may
+                # be the start of an IPv6 address, ``**Backend**:`` not).
+                if tail[at] == ":":
+                    at = quiet_hold(self.redactor, self._context, tail[:at], exact=False)
                 out = self._quiet_feed(tail, number_at=at)
                 if out is not None:
                     return out
@@ -319,7 +391,8 @@ class StreamRedactor:
             cut = len(text)  # an entity this long is not plausible: stop holding, redact as text
         if cut <= base:
             self._pending = text[base:]
-            self._quiet = _need(self._pending, 0, context) is None
+            self._quiet = _need(self._pending, 0, context, self._value_open) is None
+            self._maybe = False
             self.clean = True
             return ""
         dropped: list[Entity] = []
@@ -348,7 +421,8 @@ class StreamRedactor:
         self._guard = max(0, (sent[-1] if sent else self._guard) - ctx_start)
         self._context = context = text[ctx_start:cut]
         self._pending = text[cut:]
-        self._quiet = _need(self._pending, 0, context) is None
+        self._quiet = _need(self._pending, 0, context, self._value_open) is None
+        self._maybe = False
         # An assignment in the last 48 characters stops the fast path only where a value could still
         # follow it (``password: ``; not ``Here is the plan:``).
         self._ctx_quiet = _ASSIGNS.search(context, max(0, len(context) - 48)) is None or not r.value_open(
@@ -366,9 +440,11 @@ class StreamRedactor:
             i = quiet_hold(self.redactor, self._context, tail, exact)
             # What it holds is a trailing run of letters: no trigger.
             self._quiet = True
+            self._maybe = False
         else:
             i = number_at
             self._quiet = False  # the number: the next feed looks at it again
+            self._maybe = True
         if len(tail) - i > self.limit:
             return None
         self.clean = True
@@ -389,8 +465,11 @@ class StreamRedactor:
                 self._guard = max(0, self._guard - start)
             full = full[start:]
         self._context = full
-        # The last 48 characters of the context stay free of assignments if ``out`` brings none.
-        self._ctx_quiet = _ASSIGNS.search(out) is None
+        # No value is open in the last 48 characters of the context if ``out`` brings no assignment:
+        # the colons it may hold are labels (inert), its other assignment characters are triggers
+        # but for ``是``/``为``; after those, the value detectors are asked (``我的密码是`` was sent on the
+        # full path, which keeps the fast path off; ``这是`` opens nothing).
+        self._ctx_quiet = _PROSE_ASSIGNS.search(out) is None or not self._value_open(full)
         return out
 
     def flush(self) -> str:
@@ -403,6 +482,7 @@ class StreamRedactor:
         self._context = self._pending = ""
         self._guard = 0
         self._quiet = self._ctx_quiet = True
+        self._maybe = False
         r = self.redactor
         entities = self._find(text, base, guard)
         out = r.render(text, entities, self.session, response=True, restore=self.restore, start=base)

@@ -197,6 +197,21 @@ def test_custom_detectors_take_the_full_path(tmp_path) -> None:
     assert stream(text, [16], redactor) == batch(text, redactor) == "the plan is <CODENAME_1> today"
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=SPLIT)
+def test_value_open_tries_the_keyword_starts_the_detectors_can_take(text: str) -> None:
+    """``value_open`` tries only the positions ``_KEYWORD_AT`` finds; the same answer as trying every
+    keyword letter (the partial match's own fence refuses the others)."""
+    for scanner in R._response:
+        partial = scanner._values_partial
+        if partial is None:
+            continue
+        for end in range(len(text) + 1):
+            lo = max(0, end - 48)
+            fast = detectors._value_open(partial, text[:end], lo, end)
+            assert fast == detectors._value_open(partial, text[:end], lo, end, builtin=False), text[:end]
+
+
 def test_fast_check_covers_every_trigger_and_anchor() -> None:
     """Drift guard: a new trigger character or anchor of the detectors' prefilter must be one of the
     fast path's characters too (else prose with it would skip the scan)."""
@@ -408,6 +423,136 @@ def test_a_colon_without_a_keyword_before_it_keeps_the_fast_path(monkeypatch: py
     # Asked of the text as the scanners read it: a keyword in full-width letters is one too.
     assert R.value_open("ｐａｓｓｗｏｒｄ： ") and R.value_open("my password: ")
     assert not R.value_open("Here is the plan: ")
+
+
+# -- colons that end a label (``streaming._label_colon``) -------------------------------------------------
+# Labels next to what makes a colon part of an entity or an assignment: keywords (spaced, quoted, in upper
+# case), IPv6 and MAC groups of hex letters, a private-key block's header lines, cue words before numbers.
+LABEL_TEXTS = [
+    "- **Backend**: finish the migration\n- **Docs**: update it\n\n### Steps\n1. Stop",
+    "Here is what each team needs to do before then:\n\n- one\n2. two",
+    "Note: 2024 the plan - see\nthen: 12 ab",
+    "password: hunter22 and Password : hunter22 and PASSWORD:\thunter22 the",
+    'the "api_key" : "abcdef" and secret:  abcdef and passwd :\nabcdef the',
+    "my pwd: abc: def and secret : abc:\n the",
+    "password=abc: the and password = abc: the",
+    "fe80:: the dead:beef:: and dead:beef: the ::1 the a:b: c",
+    "aa:bb:cc:dd:ee:ff: the and dead.beef.cafe: the AA:BB:CC:DD:EE:FF",
+    "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,AB: cd\n"
+    "MIIBVQIBADANBgkq\nnote: x\n-----END RSA PRIVATE KEY-----\nthen: done",
+    "QQ: 12345678 and SSN: 123-45-6789 and Phone: 555 0123 and Email: bob@example.com",
+    "IBAN: DE89 3704 0044 0532 0130 00 and Card: 4111 1111 1111 1111 and then: 2024 the",
+    "电话: 13800138000 and 密码: abcdef and 密码 : abcdef then:",
+    "**password**: hunter22 and then: password: hunter22",
+    "a plan:\n- jo@example.com\n- then: bob@example.com and ab: 10.0.0.1 the",
+]
+
+
+def _label_spans(text: str, redactor: Redactor) -> list[int]:
+    return [
+        m.start()
+        for m in re.finditer(":", text)
+        if streaming._inert_end(text, m.start(), "", redactor.value_open)  # "": the text is the whole stream
+    ]
+
+
+@pytest.mark.parametrize("text", LABEL_TEXTS)
+def test_a_label_colon_is_in_no_entity_and_never_held(text: str) -> None:
+    """Checked against the full path: a colon the rule calls a label overlaps no entity of the whole
+    text, and no exact hold of any prefix that shows what follows it starts at or before it; nor,
+    where the colon ends the text, before the run of letters the fast path holds with it. A private-key
+    block is the exception: it takes any line, and the stream holds it whole from its BEGIN line (a
+    held tail with a trigger: the fast path is off until its END line)."""
+    for redactor in {R, DEFAULT}:
+        entities = redactor.find(text, response=True)
+        blocks = [e for e in entities if e.type == "PRIVATE_KEY"]
+        for block in blocks:
+            assert all(
+                redactor.hold_from(text[:k], 0) <= block.start for k in range(block.start + 1, block.end)
+            )
+        entities = [e for e in entities if e not in blocks]
+        for at in _label_spans(text, redactor):
+            if any(b.start < at < b.end for b in blocks):
+                continue
+            assert not [e for e in entities if e.start <= at < e.end], (text, at, entities)
+            for k in range(at + 2, len(text) + 1):
+                assert redactor.hold_from(text[:k], 0) > at, (text, text[:k])
+        for m in re.finditer(":", text):
+            prefix = text[: m.end()]
+            if streaming._label_colon(prefix, m.start(), "", redactor.value_open) and not any(
+                b.start < m.start() < b.end for b in blocks
+            ):
+                held = streaming.quiet_hold(redactor, "", prefix[: m.start()], exact=False)
+                assert redactor.hold_from(prefix, 0) >= held, (text, prefix)
+
+
+def test_label_colons_are_those_of_labels() -> None:
+    value_open = R.value_open
+    assert _label_spans("- **Backend**: finish it\nthen:\n1. Stop", R) == [13, 29]
+    # Assignments: a keyword before the colon, in the same word or the one before, quoted or spaced.
+    assert _label_spans("password: x and Password : x and 'secret' : x and PWD:\nx", R) == []
+    # Hex groups: another colon or a digit in the word.
+    assert _label_spans("fe80:: x and dead:beef: x and ab12: x and a:b: x", R) == []
+    # Glued to what follows, or at the end of the text: not (yet) a label.
+    assert _label_spans("then:x and note:", R) == []
+    assert streaming._label_colon("note:", 4, "", value_open)
+    assert not streaming._label_colon("password:", 8, "", value_open)
+    # Where the words before it are not known, not a label; known through the text before, they count.
+    assert streaming._inert_end("note: x", 4, None, value_open) == 0
+    assert streaming._inert_end("word: x", 4, "the pass ", value_open) == 5
+    assert streaming._inert_end("word: x", 4, "the pass", value_open) == 0  # ``password:``
+    assert streaming._inert_end(": x", 0, "the password ", value_open) == 0
+    assert streaming._inert_end("word: x", 4, "the password ", value_open) == 5  # no keyword before ``:``
+    assert streaming._inert_end(": x", 0, "the " + "x" * 80 + " password ", value_open) == 0
+    # Without the redactor's value_open no colon is one.
+    assert streaming._inert_end("note: x", 4, "", None) == 0
+
+
+@pytest.mark.parametrize("text", LABEL_TEXTS)
+def test_texts_with_labels_split_anywhere_equal_whole(text: str) -> None:
+    for redactor in {R, DEFAULT}:
+        whole = batch(text, redactor)
+        assert stream(text, list(range(len(text))), redactor) == whole
+        for i in range(len(text) + 1):
+            assert stream(text, [i], redactor) == whole, (text, i)
+    assert "hunter22" not in batch(text) or "**password**" in text
+
+
+@needs_fast
+def test_shi_and_wei_without_a_keyword_keep_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``是``/``为`` sent on the fast path: the value detectors are asked whether a value is open, and
+    the next delta stays on the fast path when none is (before, it took the full path); after
+    ``密码是`` the value is held and redacted."""
+    finds, holds = [], []
+    monkeypatch.setattr(R, "find", lambda *a, **k: finds.append(a) or Redactor.find(R, *a, **k))
+    monkeypatch.setattr(R, "hold_from", lambda *a: holds.append(a) or Redactor.hold_from(R, *a))
+    sr = StreamRedactor(R, Session())
+    prose = ["这", "是", "我们", "的", "计划", "，", "它", "为", "大家", "服务", "。"]
+    assert [sr.feed(d) for d in prose] == prose and not finds and not holds
+    got = "".join(sr.feed(d) for d in ["我的", "密码", "是", "hunter", "22", "，", "好"]) + sr.flush()
+    assert got == "我的密码是<PASSWORD_1>，好"
+
+
+@needs_fast
+def test_a_markdown_answer_takes_no_detector(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench's markdown answer (a heading, bullets with bold labels and colons, a numbered list,
+    inline code), token by token: no ``find`` and no ``hold_from``; a label that ends a delta is held
+    with its word until the next delta shows a space."""
+    from bench.stream import _PIECES, MARKDOWN
+
+    finds, holds = [], []
+    monkeypatch.setattr(R, "find", lambda *a, **k: finds.append(a) or Redactor.find(R, *a, **k))
+    monkeypatch.setattr(R, "hold_from", lambda *a: holds.append(a) or Redactor.hold_from(R, *a))
+    sr = StreamRedactor(R, Session())
+    pieces = _PIECES.findall(MARKDOWN)
+    got = [sr.feed(p) for p in pieces]
+    assert not finds and not holds and sr.clean
+    assert "".join(got) + sr.held == MARKDOWN
+    sr = StreamRedactor(R, Session())
+    deltas = [" before", " then", ":", "\n\n", "-", " **", "Backend", "**:", " finish"]
+    got = [sr.feed(d) for d in deltas]
+    # ``then:`` waits for the line break, ``-`` for the space, the colon after ``**`` for the space.
+    assert got == [" ", "before ", "", "then:", "\n\n", "- **", "", "Backend**", ": "] and sr.held == "finish"
 
 
 @needs_fast

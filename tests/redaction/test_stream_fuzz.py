@@ -1,7 +1,8 @@
 """Random texts, split at random, char by char and word by word: a stream redacts them exactly as the
 whole text. The texts mix what the stream's shortcuts reason about: short numbers in prose, longer
-numbers, dashes (bullets, asides, separators), extension and cue words, upper-case groups,
-assignments (``=``, ``:``, ``密码是``) and every PII piece of the streaming tests.
+numbers, dashes (bullets, asides, separators), colons (labels, IPv6 and MAC groups), extension and cue
+words, upper-case groups, assignments (``=``, ``:``, ``密码是``) and every PII piece of the streaming
+tests.
 
 Longer runs: ``python -m tests.redaction.test_stream_fuzz SEED SECONDS``.
 """
@@ -20,9 +21,12 @@ WORDS = [
     *("the", "days", "about", "and", "ext", "x", "call", "tel", "phone", "QQ", "qq", "ssn", "WEST", "NWBK"),
     *("GB29", "DE89", "In", "password", "api", "key", "is", "at", "am", "pm", "to", "mostly", "Then", "E"),
     *("sk", "xoxb", "a", "ab"),
+    # Labels before a colon, keywords that make it an assignment, hex words of IPv6 and MAC addresses.
+    *("**Backend**", "then", "Note", "**", "passwd", "secret", "pwd", "dead", "beef", "fe80", "cafe", "SSN"),
 ]
 SEPARATORS = [" ", "  ", ", ", ". ", ":", "=", ": ", "-", "/", ".", "(", ")", "+", "\n", "\n1. ", "，", "。"]
 SEPARATORS += ["\n- ", " - ", "- ", "\n-"]
+SEPARATORS += [":\n", ": ", "::", " :", '": ', ":\t", '"', "**: "]
 SEPARATORS += ["电话", "密码是", "密 码 是", "口令 ：", "转"]
 
 

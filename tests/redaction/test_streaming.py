@@ -178,6 +178,21 @@ def test_long_private_key_block_streamed() -> None:
         )
 
 
+def test_text_after_a_private_key_block_is_not_held_to_the_end() -> None:
+    """A block ends at its first END line: what follows streams on. (Its lazy body let a partial
+    fullmatch take the rest of the answer as body, so everything after a key was held until the stream
+    ended or the hold limit.)"""
+    sr = StreamRedactor(REDACTOR, Session())
+    key = "-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBgkq\n-----END PRIVATE KEY-----"
+    assert sr.feed("here: " + key[:30]) == "here: "
+    assert sr.feed(key[30:]) == ""  # complete, but ``-----END`` may still be followed by a letter
+    out = "".join(sr.feed(word) for word in ["\nthen", " run", " the", " tests", " again"])
+    assert out == "<PRIVATE_KEY_1>\nthen run the tests " and sr.held == "again"
+    # A second block after the first is held from its own BEGIN line.
+    sr.feed(" " + key[:40])
+    assert sr.held.startswith("-----BEGIN")
+
+
 def test_value_after_a_sent_keyword() -> None:
     # The keyword goes out first; its (long) value is held and redacted when it ends.
     text = "password=" + "hunter22" * 30 + "jlin@example.com"
