@@ -214,7 +214,9 @@ BUILTIN: tuple[Detector, ...] = (
             r"(?i:(?<=p)(?:assword|asswd|assphrase|asscode|wd|rivate[_-]?key)"
             r"|(?<=s)ecret(?:[_-]?(?:access[_-]?)?key)?|(?<=c)lient[_-]?secret"
             r"|(?<=a)(?:pi[_-]?key|ccess[_-]?token|uth[_-]?token|ws_secret_access_key))"
-            r"""["']?[ \t]*+(?:[:=：]|=>)[ \t]*+["']?(?P<value>""" + _PW_VALUE + ")",
+            # ``my password is: hunter2`` too: ``is``/``was`` before the colon (not before ``=``).
+            r"""["']?[ \t]*+(?:[:=：]|=>|(?<=[ \t])(?i:is|was)[ \t]*+[:：])[ \t]*+["']?"""
+            r"(?P<value>" + _PW_VALUE + ")",
         ),
         has_value=True,
         description="value of a password=/secret:/api_key= style assignment",

@@ -138,14 +138,15 @@ def _word_start(text: str, end: int) -> int:
 def _label_colon(text: str, i: int, head: str | None, value_open: ValueOpen | None) -> bool:
     """Whether the colon at ``text[i]`` ends a label (see above), whatever comes after it: no trigger
     character in the word it ends, no assignment character at the end of the word before (``secret :
-    ab:``: the value may hold a colon), and no value open at it, asked of the text from the word before
-    on (a keyword would be there: ``password :``). ``head``: the stream's text before ``text`` (None:
-    not known); ``value_open``: the redactor's (None: no colon is a label)."""
+    ab:``: the value may hold a colon), and no value open at it, asked of the text from two words before
+    on (a keyword would be there: ``password :``, ``password is :``). ``head``: the stream's text before
+    ``text`` (None: not known); ``value_open``: the redactor's (None: no colon is a label)."""
     if value_open is None:
         return False
     word = _word_start(text, i)
     end = len(text[:word].rstrip(_BLANKS))
-    before = _word_start(text, end)
+    # The keyword may be two words before the colon's (``password is :``).
+    before = _word_start(text, len(text[: _word_start(text, end)].rstrip(_BLANKS)))
     if not before and head:
         # The words may begin in the text before: asked of both joined, as far back as a label's words
         # may go (``None``: what is before that is not looked at).

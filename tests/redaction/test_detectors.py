@@ -83,6 +83,10 @@ POSITIVES = [
     # Spaces between the characters of the keyword.
     ("密 码 是 hunter2", "PASSWORD", "hunter2"),
     ("口令 ： Passw0rd", "PASSWORD", "Passw0rd"),
+    # ``is``/``was`` before the colon.
+    ("my password is: hunter2", "PASSWORD", "hunter2"),
+    ("The api_key was : abcd1234efgh, rotate it", "PASSWORD", "abcd1234efgh"),
+    ("PASSWORD IS：S3cr3t!", "PASSWORD", "S3cr3t!"),
 ]
 
 
@@ -117,6 +121,9 @@ NEGATIVES = [
     "time 12:30:45 and 2024-11-28 10:00:00",
     "E1234567 and G123456789",  # wrong passport lengths
     "password: ab",  # too short to be a value
+    "this is: fine and that was: too",  # ``is:`` without a keyword
+    "passwordis: hunter2",  # ``is`` glued to the keyword
+    "password is hunter2",  # no colon: not an assignment (yet)
     "+12",  # too short for E.164
     "mask 138****5678",  # already masked
     "price 1,380,000.00 and 13,812,345,678",

@@ -436,6 +436,7 @@ LABEL_TEXTS = [
     'the "api_key" : "abcdef" and secret:  abcdef and passwd :\nabcdef the',
     "my pwd: abc: def and secret : abc:\n the",
     "password=abc: the and password = abc: the",
+    "my password is : hunter22 and password is: hunter22 and PASSWORD WAS :\thunter22 and this is: it",
     "fe80:: the dead:beef:: and dead:beef: the ::1 the a:b: c",
     "aa:bb:cc:dd:ee:ff: the and dead.beef.cafe: the AA:BB:CC:DD:EE:FF",
     "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,AB: cd\n"
@@ -491,6 +492,8 @@ def test_label_colons_are_those_of_labels() -> None:
     assert _label_spans("- **Backend**: finish it\nthen:\n1. Stop", R) == [13, 29]
     # Assignments: a keyword before the colon, in the same word or the one before, quoted or spaced.
     assert _label_spans("password: x and Password : x and 'secret' : x and PWD:\nx", R) == []
+    assert _label_spans("password is: x and password was : x and pwd IS :\nx", R) == []
+    assert _label_spans("this is: x and it was : y", R) == [7, 22]
     # Hex groups: another colon or a digit in the word.
     assert _label_spans("fe80:: x and dead:beef: x and ab12: x and a:b: x", R) == []
     # Glued to what follows, or at the end of the text: not (yet) a label.
