@@ -105,6 +105,19 @@ QUIET_TAIL = st.lists(
 ).map("".join)
 
 
+DetectorCalls = tuple[list[tuple[object, ...]], list[tuple[object, ...]]]
+
+
+@pytest.fixture
+def detector_calls(monkeypatch: pytest.MonkeyPatch) -> DetectorCalls:
+    """The calls of ``R.find`` and ``R.hold_from`` (the full path) a test makes, as two lists."""
+    finds: list[tuple[object, ...]] = []
+    holds: list[tuple[object, ...]] = []
+    monkeypatch.setattr(R, "find", lambda *a, **k: finds.append(a) or Redactor.find(R, *a, **k))
+    monkeypatch.setattr(R, "hold_from", lambda *a: holds.append(a) or Redactor.hold_from(R, *a))
+    return finds, holds
+
+
 def stream(text: str, cuts: list[int], redactor: Redactor = R) -> str:
     session = Session()
     session.originals.update({"<CN_PHONE_1>": "13800000000", "<EMAIL_1>": "me@example.org"})
@@ -377,10 +390,8 @@ def test_any_split_equals_whole_with_short_numbers(data: st.DataObject, text: st
 
 
 @needs_fast
-def test_short_numbers_in_prose_take_no_detector(monkeypatch: pytest.MonkeyPatch) -> None:
-    finds, holds = [], []
-    monkeypatch.setattr(R, "find", lambda *a, **k: finds.append(a) or Redactor.find(R, *a, **k))
-    monkeypatch.setattr(R, "hold_from", lambda *a: holds.append(a) or Redactor.hold_from(R, *a))
+def test_short_numbers_in_prose_take_no_detector(detector_calls: DetectorCalls) -> None:
+    finds, holds = detector_calls
     sr = StreamRedactor(R, Session())
     words = " In 2024 the same review took about 3 days , mostly because".split(" ")
     out = "".join(sr.feed(" " + w) for w in words[1:])
@@ -403,12 +414,10 @@ def test_a_short_number_that_ends_the_text_is_held_from_its_start_at_most(text: 
 
 
 @needs_fast
-def test_a_colon_without_a_keyword_before_it_keeps_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_colon_without_a_keyword_before_it_keeps_the_fast_path(detector_calls: DetectorCalls) -> None:
     """``Here is the plan:``: the colon takes the full path, the prose after it does not (no value can
     follow it); after ``password:`` the value is held and redacted as in the whole text."""
-    finds, holds = [], []
-    monkeypatch.setattr(R, "find", lambda *a, **k: finds.append(a) or Redactor.find(R, *a, **k))
-    monkeypatch.setattr(R, "hold_from", lambda *a: holds.append(a) or Redactor.hold_from(R, *a))
+    finds, holds = detector_calls
     sr = StreamRedactor(R, Session())
     for word in [" Here", " is", " the", " plan", ":", " first"]:
         sr.feed(word)
@@ -522,13 +531,11 @@ def test_texts_with_labels_split_anywhere_equal_whole(text: str) -> None:
 
 
 @needs_fast
-def test_shi_and_wei_without_a_keyword_keep_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shi_and_wei_without_a_keyword_keep_the_fast_path(detector_calls: DetectorCalls) -> None:
     """``是``/``为`` sent on the fast path: the value detectors are asked whether a value is open, and
     the next delta stays on the fast path when none is (before, it took the full path); after
     ``密码是`` the value is held and redacted."""
-    finds, holds = [], []
-    monkeypatch.setattr(R, "find", lambda *a, **k: finds.append(a) or Redactor.find(R, *a, **k))
-    monkeypatch.setattr(R, "hold_from", lambda *a: holds.append(a) or Redactor.hold_from(R, *a))
+    finds, holds = detector_calls
     sr = StreamRedactor(R, Session())
     prose = ["这", "是", "我们", "的", "计划", "，", "它", "为", "大家", "服务", "。"]
     assert [sr.feed(d) for d in prose] == prose and not finds and not holds
@@ -537,15 +544,13 @@ def test_shi_and_wei_without_a_keyword_keep_the_fast_path(monkeypatch: pytest.Mo
 
 
 @needs_fast
-def test_a_markdown_answer_takes_no_detector(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_markdown_answer_takes_no_detector(detector_calls: DetectorCalls) -> None:
     """The bench's markdown answer (a heading, bullets with bold labels and colons, a numbered list,
     inline code), token by token: no ``find`` and no ``hold_from``; a label that ends a delta is held
     with its word until the next delta shows a space."""
     from bench.stream import _PIECES, MARKDOWN
 
-    finds, holds = [], []
-    monkeypatch.setattr(R, "find", lambda *a, **k: finds.append(a) or Redactor.find(R, *a, **k))
-    monkeypatch.setattr(R, "hold_from", lambda *a: holds.append(a) or Redactor.hold_from(R, *a))
+    finds, holds = detector_calls
     sr = StreamRedactor(R, Session())
     pieces = _PIECES.findall(MARKDOWN)
     got = [sr.feed(p) for p in pieces]
@@ -559,13 +564,11 @@ def test_a_markdown_answer_takes_no_detector(monkeypatch: pytest.MonkeyPatch) ->
 
 
 @needs_fast
-def test_a_line_break_holds_the_word_before_it_without_a_detector(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_line_break_holds_the_word_before_it_without_a_detector(detector_calls: DetectorCalls) -> None:
     """A delta of only a line break (or punctuation and one) holds the word before it one delta longer
     instead of asking for its exact hold; the next word releases it, and the list number after it is
     held alone: a markdown answer's lines take no detector."""
-    finds, holds = [], []
-    monkeypatch.setattr(R, "find", lambda *a, **k: finds.append(a) or Redactor.find(R, *a, **k))
-    monkeypatch.setattr(R, "hold_from", lambda *a: holds.append(a) or Redactor.hold_from(R, *a))
+    finds, holds = detector_calls
     sr = StreamRedactor(R, Session())
     deltas = [" Run", " the", " tests", " again", ".\n", "\n", "2.", " Ship", " it", " now", ".\n\n"]
     deltas += ["The", " end"]
