@@ -43,6 +43,12 @@ ALNUM_R = r"(?![0-9A-Za-z_])"
 # own placeholders such as <PASSWORD_1> are never taken for a value).
 _PW_VALUE = r"[!#-&(-+\--:=?-_a-~]{3,200}+"
 _EXT = r"(?:[ ]?(?:x|ext\.?|#)[ ]?[0-9]{1,6})?"
+# The keywords a value follows (after the lead character of ``_lead("[PpSsCcAa]", ...)``).
+_PW_KEYWORD = (
+    r"(?i:(?<=p)(?:assword|asswd|assphrase|asscode|wd|rivate[_-]?key)"
+    r"|(?<=s)ecret(?:[_-]?(?:access[_-]?)?key)?|(?<=c)lient[_-]?secret"
+    r"|(?<=a)(?:pi[_-]?key|ccess[_-]?token|uth[_-]?token|ws_secret_access_key))"
+)
 # Glue-tolerant fences (mobiles, ID and card numbers, international numbers): ASCII letters may touch
 # the value (``13911960587Email:``, ``Tel13911960587``) unless a digit is within three characters on
 # that side (``a1b13812345678`` is part of a token, not a number).
@@ -211,15 +217,35 @@ BUILTIN: tuple[Detector, ...] = (
         _lead(
             "[PpSsCcAa]",
             "[A-Za-z0-9]",  # DB_PASSWORD= and AWS_SECRET_ACCESS_KEY= count too
-            r"(?i:(?<=p)(?:assword|asswd|assphrase|asscode|wd|rivate[_-]?key)"
-            r"|(?<=s)ecret(?:[_-]?(?:access[_-]?)?key)?|(?<=c)lient[_-]?secret"
-            r"|(?<=a)(?:pi[_-]?key|ccess[_-]?token|uth[_-]?token|ws_secret_access_key))"
+            _PW_KEYWORD
             # ``my password is: hunter2`` too: ``is``/``was`` before the colon (not before ``=``).
-            r"""["']?[ \t]*+(?:[:=：]|=>|(?<=[ \t])(?i:is|was)[ \t]*+[:：])[ \t]*+["']?"""
-            r"(?P<value>" + _PW_VALUE + ")",
+            + r"""["']?[ \t]*+(?:[:=：]|=>|(?<=[ \t])(?i:is|was)[ \t]*+[:：])[ \t]*+["']?"""
+            + r"(?P<value>"
+            + _PW_VALUE
+            + ")",
         ),
         has_value=True,
         description="value of a password=/secret:/api_key= style assignment",
+    ),
+    Detector(
+        "password_is",
+        "PASSWORD",
+        # ``my password is hunter2``: with no assignment character, only a value that looks like one
+        # (a letter, then letters or ``. _ % + @ -``, then a digit: ``hunter2``, ``P@ssw0rd``), not
+        # ``the password is stored`` nor ``the secret is 42.``. The digit is a trigger character, and
+        # nothing before it is sent early by a stream (the value's first characters are held as a run
+        # of letters). At most three blanks around ``is``: the keyword stays within the 48 characters
+        # before the value that a stream looks back at for a keyword it already sent.
+        _lead(
+            "[PpSsCcAa]",
+            "[A-Za-z0-9]",
+            _PW_KEYWORD
+            + r"""[ \t]{1,3}+(?i:is|was)[ \t]{1,3}+["']?(?P<value>(?=[A-Za-z][A-Za-z._%+@\-]*+[0-9])"""
+            + _PW_VALUE
+            + ")",
+        ),
+        has_value=True,
+        description="value after `my password is` (letters, then a digit)",
     ),
     Detector(
         "password_zh",
@@ -1749,6 +1775,7 @@ _TRIGGER = re.compile(
 # How far before its first trigger character an entity may begin (keywords, key prefixes, IBAN letters).
 _BACK = {":": 40, "=": 40, "：": 40, "密": 0, "口": 0, "<": 0}
 _TOKSTART = re.compile(r"[!-~]*+\Z")
+_IS_BEFORE = re.compile(r"[ \t](?i:is|was)[ \t]{1,3}+[\"']?\Z")
 
 
 def _window_start(text: str, pos: int, start: int) -> int:
@@ -1758,8 +1785,11 @@ def _window_start(text: str, pos: int, start: int) -> int:
         return max(pos, start - back)
     if start > pos and "!" <= text[start - 1] <= "~":
         # Digits, @, - and _: the entity starts within the same run of ASCII characters (IBAN
-        # letters, key prefixes, the local part of an e-mail address).
-        return max(pos, _TOKSTART.search(text, max(pos, start - 64), start).start())
+        # letters, key prefixes, the local part of an e-mail address)...
+        start = max(pos, _TOKSTART.search(text, max(pos, start - 64), start).start())
+    # ...or its keyword is before ``is``/``was`` (``my password is hunter2``).
+    if start > pos and _IS_BEFORE.search(text, max(pos, start - 6), start) is not None:
+        return max(pos, start - 40)
     return start
 
 
@@ -2496,7 +2526,8 @@ _KEYWORD_FIRST = frozenset("PpSsCcAa密口")
 # Where a built-in value detector's keyword can start: ``password``'s first letters where no ASCII letter
 # or digit is before them (its fence), ``密码``/``口令`` anywhere.
 _KEYWORD_AT = re.compile("[\u5bc6\u53e3]|(?<![A-Za-z0-9])[PpSsCcAa]")
-_ASSIGN = re.compile(r"[:=：是为]")
+# What may come between a keyword and its value: an assignment character, or ``is``/``was`` as a word.
+_ASSIGN = re.compile(r"[:=：是为]|(?<![A-Za-z])(?i:is|was)(?![A-Za-z])")
 # Only separators after a candidate: more text may still extend it (``+2024-11`` + ``-28``).
 _SEPARATORS = re.compile(r"[\s\-.()+:/=_@%#：'\"]*")
 _SEPARATOR_CLASS = _SEPARATORS.pattern.removesuffix("*")

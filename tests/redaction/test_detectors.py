@@ -87,6 +87,10 @@ POSITIVES = [
     ("my password is: hunter2", "PASSWORD", "hunter2"),
     ("The api_key was : abcd1234efgh, rotate it", "PASSWORD", "abcd1234efgh"),
     ("PASSWORD IS：S3cr3t!", "PASSWORD", "S3cr3t!"),
+    # ... and without the colon, a value of letters, then a digit.
+    ("my password is hunter2", "PASSWORD", "hunter2"),
+    ('The api_key was "P@ssw0rd", rotate it', "PASSWORD", "P@ssw0rd"),
+    ("x" * 60 + " and my pwd is  abc1", "PASSWORD", "abc1"),
 ]
 
 
@@ -123,7 +127,8 @@ NEGATIVES = [
     "password: ab",  # too short to be a value
     "this is: fine and that was: too",  # ``is:`` without a keyword
     "passwordis: hunter2",  # ``is`` glued to the keyword
-    "password is hunter2",  # no colon: not an assignment (yet)
+    "the password is stored in the vault and the secret is 42.",  # ``is``: no letters-then-digit value
+    "this is hunter2 and passwordis hunter2",  # ``is`` without a keyword, or glued to it
     "+12",  # too short for E.164
     "mask 138****5678",  # already masked
     "price 1,380,000.00 and 13,812,345,678",

@@ -67,6 +67,10 @@ PROSE = [
     " password",
     " pass",
     "word",
+    " is",
+    " was",
+    " hunter",
+    "2",
     " secret",
     " api",
     " key",
@@ -136,19 +140,24 @@ def batch(text: str, redactor: Redactor = R) -> str:
     return redactor.redact(text, session, response=True, restore=True)
 
 
+_KEYWORD_IS = re.compile(r"""[A-Za-z]+(?:[ \t]+(?:is|was))?[ \t]*["']?""", re.IGNORECASE)
+
+
 @needs_fast
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(context=SPLIT, tail=QUIET_TAIL)
 def test_quiet_cut_never_sends_what_the_exact_hold_keeps(context: str, tail: str) -> None:
     """Where the fast path applies, no entity starts in the new text and the fast hold starts at or
-    before the exact one."""
+    before the exact one; but for a keyword and its ``is`` before a value that has not begun
+    (``password is``): those go out, and the value is held and found as after ``password=`` sent."""
     text = context + tail
     base = len(context)
     if streaming._ASSIGNS.search(text, max(0, base - 48), base) or streaming._NEEDS_SCAN.search(
         text, max(0, base - 3)
     ):
         return  # the fast path does not apply here
-    assert quiet_cut(R, text, base) <= R.hold_from(text, base)
+    cut, hold = quiet_cut(R, text, base), R.hold_from(text, base)
+    assert cut <= hold or _KEYWORD_IS.fullmatch(text, hold, cut), text[hold:cut]
     assert R.find(text, response=True, pos=base) == []
 
 
@@ -176,6 +185,29 @@ def test_pii_in_prose_split_at_every_point(value: str) -> None:
         out = stream(text, [i])
         assert out == batch(text)
         assert core not in out, (value, i, out)
+
+
+@needs_fast
+@pytest.mark.parametrize(
+    ("tail", "rest"),
+    [
+        (" password is hunter", "2 ok"),
+        (" password is", " hunter2 ok"),
+        (" password ", "is hunter2"),
+        (" pwd was  'ab", "c1'"),
+    ],
+)
+def test_a_keyword_and_its_is_may_go_out_before_the_value(tail: str, rest: str) -> None:
+    """The one place the fast hold is after the exact one: a keyword and ``is``/``was`` before their
+    value; the value itself is held, and split anywhere the text redacts as whole."""
+    text = "the" + tail
+    cut, hold = quiet_cut(R, text, 3), R.hold_from(text, 3)
+    assert cut == hold or (hold < cut and _KEYWORD_IS.fullmatch(text, hold, cut))
+    whole = text + rest
+    assert "<PASSWORD_1>" in batch(whole)
+    for i in range(len(whole) + 1):
+        assert stream(whole, [i]) == batch(whole), i
+    assert stream(whole, list(range(len(whole)))) == batch(whole)
 
 
 @needs_fast
@@ -243,7 +275,8 @@ def test_fast_check_covers_every_trigger_and_anchor() -> None:
 INERT_ARGUED_FOR = {
     *("aws_key", "card", "cn_id", "cn_id_grouped", "cn_landline", "cn_landline_cue", "cn_passport"),
     *("cn_phone", "cn_uscc", "email", "github_token", "iban", "ipv4", "ipv6", "jwt", "mac", "openai_key"),
-    *("password", "password_zh", "phone_intl", "phone_local_cue", "phone_nanp", "phone_nanp_bare"),
+    *("password", "password_is", "password_zh", "phone_intl", "phone_local_cue", "phone_nanp"),
+    "phone_nanp_bare",
     *("private_key", "qq", "slack_token", "us_ssn", "us_ssn_bare"),
 }
 # Short numbers next to entities that have short groups, extensions, values after spaces, cue words.
@@ -297,6 +330,8 @@ NUMBER_TEXTS = [
     "- \n- 13800138000 and the - 13800138000",
     "phone - 555 - 0123 the and tel - 020 7946 0958",
     "a - b - c the ab cd - -- --- - -",
+    # A value after ``is`` starts with a letter: a number or a dash after it is not one.
+    "my password is 2024 the and password was - x and the secret is ab 12 the",
 ]
 
 
@@ -437,6 +472,7 @@ LABEL_TEXTS = [
     "my pwd: abc: def and secret : abc:\n the",
     "password=abc: the and password = abc: the",
     "my password is : hunter22 and password is: hunter22 and PASSWORD WAS :\thunter22 and this is: it",
+    "my password is hunter22: the and secret was ab.cd1: x and the password is ab: cd1",
     "fe80:: the dead:beef:: and dead:beef: the ::1 the a:b: c",
     "aa:bb:cc:dd:ee:ff: the and dead.beef.cafe: the AA:BB:CC:DD:EE:FF",
     "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,AB: cd\n"
@@ -518,7 +554,7 @@ def test_texts_with_short_numbers_and_labels_split_anywhere_equal_whole(text: st
         assert stream(text, list(range(len(text))), redactor) == whole
         for i in range(len(text) + 1):
             assert stream(text, [i], redactor) == whole, (text, i)
-    assert "hunter22" not in batch(text) or "**password**" in text  # the assignments are values
+    assert "hunter22" not in batch(text) or "**password**" in text  # assignments (and ``is``) are values
 
 
 @needs_fast

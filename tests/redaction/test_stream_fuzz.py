@@ -23,6 +23,7 @@ WORDS = [
     *("sk", "xoxb", "a", "ab"),
     # Labels before a colon, keywords that make it an assignment, hex words of IPv6 and MAC addresses.
     *("**Backend**", "then", "Note", "**", "passwd", "secret", "pwd", "dead", "beef", "fe80", "cafe", "SSN"),
+    *("was", "hunter", "P@ss"),
 ]
 SEPARATORS = [" ", "  ", ", ", ". ", ":", "=", ": ", "-", "/", ".", "(", ")", "+", "\n", "\n1. ", "，", "。"]
 SEPARATORS += ["\n- ", " - ", "- ", "\n-"]
