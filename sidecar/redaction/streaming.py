@@ -470,7 +470,9 @@ class StreamRedactor:
         # No value is open in the last 48 characters of the context if ``out`` brings no assignment:
         # the colons it may hold are labels (inert), its other assignment characters are triggers
         # but for ``是``/``为``; after those, the value detectors are asked (``我的密码是`` was sent on the
-        # full path, which keeps the fast path off; ``这是`` opens nothing).
+        # full path, which keeps the fast path off; ``这是`` opens nothing). ``is``/``was`` open a value
+        # too (``password is ``) and need no state here: that value's characters before its digit are
+        # a run the fast path holds, and its digit is a trigger.
         self._ctx_quiet = _PROSE_ASSIGNS.search(out) is None or not self._value_open(full)
         return out
 
