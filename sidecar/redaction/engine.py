@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 from .detectors import (
     BUILTIN,
@@ -98,6 +99,10 @@ class Redactor:
             _placeholder_regex(policy.placeholder_format).replace("[A-Z][A-Z0-9_]*?", "([A-Z][A-Z0-9_]*?)", 1)
         )
         self._rules = {t: policy.rule(t) for t in [*policy.entities, *(c.name for c in policy.custom)]}
+        # The stream's label test asks ``value_open`` of a label's few words again for every number or dash
+        # after it, and answers repeat their labels: the answers, remembered (a pure function of the text;
+        # bounded, whoever writes the text).
+        self.label_value_open = lru_cache(maxsize=1024)(self.value_open)
         # What ``find`` calls per text (``Scanner.run``: one call less than ``Scanner.scan`` per scanner).
         self._request_runs = [s.run for s in self._request]
         self._response_runs = [s.run for s in self._response]

@@ -136,6 +136,13 @@ def _word_start(text: str, end: int) -> int:
     return 1 + max(text.rfind(" ", 0, end), text.rfind("\n", 0, end), text.rfind("\t", 0, end))
 
 
+def _blanks_start(text: str, end: int) -> int:
+    """Where the blanks that end at ``end`` start (no copy of the text: a run's text may be long)."""
+    while end and text[end - 1] in _BLANKS:
+        end -= 1
+    return end
+
+
 def _label_colon(text: str, i: int, head: str | None, value_open: ValueOpen | None) -> bool:
     """Whether the colon at ``text[i]`` ends a label (see above), whatever comes after it: no trigger
     character in the word it ends, no assignment character at the end of the word before (``secret :
@@ -145,9 +152,9 @@ def _label_colon(text: str, i: int, head: str | None, value_open: ValueOpen | No
     if value_open is None:
         return False
     word = _word_start(text, i)
-    end = len(text[:word].rstrip(_BLANKS))
+    end = _blanks_start(text, word)
     # The keyword may be two words before the colon's (``password is :``).
-    before = _word_start(text, len(text[: _word_start(text, end)].rstrip(_BLANKS)))
+    before = _word_start(text, _blanks_start(text, _word_start(text, end)))
     if not before and head:
         # The words may begin in the text before: asked of both joined, as far back as a label's words
         # may go (``None``: what is before that is not looked at).
@@ -310,7 +317,7 @@ class StreamRedactor:
         self._fast = redactor.builtin_only
         self._quiet = True  # the held tail has no match of _NEEDS_SCAN
         self._maybe = False  # the held tail ends with what may be inert (``about 3``, ``then:``)
-        self._value_open = redactor.value_open
+        self._value_open = redactor.label_value_open  # for labels' words only (remembered)
         self._ctx_quiet = True  # the last 48 characters of the context hold no match of _ASSIGNS
         self.clean = True
 
@@ -473,7 +480,7 @@ class StreamRedactor:
         # full path, which keeps the fast path off; ``这是`` opens nothing). ``is``/``was`` open a value
         # too (``password is ``) and need no state here: that value's characters before its digit are
         # a run the fast path holds, and its digit is a trigger.
-        self._ctx_quiet = _PROSE_ASSIGNS.search(out) is None or not self._value_open(full)
+        self._ctx_quiet = _PROSE_ASSIGNS.search(out) is None or not self.redactor.value_open(full)
         return out
 
     def flush(self) -> str:
