@@ -49,6 +49,8 @@ _PW_KEYWORD = (
     r"|(?<=s)ecret(?:[_-]?(?:access[_-]?)?key)?|(?<=c)lient[_-]?secret"
     r"|(?<=a)(?:pi[_-]?key|ccess[_-]?token|uth[_-]?token|ws_secret_access_key))"
 )
+# ``password_is``'s ``is``/``was`` up to its value (shared with the prefilter's window, ``_IS_BEFORE``).
+_IS_LEAD = r"""(?i:is|was)[ \t]{1,3}+["']?"""
 # Glue-tolerant fences (mobiles, ID and card numbers, international numbers): ASCII letters may touch
 # the value (``13911960587Email:``, ``Tel13911960587``) unless a digit is within three characters on
 # that side (``a1b13812345678`` is part of a token, not a number).
@@ -240,7 +242,9 @@ BUILTIN: tuple[Detector, ...] = (
             "[PpSsCcAa]",
             "[A-Za-z0-9]",
             _PW_KEYWORD
-            + r"""[ \t]{1,3}+(?i:is|was)[ \t]{1,3}+["']?(?P<value>(?=[A-Za-z][A-Za-z._%+@\-]*+[0-9])"""
+            + r"[ \t]{1,3}+"
+            + _IS_LEAD
+            + r"(?P<value>(?=[A-Za-z][A-Za-z._%+@\-]*+[0-9])"
             + _PW_VALUE
             + ")",
         ),
@@ -1775,7 +1779,8 @@ _TRIGGER = re.compile(
 # How far before its first trigger character an entity may begin (keywords, key prefixes, IBAN letters).
 _BACK = {":": 40, "=": 40, "：": 40, "密": 0, "口": 0, "<": 0}
 _TOKSTART = re.compile(r"[!-~]*+\Z")
-_IS_BEFORE = re.compile(r"[ \t](?i:is|was)[ \t]{1,3}+[\"']?\Z")
+# The prefilter's side of ``password_is``: its ``is`` right before a word (the value's).
+_IS_BEFORE = re.compile(r"[ \t]" + _IS_LEAD + r"\Z")
 
 
 def _window_start(text: str, pos: int, start: int) -> int:
