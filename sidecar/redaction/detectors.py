@@ -531,6 +531,8 @@ _ZH_TITLES = (
 _ZH_VERBS = "说|表示|认为|提出|一起|告诉|打电话|来了|去了|的电话|的手机|的邮箱|的地址|的身份证|签字|发来"
 _ZH_VERB_RE = _ZH_VERBS.replace("说|", "说(?![法服话]|明(?!天))|", 1)
 _ZH_NAME_LEFT = "和与跟给让请叫是我他她天上见找问对向由被，。、：:；;！!？?"
+# What may come right before a foreign name at the start of a clause (``随同克林顿总统``).
+_ZH_FOREIGN_LEFT = _ZH_NAME_LEFT + "的同"
 _ZH_NAME_CUES = (
     "姓名|名字|联系人|联络人|收件人|收货人|寄件人|签收人|申请人|借款人|担保人|经办人|负责人|法定代表人|法人代表"
     "|持卡人|户主|开户人|委托人|受益人|投保人|被保险人|我叫|我是|叫做|签名|署名"
@@ -584,6 +586,9 @@ _CITIES = (
 # (``朝阳区建国路88号``). Build-time data from cpca's administrative divisions
 # (``deploy/tools/build_zh_places.py``); 3 000 names, read once when this module is imported.
 ZH_PLACES_PATH = Path(__file__).with_name("zh_places.txt")
+# Places outside China spelled only with ``_ZH_FOREIGN_CHARS`` (``格鲁吉亚``, ``伊朗``): such a run before a
+# post or a verb is a place, not a name (``deploy/tools/build_zh_foreign_places.py``; read lazily).
+ZH_FOREIGN_PLACES_PATH = Path(__file__).with_name("zh_foreign_places.txt")
 with ZH_PLACES_PATH.open(encoding="utf-8") as _f:
     _ZH_PLACES = tuple(line.rstrip("\n") for line in _f if not line.startswith("#"))
 _ZH_PLACE_SET = frozenset(_ZH_PLACES)
@@ -909,6 +914,10 @@ _ZH_KIND: dict[str, str] = {
 _ZH_TRIGGER = re.compile(pair_filtered_regex(_ZH_KIND))
 # The kinds of words a name may follow.
 _ZH_BEFORE_NAME = frozenset(("role", "title", "role_before"))
+# The kinds of words a foreign name may come before (``person_zh_foreign``), as its pattern has them
+# (``说`` not before ``法``: ``说法``).
+_ZH_AFTER_FOREIGN = frozenset(("role", "title", "verb"))
+_ZH_AFTER_FOREIGN_AT = re.compile(f"{_ZH_ROLES}|{_ZH_TITLES}|{_ZH_VERB_RE}")
 # On ASCII-only text (most English lines) only the ASCII cue words can match: substring tests (C speed,
 # no regex state) tell whether any occurs, and only then does the pass run.
 _ZH_ASCII_NEEDLES = tuple(sorted({w.lower() for w in _ZH_KIND if w.isascii()}))
@@ -1175,6 +1184,17 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         description="Chinese name right before a post (江泽民主席, 李鹏总理)",
     ),
     Detector(
+        "person_zh_foreign",
+        "PERSON",
+        # Found by ``names_finder`` (``_zh_foreign_name_before_start``); held back in a stream as a run
+        # of transliteration characters at a clause start until the post, title or verb after it (or a
+        # character that is none of them) has arrived.
+        f"(?:(?<![\\u4e00-\\u9fff])|(?<=[{_ZH_FOREIGN_LEFT}])){_ZH_FOREIGN_RUN}"
+        f"(?={_ZH_AFTER_FOREIGN_AT.pattern})",
+        description="Foreign name written in Chinese before a post, title or verb, at a clause start "
+        "(克林顿总统, 奥尔布赖特说)",
+    ),
+    Detector(
         "person_zh_list",
         "PERSON",
         # Found by ``names_finder`` (``list_names``) after a name; held back in a stream from the
@@ -1261,6 +1281,7 @@ class _ZhWords(NamedTuple):
     name_words: frozenset[str]
     compounds: frozenset[str]
     given: frozenset[str]  # characters common in given names (``*``: 琛, 峰)
+    foreign_places: frozenset[str]  # ``zh_foreign_places.txt``: 格鲁吉亚, 莫斯科
 
 
 @functools.cache
@@ -1309,7 +1330,13 @@ def _zh_words() -> _ZhWords:
         frozenset(person_words | foreign_words),
         compounds,
         frozenset(given),
+        frozenset(_data_lines(ZH_FOREIGN_PLACES_PATH)),
     )
+
+
+def _data_lines(path: Path) -> list[str]:
+    with path.open(encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if not line.startswith("#")]
 
 
 def _zh_bare_name_end(text: str, s: int, bare: _ZhWords) -> int:
@@ -1442,6 +1469,42 @@ def _zh_foreign_name_end(text: str, s: int, bare: _ZhWords) -> int:
     return e
 
 
+def _zh_foreign_name_before_start(text: str, s: int, lo: int, bare: _ZhWords) -> int:
+    """Where a foreign name right before the post, title or verb at ``s`` starts (``克林顿总统``,
+    ``奥尔布赖特说``), or -1: the whole run of transliteration characters before ``s`` (two to
+    ``_ZH_FOREIGN_MAX``; ``·`` joins parts), at a clause start or after ``_ZH_FOREIGN_LEFT``; not a place
+    outside China (``格鲁吉亚总统``, ``伊朗表示``) nor an everyday word (``巴西``), nor starting with one
+    that jieba does not tag as a name. Reads from ``s - 12``; nothing before ``lo`` (``lo`` itself
+    only as the text's start)."""
+    b = s
+    letters = 0
+    while b > lo and letters <= _ZH_FOREIGN_MAX:
+        char = text[b - 1]
+        if char in _ZH_FOREIGN_CHARS:
+            letters += 1
+        elif not (char == "·" and b < s and b - 2 >= lo and text[b - 2] in _ZH_FOREIGN_CHARS):
+            break
+        b -= 1
+    if not 2 <= letters <= _ZH_FOREIGN_MAX:
+        return -1
+    if b > 0:
+        if b == lo:
+            return -1  # what comes before is not known (a stream's context starts here)
+        left = text[b - 1]
+        if "\u4e00" <= left <= "\u9fff" and left not in _ZH_FOREIGN_LEFT:
+            return -1
+    run = text[b:s]
+    if run in bare.foreign_places or run.replace("·", "") in bare.foreign_places:
+        return -1
+    named = bare.name_words
+    head = run[:2]
+    if head in bare.common or (head in bare.words and head not in named):
+        return -1
+    if run in bare.words and run not in named:
+        return -1
+    return b
+
+
 def _zh_name_before_post_start(text: str, s: int, lo: int, bare: _ZhWords) -> int:
     """Where a name right before the post at ``s`` starts (``江泽民主席``, ``李鹏总理``), or -1: a surname
     (any but ``_ZH_ROLE_SURNAMES``'s two) and one or two given-name characters, the longest that is
@@ -1522,9 +1585,12 @@ _CJK = frozenset(map(chr, range(0x4E00, 0xA000)))
 
 def names_first_chars(detectors: Sequence[Detector]) -> frozenset[str]:
     """Where a match of ``detectors`` (the second tier, as a policy leaves it) can start: a stream
-    holds back from no other position. Every Chinese character when addresses are looked for."""
+    holds back from no other position. Every Chinese character when addresses are looked for, the
+    transliteration characters when foreign names are."""
     if any(d.type == "ADDRESS" for d in detectors):
         return NAMES_FIRST_CHARS | _CJK
+    if any(d.name == "person_zh_foreign" for d in detectors):
+        return NAMES_FIRST_CHARS | _ZH_FOREIGN_CHARS
     return NAMES_FIRST_CHARS
 
 
@@ -1544,13 +1610,14 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
     en_pass = _EN_GAZETTEER if {"person_en_title", "person_en", "address_military"} & set(pats) else None
     cue_pass = _MID_CAP if "person_en_cue" in pats else None
     # The word list behind bare names, names after a title and lists of names (``_zh_words``).
-    zh_rules = {"person_zh_bare", "person_zh_role", "person_zh_post", "person_zh_list"}
+    zh_rules = {"person_zh_bare", "person_zh_role", "person_zh_post", "person_zh_list", "person_zh_foreign"}
     zh_words = _zh_words() if zh_rules & set(pats) else None
     bare_pass = "person_zh_bare" in pats
     place_pass = "address_zh_county" in pats
     road_pass = "address_zh_road" in pats
     role_names = "person_zh_role" in pats
     post_names = "person_zh_post" in pats
+    foreign_names = "person_zh_foreign" in pats
     list_pass = "person_zh_list" in pats
 
     def attempt(
@@ -1651,6 +1718,15 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                     if len(out) > before and out[-1].end == s:
                         break
                     del out[before:]
+            if foreign_names and zh_words is not None and kind in _ZH_AFTER_FOREIGN:
+                # A foreign name before a post, a title or a verb (``克林顿总统``, ``克林顿说``), where no
+                # Chinese name ends there.
+                if _ZH_AFTER_FOREIGN_AT.match(text, s) and not any(
+                    e.end == s and e.type == "PERSON" for e in (*out[-1:], *early[-1:])
+                ):
+                    b = _zh_foreign_name_before_start(text, s, lo, zh_words)
+                    if b >= 0:
+                        (out if b >= pos else early).append(Entity("PERSON", b, s))
         if (place_pass or road_pass) and not ascii_text:
             # Addresses without a province or city, not from inside one found already (by a province,
             # a city or a cue); one found later that starts inside a county-level name

