@@ -68,6 +68,7 @@ class Walker:
         "_clean",
         "changed",
         "chars",
+        "known",
         "max_chars",
         "max_depth",
         "max_strings",
@@ -76,8 +77,18 @@ class Walker:
         "strings",
     )
 
-    def __init__(self, redact: Redact, *, max_chars: int, max_strings: int, max_depth: int) -> None:
+    def __init__(
+        self,
+        redact: Redact,
+        *,
+        max_chars: int,
+        max_strings: int,
+        max_depth: int,
+        known: set[str] | None = None,
+    ) -> None:
         self.redact = redact
+        # Shared by every request of a stage: model names seen to redact to themselves (``learn_clean``).
+        self.known = known if known is not None else set()
         self.max_chars = max_chars
         self.max_strings = max_strings
         self.max_depth = max_depth
@@ -214,8 +225,10 @@ def _keep_model(w: Walker, value: Any) -> Any:
         return value
     if not isinstance(value, str):
         raise w.invalid("must be a string")
-    if value and w.redact(value) != value:
-        raise w.invalid("must be a model name")
+    if value and value not in w.known:
+        if w.redact(value) != value:
+            raise w.invalid("must be a model name")
+        learn_clean(w.known, value, MODEL_NAME)
     return value
 
 
@@ -799,9 +812,22 @@ def _base64_vector(holder: dict[str, Any], value: str) -> bool:
 
 # Keys whose string values are identifiers of the answer's schema (``"object": "chat.completion"``,
 # ``"role": "assistant"``, ``"finish_reason": "stop"``, ``"type": "response.output_text.delta"``).
-_IDENT_KEYS = frozenset({"object", "role", "finish_reason", "type", "status"})
+_IDENT_KEYS = frozenset({"object", "role", "finish_reason", "type", "status", "model"})
 _SCHEMA_WORD = re.compile(r"[a-z][a-z_.]{1,47}")
 _SCHEMA_MAX = 2048
+# Model names (``deepseek-ai/deepseek-llm-7b-chat``, ``qwen2.5:7b``) and request paths
+# (``/v1/chat/completions``): identifiers, not prose, and the same in every request.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,95}")
+URL_PATH = re.compile(r"/[A-Za-z0-9._:/-]{0,127}")
+
+
+def learn_clean(known: set[str], word: str, shape: re.Pattern[str]) -> None:
+    """Remember ``word``, which redacted to itself, in a stage's ``known`` set, so that later requests
+    skip the scan: only words of ``shape`` (identifiers, never a prompt's or an answer's prose), and at
+    most ``_SCHEMA_MAX`` of them (a stranger sending new names only stops them being remembered).
+    Sound because a stage's redactor and policy never change while it runs."""
+    if len(known) < _SCHEMA_MAX and shape.fullmatch(word):
+        known.add(word)
 
 
 class AnswerWalker:
@@ -860,7 +886,7 @@ class AnswerWalker:
                     if new is not item:
                         value[key] = new
                     elif key in _IDENT_KEYS:
-                        self._learn(item)
+                        learn_clean(self.schema, item, MODEL_NAME if key == "model" else _SCHEMA_WORD)
             elif isinstance(item, (dict, list)):
                 if key == "embedding" and isinstance(item, list):
                     continue  # numbers: not text
@@ -875,17 +901,13 @@ class AnswerWalker:
                     renamed = {}
                 renamed[key] = new_key
             else:
-                self._learn(key)
+                # Keys: only words that cannot carry personal data (lower-case letters, '_' and '.':
+                # no digits, no '@'). Answers are never remembered, only their schema.
+                learn_clean(self.schema, key, _SCHEMA_WORD)
         if renamed is None:
             return value
         # Two keys that redact alike: the later value wins (an answer cannot be refused).
         return {renamed.get(k, k): v for k, v in value.items()}
-
-    def _learn(self, word: str) -> None:
-        # Only words that cannot carry personal data (lower-case letters, '_' and '.': no digits,
-        # no '@'), and a bounded number of them: answers are never remembered, only their schema.
-        if len(self.schema) < _SCHEMA_MAX and _SCHEMA_WORD.fullmatch(word):
-            self.schema.add(word)
 
     def logprobs(self, value: Any) -> Any:
         """Token strings (and the keys of completions-style ``top_logprobs`` maps) redacted one by

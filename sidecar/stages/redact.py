@@ -49,7 +49,7 @@ from ..redaction.operators import Session, load_hash_key
 from ..redaction.policy import load_policy
 from ..redaction.streaming import StreamRedactor, next_trigger
 from ..redaction.typed_stream import TypedStreamRedactor
-from ..redaction.walk import AnswerWalker, Walker, walk_form, walk_request
+from ..redaction.walk import URL_PATH, AnswerWalker, Walker, learn_clean, walk_form, walk_request
 from ..sse import (
     DELTA_TEXT_KEYS,
     NOT_JSON,
@@ -112,8 +112,11 @@ class RedactStage(Stage):
 
     def __init__(self, rc: RedactionConfig, state_dir: Path) -> None:
         self.config = rc
-        # Answer keys and identifier values seen to redact to themselves (AnswerWalker.schema).
+        # Answer keys and identifier values seen to redact to themselves (AnswerWalker.schema), and
+        # the request paths and model names that did (``walk.learn_clean``): each direction its own,
+        # as a policy may redact answers differently.
         self.schema_words: set[str] = set()
+        self.known_request: set[str] = set()
         policy = load_policy(rc.policy_file)
         key_file = rc.hash_key_file or (state_dir / "redaction.key")
         key = load_hash_key(rc.hash_key.get_secret_value() if rc.hash_key else None, key_file)
@@ -168,12 +171,15 @@ class RedactStage(Stage):
 
     def _check_url(self, ctx: RequestContext) -> None:
         """The path and query string are forwarded as they are: personal data there is refused."""
+        known = self.known_request
         for name, raw in (("path", ctx.path), ("query", ctx.query.decode("latin-1"))):
-            if not raw:
+            if not raw or raw in known:
                 continue
             text = unquote_plus(raw) if name == "query" else unquote(raw)
             if self.redactor.redact(text) != text:
                 raise bad_request(f"The request {name} must not carry personal data.", param=name)
+            if name == "path":
+                learn_clean(known, raw, URL_PATH)  # no '%': the text checked is the path itself
 
     def redact_body(self, path: str, body: Any, session: Session) -> Any:
         """The redacted body (changed in place where possible; a ``Form`` always in place), or None
@@ -186,6 +192,7 @@ class RedactStage(Stage):
             max_chars=cfg.max_request_chars,
             max_strings=cfg.max_strings,
             max_depth=cfg.max_depth,
+            known=self.known_request,
         )
         out = walk_form(path, body, walker) if isinstance(body, Form) else walk_request(path, body, walker)
         return out if walker.changed else None

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from custos.errors import ProxyError
 from sidecar.config import Config
 from sidecar.context import Identity, RequestContext
 from sidecar.stage import Stage, StageEnv
@@ -250,3 +251,39 @@ async def test_sse_tool_call_arguments_restored(tmp_path: Path) -> None:
             for call in orjson.loads(event[6:])["choices"][0]["delta"].get("tool_calls", []):
                 args += call["function"].get("arguments", "")
     assert args == '{"to": "a@b.com"}'
+
+
+async def test_paths_and_model_names_that_redact_to_themselves_are_remembered(tmp_path: Path) -> None:
+    """Each request's path and model name are scanned once per stage, then remembered (identifiers
+    only, bounded); one that carries personal data is refused every time and never remembered."""
+    stage = make_stage(tmp_path)
+    scanned: list[str] = []
+    redact = stage.redactor.redact
+
+    def counting(text: str, *args: Any, **kwargs: Any) -> str:
+        scanned.append(text)
+        return redact(text, *args, **kwargs)
+
+    stage.redactor.redact = counting  # type: ignore[method-assign]
+    body = {"model": "deepseek-ai/deepseek-llm-7b-chat", "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(3):
+        await stage.on_request(ctx_for("/v1/chat/completions", body))
+    assert scanned.count("/v1/chat/completions") == 1 and scanned.count(body["model"]) == 1
+    assert scanned.count("hi") == 3  # prompts are never remembered
+    for _ in range(2):
+        with pytest.raises(ProxyError) as refused:
+            await stage.on_request(ctx_for("/v1/chat/completions", {**body, "model": "bob@example.com"}))
+        assert refused.value.status == 400 and refused.value.param == "model"
+        with pytest.raises(ProxyError) as refused:
+            await stage.on_request(ctx_for("/v1/files/13812345678", {"purpose": "batch"}))
+        assert refused.value.status == 400 and refused.value.param == "path"
+    assert scanned.count("bob@example.com") == 2 and scanned.count("/v1/files/13812345678") == 2
+    assert not {"bob@example.com", "/v1/files/13812345678"} & stage.known_request
+    # Prose is not an identifier: scanned each time even when clean.
+    for _ in range(2):
+        await stage.on_request(ctx_for("/v1/chat/completions", {**body, "model": "my sales model"}))
+    assert scanned.count("my sales model") == 2
+    # Bounded: a stranger sending new names only stops them being remembered.
+    for i in range(3000):
+        await stage.on_request(ctx_for(f"/v1/x{i}", {}))
+    assert len(stage.known_request) <= 2048

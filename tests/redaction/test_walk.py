@@ -350,12 +350,24 @@ def test_answer_walkers_share_the_schema_not_the_text() -> None:
 
     AnswerWalker(redact, schema).any(answer("call 13812345678"))
     assert {"object", "finish_reason", "chat.completion", "assistant", "stop", "content"} <= schema
-    assert not {"chatcmpl-7f3a", "qwen2.5-7b", "call 13812345678"} & schema
+    assert "qwen2.5-7b" in schema  # a model name: an identifier of its own shape
+    assert not {"chatcmpl-7f3a", "call 13812345678"} & schema
     seen.clear()
     out = AnswerWalker(redact, schema).any(answer("mail bob@example.com"))
     assert "bob@example.com" not in str(out)  # the text is still redacted
-    assert not {"object", "finish_reason", "chat.completion", "assistant", "stop"} & set(seen)
+    assert not {"object", "finish_reason", "chat.completion", "assistant", "stop", "qwen2.5-7b"} & set(seen)
     assert "mail bob@example.com" in seen and "chatcmpl-7f3a" in seen
+
+
+def test_only_model_values_of_a_model_name_shape_are_remembered() -> None:
+    schema: set[str] = set()
+    w = AnswerWalker(lambda text: REDACTOR.redact(text, Session(), response=True), schema)
+    w.any({"model": "my model for sales"})  # prose, not an identifier
+    w.any({"model": "bob@example.com"})  # redacted: never remembered
+    w.any({"model": "deepseek-ai/deepseek-llm-7b-chat"})
+    assert "deepseek-ai/deepseek-llm-7b-chat" in schema
+    assert not {"my model for sales", "bob@example.com"} & schema
+    assert "model" in schema  # the key, as every key of the schema
 
 
 def test_the_shared_schema_is_bounded() -> None:
