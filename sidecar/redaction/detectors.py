@@ -233,23 +233,25 @@ BUILTIN: tuple[Detector, ...] = (
         "password_is",
         "PASSWORD",
         # ``my password is hunter2``: with no assignment character, only a value that looks like one
-        # (a letter, then letters or ``. _ % + @ -``, then a digit: ``hunter2``, ``P@ssw0rd``), not
-        # ``the password is stored`` nor ``the secret is 42.``. The digit is a trigger character, and
-        # nothing before it is sent early by a stream (the value's first characters are held as a run
-        # of letters). At most three blanks around ``is``: the keyword stays within the 48 characters
-        # before the value that a stream looks back at for a keyword it already sent.
+        # (a letter, then letters or ``. _ % + @ -``, then a digit: ``hunter2``, ``P@ssw0rd``; or five
+        # digits or more: ``the PIN is 123456``), not ``the password is stored`` nor ``the secret is
+        # 42.``. The digit is a trigger character, and nothing before it is sent early by a stream (the
+        # value's first characters are held as a run of letters). Five digits: a stream's inert number
+        # (``streaming._INERT_NUMBER``) has four at most, so none starts such a value. At most three
+        # blanks around ``is``: the keyword stays within the 48 characters before the value that a
+        # stream looks back at for a keyword it already sent.
         _lead(
             "[PpSsCcAa]",
             "[A-Za-z0-9]",
             _PW_KEYWORD
             + r"[ \t]{1,3}+"
             + _IS_LEAD
-            + r"(?P<value>(?=[A-Za-z][A-Za-z._%+@\-]*+[0-9])"
+            + r"(?P<value>(?=[A-Za-z][A-Za-z._%+@\-]*+[0-9]|[0-9]{5})"
             + _PW_VALUE
             + ")",
         ),
         has_value=True,
-        description="value after `my password is` (letters, then a digit)",
+        description="value after `my password is` (letters, then a digit; or five digits or more)",
     ),
     Detector(
         "password_zh",
@@ -1455,6 +1457,11 @@ def _zh_foreign_name_end(text: str, s: int, bare: _ZhWords) -> int:
             letters += 1
         elif char == "·" and e > s and e + 1 < n and text[e + 1] in _ZH_FOREIGN_CHARS:
             pass
+        elif char == "·":
+            # Not between two of them: no name ends here (``person_zh_role``'s pattern asks for a
+            # character after the name that is neither ``·`` nor one of them), and at the end of a
+            # stream's text so far, another part may still follow.
+            return 0
         else:
             break
         e += 1

@@ -73,9 +73,9 @@ _NUMERAL_RUN_SET = frozenset(NUMERAL_RUN_CHARS)
 # an entity. So the number is inert when the 64 characters before it hold no trigger character, or two
 # lower-case words of two letters or more come after the last one (``In 2024 the same review took about 3
 # days``: ``3`` is inert). Where the text before it is not known (``head`` None), it is not.
-# A value after ``is``/``was`` (``my password is hunter2``) starts with a letter, so no such number starts
-# one. ``tests/redaction/test_stream_fast.py`` pins the detectors this argument was made for and checks it
-# against the full path on adversarial text.
+# A value after ``is``/``was`` (``my password is hunter2``) starts with a letter or five digits, so no such
+# number starts one. ``tests/redaction/test_stream_fast.py`` pins the detectors this argument was made for
+# and checks it against the full path on adversarial text.
 #
 # So is a dash standing alone in prose, a markdown bullet (``\n- item``) or an aside (``this - that``):
 # ``-`` with a space or a line break before it (or the stream's start) and a space after it, by the same

@@ -91,6 +91,9 @@ POSITIVES = [
     ("my password is hunter2", "PASSWORD", "hunter2"),
     ('The api_key was "P@ssw0rd", rotate it', "PASSWORD", "P@ssw0rd"),
     ("x" * 60 + " and my pwd is  abc1", "PASSWORD", "abc1"),
+    # ... or of five digits or more.
+    ("the password is 12345678 and", "PASSWORD", "12345678"),
+    ("My passcode was 482913, ok", "PASSWORD", "482913"),
 ]
 
 
@@ -128,6 +131,7 @@ NEGATIVES = [
     "this is: fine and that was: too",  # ``is:`` without a keyword
     "passwordis: hunter2",  # ``is`` glued to the keyword
     "the password is stored in the vault and the secret is 42.",  # ``is``: no letters-then-digit value
+    "the password is 2019 and the secret was 1234 ok",  # four digits or fewer: a year, a count
     "this is hunter2 and passwordis hunter2",  # ``is`` without a keyword, or glued to it
     "+12",  # too short for E.164
     "mask 138****5678",  # already masked
