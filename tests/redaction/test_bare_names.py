@@ -13,7 +13,7 @@ import pytest
 from sidecar.redaction.detectors import _zh_bare_name_end, _zh_foreign_name_before_start, _zh_words, _ZhWords
 from sidecar.redaction.engine import Redactor
 from sidecar.redaction.policy import EntityRule, Policy
-from tests.redaction.test_evasions import ANSWER_REDACTOR, batch, stream
+from tests.redaction.test_evasions import ANSWER_REDACTOR, assert_every_two_chunk_split, batch, stream
 
 REPO = Path(__file__).resolve().parents[2]
 REDACTOR = Redactor(Policy(), b"test-key")
@@ -133,9 +133,7 @@ def test_a_foreign_name_streamed_equals_the_whole_text() -> None:
     for text in ("美国总统克林顿说，会谈", "总理科尔和部长约翰·西今天", "主席阿维兰热"):
         whole = batch(text)
         assert "克林顿" not in whole and "约翰·西" not in whole and "阿维兰热" not in whole, whole
-        for i in range(len(text) + 1):
-            for j in range(i, len(text) + 1):
-                assert stream(text, [i, j]) == whole, (text, i, j)
+        assert_every_two_chunk_split(text, whole)
 
 
 @pytest.mark.parametrize(
@@ -176,9 +174,7 @@ def test_a_foreign_name_before_a_post_streamed_equals_the_whole_text() -> None:
     for text in ("今天，克林顿总统说", "，奥尔布赖特说，会谈", "，格鲁吉亚总统", "，克林顿说法不一"):
         whole = batch(text)
         assert ("克林顿" not in whole) == ("总统" in text or "说，" in text), whole
-        for i in range(len(text) + 1):
-            for j in range(i, len(text) + 1):
-                assert stream(text, [i, j]) == whole, (text, i, j)
+        assert_every_two_chunk_split(text, whole)
 
 
 def test_a_middle_dot_that_joins_nothing_ends_no_foreign_name() -> None:
@@ -188,9 +184,7 @@ def test_a_middle_dot_that_joins_nothing_ends_no_foreign_name() -> None:
     ``约翰`` before ``·西`` arrived)."""
     for text in ("会见俄俄先生特莫斯科约翰·西", "记者特格鲁吉亚阿·总统尼克松", "总统克林顿·"):
         whole = batch(text)
-        for i in range(len(text) + 1):
-            for j in range(i, len(text) + 1):
-                assert stream(text, [i, j]) == whole, (text, i, j)
+        assert_every_two_chunk_split(text, whole)
         assert stream(text, list(range(len(text)))) == whole, text
     assert persons("总统克林顿·") == [] and persons("总统克林顿，") == ["克林顿"]
 
