@@ -234,7 +234,7 @@ BUILTIN: tuple[Detector, ...] = (
         "PASSWORD",
         # ``my password is hunter2``: with no assignment character, only a value that looks like one
         # (a letter, then letters or ``. _ % + @ -``, then a digit: ``hunter2``, ``P@ssw0rd``; or five
-        # digits or more: ``the PIN is 123456``), not ``the password is stored`` nor ``the secret is
+        # digits or more: ``the passcode is 482913``), not ``the password is stored`` nor ``the secret is
         # 42.``. The digit is a trigger character, and nothing before it is sent early by a stream (the
         # value's first characters are held as a run of letters). Five digits: a stream's inert number
         # (``streaming._INERT_NUMBER``) has four at most, so none starts such a value. At most three
@@ -591,8 +591,15 @@ ZH_PLACES_PATH = Path(__file__).with_name("zh_places.txt")
 # Places outside China spelled only with ``_ZH_FOREIGN_CHARS`` (``格鲁吉亚``, ``伊朗``): such a run before a
 # post or a verb is a place, not a name (``deploy/tools/build_zh_foreign_places.py``; read lazily).
 ZH_FOREIGN_PLACES_PATH = Path(__file__).with_name("zh_foreign_places.txt")
-with ZH_PLACES_PATH.open(encoding="utf-8") as _f:
-    _ZH_PLACES = tuple(line.rstrip("\n") for line in _f if not line.startswith("#"))
+
+
+def _data_lines(path: Path) -> list[str]:
+    """The lines of a generated data file, without its ``#`` header."""
+    with path.open(encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if not line.startswith("#")]
+
+
+_ZH_PLACES = tuple(_data_lines(ZH_PLACES_PATH))
 _ZH_PLACE_SET = frozenset(_ZH_PLACES)
 # A name's last two characters -> the lengths of the names that end so, longest first (most suffix
 # characters in prose end no name: ``的市``, one lookup).
@@ -1336,11 +1343,6 @@ def _zh_words() -> _ZhWords:
     )
 
 
-def _data_lines(path: Path) -> list[str]:
-    with path.open(encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f if not line.startswith("#")]
-
-
 def _zh_bare_name_end(text: str, s: int, bare: _ZhWords) -> int:
     """Where a bare Chinese name starting at ``s`` (a surname) ends, or 0 when there is none.
 
@@ -1465,15 +1467,21 @@ def _zh_foreign_name_end(text: str, s: int, bare: _ZhWords) -> int:
         else:
             break
         e += 1
-    if not 2 <= letters <= _ZH_FOREIGN_MAX:
-        return 0
-    named = bare.name_words
-    head = text[s : s + 2]
-    if head in bare.common or (head in bare.words and head not in named):
-        return 0
-    if text[s:e] in bare.words and text[s:e] not in named:
+    if not 2 <= letters <= _ZH_FOREIGN_MAX or _zh_everyday_run(text[s:e], bare):
         return 0
     return e
+
+
+def _zh_everyday_run(run: str, bare: _ZhWords) -> bool:
+    """Whether a run of transliteration characters is, or starts with, an everyday word that jieba
+    tags neither as a name nor as a transliterated name (``基本``, ``巴西``; not ``科尔``)."""
+    named = bare.name_words
+    head = run[:2]
+    return (
+        head in bare.common
+        or (head in bare.words and head not in named)
+        or (run in bare.words and run not in named)
+    )
 
 
 def _zh_foreign_name_before_start(text: str, s: int, lo: int, bare: _ZhWords) -> int:
@@ -1501,13 +1509,11 @@ def _zh_foreign_name_before_start(text: str, s: int, lo: int, bare: _ZhWords) ->
         if "\u4e00" <= left <= "\u9fff" and left not in _ZH_FOREIGN_LEFT:
             return -1
     run = text[b:s]
-    if run in bare.foreign_places or run.replace("·", "") in bare.foreign_places:
-        return -1
-    named = bare.name_words
-    head = run[:2]
-    if head in bare.common or (head in bare.words and head not in named):
-        return -1
-    if run in bare.words and run not in named:
+    if (
+        run in bare.foreign_places
+        or run.replace("·", "") in bare.foreign_places
+        or _zh_everyday_run(run, bare)
+    ):
         return -1
     return b
 
