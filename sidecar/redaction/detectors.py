@@ -535,6 +535,10 @@ _ZH_VERB_RE = _ZH_VERBS.replace("说|", "说(?![法服话]|明(?!天))|", 1)
 _ZH_NAME_LEFT = "和与跟给让请叫是我他她天上见找问对向由被，。、：:；;！!？?"
 # What may come right before a foreign name at the start of a clause (``随同克林顿总统``).
 _ZH_FOREIGN_LEFT = _ZH_NAME_LEFT + "的同"
+# Where a bare foreign name may start besides: after the last character of a post (``首席执行官威尔``,
+# ``经济学家穆萨``, ``领导人舍舍利``, ``5号罗纳尔多``) or after 而/但. Counted on the MSRA training part: each
+# of these characters comes before more names than other runs.
+_ZH_FOREIGN_BARE_LEFT = _ZH_FOREIGN_LEFT + "长统理练席人号员将卿家相手队求锋裁援臣军官犯卫袖令师星而但"
 _ZH_NAME_CUES = (
     "姓名|名字|联系人|联络人|收件人|收货人|寄件人|签收人|申请人|借款人|担保人|经办人|负责人|法定代表人|法人代表"
     "|持卡人|户主|开户人|委托人|受益人|投保人|被保险人|我叫|我是|叫做|签名|署名"
@@ -1226,7 +1230,7 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         # Found by ``names_finder`` (``_ZH_FOREIGN_BARE_RUN``, ``_zh_foreign_bare_name``); held back in a
         # stream as a run of transliteration characters at a clause start until a character that is not
         # in it has arrived.
-        f"(?:(?<![\\u4e00-\\u9fff·])|(?<=[{_ZH_FOREIGN_LEFT}])){_ZH_FOREIGN_CLASS}{_ZH_FOREIGN_BARE_REST}"
+        f"(?:(?<![\\u4e00-\\u9fff·])|(?<=[{_ZH_FOREIGN_BARE_LEFT}])){_ZH_FOREIGN_CLASS}{_ZH_FOREIGN_BARE_REST}"
         f"(?!{_ZH_FOREIGN_GOES_ON})(?=[\\s\\S])",
         description="Foreign name written in Chinese, with no cue: three to six transliteration characters "
         "at a clause start that are no place and no everyday word (，克林顿没有正面回答)",
@@ -1552,12 +1556,13 @@ def _zh_foreign_bare_name(text: str, b: int, s: int, lo: int, bare: _ZhWords) ->
     (``莫斯科多``: Moscow, then ``多``); no Chinese county-level place less its last letter; no everyday
     word and not starting with one (``_zh_everyday_run``); no amount (``5万卢布``: a digit before it) and
     no doubled letter at its start (``恩恩恩``). At a clause start: the text's start, a character that is
-    not Chinese, or one of ``_ZH_FOREIGN_LEFT``. Reads from ``b - 1`` to ``s`` (the character after the
+    not Chinese, or one of ``_ZH_FOREIGN_BARE_LEFT``. Reads from ``b - 1`` to ``s`` (the character after the
     run, which a stream holds it for). A run that starts at ``lo`` is not taken: what comes before it is
     not known (a stream's context starts there)."""
     if b > 0:
         left = text[b - 1]
-        if b == lo or "0" <= left <= "9" or ("\u4e00" <= left <= "\u9fff" and left not in _ZH_FOREIGN_LEFT):
+        chinese = "\u4e00" <= left <= "\u9fff"
+        if b == lo or "0" <= left <= "9" or (chinese and left not in _ZH_FOREIGN_BARE_LEFT):
             return False
     if text[b] == text[b + 1]:
         return False

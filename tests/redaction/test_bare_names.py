@@ -202,6 +202,8 @@ def test_a_middle_dot_that_joins_nothing_ends_no_foreign_name() -> None:
         ("内塔尼亚胡今天表态", ["内塔尼亚胡"], "at the start of the text"),
         ("他和阿拉法特通了电话", ["阿拉法特"], "after 和"),
         ("约翰·施特劳斯的作品", ["约翰·施特劳斯"], "parts joined by ·"),
+        ("但阿拉法特认为", ["阿拉法特"], "after 但"),
+        ("激进党领导人阿拉法特投票后", ["阿拉法特"], "after the last character of a post no rule lists (领导人)"),
         ("就连投机家索罗斯也建议", [], "after a word (家): no clause start"),
         ("，科尔没有回答", [], "two letters are no name without a cue"),
         ("巴勒斯坦问题", [], "a region (巴勒斯坦领土 in CLDR: the tool keeps the run)"),
