@@ -6,7 +6,8 @@ licence; fetched from PyPI into ``~/.cache/custos/pkgs`` at build time, never at
     python deploy/tools/build_zh_words.py --check   # exit 1 when the committed file is stale
 
 Kept: words of 2-4 Chinese characters seen at least 10 times in jieba's counts, except three- and
-four-character words tagged as person names (``nr``: mostly full names). Two-character ``nr`` words
+four-character words tagged as person names (``nr``, or ``nrfg``, jieba's other tag for full names:
+``康有为``, ``陈寅恪``; mostly full names). Two-character ``nr`` words
 stay: jieba tags many everyday words that start with a surname that way (``阳光``, ``杜绝``); the longer
 ones are written with a ``~`` mark, as words no name starts inside (``黄金周``), the two-character ones
 with ``=`` (after a title or in a list of names such a word is taken for a name: ``总理李鹏``), and
@@ -33,6 +34,9 @@ from sidecar.redaction.detectors import _ZH_SURNAMES, ZH_WORDS_PATH
 
 MIN_COUNT = 10
 COMMON_COUNT = 2000
+# jieba's tags of person names (``nrt``, transliterated names, is not one here: its longer words hold as
+# many places and things, ``克里米亚``, ``尼古丁``, as names).
+NAME_TAGS = ("nr", "nrfg")
 # Given-name characters: seen in at least this many names, and this many times as frequent there.
 GIVEN_MIN_NAMES = 5
 GIVEN_RATIO = 2.0
@@ -85,7 +89,7 @@ def rendered(lines: list[str]) -> str:
             entries.append((word, tag))
         if not 2 <= len(word) <= 4 or n < MIN_COUNT or not _chinese(word):
             continue
-        if tag == "nr" and len(word) >= 3:
+        if tag in NAME_TAGS and len(word) >= 3:
             # Not a word a name may not start, but one that no name starts inside (``黄金周`` is
             # tagged ``nr`` too).
             if surnames.intersection(word[1:]):
