@@ -510,6 +510,14 @@ _ZH_BARE_NOT_GIVEN = frozenset(_ZH_STOP + "摄")
 _ZH_SOFT_STOP = frozenset("其长中工行元全年之有先人公")
 _ZH_HARD_STOP = _ZH_BARE_NOT_GIVEN - _ZH_SOFT_STOP
 _ZH_BARE_SURNAME_SET = frozenset(_ZH_BARE_SURNAMES)
+# A second given-name character that a stop character or a word would refuse (``金大中``, ``王建新``:
+# 新报 is a word) is taken right before what closes a name: a punctuation mark, ``报`` (报道) or ``说``;
+# unless it is one of these function words, which end a clause there as often (``会见王明时，``), or
+# ``摄`` (a photo credit: ``记者王红摄）``).
+_ZH_NAME_CLOSE = frozenset("，。、；：！？）)》”报说")
+_ZH_NEVER_LAST_GIVEN = frozenset(
+    "的了是在我你他她它这那个们说就也都而及与或但把被对从向给为于以其上下不很会能要可将已并让请等时所还又再更最没无此各该每些摄"
+)
 # After a numeral or a demonstrative a surname character is a measure word (``一张光盘``, ``这张彩页``).
 _ZH_BEFORE_MEASURE = frozenset("一二两三四五六七八九十百千几这那每哪某半整")
 # The common words a bare name must not be taken from (``王国``, ``提高``, ``向大家``): build-time data
@@ -1429,8 +1437,9 @@ def _zh_given_name_end(text: str, g: int, bare: _ZhWords) -> int:
     that is no stop character and starts no very common word, then a second one unless a word starts
     there; a character common in given names (``*``) is taken where a word that is not very common
     starts (``吴亚明报道``: 明报), the two making no word. A soft stop character (``_ZH_SOFT_STOP``) is
-    taken only next to a ``*`` character, the two making no word (``钱其琛``, ``尉健行``). Reads up to
-    ``g + 3``."""
+    taken only next to a ``*`` character, the two making no word (``钱其琛``, ``尉健行``). Any second
+    character but ``_ZH_NEVER_LAST_GIVEN`` is taken right before ``_ZH_NAME_CLOSE`` (``金大中。``). Reads up
+    to ``g + 3``."""
     if g >= len(text) or not "\u4e00" <= text[g] <= "\u9fff":
         return 0
     first = text[g]
@@ -1457,6 +1466,13 @@ def _zh_given_name_end(text: str, g: int, bare: _ZhWords) -> int:
         and following not in bare.words
     ):
         return e + 1
+    if (
+        not soft
+        and second not in _ZH_NEVER_LAST_GIVEN
+        and text[e + 1 : e + 2] in _ZH_NAME_CLOSE
+        and pair not in bare.words
+    ):
+        return e + 1  # 王建新报道, 金大中。
     return 0 if soft else e
 
 
