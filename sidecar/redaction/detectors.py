@@ -512,11 +512,12 @@ _ZH_HARD_STOP = _ZH_BARE_NOT_GIVEN - _ZH_SOFT_STOP
 _ZH_BARE_SURNAME_SET = frozenset(_ZH_BARE_SURNAMES)
 # A second given-name character that a stop character or a word would refuse (``金大中``, ``王建新``:
 # 新报 is a word) is taken right before what closes a name: a punctuation mark, ``报`` (报道) or ``说``;
-# unless it is one of these function words, which end a clause there as often (``会见王明时，``), or
-# ``摄`` (a photo credit: ``记者王红摄）``).
+# unless it is one of these function words, which end a clause there as often (``会见王明时，``), ``摄`` or
+# ``作`` (credits: ``记者王红摄）``), or the last character of a place (``陈屿镇，``, ``陶然亭，``).
 _ZH_NAME_CLOSE = frozenset("，。、；：！？）)》”报说")
 _ZH_NEVER_LAST_GIVEN = frozenset(
-    "的了是在我你他她它这那个们说就也都而及与或但把被对从向给为于以其上下不很会能要可将已并让请等时所还又再更最没无此各该每些摄"
+    "的了是在我你他她它这那个们说就也都而及与或但把被对从向给为于以其上下不很会能要可将已并让请等时所还又再更最没无此各该每些摄作"
+    "镇乡村县区市省州路街巷港湾岛寺宫殿馆院校厂店园亭阁桥庄"
 )
 # After a numeral or a demonstrative a surname character is a measure word (``一张光盘``, ``这张彩页``).
 _ZH_BEFORE_MEASURE = frozenset("一二两三四五六七八九十百千几这那每哪某半整")

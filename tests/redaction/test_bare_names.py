@@ -60,6 +60,7 @@ def bare(text: str, names: _ZhWords | None = None) -> list[str]:
         ("会见了黄振中。", ["黄振中"], "a stop character as the last given-name character before a close"),
         ("会见了黄振中等人", ["黄振"], "not before another character"),
         ("会见了黄振时，", ["黄振"], "a function word (时) ends a clause there as often"),
+        ("玉环县陈屿镇，", ["陈屿"], "not 陈屿镇: a place's last character (镇); 陈屿 as before"),
         ("王", [], "a surname alone"),
         ("王a", [], "a given name is Chinese"),
     ],
