@@ -1533,6 +1533,25 @@ def _zh_everyday_run(run: str, bare: _ZhWords) -> bool:
     )
 
 
+def _zh_foreign_place_or_word(run: str, bare: _ZhWords) -> bool:
+    """Whether a run of transliteration characters is a place outside China (``格鲁吉亚``; with or without
+    its ``·``) or an everyday word (``_zh_everyday_run``): no foreign name then."""
+    places = bare.foreign_places
+    return run in places or run.replace("·", "") in places or _zh_everyday_run(run, bare)
+
+
+def _zh_clause_start(text: str, b: int, lo: int, left_chars: str) -> bool:
+    """Whether a run starting at ``b`` starts a clause: the text's start, or after a character that is
+    not Chinese or is one of ``left_chars``. Never at ``lo`` (``lo`` itself only as the text's start):
+    what comes before is not known there (a stream's context starts there)."""
+    if b == 0:
+        return True
+    if b == lo:
+        return False
+    left = text[b - 1]
+    return not "\u4e00" <= left <= "\u9fff" or left in left_chars
+
+
 def _zh_foreign_name_before_start(text: str, s: int, lo: int, bare: _ZhWords) -> int:
     """Where a foreign name right before the post, title or verb at ``s`` starts (``克林顿总统``,
     ``奥尔布赖特说``), or -1: the whole run of transliteration characters before ``s`` (two to
@@ -1549,22 +1568,9 @@ def _zh_foreign_name_before_start(text: str, s: int, lo: int, bare: _ZhWords) ->
         elif not (char == "·" and b < s and b - 2 >= lo and text[b - 2] in _ZH_FOREIGN_CHARS):
             break
         b -= 1
-    if not 2 <= letters <= _ZH_FOREIGN_MAX:
+    if not 2 <= letters <= _ZH_FOREIGN_MAX or not _zh_clause_start(text, b, lo, _ZH_FOREIGN_LEFT):
         return -1
-    if b > 0:
-        if b == lo:
-            return -1  # what comes before is not known (a stream's context starts here)
-        left = text[b - 1]
-        if "\u4e00" <= left <= "\u9fff" and left not in _ZH_FOREIGN_LEFT:
-            return -1
-    run = text[b:s]
-    if (
-        run in bare.foreign_places
-        or run.replace("·", "") in bare.foreign_places
-        or _zh_everyday_run(run, bare)
-    ):
-        return -1
-    return b
+    return -1 if _zh_foreign_place_or_word(text[b:s], bare) else b
 
 
 def _zh_foreign_bare_name(text: str, b: int, s: int, lo: int, bare: _ZhWords) -> bool:
@@ -1576,22 +1582,17 @@ def _zh_foreign_bare_name(text: str, b: int, s: int, lo: int, bare: _ZhWords) ->
     not Chinese, or one of ``_ZH_FOREIGN_BARE_LEFT``. Reads from ``b - 1`` to ``s`` (the character after the
     run, which a stream holds it for). A run that starts at ``lo`` is not taken: what comes before it is
     not known (a stream's context starts there)."""
-    if b > 0:
-        left = text[b - 1]
-        chinese = "\u4e00" <= left <= "\u9fff"
-        if b == lo or "0" <= left <= "9" or (chinese and left not in _ZH_FOREIGN_BARE_LEFT):
-            return False
+    if not _zh_clause_start(text, b, lo, _ZH_FOREIGN_BARE_LEFT) or (b and "0" <= text[b - 1] <= "9"):
+        return False
     if text[b] == text[b + 1]:
         return False
     run = text[b:s]
-    letters = run.replace("·", "")
-    places = bare.foreign_places
+    less_one = run.replace("·", "")[:-1]
     return not (
-        letters in places
-        or text[b : s + 1] in places
-        or letters[:-1] in places
-        or letters[:-1] in _ZH_PLACE_SET
-        or _zh_everyday_run(run, bare)
+        _zh_foreign_place_or_word(run, bare)
+        or text[b : s + 1] in bare.foreign_places
+        or less_one in bare.foreign_places
+        or less_one in _ZH_PLACE_SET
     )
 
 
