@@ -611,8 +611,9 @@ _CITIES = (
 # (``朝阳区建国路88号``). Build-time data from cpca's administrative divisions
 # (``deploy/tools/build_zh_places.py``); 3 000 names, read once when this module is imported.
 ZH_PLACES_PATH = Path(__file__).with_name("zh_places.txt")
-# Places outside China spelled only with ``_ZH_FOREIGN_CHARS`` (``格鲁吉亚``, ``伊朗``): such a run before a
-# post or a verb is a place, not a name (``deploy/tools/build_zh_foreign_places.py``; read lazily).
+# Places outside China spelled with ``_ZH_FOREIGN_CHARS`` (``格鲁吉亚``, ``伊朗``; also ``亚特兰大``, one
+# other character after the run): such a run is a place, not a name, before a post or a verb and with no
+# cue (``deploy/tools/build_zh_foreign_places.py``; read with the word list, when first needed).
 ZH_FOREIGN_PLACES_PATH = Path(__file__).with_name("zh_foreign_places.txt")
 
 
@@ -951,9 +952,9 @@ _ZH_BEFORE_NAME = frozenset(("role", "title", "role_before"))
 _ZH_AFTER_FOREIGN = frozenset(("role", "title", "verb"))
 _ZH_AFTER_FOREIGN_AT = re.compile(f"{_ZH_ROLES}|{_ZH_TITLES}|{_ZH_VERB_RE}")
 # The run a bare foreign name is taken from: the whole run (no transliteration character or joining ``·``
-# on either side; at most ``_ZH_FOREIGN_MAX`` letters).
-# The character class first, so that ``re`` skips to candidates at C speed (a lookbehind first made the
-# pass ~10% of the names tier's time on news); ``names_finder`` checks the clause start.
+# on either side; at most ``_ZH_FOREIGN_MAX`` letters). The character class comes first, so that ``re``
+# skips to candidates at C speed (a lookbehind first made the pass ~10% of the names tier's time on news);
+# ``_zh_foreign_bare_name`` checks the clause start.
 _ZH_FOREIGN_BARE_RUN = re.compile(
     f"{_ZH_FOREIGN_CLASS}(?<!{_ZH_FOREIGN_GOES_ON}[\\s\\S]){_ZH_FOREIGN_BARE_REST}(?!{_ZH_FOREIGN_GOES_ON})"
 )
