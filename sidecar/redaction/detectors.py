@@ -615,6 +615,11 @@ ZH_PLACES_PATH = Path(__file__).with_name("zh_places.txt")
 # other character after the run): such a run is a place, not a name, before a post or a verb and with no
 # cue (``deploy/tools/build_zh_foreign_places.py``; read with the word list, when first needed).
 ZH_FOREIGN_PLACES_PATH = Path(__file__).with_name("zh_foreign_places.txt")
+# The Chinese names of well-known people (``鲁迅``, ``李鹏``, ``温家宝``, ``马克思``), from CC-CEDICT's
+# entries with a life span (``deploy/tools/build_zh_known_names.py``): taken where a word keeps the
+# bare-name rules off them (``李鹏`` is a dictionary word, ``温家`` starts ``温家宝``). 1 500 names, read
+# once when this module is imported.
+ZH_KNOWN_NAMES_PATH = Path(__file__).with_name("zh_known_names.txt")
 
 
 def _data_lines(path: Path) -> list[str]:
@@ -624,6 +629,7 @@ def _data_lines(path: Path) -> list[str]:
 
 
 _ZH_PLACES = tuple(_data_lines(ZH_PLACES_PATH))
+_ZH_KNOWN_NAMES = tuple(_data_lines(ZH_KNOWN_NAMES_PATH))
 _ZH_PLACE_SET = frozenset(_ZH_PLACES)
 # A name's last two characters -> the lengths of the names that end so, longest first (most suffix
 # characters in prose end no name: ``的市``, one lookup).
@@ -958,6 +964,16 @@ _ZH_AFTER_FOREIGN_AT = re.compile(f"{_ZH_ROLES}|{_ZH_TITLES}|{_ZH_VERB_RE}")
 _ZH_FOREIGN_BARE_RUN = re.compile(
     f"{_ZH_FOREIGN_CLASS}(?<!{_ZH_FOREIGN_GOES_ON}[\\s\\S]){_ZH_FOREIGN_BARE_REST}(?!{_ZH_FOREIGN_GOES_ON})"
 )
+# A well-known person's name (``zh_known_names.txt``), the longest one starting at a character. Tried
+# only where one of the names' first two characters are (``_ZH_KNOWN_START``, a character class first, so
+# that ``re`` skips to candidates at C speed, then a set): the trie's alternation of ~700 first characters
+# at every position cost four times as much on news.
+_ZH_KNOWN_NAME = re.compile(trie_regex(_ZH_KNOWN_NAMES))
+_ZH_KNOWN_FIRST = frozenset(name[0] for name in _ZH_KNOWN_NAMES)
+_ZH_KNOWN_START = re.compile(
+    _char_class(_ZH_KNOWN_FIRST) + "(?=" + _char_class({n[1] for n in _ZH_KNOWN_NAMES}) + ")"
+)
+_ZH_KNOWN_PAIRS = frozenset(name[:2] for name in _ZH_KNOWN_NAMES)
 # On ASCII-only text (most English lines) only the ASCII cue words can match: substring tests (C speed,
 # no regex state) tell whether any occurs, and only then does the pass run.
 _ZH_ASCII_NEEDLES = tuple(sorted({w.lower() for w in _ZH_KIND if w.isascii()}))
@@ -1208,9 +1224,10 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         "person_zh_role",
         "PERSON",
         # Found by ``names_finder`` (``_zh_name_after_role_end``); held back in a stream as a title, a
-        # surname and a Chinese character until the two characters after them have arrived.
+        # surname and a Chinese character until the three characters after them have arrived (a byline:
+        # ``记者许立群报道``).
         # A foreign name (``_zh_foreign_name_end``) is held until a character that is not in it.
-        f"(?:{_ZH_ROLES}|{_ZH_TITLES}|{_ZH_ROLES_BEFORE})(?P<value>(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff](?=[\\s\\S]{{2}})"
+        f"(?:{_ZH_ROLES}|{_ZH_TITLES}|{_ZH_ROLES_BEFORE})(?P<value>(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff](?=[\\s\\S]{{3}})"
         f"|{_ZH_FOREIGN_RUN}(?=[^·{_ZH_FOREIGN_CLASS[1:]}))",
         has_value=True,
         description="Chinese or foreign name after a title or post (记者王红, 外长李岚清, 总统克林顿)",
@@ -1255,6 +1272,16 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         f"(?={_char_class(_ZH_LIST_END)})",
         has_value=True,
         description="Chinese names listed after a name (记者张三、李四、王五)",
+    ),
+    Detector(
+        "person_zh_known",
+        "PERSON",
+        # Found by ``names_finder`` (``_ZH_KNOWN_NAME``, ``_zh_known_name``); held back in a stream until
+        # the two characters after the name have arrived (a longer name may start with it: ``马克``,
+        # ``马克思``; a run of transliteration characters must end with it).
+        f"{_ZH_KNOWN_NAME.pattern}(?=[\\s\\S]{{2}})",
+        description="Name of a well-known person, from CC-CEDICT's people (鲁迅, 李鹏, 温家宝, 马克思), "
+        "where no word runs over it from the left",
     ),
     Detector(
         "person_zh_bare",
@@ -1422,6 +1449,34 @@ def _zh_bare_name_end(text: str, s: int, bare: _ZhWords) -> int:
     return end if not everyday or end == g + 2 else 0
 
 
+def _zh_known_name(text: str, s: int, e: int, bare: _ZhWords) -> bool:
+    """Whether the well-known name ``text[s:e]`` is one here:
+
+    - no word runs over its first character from the left (``国王震怒``: not ``王震``);
+    - it is no foreign place, and none runs over it or goes on after it (``阿巴斯港``: not ``阿巴斯``);
+    - the last character of a two-character name starts no very common word (``三连战士``: not
+      ``连战``; but ``郎平和``);
+    - a name spelled only with transliteration characters is a whole run of them (``穆尔西亚``: not
+      ``穆尔西``).
+
+    Reads from ``s - 3`` to ``e + 2``."""
+    if _zh_word_over(text, s, bare.inside):
+        return False
+    places = bare.foreign_places
+    for b in range(max(0, s - 3), s + 1):
+        for x in range(max(e, b + 2), e + 3):
+            if text[b:x] in places:
+                return False
+    if e - s == 2 and text[e - 1 : e + 1] in bare.common:
+        return False
+    if all(c in _ZH_FOREIGN_CHARS or c == "·" for c in text[s:e]):
+        if s and (text[s - 1] in _ZH_FOREIGN_CHARS or text[s - 1] == "·"):
+            return False
+        if e < len(text) and (text[e] in _ZH_FOREIGN_CHARS or text[e] == "·"):
+            return False
+    return True
+
+
 def _zh_word_over(text: str, s: int, inside: frozenset[str]) -> bool:
     """Whether a word of ``inside`` runs over ``s`` from the left (``提高``, ``黄金周``, ``格鲁吉亚``).
     Reads from ``s - 3`` to ``s + 2``."""
@@ -1493,6 +1548,19 @@ def _zh_name_after_role_end(text: str, s: int, bare: _ZhWords) -> int:
     if len(text) > s + 2 and text[s : s + 3] in bare.words:
         return 0
     return _zh_given_name_end(text, s + 1, bare)
+
+
+def _zh_byline_name_end(text: str, s: int) -> int:
+    """Where a reporter's name in a byline ends (``电记者许立群报道``, ``记者江山报道``), or 0: after
+    ``记者``, a surname and one or two Chinese characters right before ``报道``, whatever words they make
+    (a name there is often a dictionary word: ``江山``, and jieba lists reporters: ``许立群``). Reads up to
+    ``s + 5``."""
+    if text[s : s + 1] not in _ZH_NAME_FIRST:
+        return 0
+    for e in (s + 2, s + 3):
+        if text[e : e + 2] == "报道" and all("\u4e00" <= c <= "\u9fff" for c in text[s + 1 : e]):
+            return e
+    return 0
 
 
 def _zh_foreign_name_end(text: str, s: int, bare: _ZhWords) -> int:
@@ -1678,12 +1746,16 @@ _CJK = frozenset(map(chr, range(0x4E00, 0xA000)))
 def names_first_chars(detectors: Sequence[Detector]) -> frozenset[str]:
     """Where a match of ``detectors`` (the second tier, as a policy leaves it) can start: a stream
     holds back from no other position. Every Chinese character when addresses are looked for, the
-    transliteration characters when foreign names are."""
+    transliteration characters when foreign names are, the first characters of well-known names when
+    they are."""
     if any(d.type == "ADDRESS" for d in detectors):
         return NAMES_FIRST_CHARS | _CJK
+    first = NAMES_FIRST_CHARS
     if any(d.name in ("person_zh_foreign", "person_zh_foreign_bare") for d in detectors):
-        return NAMES_FIRST_CHARS | _ZH_FOREIGN_CHARS
-    return NAMES_FIRST_CHARS
+        first |= _ZH_FOREIGN_CHARS
+    if any(d.name == "person_zh_known" for d in detectors):
+        first |= _ZH_KNOWN_FIRST
+    return first
 
 
 def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Entity]]:
@@ -1709,8 +1781,10 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
         "person_zh_list",
         "person_zh_foreign",
         "person_zh_foreign_bare",
+        "person_zh_known",
     }
     zh_words = _zh_words() if zh_rules & set(pats) else None
+    known_pass = "person_zh_known" in pats
     bare_pass = "person_zh_bare" in pats
     place_pass = "address_zh_county" in pats
     road_pass = "address_zh_road" in pats
@@ -1781,8 +1855,10 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
             kind, s = _ZH_KIND.get(m.group()), m.start()
             if role_names and zh_words is not None and kind in _ZH_BEFORE_NAME:  # a name after a title
                 after = m.end()
-                end = _zh_name_after_role_end(text, after, zh_words) or _zh_foreign_name_end(
-                    text, after, zh_words
+                end = (
+                    _zh_name_after_role_end(text, after, zh_words)
+                    or _zh_foreign_name_end(text, after, zh_words)
+                    or (_zh_byline_name_end(text, after) if m.group() == "记者" else 0)
                 )
                 if end:
                     (out if after >= pos else early).append(Entity("PERSON", after, end))
@@ -1861,6 +1937,15 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 b, s = m.span()
                 if _zh_foreign_bare_name(text, b, s, lo, zh_words):
                     (out if b >= pos else early).append(Entity("PERSON", b, s))
+        if known_pass and zh_words is not None and not ascii_text:
+            # Every start (the pattern takes one character), so that a stream's pass (from ``lo``) and the
+            # whole text's try the same names.
+            for m in _finditer(_ZH_KNOWN_START, text, lo):
+                s = m.start()
+                if text[s : s + 2] in _ZH_KNOWN_PAIRS:
+                    name = _ZH_KNOWN_NAME.match(text, s)
+                    if name is not None and _zh_known_name(text, s, name.end(), zh_words):
+                        (out if s >= pos else early).append(Entity("PERSON", s, name.end()))
         if bare_pass and zh_words is not None and not ascii_text:
             for m in _finditer(zh_words.starts, text, lo):
                 s = m.start()
