@@ -544,10 +544,13 @@ _ZH_VERB_RE = _ZH_VERBS.replace("说|", "说(?![法服话]|明(?!天))|", 1)
 _ZH_NAME_LEFT = "和与跟给让请叫是我他她天上见找问对向由被，。、：:；;！!？?"
 # What may come right before a foreign name at the start of a clause (``随同克林顿总统``).
 _ZH_FOREIGN_LEFT = _ZH_NAME_LEFT + "的同"
+# The last characters of posts and roles (``首席执行官``, ``经济学家``, ``领导人``, ``5号``, ``队员``): a name
+# often comes right after them. Counted on the MSRA training part: each of these characters comes before
+# more foreign names than other runs.
+_ZH_POST_LAST = "长统理练席人号员将卿家相手队求锋裁援臣军官犯卫袖令师星"
 # Where a bare foreign name may start besides: after the last character of a post (``首席执行官威尔``,
-# ``经济学家穆萨``, ``领导人舍舍利``, ``5号罗纳尔多``) or after 而/但. Counted on the MSRA training part: each
-# of these characters comes before more names than other runs.
-_ZH_FOREIGN_BARE_LEFT = _ZH_FOREIGN_LEFT + "长统理练席人号员将卿家相手队求锋裁援臣军官犯卫袖令师星而但"
+# ``经济学家穆萨``, ``领导人舍舍利``, ``5号罗纳尔多``) or after 而/但.
+_ZH_FOREIGN_BARE_LEFT = _ZH_FOREIGN_LEFT + _ZH_POST_LAST + "而但"
 _ZH_NAME_CUES = (
     "姓名|名字|联系人|联络人|收件人|收货人|寄件人|签收人|申请人|借款人|担保人|经办人|负责人|法定代表人|法人代表"
     "|持卡人|户主|开户人|委托人|受益人|投保人|被保险人|我叫|我是|叫做|签名|署名"
@@ -629,7 +632,11 @@ def _data_lines(path: Path) -> list[str]:
 
 
 _ZH_PLACES = tuple(_data_lines(ZH_PLACES_PATH))
-_ZH_KNOWN_NAMES = tuple(_data_lines(ZH_KNOWN_NAMES_PATH))
+_ZH_KNOWN_LINES = _data_lines(ZH_KNOWN_NAMES_PATH)
+_ZH_KNOWN_NAMES = tuple(line for line in _ZH_KNOWN_LINES if not line.endswith(" +"))
+# Japanese surnames (``桥本``, ``池田``; ``+`` in the same file): a Japanese name before a post, a title or
+# a verb starts with one (``person_zh_japanese``).
+_ZH_JAPANESE_SURNAMES = frozenset(line[:-2] for line in _ZH_KNOWN_LINES if line.endswith(" +"))
 _ZH_PLACE_SET = frozenset(_ZH_PLACES)
 # A name's last two characters -> the lengths of the names that end so, longest first (most suffix
 # characters in prose end no name: ``的市``, one lookup).
@@ -957,6 +964,9 @@ _ZH_BEFORE_NAME = frozenset(("role", "title", "role_before"))
 # (``说`` not before ``法``: ``说法``).
 _ZH_AFTER_FOREIGN = frozenset(("role", "title", "verb"))
 _ZH_AFTER_FOREIGN_AT = re.compile(f"{_ZH_ROLES}|{_ZH_TITLES}|{_ZH_VERB_RE}")
+# A Japanese name may also come before a post that is written before other names (``桥本首相``).
+_ZH_AFTER_NAME_ABROAD = _ZH_AFTER_FOREIGN | {"role_before"}
+_ZH_AFTER_JAPANESE_AT = re.compile(f"{_ZH_AFTER_FOREIGN_AT.pattern}|{_ZH_ROLES_BEFORE}")
 # The run a bare foreign name is taken from: the whole run (no transliteration character or joining ``·``
 # on either side; at most ``_ZH_FOREIGN_MAX`` letters). The character class comes first, so that ``re``
 # skips to candidates at C speed (a lookbehind first made the pass ~10% of the names tier's time on news);
@@ -1204,11 +1214,13 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
     Detector(
         "person_zh_context",
         "PERSON",
-        # A name at the start of a clause or after 和/跟/给/是..., before a verb (说, 表示, 一起) or right
-        # before a number (``李静 16236410931``). The finder takes a number of seven characters or more
-        # (``_DIGIT_RUN``); the lookahead asks for them too, so that a stream holds the name until they
-        # have arrived (``请查收13`` + ``911960587``).
-        f"(?:(?<![\\u4e00-\\u9fff])|(?<=[{_ZH_NAME_LEFT}]))(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}]){_ZH_GIVEN}{{1,2}}"
+        # A name at the start of a clause, after 和/跟/给/是... or a post's last character (``队员``,
+        # ``学生``: ``三年级学生高磊说``), before a verb (说, 表示, 一起) or right before a number
+        # (``李静 16236410931``). The finder takes a number of seven characters or more (``_DIGIT_RUN``);
+        # the lookahead asks for them too, so that a stream holds the name until they have arrived
+        # (``请查收13`` + ``911960587``).
+        f"(?:(?<![\\u4e00-\\u9fff])|(?<=[{_ZH_NAME_LEFT}{_ZH_POST_LAST}生]))(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])"
+        f"{_ZH_GIVEN}{{1,2}}"
         f"(?={_ZH_VERB_RE}|[ \\t]*[:：,，]?[ \\t]*\\+?[0-9][0-9 ().\\-]{{6}})",
         description="Chinese name before a verb (说, 表示, 一起) or a number, at a clause start",
     ),
@@ -1250,6 +1262,15 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         f"(?={_ZH_AFTER_FOREIGN_AT.pattern})",
         description="Foreign name written in Chinese before a post, title or verb, at a clause start "
         "(克林顿总统, 奥尔布赖特说)",
+    ),
+    Detector(
+        "person_zh_japanese",
+        "PERSON",
+        # Found by ``names_finder`` (``_zh_japanese_name_before_start``); held back in a stream as a Japanese
+        # surname and up to two characters until the post, title or verb after them has arrived (also a
+        # post written before names: ``首相``).
+        f"{trie_regex(_ZH_JAPANESE_SURNAMES)}[\\u4e00-\\u9fff]{{0,2}}(?={_ZH_AFTER_JAPANESE_AT.pattern})",
+        description="Japanese name written in Chinese before a post, title or verb (桥本首相, 池田大作先生)",
     ),
     Detector(
         "person_zh_foreign_bare",
@@ -1642,6 +1663,37 @@ def _zh_foreign_name_before_start(text: str, s: int, lo: int, bare: _ZhWords) ->
     return -1 if _zh_foreign_place_or_word(text[b:s], bare) else b
 
 
+# What a Japanese given name never holds: function words, and the places' suffixes (``石川县知事``:
+# Ishikawa prefecture's governor; ``中山市长``: Zhongshan's mayor).
+_JA_NOT_GIVEN = frozenset(
+    "的了是在和与及或但把被对从向给为于以之其也都就还又再很最更不没已将会能要可这那各每该此我你他她它们市县区镇町村省州岛都府道"
+)
+
+
+# Prepositions of place: the surname is then a place (``在田中说``: in the field, ``从山口来``).
+_JA_NOT_AFTER = frozenset("在从到于往向自至由朝")
+
+
+def _zh_japanese_name_before_start(text: str, s: int, lo: int, bare: _ZhWords) -> int:
+    """Where a Japanese name right before the post (also one written before names), title or verb at
+    ``s`` starts (``桥本首相``, ``池田大作先生``, ``中岛宏说``), or -1: a Japanese surname
+    (``_ZH_JAPANESE_SURNAMES``) and up to two more Chinese characters (the longest such name), none of
+    them ``_JA_NOT_GIVEN`` nor the post's first character a place's suffix (``中山市长``), no word
+    running over the surname from the left nor a preposition of place before it (``在田中说``). Reads
+    from ``s - 5``; nothing before ``lo``."""
+    if text[s : s + 1] in _JA_NOT_GIVEN:
+        return -1
+    for b in range(max(lo, s - 4), s - 1):
+        if text[b : b + 2] not in _ZH_JAPANESE_SURNAMES:
+            continue
+        given = text[b + 2 : s]
+        if any(c in _JA_NOT_GIVEN or not "\u4e00" <= c <= "\u9fff" for c in given):
+            continue
+        if not _zh_word_over(text, b, bare.inside) and text[b - 1 : b] not in _JA_NOT_AFTER:
+            return b
+    return -1
+
+
 def _zh_foreign_bare_name(text: str, b: int, s: int, lo: int, bare: _ZhWords) -> bool:
     """Whether the run ``text[b:s]`` of ``_ZH_FOREIGN_BARE_RUN`` is a foreign name: no place outside
     China, alone (``巴勒斯坦``), with the character after it (``亚特兰大``) or less its last letter
@@ -1755,6 +1807,8 @@ def names_first_chars(detectors: Sequence[Detector]) -> frozenset[str]:
         first |= _ZH_FOREIGN_CHARS
     if any(d.name == "person_zh_known" for d in detectors):
         first |= _ZH_KNOWN_FIRST
+    if any(d.name == "person_zh_japanese" for d in detectors):
+        first |= {name[0] for name in _ZH_JAPANESE_SURNAMES}
     return first
 
 
@@ -1782,6 +1836,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
         "person_zh_foreign",
         "person_zh_foreign_bare",
         "person_zh_known",
+        "person_zh_japanese",
     }
     zh_words = _zh_words() if zh_rules & set(pats) else None
     known_pass = "person_zh_known" in pats
@@ -1791,6 +1846,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
     role_names = "person_zh_role" in pats
     post_names = "person_zh_post" in pats
     foreign_names = "person_zh_foreign" in pats
+    japanese_names = "person_zh_japanese" in pats
     foreign_bare_pass = "person_zh_foreign_bare" in pats
     list_pass = "person_zh_list" in pats
 
@@ -1894,13 +1950,16 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                     if len(out) > before and out[-1].end == s:
                         break
                     del out[before:]
-            if foreign_names and zh_words is not None and kind in _ZH_AFTER_FOREIGN:
-                # A foreign name before a post, a title or a verb (``克林顿总统``, ``克林顿说``), where no
-                # Chinese name ends there.
-                if _ZH_AFTER_FOREIGN_AT.match(text, s) and not any(
-                    e.end == s and e.type == "PERSON" for e in (*out[-1:], *early[-1:])
-                ):
-                    b = _zh_foreign_name_before_start(text, s, lo, zh_words)
+            if (foreign_names or japanese_names) and zh_words is not None and kind in _ZH_AFTER_NAME_ABROAD:
+                # A foreign or Japanese name before a post, a title or a verb (``克林顿总统``, ``克林顿说``;
+                # ``桥本首相``: a Japanese one also before a post written before names), where no Chinese
+                # name ends there.
+                if not any(e.end == s and e.type == "PERSON" for e in (*out[-1:], *early[-1:])):
+                    b = -1
+                    if foreign_names and kind in _ZH_AFTER_FOREIGN and _ZH_AFTER_FOREIGN_AT.match(text, s):
+                        b = _zh_foreign_name_before_start(text, s, lo, zh_words)
+                    if b < 0 and japanese_names and _ZH_AFTER_JAPANESE_AT.match(text, s):
+                        b = _zh_japanese_name_before_start(text, s, lo, zh_words)
                     if b >= 0:
                         (out if b >= pos else early).append(Entity("PERSON", b, s))
         if (place_pass or road_pass) and not ascii_text:

@@ -263,6 +263,7 @@ FUZZ_WORDS = [
     ),
     *("访华", "等", "1", "·", "亚特兰大", "内塔尼亚胡", "巴勒斯坦", "多", "没有"),
     *("鲁迅", "马克", "马克思", "温家宝", "国王", "连战", "士", "穆尔西", "亚", "报道", "许立群"),
+    *("桥本", "池田", "大作", "首相", "市长", "中山", "田中"),
 ]
 
 
@@ -306,6 +307,33 @@ def test_well_known_names_and_bylines(text: str, expected: list[str], why: str) 
     assert persons(text) == expected, why
 
 
+@pytest.mark.parametrize(
+    ("text", "expected", "why"),
+    [
+        ("，桥本首相访华", ["桥本"], "a Japanese surname alone before a post"),
+        ("池田大作先生来访", ["池田大作"], "a Japanese surname and two characters before a title"),
+        ("中岛宏说，", ["中岛宏"], "a Japanese surname and one character before a verb"),
+        ("中山市长说", [], "a place's suffix after the surname: the post is a place's (中山市)"),
+        ("农民在田中说", [], "after a preposition of place the surname is a place (in the field)"),
+        ("，田中的说法", [], "a function word is no given name (的)"),
+    ],
+)
+def test_japanese_names_before_a_post_title_or_verb(text: str, expected: list[str], why: str) -> None:
+    assert persons(text) == expected, why
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "why"),
+    [
+        ("三年级学生高磊说，", ["高磊"], "after a post's last character (学生), before a verb"),
+        ("该队16号于瑛说", ["于瑛"], "after a shirt number (号): an everyday surname too"),
+        ("发生的事说明", [], "no surname after the post's character"),
+    ],
+)
+def test_a_name_before_a_verb_after_a_post(text: str, expected: list[str], why: str) -> None:
+    assert persons(text) == expected, why
+
+
 def test_a_well_known_name_streamed_equals_the_whole_text() -> None:
     """Held until two characters after the name: a longer name may start with it, a run of
     transliteration characters or a foreign place may go on after it, a word may start at its end."""
@@ -319,6 +347,10 @@ def test_a_well_known_name_streamed_equals_the_whole_text() -> None:
         "国王震怒",
         "新华社北京5日电记者许立群报道",
         "马克",
+        "，桥本首相访华",
+        "池田大作先生来访",
+        "中山市长说",
+        "三年级学生高磊说，",
     ):
         assert_every_two_chunk_split(text, batch(text))
 
