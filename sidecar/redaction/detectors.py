@@ -1081,6 +1081,11 @@ def _zh_cue_name(value: str) -> str | None:
     return "PERSON" if all(_PINYIN_WORD.fullmatch(w) for w in words) else None
 
 
+def _zh_context_name(value: str) -> str | None:
+    # A very common word is no name (``发言人解释说``: 解 is a surname too).
+    return None if value[:2] in _zh_words().common else "PERSON"
+
+
 def _zh_addr(value: str) -> str | None:
     # Without a cue word, a province or city alone is not an address: a road, number or building is.
     return "ADDRESS" if _ZH_FINE.search(value) else None
@@ -1222,6 +1227,7 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         f"(?:(?<![\\u4e00-\\u9fff])|(?<=[{_ZH_NAME_LEFT}{_ZH_POST_LAST}生]))(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])"
         f"{_ZH_GIVEN}{{1,2}}"
         f"(?={_ZH_VERB_RE}|[ \\t]*[:：,，]?[ \\t]*\\+?[0-9][0-9 ().\\-]{{6}})",
+        _zh_context_name,
         description="Chinese name before a verb (说, 表示, 一起) or a number, at a clause start",
     ),
     Detector(
@@ -1663,10 +1669,11 @@ def _zh_foreign_name_before_start(text: str, s: int, lo: int, bare: _ZhWords) ->
     return -1 if _zh_foreign_place_or_word(text[b:s], bare) else b
 
 
-# What a Japanese given name never holds: function words, and the places' suffixes (``石川县知事``:
-# Ishikawa prefecture's governor; ``中山市长``: Zhongshan's mayor).
+# What a Japanese given name never holds: function words, the places' suffixes (``石川县知事``: Ishikawa
+# prefecture's governor; ``中山市长``: Zhongshan's mayor) and institutions' (``中山大学教授``).
 _JA_NOT_GIVEN = frozenset(
-    "的了是在和与及或但把被对从向给为于以之其也都就还又再很最更不没已将会能要可这那各每该此我你他她它们市县区镇町村省州岛都府道"
+    "的了是在和与及或但把被对从向给为于以之其也都就还又再很最更不没已将会能要可这那各每该此我你他她它们"
+    "市县区镇町村省州岛都府道学院校司厂所部局馆"
 )
 
 

@@ -315,6 +315,7 @@ def test_well_known_names_and_bylines(text: str, expected: list[str], why: str) 
         ("中岛宏说，", ["中岛宏"], "a Japanese surname and one character before a verb"),
         ("中山市长说", [], "a place's suffix after the surname: the post is a place's (中山市)"),
         ("农民在田中说", [], "after a preposition of place the surname is a place (in the field)"),
+        ("中山大学教授说", [], "an institution's suffix after the surname (中山大学)"),
         ("，田中的说法", [], "a function word is no given name (的)"),
     ],
 )
@@ -328,6 +329,8 @@ def test_japanese_names_before_a_post_title_or_verb(text: str, expected: list[st
         ("三年级学生高磊说，", ["高磊"], "after a post's last character (学生), before a verb"),
         ("该队16号于瑛说", ["于瑛"], "after a shirt number (号): an everyday surname too"),
         ("发生的事说明", [], "no surname after the post's character"),
+        ("发言人解释说", [], "a very common word is no name (解释: 解 is a surname too)"),
+        ("，解释说", [], "nor at the start of a clause"),
     ],
 )
 def test_a_name_before_a_verb_after_a_post(text: str, expected: list[str], why: str) -> None:
