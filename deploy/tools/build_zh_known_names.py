@@ -107,8 +107,8 @@ def rendered(lines: list[str]) -> str:
                 people.add(word)
             elif _PLACE_SENSE.search(sense):
                 places.add(word)
-    kept = sorted(w for w in people - everyday - places if _HAN.fullmatch(w) and not _two_letters(w))
-    lines_out = {**{w: "" for w in kept}, **{w: " +" for w in japanese}}
+    kept = {w for w in people - everyday - places if _HAN.fullmatch(w) and not _two_letters(w)}
+    lines_out = {**dict.fromkeys(kept, ""), **dict.fromkeys(japanese, " +")}
     return HEADER + "".join(f"{w}{mark}\n" for w, mark in sorted(lines_out.items()))
 
 
