@@ -539,7 +539,10 @@ _ZH_TITLES = (
     "长"
 )
 # Words that follow a name in a sentence (``张伟说``, ``和黄桂芝一起``), and what may come before it.
-_ZH_VERBS = "说|表示|认为|提出|一起|告诉|打电话|来了|去了|的电话|的手机|的邮箱|的地址|的身份证|签字|发来"
+_ZH_VERBS = (
+    "说|表示|认为|提出|一起|告诉|打电话|来了|去了|的电话|的手机|的邮箱|的地址|的身份证|签字|发来"
+    "|指出|强调|介绍|宣布|透露|会见"
+)
 _ZH_VERB_RE = _ZH_VERBS.replace("说|", "说(?![法服话]|明(?!天))|", 1)
 _ZH_NAME_LEFT = "和与跟给让请叫是我他她天上见找问对向由被，。、：:；;！!？?"
 # What may come right before a foreign name at the start of a clause (``随同克林顿总统``).
@@ -596,6 +599,8 @@ _ZH_ROLES_BEFORE = (
 # How far after the name that starts it a list of names goes on (``、`` to the last item's start): within
 # the left context a stream keeps (``streaming.CONTEXT_CHARS``, 64), with room for that name and its title.
 _ZH_LIST_SPAN = 48
+# How many reporters' names a byline may list (``记者白剑峰、赵永新报道``).
+_ZH_BYLINE_MAX = 4
 # What ends an item of a list of names (``张三、李四、王五等``).
 _ZH_LIST_END = frozenset("、，,。；;：:）)（(等和与及 \t\n")
 # After a title any surname may start the name but these two, which are words there (``总统谈内政``).
@@ -1083,7 +1088,17 @@ def _zh_cue_name(value: str) -> str | None:
 
 def _zh_context_name(value: str) -> str | None:
     # A very common word is no name (``发言人解释说``: 解 is a surname too).
-    return None if value[:2] in _zh_words().common else "PERSON"
+    return None if value[:2] in _zh_words().common else _zh_title_name(value)
+
+
+def _zh_title_name(value: str) -> str | None:
+    # A soft stop character starts the given name only next to a character common in given names, the
+    # two making no word (``郑其伟``, ``李长春``; not ``王长期``).
+    words = _zh_words()
+    given = value[2:] if value[:2] in words.compounds else value[1:]
+    if given[:1] in _ZH_SOFT_STOP and (given[1:] not in words.given or given in words.words):
+        return None
+    return "PERSON"
 
 
 def _zh_addr(value: str) -> str | None:
@@ -1225,7 +1240,7 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         # the lookahead asks for them too, so that a stream holds the name until they have arrived
         # (``请查收13`` + ``911960587``).
         f"(?:(?<![\\u4e00-\\u9fff])|(?<=[{_ZH_NAME_LEFT}{_ZH_POST_LAST}生]))(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])"
-        f"{_ZH_GIVEN}{{1,2}}"
+        f"(?:{_ZH_GIVEN}{{1,2}}|[{''.join(sorted(_ZH_SOFT_STOP))}]{_ZH_GIVEN})"
         f"(?={_ZH_VERB_RE}|[ \\t]*[:：,，]?[ \\t]*\\+?[0-9][0-9 ().\\-]{{6}})",
         _zh_context_name,
         description="Chinese name before a verb (说, 表示, 一起) or a number, at a clause start",
@@ -1234,8 +1249,11 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         "person_zh_title",
         "PERSON",
         # A second given-name character may be one of the stop characters common in names (``陈建中先生``;
-        # never the first: ``高中老师``, ``商品经理``).
-        f"(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])(?:{_ZH_GIVEN}{_ZH_CUE_GIVEN}?)?(?={_ZH_TITLES})",
+        # the first only when it is one of the soft ones and a character common in given names follows,
+        # the two making no word, see ``_zh_title_name``: ``郑其伟大夫``, not ``高中老师``, ``商品经理``).
+        f"(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])"
+        f"(?:{_ZH_GIVEN}{_ZH_CUE_GIVEN}?|[{''.join(sorted(_ZH_SOFT_STOP))}]{_ZH_GIVEN})?(?={_ZH_TITLES})",
+        _zh_title_name,
         description="Chinese surname (and given name) before a title (王先生, 李明经理)",
     ),
     Detector(
@@ -1243,9 +1261,11 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         "PERSON",
         # Found by ``names_finder`` (``_zh_name_after_role_end``); held back in a stream as a title, a
         # surname and a Chinese character until the three characters after them have arrived (a byline:
-        # ``记者许立群报道``).
+        # ``记者许立群报道``), and a byline's list of names (``_zh_byline_names``) until its ``报道``.
         # A foreign name (``_zh_foreign_name_end``) is held until a character that is not in it.
         f"(?:{_ZH_ROLES}|{_ZH_TITLES}|{_ZH_ROLES_BEFORE})(?P<value>(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff](?=[\\s\\S]{{3}})"
+        f"|(?:(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff]{{1,2}}、){{1,{_ZH_BYLINE_MAX - 1}}}"
+        f"(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff]{{1,2}}报道"
         f"|{_ZH_FOREIGN_RUN}(?=[^·{_ZH_FOREIGN_CLASS[1:]}))",
         has_value=True,
         description="Chinese or foreign name after a title or post (记者王红, 外长李岚清, 总统克林顿)",
@@ -1577,17 +1597,64 @@ def _zh_name_after_role_end(text: str, s: int, bare: _ZhWords) -> int:
     return _zh_given_name_end(text, s + 1, bare)
 
 
-def _zh_byline_name_end(text: str, s: int) -> int:
-    """Where a reporter's name in a byline ends (``电记者许立群报道``, ``记者江山报道``), or 0: after
-    ``记者``, a surname and one or two Chinese characters right before ``报道``, whatever words they make
-    (a name there is often a dictionary word: ``江山``, and jieba lists reporters: ``许立群``). Reads up to
-    ``s + 5``."""
-    if text[s : s + 1] not in _ZH_NAME_FIRST:
+# After a post, what follows a name the role rule refuses (``_zh_name_after_post_cued_end``): a verb or a
+# time word, and (when the name is no word) a comma, ``、``, ``。`` or ``在``.
+_ZH_AFTER_POST_NAME = re.compile(
+    "今天|昨天|日前|近日|最近|会见|一行|等|说|表示|认为|指出|强调|介绍|宣布|透露|告诉|提出"
+)
+_ZH_AFTER_POST_NAME_WEAK = frozenset("在、，。")
+
+
+def _zh_name_after_post_cued_end(text: str, s: int, bare: _ZhWords) -> int:
+    """Where a name right after a post ends that ``_zh_name_after_role_end`` refuses, or 0: a surname and
+    one or two Chinese characters, whatever stop characters they hold (``总参谋长傅全有今天``,
+    ``书记姜大明在``), when a verb or a time word follows (``_ZH_AFTER_POST_NAME``: then a word that is
+    not very common counts too, ``国务委员罗干今天``), or a comma, ``、``, ``。`` or ``在`` and the name
+    makes no word (``作者应当在``, ``总统官邸。``). Its last character is none that never ends a given
+    name (``副委员长谢非时表示``). Reads up to ``s + 5`` (``s + 6`` after a compound surname)."""
+    g = s + 2 if text[s : s + 2] in bare.compounds else s + 1
+    if g == s + 1 and text[s : s + 1] not in _ZH_ROLE_SURNAMES:
         return 0
-    for e in (s + 2, s + 3):
-        if text[e : e + 2] == "报道" and all("\u4e00" <= c <= "\u9fff" for c in text[s + 1 : e]):
+    for e in (g + 1, g + 2):
+        name = text[s:e]
+        if e > len(text) or not all("\u4e00" <= c <= "\u9fff" for c in text[g:e]):
+            return 0
+        if text[e - 1] in _ZH_NEVER_LAST_GIVEN:
+            return 0
+        if name[:2] in bare.common or name[-2:] in bare.common:
+            return 0
+        if _ZH_AFTER_POST_NAME.match(text, e):
+            return e
+        if text[e : e + 1] in _ZH_AFTER_POST_NAME_WEAK and not (
+            (name[:2] in bare.words and name[:2] not in bare.person_words) or name in bare.words
+        ):
             return e
     return 0
+
+
+def _zh_byline_names(text: str, s: int) -> list[tuple[int, int]]:
+    """The reporters' names of a byline (``记者许立群报道``, ``记者江山报道``, ``记者白剑峰、赵永新报道``),
+    or none: after ``记者``, one to ``_ZH_BYLINE_MAX`` names joined by ``、``, each a surname and one or two
+    Chinese characters, the last right before ``报道``, whatever words they make (a name there is often
+    a dictionary word: ``江山``; jieba lists reporters: ``许立群``; ``永新`` is a county). Reads up to
+    ``s + 4 * _ZH_BYLINE_MAX + 1``."""
+    names: list[tuple[int, int]] = []
+    for _ in range(_ZH_BYLINE_MAX):
+        if text[s : s + 1] not in _ZH_NAME_FIRST:
+            return []
+        for e in (s + 2, s + 3):
+            if not all("\u4e00" <= c <= "\u9fff" for c in text[s + 1 : e]):
+                return []
+            if text[e : e + 2] == "报道":
+                names.append((s, e))
+                return names
+            if text[e : e + 1] == "、":
+                names.append((s, e))
+                s = e + 1
+                break
+        else:
+            return []
+    return []
 
 
 def _zh_foreign_name_end(text: str, s: int, bare: _ZhWords) -> int:
@@ -1916,11 +1983,18 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
             kind, s = _ZH_KIND.get(m.group()), m.start()
             if role_names and zh_words is not None and kind in _ZH_BEFORE_NAME:  # a name after a title
                 after = m.end()
+                # A byline's reporters first: a name there may be a word or run on (``记者赵永新报道``).
+                byline = _zh_byline_names(text, after) if m.group() == "记者" else []
+                for b, e in byline:
+                    (out if b >= pos else early).append(Entity("PERSON", b, e))
                 end = (
-                    _zh_name_after_role_end(text, after, zh_words)
+                    0
+                    if byline
+                    else _zh_name_after_role_end(text, after, zh_words)
                     or _zh_foreign_name_end(text, after, zh_words)
-                    or (_zh_byline_name_end(text, after) if m.group() == "记者" else 0)
                 )
+                if not end and not byline and kind == "role":
+                    end = _zh_name_after_post_cued_end(text, after, zh_words)
                 if end:
                     (out if after >= pos else early).append(Entity("PERSON", after, end))
             if post_names and zh_words is not None and kind == "role":  # a name before a post

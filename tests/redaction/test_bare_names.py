@@ -264,6 +264,7 @@ FUZZ_WORDS = [
     *("访华", "等", "1", "·", "亚特兰大", "内塔尼亚胡", "巴勒斯坦", "多", "没有"),
     *("鲁迅", "马克", "马克思", "温家宝", "国王", "连战", "士", "穆尔西", "亚", "报道", "许立群"),
     *("桥本", "池田", "大作", "首相", "市长", "中山", "田中"),
+    *("傅全有", "罗干", "委员", "日前", "赵永新", "其伟", "大夫", "强调", "宣布"),
 ]
 
 
@@ -337,6 +338,47 @@ def test_a_name_before_a_verb_after_a_post(text: str, expected: list[str], why: 
     assert persons(text) == expected, why
 
 
+@pytest.mark.parametrize(
+    ("text", "expected", "why"),
+    [
+        ("本报记者赵永新报道：", ["赵永新"], "a byline's name whole, not what a title's rule takes (赵永)"),
+        ("记者白剑峰、赵永新报道：在", ["白剑峰", "赵永新"], "a byline lists its reporters"),
+        ("记者戴鹏、江山报道：", ["戴鹏", "江山"], "every item of a byline's list, whatever word"),
+        (
+            "记者张三、李四、王五、赵六、钱七报道",
+            ["张三", "李四", "王五", "赵六"],
+            "five names are no byline (four at most): a list, whose last item needs a list's end",
+        ),
+        ("记者白剑峰、赵永新等", ["白剑峰", "赵永新"], "no 报道: the title's rule and the list's"),
+    ],
+)
+def test_bylines_list_their_reporters(text: str, expected: list[str], why: str) -> None:
+    assert persons(text) == expected, why
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "why"),
+    [
+        ("国务委员罗干今天在", ["罗干"], "after a post, a word before a time word"),
+        ("总参谋长傅全有今天参加", ["傅全有"], "stop characters (全, 有) before a time word"),
+        ("组织部部长张全景在会上", ["张全景"], "a stop character (全) before 在: no word"),
+        ("军委委员傅全有、于永波", ["傅全有", "于永波"], "before 、, then the list's next item"),
+        ("国秘书长安南日前发表", ["安南"], "a word before 日前"),
+        ("作者应当在书中", [], "a word before 在 is no name after a post"),
+        ("前往总统官邸。", [], "nor before 。"),
+        ("财政部长解释说", [], "a very common word is no name, whatever follows"),
+        ("副委员长谢非时表示", [], "a function word (时) never ends a given name"),
+        ("郑其伟大夫对记者", ["郑其伟"], "before a title, a soft stop (其) next to a given-name character"),
+        ("王长期先生", [], "not when the two make a word (长期)"),
+        ("对抗赛，金元东说，", ["金元东"], "before a verb, a soft stop (元) next to a given-name character"),
+        ("会上黄宏生宣布，", ["黄宏生"], "宣布 is a verb after a name"),
+        ("财政部长强调，", [], "no surname: a post is no name"),
+    ],
+)
+def test_names_after_a_post_before_a_verb_or_title(text: str, expected: list[str], why: str) -> None:
+    assert persons(text) == expected, why
+
+
 def test_a_well_known_name_streamed_equals_the_whole_text() -> None:
     """Held until two characters after the name: a longer name may start with it, a run of
     transliteration characters or a foreign place may go on after it, a word may start at its end."""
@@ -354,6 +396,14 @@ def test_a_well_known_name_streamed_equals_the_whole_text() -> None:
         "池田大作先生来访",
         "中山市长说",
         "三年级学生高磊说，",
+        "本报记者赵永新报道：",
+        "记者白剑峰、赵永新报道：在",
+        "记者张三、李四、王五、赵六、钱七报道",
+        "总参谋长傅全有今天参加",
+        "国务委员罗干今天在",
+        "军委委员傅全有、于永波",
+        "副委员长谢非时表示",
+        "郑其伟大夫对记者",
     ):
         assert_every_two_chunk_split(text, batch(text))
 
