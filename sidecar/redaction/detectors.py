@@ -541,7 +541,7 @@ _ZH_TITLES = (
 # Words that follow a name in a sentence (``张伟说``, ``和黄桂芝一起``), and what may come before it.
 _ZH_VERBS = (
     "说|表示|认为|提出|一起|告诉|打电话|来了|去了|的电话|的手机|的邮箱|的地址|的身份证|签字|发来"
-    "|指出|强调|介绍|宣布|透露|会见"
+    "|指出|强调|介绍|宣布|透露|会见|一行|等人|的《"
 )
 _ZH_VERB_RE = _ZH_VERBS.replace("说|", "说(?![法服话]|明(?!天))|", 1)
 _ZH_NAME_LEFT = "和与跟给让请叫是我他她天上见找问对向由被，。、：:；;！!？?"
@@ -1087,8 +1087,11 @@ def _zh_cue_name(value: str) -> str | None:
 
 
 def _zh_context_name(value: str) -> str | None:
-    # A very common word is no name (``发言人解释说``: 解 is a surname too).
-    return None if value[:2] in _zh_words().common else _zh_title_name(value)
+    # A very common word is no name (``发言人解释说``: 解 is a surname too), nor a doubled surname
+    # (``薄薄的《``, ``高高的``).
+    if value[:2] in _zh_words().common or value[1] == value[0]:
+        return None
+    return _zh_title_name(value)
 
 
 def _zh_title_name(value: str) -> str | None:
@@ -1239,7 +1242,7 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         # (``李静 16236410931``). The finder takes a number of seven characters or more (``_DIGIT_RUN``);
         # the lookahead asks for them too, so that a stream holds the name until they have arrived
         # (``请查收13`` + ``911960587``).
-        f"(?:(?<![\\u4e00-\\u9fff])|(?<=[{_ZH_NAME_LEFT}{_ZH_POST_LAST}生]))(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])"
+        f"(?:(?<![\\u4e00-\\u9fff0-9０-９])|(?<=[{_ZH_NAME_LEFT}{_ZH_POST_LAST}生]))(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])"
         f"(?:{_ZH_GIVEN}{{1,2}}|[{''.join(sorted(_ZH_SOFT_STOP))}]{_ZH_GIVEN})"
         f"(?={_ZH_VERB_RE}|[ \\t]*[:：,，]?[ \\t]*\\+?[0-9][0-9 ().\\-]{{6}})",
         _zh_context_name,
@@ -1266,6 +1269,7 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         f"(?:{_ZH_ROLES}|{_ZH_TITLES}|{_ZH_ROLES_BEFORE})(?P<value>(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff](?=[\\s\\S]{{3}})"
         f"|(?:(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff]{{1,2}}、){{1,{_ZH_BYLINE_MAX - 1}}}"
         f"(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff]{{1,2}}报道"
+        f"|{trie_regex(_ZH_JAPANESE_SURNAMES)}(?=[\\s\\S]{{4}})"
         f"|{_ZH_FOREIGN_RUN}(?=[^·{_ZH_FOREIGN_CLASS[1:]}))",
         has_value=True,
         description="Chinese or foreign name after a title or post (记者王红, 外长李岚清, 总统克林顿)",
@@ -1600,9 +1604,9 @@ def _zh_name_after_role_end(text: str, s: int, bare: _ZhWords) -> int:
 # After a post, what follows a name the role rule refuses (``_zh_name_after_post_cued_end``): a verb or a
 # time word, and (when the name is no word) a comma, ``、``, ``。`` or ``在``.
 _ZH_AFTER_POST_NAME = re.compile(
-    "今天|昨天|日前|近日|最近|会见|一行|等|说|表示|认为|指出|强调|介绍|宣布|透露|告诉|提出"
+    "今天|昨天|日前|近日|最近|会见|一行|等|说|表示|认为|指出|强调|介绍|宣布|透露|告诉|提出|上将|中将|少将"
 )
-_ZH_AFTER_POST_NAME_WEAK = frozenset("在、，。")
+_ZH_AFTER_POST_NAME_WEAK = frozenset("在、，。0123456789")
 
 
 def _zh_name_after_post_cued_end(text: str, s: int, bare: _ZhWords) -> int:
@@ -1612,6 +1616,8 @@ def _zh_name_after_post_cued_end(text: str, s: int, bare: _ZhWords) -> int:
     not very common counts too, ``国务委员罗干今天``), or a comma, ``、``, ``。`` or ``在`` and the name
     makes no word (``作者应当在``, ``总统官邸。``). Its last character is none that never ends a given
     name (``副委员长谢非时表示``). Reads up to ``s + 5`` (``s + 6`` after a compound surname)."""
+    if text[s : s + 2] in _ZH_JAPANESE_SURNAMES:
+        return _zh_japanese_name_after_post_end(text, s)
     g = s + 2 if text[s : s + 2] in bare.compounds else s + 1
     if g == s + 1 and text[s : s + 1] not in _ZH_ROLE_SURNAMES:
         return 0
@@ -1628,6 +1634,19 @@ def _zh_name_after_post_cued_end(text: str, s: int, bare: _ZhWords) -> int:
         if text[e : e + 1] in _ZH_AFTER_POST_NAME_WEAK and not (
             (name[:2] in bare.words and name[:2] not in bare.person_words) or name in bare.words
         ):
+            return e
+    return 0
+
+
+def _zh_japanese_name_after_post_end(text: str, s: int) -> int:
+    """Where a Japanese name right after a post ends (``会长平山郁夫一行``, ``局长长野在``), or 0: a Japanese
+    surname and up to two Chinese characters, none of them ``_JA_NOT_GIVEN``, then what
+    ``_zh_name_after_post_cued_end`` asks for (a verb, a time word, a rank; a comma, ``、``, ``。``,
+    ``在`` or a digit), the shortest such name. Reads up to ``s + 6``."""
+    for e in (s + 2, s + 3, s + 4):
+        if e > len(text) or any(c in _JA_NOT_GIVEN or not "\u4e00" <= c <= "\u9fff" for c in text[s + 2 : e]):
+            return 0
+        if _ZH_AFTER_POST_NAME.match(text, e) or text[e : e + 1] in _ZH_AFTER_POST_NAME_WEAK:
             return e
     return 0
 

@@ -265,6 +265,7 @@ FUZZ_WORDS = [
     *("鲁迅", "马克", "马克思", "温家宝", "国王", "连战", "士", "穆尔西", "亚", "报道", "许立群"),
     *("桥本", "池田", "大作", "首相", "市长", "中山", "田中"),
     *("傅全有", "罗干", "委员", "日前", "赵永新", "其伟", "大夫", "强调", "宣布"),
+    *("佐藤", "光夫", "上将", "28"),
 ]
 
 
@@ -373,6 +374,15 @@ def test_bylines_list_their_reporters(text: str, expected: list[str], why: str) 
         ("对抗赛，金元东说，", ["金元东"], "before a verb, a soft stop (元) next to a given-name character"),
         ("会上黄宏生宣布，", ["黄宏生"], "宣布 is a verb after a name"),
         ("财政部长强调，", [], "no surname: a post is no name"),
+        ("总参谋长傅全有上将今天", ["傅全有"], "after a post, a rank after the name"),
+        ("银行行长尤先科28日在", ["尤先科"], "after a post, a date after the name"),
+        ("亚行行长佐藤光夫在会上", ["佐藤光夫"], "after a post, a Japanese name"),
+        ("会长木村一三等关西", ["木村一三"], "a Japanese name: stop characters in the given name"),
+        ("外务省部长山口县", [], "a place's suffix after a Japanese surname"),
+        ("除北京外，范文荣一行还将", ["范文荣"], "一行 (and his party) after a name"),
+        ("，金辉的《大江》", ["金辉"], "an author before the title of a work"),
+        ("写出25万字的《诗集》", [], "a digit right before is no clause start (万 is a surname too)"),
+        ("，薄薄的《诗集》", [], "a doubled surname is no name"),
     ],
 )
 def test_names_after_a_post_before_a_verb_or_title(text: str, expected: list[str], why: str) -> None:
@@ -404,6 +414,9 @@ def test_a_well_known_name_streamed_equals_the_whole_text() -> None:
         "军委委员傅全有、于永波",
         "副委员长谢非时表示",
         "郑其伟大夫对记者",
+        "亚行行长佐藤光夫在会上",
+        "银行行长尤先科28日在",
+        "会长木村一三等关西",
     ):
         assert_every_two_chunk_split(text, batch(text))
 
