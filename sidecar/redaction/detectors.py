@@ -655,22 +655,35 @@ _ZH_UNIT = (
     "|公寓|大厦|广场|新村|苑|园区|开发区|工业区|新区"
 )
 # Each unit and number may follow a space (``北京市 海淀区 中关村大街 27号``: a full-width space folds to
-# one too); the address never ends in one.
-_ZH_ADDR_UNIT = f"(?:[ ]?[\\u4e00-\\u9fff0-9]{{0,8}}?(?:{_ZH_UNIT}))"
+# one too); the address never ends in one. A unit's name holds no ``的`` (U+7684): ``友谊路150号梁军的家里``
+# is no unit ``里``.
+_ZH_ADDR_UNIT = f"(?:[ ]?[\\u4e00-\\u7683\\u7685-\\u9fff0-9]{{0,8}}?(?:{_ZH_UNIT}))"
 _ZH_ADDR_NUM = (
     "(?:[ ]?[0-9A-Za-z一二三四五六七八九十百零〇甲乙丙丁\\-]{1,6}"
     "(?:号院|号楼|号|弄|栋|幢|座|单元|室|楼|层|户|期|组)){0,6}(?:[ ]?[0-9]{6}(?![0-9]))?"
 )
+# What names a housing estate or a building after a house number.
+_ZH_BUILDING = "小区|花园|家园|公寓|大厦|广场|新村|苑|园区|大楼|中心|商城|市场"
 # After a space, what goes on with the address: a unit or a number within the next few characters.
 _ZH_ADDR_GOES_ON = f"[\\u4e00-\\u9fff0-9A-Za-z\\-]{{0,8}}?(?:{_ZH_UNIT}|号|楼|室|单元|栋|幢|层)"
 _ZH_ADDR = f"(?:{_ZH_ADDR_UNIT}{{1,7}}{_ZH_ADDR_NUM})"
 _ZH_ADDR_TAIL = re.compile(_ZH_ADDR)
-# What follows a cue word or verb: the address up to punctuation or the next field.
+# Where an address ends after its house number or room when anything but another unit follows
+# (``住在北横东街9号楼的老订户``, ``来到友谊路150号梁军的家里``): what follows is no longer the address.
+_ZH_ADDR_NUMBER_END = (
+    "(?:(?<=[0-9〇零一二三四五六七八九十百][号室层户])|(?<=号楼|号院))"
+    f"(?![0-9A-Za-z号楼院栋幢座单元室层户线之\\-]|[ ](?={_ZH_ADDR_GOES_ON}))"
+    # A housing estate or a building may follow the number (``幸福路5号阳光小区3栋``).
+    f"(?![\\u4e00-\\u7683\\u7685-\\u9fff]{{0,8}}?(?:{_ZH_BUILDING}))"
+)
+# What follows a cue word or verb: the address up to punctuation, the next field or the end of its
+# house number.
 _ZH_ADDR_AFTER_CUE = (
     "(?:是|为|在|[：:])?[ \\t]*"
     f"(?P<value>(?:[\\u4e00-\\u9fff0-9A-Za-z#\\-（）()]|[ ](?={_ZH_ADDR_GOES_ON})){{4,60}}?"
     "(?:[ ]?[0-9]{6}(?![0-9]))?)"
-    f"(?=[，,。；;！!？?、\\t\\n\\r\\f\\v]|[ ](?!{_ZH_ADDR_GOES_ON})|$|电话|手机|联系|邮编|收件人|姓名)"
+    f"(?=[，,。；;！!？?、\\t\\n\\r\\f\\v]|[ ](?!{_ZH_ADDR_GOES_ON})|$|电话|手机|联系|邮编|收件人|姓名"
+    f"|{_ZH_ADDR_NUMBER_END})"
 )
 _ZH_ADDR_CUES = "地址|住址|居住地|收货地址|通讯地址|户籍地|户籍|籍贯|住所地|所在地"
 # Verbs before an address: what follows them is one only when it has a street-level part or starts

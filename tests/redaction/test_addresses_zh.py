@@ -12,7 +12,7 @@ import pytest
 from sidecar.redaction.detectors import _ZH_PLACE_SET
 from sidecar.redaction.engine import Redactor
 from sidecar.redaction.policy import Policy
-from tests.redaction.test_evasions import LOCAL_ADDRESSES, found
+from tests.redaction.test_evasions import LOCAL_ADDRESSES, assert_every_two_chunk_split, batch, found
 
 REPO = Path(__file__).resolve().parents[2]
 REDACTOR = Redactor(Policy(), b"test-key")
@@ -72,6 +72,29 @@ def test_a_road_and_a_number(text: str, expected: list[str], why: str) -> None:
 )
 def test_verbs_and_cue_words(text: str, expected: list[str], why: str) -> None:
     assert addresses(text) == expected, why
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "why"),
+    [
+        # Real text (People's Daily, January 1998): the address ends with its house number.
+        ("是住在北横东街9号楼的老订户李森林打来", ["北横东街9号楼"], "not the rest of the sentence"),
+        ("家住延吉路100号的王慧明一家三口", ["延吉路100号"], "after a verb: 的 ends it"),
+        ("来到哈尔滨市友谊路150号梁军的家里", ["哈尔滨市友谊路150号"], "a name after the number"),
+        ("位于北京建国路九十九号的中服大厦内", ["北京建国路九十九号"], "a unit's name holds no 的"),
+        ("地址：幸福路5号阳光小区3栋101室，谢谢", ["幸福路5号阳光小区3栋101室"], "an estate goes on"),
+        ("住址：静安区 中山北路974号 21号楼1468室，电话", ["静安区 中山北路974号 21号楼1468室"], "a space"),
+        ("收货地址：966 横山市光复巷529号之8，谢谢", ["966 横山市光复巷529号之8"], "之 (Taiwan) goes on"),
+        (
+            "地址：北京市朝阳区建国路88号院3号楼2单元201室，电话",
+            ["北京市朝阳区建国路88号院3号楼2单元201室"],
+            "units",
+        ),
+    ],
+)
+def test_an_address_ends_with_its_house_number(text: str, expected: list[str], why: str) -> None:
+    assert addresses(text) == expected, why
+    assert_every_two_chunk_split(text, batch(text))
 
 
 @pytest.mark.parametrize(("text", "type_", "value"), LOCAL_ADDRESSES)
