@@ -482,6 +482,8 @@ _ZH_SURNAMES = (
 _ZH_COMPOUND = (
     "欧阳|司马|诸葛|上官|东方|皇甫|尉迟|公孙|慕容|令狐|长孙|宇文|司徒|夏侯|端木|轩辕|呼延|南宫|闻人|澹台"
 )
+_ZH_SURNAME_SET = frozenset(_ZH_SURNAMES)
+_ZH_COMPOUND_SET = frozenset(_ZH_COMPOUND.split("|"))
 # Characters that do not occur in given names here but do right after a name (or in the words a
 # surname character also starts: 项目, 全班, 高度): a candidate's given name never holds them.
 _ZH_STOP = (
@@ -596,6 +598,9 @@ _ZH_ROLES_BEFORE = (
     "首相|国王|王储|亲王|王子|公主|女王|议长|特使|将军|上校|前锋|后卫|中锋|门将|主帅|外援|名将|老将|球星|画家|作家"
     "|诗人|歌手|演员"
 )
+# A person's age before a name (``22岁的琼斯``, ``20岁的于金山``): the name is no word at all there
+# (``40多岁的师傅``, ``10来岁的孙子``: jieba tags both as names).
+_ZH_AGE = "岁的"
 # How far after the name that starts it a list of names goes on (``、`` to the last item's start): within
 # the left context a stream keeps (``streaming.CONTEXT_CHARS``, 64), with room for that name and its title.
 _ZH_LIST_SPAN = 48
@@ -967,6 +972,7 @@ _ZH_KIND: dict[str, str] = {
     **{w: "verb" for w in _words(_ZH_VERBS)},
     **{w: "role" for w in _words(_ZH_ROLES)},
     **{w: "role_before" for w in _words(_ZH_ROLES_BEFORE)},
+    _ZH_AGE: "age",
     # The look-alikes and short forms people write to get past filters (薇信, 加微, wx) too.
     **{
         w: "wechat"
@@ -977,7 +983,7 @@ _ZH_KIND: dict[str, str] = {
 }
 _ZH_TRIGGER = re.compile(pair_filtered_regex(_ZH_KIND))
 # The kinds of words a name may follow.
-_ZH_BEFORE_NAME = frozenset(("role", "title", "role_before"))
+_ZH_BEFORE_NAME = frozenset(("role", "title", "role_before", "age"))
 # The kinds of words a foreign name may come before (``person_zh_foreign``), as its pattern has them
 # (``说`` not before ``法``: ``说法``).
 _ZH_AFTER_FOREIGN = frozenset(("role", "title", "verb"))
@@ -1279,7 +1285,7 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         # surname and a Chinese character until the three characters after them have arrived (a byline:
         # ``记者许立群报道``), and a byline's list of names (``_zh_byline_names``) until its ``报道``.
         # A foreign name (``_zh_foreign_name_end``) is held until a character that is not in it.
-        f"(?:{_ZH_ROLES}|{_ZH_TITLES}|{_ZH_ROLES_BEFORE})(?P<value>(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff](?=[\\s\\S]{{3}})"
+        f"(?:{_ZH_ROLES}|{_ZH_TITLES}|{_ZH_ROLES_BEFORE}|{_ZH_AGE})(?P<value>(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff](?=[\\s\\S]{{3}})"
         f"|(?:(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff]{{1,2}}、){{1,{_ZH_BYLINE_MAX - 1}}}"
         f"(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])[\\u4e00-\\u9fff]{{1,2}}报道"
         f"|{trie_regex(_ZH_JAPANESE_SURNAMES)}(?=[\\s\\S]{{4}})"
@@ -1669,13 +1675,17 @@ def _zh_byline_names(text: str, s: int) -> list[tuple[int, int]]:
     or none: after ``记者``, one to ``_ZH_BYLINE_MAX`` names joined by ``、``, each a surname and one or two
     Chinese characters, the last right before ``报道``, whatever words they make (a name there is often
     a dictionary word: ``江山``; jieba lists reporters: ``许立群``; ``永新`` is a county). Reads up to
-    ``s + 4 * _ZH_BYLINE_MAX + 1``."""
+    ``s + 5 * _ZH_BYLINE_MAX + 1``."""
     names: list[tuple[int, int]] = []
     for _ in range(_ZH_BYLINE_MAX):
-        if text[s : s + 1] not in _ZH_NAME_FIRST:
-            return []
-        for e in (s + 2, s + 3):
-            if not all("\u4e00" <= c <= "\u9fff" for c in text[s + 1 : e]):
+        if text[s : s + 2] in _ZH_COMPOUND_SET:
+            g = s + 2
+        elif text[s : s + 1] in _ZH_SURNAME_SET:
+            g = s + 1
+        else:
+            return []  # not the first character of a compound alone (``上将``: 上官 is one)
+        for e in (g + 1, g + 2):
+            if not all("\u4e00" <= c <= "\u9fff" for c in text[g:e]):
                 return []
             if text[e : e + 2] == "报道":
                 names.append((s, e))
@@ -2022,7 +2032,11 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 end = (
                     0
                     if byline
-                    else _zh_name_after_role_end(text, after, zh_words)
+                    else (
+                        0
+                        if kind == "age" and text[after : after + 2] in zh_words.words
+                        else _zh_name_after_role_end(text, after, zh_words)
+                    )
                     or _zh_foreign_name_end(text, after, zh_words)
                 )
                 if not end and not byline and kind == "role":

@@ -265,7 +265,7 @@ FUZZ_WORDS = [
     *("鲁迅", "马克", "马克思", "温家宝", "国王", "连战", "士", "穆尔西", "亚", "报道", "许立群"),
     *("桥本", "池田", "大作", "首相", "市长", "中山", "田中"),
     *("傅全有", "罗干", "委员", "日前", "赵永新", "其伟", "大夫", "强调", "宣布"),
-    *("佐藤", "光夫", "上将", "28"),
+    *("佐藤", "光夫", "上将", "28", "岁的", "于金山", "孙子"),
 ]
 
 
@@ -351,6 +351,8 @@ def test_a_name_before_a_verb_after_a_post(text: str, expected: list[str], why: 
             "five names are no byline (four at most): a list, whose last item needs a list's end",
         ),
         ("记者白剑峰、赵永新等", ["白剑峰", "赵永新"], "no 报道: the title's rule and the list's"),
+        ("记者欧阳明华报道", ["欧阳明华"], "a compound surname and two characters"),
+        ("记者上将报道", [], "上 starts a compound surname (上官) but is none alone"),
     ],
 )
 def test_bylines_list_their_reporters(text: str, expected: list[str], why: str) -> None:
@@ -383,6 +385,10 @@ def test_bylines_list_their_reporters(text: str, expected: list[str], why: str) 
         ("，金辉的《大江》", ["金辉"], "an author before the title of a work"),
         ("写出25万字的《诗集》", [], "a digit right before is no clause start (万 is a surname too)"),
         ("，薄薄的《诗集》", [], "a doubled surname is no name"),
+        ("20岁的于金山被任命为", ["于金山"], "after a person's age (岁的)"),
+        ("22岁的琼斯显示出", ["琼斯"], "a foreign name after a person's age"),
+        ("40多岁的师傅给我倒了", [], "after an age a word is no name, even one jieba tags as a name"),
+        ("10来岁的孙子免费上了", [], "孙子: a word (and Sun Tzu)"),
     ],
 )
 def test_names_after_a_post_before_a_verb_or_title(text: str, expected: list[str], why: str) -> None:
@@ -417,6 +423,10 @@ def test_a_well_known_name_streamed_equals_the_whole_text() -> None:
         "亚行行长佐藤光夫在会上",
         "银行行长尤先科28日在",
         "会长木村一三等关西",
+        "20岁的于金山被任命为",
+        "22岁的琼斯显示出",
+        "奥尔布赖特记者上将报道日前",
+        "记者欧阳明华报道",
     ):
         assert_every_two_chunk_split(text, batch(text))
 
