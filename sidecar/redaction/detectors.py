@@ -1620,8 +1620,8 @@ def _zh_name_after_role_end(text: str, s: int, bare: _ZhWords) -> int:
     return _zh_given_name_end(text, s + 1, bare)
 
 
-# After a post, what follows a name the role rule refuses (``_zh_name_after_post_cued_end``): a verb or a
-# time word, and (when the name is no word) a comma, ``、``, ``。`` or ``在``.
+# After a post, what follows a name the role rule refuses (``_zh_name_after_post_cued_end``): a verb, a
+# time word or a rank, and (when the name is no word) a comma, ``、``, ``。``, ``在`` or a digit.
 _ZH_AFTER_POST_NAME = re.compile(
     "今天|昨天|日前|近日|最近|会见|一行|等|说|表示|认为|指出|强调|介绍|宣布|透露|告诉|提出|上将|中将|少将"
 )
@@ -1631,10 +1631,10 @@ _ZH_AFTER_POST_NAME_WEAK = frozenset("在、，。0123456789")
 def _zh_name_after_post_cued_end(text: str, s: int, bare: _ZhWords) -> int:
     """Where a name right after a post ends that ``_zh_name_after_role_end`` refuses, or 0: a surname and
     one or two Chinese characters, whatever stop characters they hold (``总参谋长傅全有今天``,
-    ``书记姜大明在``), when a verb or a time word follows (``_ZH_AFTER_POST_NAME``: then a word that is
-    not very common counts too, ``国务委员罗干今天``), or a comma, ``、``, ``。`` or ``在`` and the name
-    makes no word (``作者应当在``, ``总统官邸。``). Its last character is none that never ends a given
-    name (``副委员长谢非时表示``). Reads up to ``s + 5`` (``s + 6`` after a compound surname)."""
+    ``书记姜大明在``), when a verb, a time word or a rank follows (``_ZH_AFTER_POST_NAME``: then a word
+    that is not very common counts too, ``国务委员罗干今天``), or a comma, ``、``, ``。``, ``在`` or a digit
+    and the name makes no word (``作者应当在``, ``总统官邸。``). Its last character is none that never ends
+    a given name (``副委员长谢非时表示``). Reads up to ``s + 5`` (``s + 6`` after a compound surname)."""
     if text[s : s + 2] in _ZH_JAPANESE_SURNAMES:
         return _zh_japanese_name_after_post_end(text, s)
     g = s + 2 if text[s : s + 2] in bare.compounds else s + 1
@@ -1658,8 +1658,8 @@ def _zh_name_after_post_cued_end(text: str, s: int, bare: _ZhWords) -> int:
 
 
 def _zh_japanese_name_after_post_end(text: str, s: int) -> int:
-    """Where a Japanese name right after a post ends (``会长平山郁夫一行``, ``局长长野在``), or 0: a Japanese
-    surname and up to two Chinese characters, none of them ``_JA_NOT_GIVEN``, then what
+    """Where a Japanese name right after a post ends (``行长佐藤光夫在``, ``会长木村一三等``), or 0: a
+    Japanese surname and up to two Chinese characters, none of them ``_JA_NOT_GIVEN``, then what
     ``_zh_name_after_post_cued_end`` asks for (a verb, a time word, a rank; a comma, ``、``, ``。``,
     ``在`` or a digit), the shortest such name. Reads up to ``s + 6``."""
     for e in (s + 2, s + 3, s + 4):
@@ -2029,16 +2029,11 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 byline = _zh_byline_names(text, after) if m.group() == "记者" else []
                 for b, e in byline:
                     (out if b >= pos else early).append(Entity("PERSON", b, e))
-                end = (
-                    0
-                    if byline
-                    else (
-                        0
-                        if kind == "age" and text[after : after + 2] in zh_words.words
-                        else _zh_name_after_role_end(text, after, zh_words)
-                    )
-                    or _zh_foreign_name_end(text, after, zh_words)
-                )
+                end = 0
+                if not byline and not (kind == "age" and text[after : after + 2] in zh_words.words):
+                    end = _zh_name_after_role_end(text, after, zh_words)
+                if not byline:
+                    end = end or _zh_foreign_name_end(text, after, zh_words)
                 if not end and not byline and kind == "role":
                     end = _zh_name_after_post_cued_end(text, after, zh_words)
                 if end:
