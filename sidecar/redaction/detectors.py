@@ -482,8 +482,6 @@ _ZH_SURNAMES = (
 _ZH_COMPOUND = (
     "欧阳|司马|诸葛|上官|东方|皇甫|尉迟|公孙|慕容|令狐|长孙|宇文|司徒|夏侯|端木|轩辕|呼延|南宫|闻人|澹台"
 )
-_ZH_SURNAME_SET = frozenset(_ZH_SURNAMES)
-_ZH_COMPOUND_SET = frozenset(_ZH_COMPOUND.split("|"))
 # Characters that do not occur in given names here but do right after a name (or in the words a
 # surname character also starts: 项目, 全班, 高度): a candidate's given name never holds them.
 _ZH_STOP = (
@@ -510,6 +508,7 @@ _ZH_BARE_NOT_GIVEN = frozenset(_ZH_STOP + "摄")
 # given-name character only next to a character common in given names (``*`` in the word list), the
 # two making no word (``李长春``, not ``李长期``).
 _ZH_SOFT_STOP = frozenset("其长中工行元全年之有先人公")
+_ZH_SOFT_STOP_CLASS = "[" + "".join(sorted(_ZH_SOFT_STOP)) + "]"
 _ZH_HARD_STOP = _ZH_BARE_NOT_GIVEN - _ZH_SOFT_STOP
 _ZH_BARE_SURNAME_SET = frozenset(_ZH_BARE_SURNAMES)
 # A second given-name character that a stop character or a word would refuse (``金大中``, ``王建新``:
@@ -1262,7 +1261,7 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         # the lookahead asks for them too, so that a stream holds the name until they have arrived
         # (``请查收13`` + ``911960587``).
         f"(?:(?<![\\u4e00-\\u9fff0-9０-９])|(?<=[{_ZH_NAME_LEFT}{_ZH_POST_LAST}生]))(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])"
-        f"(?:{_ZH_GIVEN}{{1,2}}|[{''.join(sorted(_ZH_SOFT_STOP))}]{_ZH_GIVEN})"
+        f"(?:{_ZH_GIVEN}{{1,2}}|{_ZH_SOFT_STOP_CLASS}{_ZH_GIVEN})"
         f"(?={_ZH_VERB_RE}|[ \\t]*[:：,，]?[ \\t]*\\+?[0-9][0-9 ().\\-]{{6}})",
         _zh_context_name,
         description="Chinese name before a verb (说, 表示, 一起) or a number, at a clause start",
@@ -1274,7 +1273,7 @@ NAMES_ADDRESSES: tuple[Detector, ...] = (
         # the first only when it is one of the soft ones and a character common in given names follows,
         # the two making no word, see ``_zh_title_name``: ``郑其伟大夫``, not ``高中老师``, ``商品经理``).
         f"(?:{_ZH_COMPOUND}|[{_ZH_SURNAMES}])"
-        f"(?:{_ZH_GIVEN}{_ZH_CUE_GIVEN}?|[{''.join(sorted(_ZH_SOFT_STOP))}]{_ZH_GIVEN})?(?={_ZH_TITLES})",
+        f"(?:{_ZH_GIVEN}{_ZH_CUE_GIVEN}?|{_ZH_SOFT_STOP_CLASS}{_ZH_GIVEN})?(?={_ZH_TITLES})",
         _zh_title_name,
         description="Chinese surname (and given name) before a title (王先生, 李明经理)",
     ),
@@ -1894,6 +1893,8 @@ def _zh_list_item_end(text: str, j: int, bare: _ZhWords) -> int:
 
 # A Chinese name starts with one of these (a surname): other positions are not tried.
 _ZH_NAME_FIRST = frozenset(_ZH_SURNAMES + "".join(w[0] for w in _words(_ZH_COMPOUND)))
+_ZH_SURNAME_SET = frozenset(_ZH_SURNAMES)
+_ZH_COMPOUND_SET = frozenset(_words(_ZH_COMPOUND))
 
 # Every second-tier match starts with one of these (stream hold-back: other positions are not tried).
 NAMES_FIRST_CHARS = frozenset(
