@@ -661,7 +661,8 @@ _ZH_UNIT = (
 # Each unit and number may follow a space (``北京市 海淀区 中关村大街 27号``: a full-width space folds to
 # one too); the address never ends in one. A unit's name holds no ``的`` (U+7684): ``友谊路150号梁军的家里``
 # is no unit ``里``.
-_ZH_ADDR_UNIT = f"(?:[ ]?[\\u4e00-\\u7683\\u7685-\\u9fff0-9]{{0,8}}?(?:{_ZH_UNIT}))"
+_CJK_BUT_DE = "\\u4e00-\\u7683\\u7685-\\u9fff"
+_ZH_ADDR_UNIT = f"(?:[ ]?[{_CJK_BUT_DE}0-9]{{0,8}}?(?:{_ZH_UNIT}))"
 _ZH_ADDR_NUM = (
     "(?:[ ]?[0-9A-Za-z一二三四五六七八九十百零〇甲乙丙丁\\-]{1,6}"
     "(?:号院|号楼|号|弄|栋|幢|座|单元|室|楼|层|户|期|组)){0,6}(?:[ ]?[0-9]{6}(?![0-9]))?"
@@ -678,7 +679,7 @@ _ZH_ADDR_NUMBER_END = (
     "(?:(?<=[0-9〇零一二三四五六七八九十百][号室层户])|(?<=号楼|号院))"
     f"(?![0-9A-Za-z号楼院栋幢座单元室层户线之\\-]|[ ](?={_ZH_ADDR_GOES_ON}))"
     # A housing estate or a building may follow the number (``幸福路5号阳光小区3栋``).
-    f"(?![\\u4e00-\\u7683\\u7685-\\u9fff]{{0,8}}?(?:{_ZH_BUILDING}))"
+    f"(?![{_CJK_BUT_DE}]{{0,8}}?(?:{_ZH_BUILDING}))"
 )
 # What follows a cue word or verb: the address up to punctuation, the next field or the end of its
 # house number.
@@ -2031,12 +2032,12 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 for b, e in byline:
                     (out if b >= pos else early).append(Entity("PERSON", b, e))
                 end = 0
-                if not byline and not (kind == "age" and text[after : after + 2] in zh_words.words):
-                    end = _zh_name_after_role_end(text, after, zh_words)
                 if not byline:
+                    if not (kind == "age" and text[after : after + 2] in zh_words.words):
+                        end = _zh_name_after_role_end(text, after, zh_words)
                     end = end or _zh_foreign_name_end(text, after, zh_words)
-                if not end and not byline and kind == "role":
-                    end = _zh_name_after_post_cued_end(text, after, zh_words)
+                    if not end and kind == "role":
+                        end = _zh_name_after_post_cued_end(text, after, zh_words)
                 if end:
                     (out if after >= pos else early).append(Entity("PERSON", after, end))
             if post_names and zh_words is not None and kind == "role":  # a name before a post
