@@ -52,6 +52,7 @@ system-deps:
 	fi
 
 bench-deps: setup system-deps
+	@command -v valgrind >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind; }
 	@test -x $(CACHE)/litellm-venv/bin/litellm || { python3 -m venv $(CACHE)/litellm-venv && \
 	  $(CACHE)/litellm-venv/bin/pip install -q 'litellm[proxy]'; }
 	@$(PY) -c 'import granian' 2>/dev/null || $(VENV)/bin/pip install -q 'granian==2.8.9'

@@ -1009,22 +1009,47 @@ _ZH_KNOWN_START = re.compile(
 )
 _ZH_KNOWN_PAIRS = frozenset(name[:2] for name in _ZH_KNOWN_NAMES)
 # On ASCII-only text (most English lines) only the ASCII cue words can match: substring tests (C speed,
-# no regex state) tell whether any occurs, and only then does the pass run.
+# no regex state) tell whether any occurs, and only then does the pass run. Most of them hold an ``x``,
+# which most lines do not: one test for it spares the tests for those words.
 _ZH_ASCII_NEEDLES = tuple(sorted({w.lower() for w in _ZH_KIND if w.isascii()}))
+_ZH_ASCII_NO_X = tuple(w for w in _ZH_ASCII_NEEDLES if "x" not in w)
+
+
+def _has_zh_ascii_cue(text: str) -> bool:
+    """Whether ASCII text holds one of ``_ZH_KIND``'s ASCII words, in any case (``WX``, ``WeChat``)."""
+    low = text.lower()
+    return _has_any(low, _ZH_ASCII_NEEDLES if "x" in low else _ZH_ASCII_NO_X)
+
+
 _MILITARY = frozenset(("USNS", "USNV", "USS", "USCGC", "PSC"))
 _EN_TITLES = frozenset(
     "Mr Mrs Ms Miss Mx Dr Prof Sir Dame Madam Rev Capt Sgt Lt Col Judge Officer Nurse".split()
 )
-# Starts with a plain class so that ``re`` skips to candidates at C speed; the left boundary is checked after.
-# Gazetteer names (a plain class first, so that ``re`` skips to candidates at C speed).
-_EN_GAZETTEER = re.compile(
-    "[A-Z]" + trie_regex({w[1:] for w in (*_EN_FIRST, *_EN_LAST, *_EN_TITLES, *_MILITARY)}) + r"(?![A-Za-z])"
+# What follows the capital of a gazetteer word (names, titles, military ship prefixes).
+_EN_GAZETTEER_REST = (
+    trie_regex({w[1:] for w in (*_EN_FIRST, *_EN_LAST, *_EN_TITLES, *_MILITARY)}) + r"(?![A-Za-z])"
 )
-# A capitalized word after a word that ends in a lower-case letter, ``:`` or ``,``: where a cue ends.
-# The pattern starts at the space (a literal ``re`` skips to at C speed) and looks back for the letter, so
-# it is run from one character later than the pass's start (same matches, same ends). The capital is
-# tested before the lookbehind: most spaces in prose are followed by a lower-case letter.
-_MID_CAP = re.compile(r"[ ][A-Z](?<=[a-z:,][ ][A-Z])")
+# A capital right after a word that ends in a lower-case letter, ``:`` or ``,``: where a cue word may end
+# (``Dear John``).
+_EN_AFTER_WORD = r"(?<=[a-z:,][ ][A-Z])"
+
+
+def _en_capitals(words: bool, cues: bool) -> re.Pattern[str] | None:
+    """One pass over the capitals for both English rules (a plain class first, so that ``re`` skips to
+    candidates at C speed; the left boundary is checked after): a gazetteer word (``words``) and a capital
+    after a word (``cues``). The last group says which: ``word`` (a gazetteer word), ``cue`` (a capital
+    after a word), ``both``. A match takes the gazetteer word, or the capital alone."""
+    if words and cues:
+        body = f"{_EN_AFTER_WORD}(?:{_EN_GAZETTEER_REST}(?P<both>)|(?P<cue>))|{_EN_GAZETTEER_REST}(?P<word>)"
+    elif words:
+        body = f"{_EN_GAZETTEER_REST}(?P<word>)"
+    elif cues:
+        body = f"{_EN_AFTER_WORD}(?P<cue>)"
+    else:
+        return None
+    return re.compile(f"[A-Z](?:{body})")
+
+
 # A capitalized word after a word ending in a lower-case letter, ``:`` or ``,``: where a cue may end.
 _EN_CUE_BEFORE = re.compile(_EN_NAME_CUES + r"[ ]+\Z")
 # Numbers: a house number, or a number that needs a cue word (QQ, SSN, national-format phones).
@@ -1033,8 +1058,15 @@ _EN_CUE_BEFORE = re.compile(_EN_NAME_CUES + r"[ ]+\Z")
 _DIGIT_RUN = re.compile(
     r"[0-9(](?:[0-9 ().\-]{4,}+(?:[A-Za-z]?[ ])?|(?<=[0-9])[0-9]{0,3}+[A-Za-z]?[ ](?=[A-Za-z0-9]))"
 )
-# Every digit run starts with one of these.
-_DIGIT_RUN_FIRST = "0123456789("
+# Every digit run starts with one of these, every English name with one of ``_CAPITALS``.
+_DIGIT_RUN_FIRST = b"0123456789("
+_CAPITALS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _holds_any(data: bytes, chars: bytes) -> bool:
+    """Whether ``data`` holds any of ``chars``: one C pass (``bytes.translate`` deleting them), cheaper
+    than a regex class (~65 instructions a character) or a substring test for each."""
+    return len(data.translate(None, chars)) != len(data)
 
 
 def _has_any(text: str, needles: Iterable[str]) -> bool:
@@ -1941,8 +1973,9 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
     )
     # Only the passes the enabled detectors need (PERSON/ADDRESS/WECHAT off: the digit pass alone).
     zh_pass = _ZH_TRIGGER if {n for n in pats if "_zh" in n or n == "wechat"} else None
-    en_pass = _EN_GAZETTEER if {"person_en_title", "person_en", "address_military"} & set(pats) else None
-    cue_pass = _MID_CAP if "person_en_cue" in pats else None
+    en_pass = _en_capitals(
+        bool({"person_en_title", "person_en", "address_military"} & set(pats)), "person_en_cue" in pats
+    )
     # The word list behind bare names, names after a title and lists of names (``_zh_words``).
     zh_rules = {
         "person_zh_bare",
@@ -2019,7 +2052,10 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
         # as in the whole text; what starts before ``pos`` is dropped.
         lo = max(0, pos - 64)
         ascii_text = text.isascii()
-        if zh_pass is None or (ascii_text and not _has_any(text.lower(), _ZH_ASCII_NEEDLES)):
+        # The passes for digit runs and capitals start at an ASCII character: the text's ASCII characters
+        # (a copy of ASCII text; a C pass over other text) tell whether to run them.
+        ascii_chars = text.encode("ascii", "ignore")
+        if zh_pass is None or (ascii_text and not _has_zh_ascii_cue(text)):
             zh_iter: Iterable[re.Match[str]] = ()
         else:
             zh_iter = _finditer(zh_pass, text, lo)
@@ -2133,11 +2169,9 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 end = _zh_bare_name_end(text, s, zh_words)
                 if end:
                     (out if s >= pos else early).append(Entity("PERSON", s, end))
-        # Most lines of prose hold no digit. On ASCII text eleven substring tests (memchr) say so faster
-        # than the pass finding nothing; on other text (two bytes a character) the pass is faster.
-        for run in (
-            _finditer(_DIGIT_RUN, text, lo) if not ascii_text or _has_any(text, _DIGIT_RUN_FIRST) else ()
-        ):
+        # Most lines of prose hold no digit: one pass over the text's ASCII characters says so faster than
+        # the pass finding nothing.
+        for run in _finditer(_DIGIT_RUN, text, lo) if _holds_any(ascii_chars, _DIGIT_RUN_FIRST) else ():
             rs, re_ = run.span()
             if (
                 text[re_ - 1] == " "
@@ -2180,27 +2214,27 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                             hit = True
                 if hit:
                     break
-        for m in _finditer(en_pass, text, lo) if en_pass is not None else ():
-            word, s = m.group(), m.start()
-            if s and ("A" <= text[s - 1] <= "Z" or "a" <= text[s - 1] <= "z"):
-                continue
-            if word in _MILITARY:
-                attempt("address_military", text, s, pos, out)
-            elif word in _EN_TITLES:
-                attempt("person_en_title", text, s, pos, out)
-            elif word in _EN_FIRST:
-                attempt("person_en", text, s, pos, out)
-            if word in _EN_LAST and s > 0:
-                prev = _PREV_NAME_WORDS.search(text, max(0, s - 40), s)
-                if prev is not None:
-                    attempt("person_en", text, prev.start(), pos, out)
-        for m in _finditer(cue_pass, text, lo + 1) if cue_pass is not None else ():
-            s = m.end() - 1
-            k = text.rfind(" ", max(0, s - 30), s - 1)
-            if text[k + 1 : s - 1].rstrip(":,.") in _EN_CUE_LAST:
-                cue = _EN_CUE_BEFORE.search(text, max(0, s - 40), s)
-                if cue is not None:
-                    attempt("person_en_cue", text, cue.start(), pos, out)
+        capitals = ascii_text or _holds_any(ascii_chars, _CAPITALS)
+        for m in _finditer(en_pass, text, lo) if en_pass is not None and capitals else ():
+            s, rule = m.start(), m.lastgroup
+            if rule != "cue" and not (s and ("A" <= text[s - 1] <= "Z" or "a" <= text[s - 1] <= "z")):
+                word = m.group()
+                if word in _MILITARY:
+                    attempt("address_military", text, s, pos, out)
+                elif word in _EN_TITLES:
+                    attempt("person_en_title", text, s, pos, out)
+                elif word in _EN_FIRST:
+                    attempt("person_en", text, s, pos, out)
+                if word in _EN_LAST and s > 0:
+                    prev = _PREV_NAME_WORDS.search(text, max(0, s - 40), s)
+                    if prev is not None:
+                        attempt("person_en", text, prev.start(), pos, out)
+            if rule != "word" and s >= lo + 2:  # a cue word ends before the space (after ``lo``)
+                k = text.rfind(" ", max(0, s - 30), s - 1)
+                if text[k + 1 : s - 1].rstrip(":,.") in _EN_CUE_LAST:
+                    cue = _EN_CUE_BEFORE.search(text, max(0, s - 40), s)
+                    if cue is not None:
+                        attempt("person_en_cue", text, cue.start(), pos, out)
         if list_pass and zh_words is not None and not ascii_text and "、" in text:
             list_names(text, pos, out, early, zh_words)
         if not out:

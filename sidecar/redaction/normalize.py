@@ -16,8 +16,8 @@ text written in Taiwan or Hong Kong too.
 The fold is NFKC restricted to what matters for the detectors (NFKC itself would also rewrite ``ｶ``,
 ``①``, ``ﬁ`` and change the length of the text): every fold is one character to one character, so
 without invisible characters the offsets are the same and no map is built. ASCII text costs nothing;
-other text without any of these characters (nearly all of it) costs two C-speed regex searches, one for
-the characters folded one by one and one for a run of Chinese numerals.
+other text without any of these characters (nearly all of it) costs one C-speed regex search for a
+character folded one by one or a run of Chinese numerals.
 """
 
 from __future__ import annotations
@@ -58,7 +58,10 @@ _NUMERAL_DIGITS = {
 }  # fmt: skip
 ZH_NUMERALS = "".join(_NUMERAL_DIGITS)
 _NUMERALS = {ord(c): ord(d) for c, d in _NUMERAL_DIGITS.items()}
-_NUMERAL_RUN = re.compile(f"[0-9{ZH_NUMERALS}]{{7,}}")
+# A run of seven or more that holds a numeral (a run of ASCII digits alone folds to itself, and most
+# runs in text are that), tried only where a run starts (a lookbehind after its first character).
+_RUN_START = f"(?<![0-9{ZH_NUMERALS}].)(?:(?<=[{ZH_NUMERALS}])|(?=[0-9]*+[{ZH_NUMERALS}]))"
+_NUMERAL_RUN = re.compile(f"[0-9{ZH_NUMERALS}]{_RUN_START}[0-9{ZH_NUMERALS}]{{6,}}+")
 # A run's characters: what a stream holds back at the end of a text until the run is over.
 NUMERAL_RUN_CHARS = "0123456789" + ZH_NUMERALS
 
@@ -76,7 +79,16 @@ def _t2s() -> dict[int, int]:
 
 
 _TABLE.update(_t2s())
-_SPECIAL = re.compile("[" + re.escape("".join(chr(c) for c in _TABLE)) + "]")
+_SPECIAL_CHARS = re.escape("".join(chr(c) for c in _TABLE))
+_SPECIAL = re.compile(f"[{_SPECIAL_CHARS}]")
+# Whether a text may need folding: one search (one class first, so ``re`` skips to candidates at C
+# speed) for a character folded one by one or a numeral next to a digit or another numeral (every run of
+# ``_NUMERAL_RUN`` holds one; ASCII digits are no candidates, a regex attempt at each costs more than
+# the search).
+_FOLD_AT = re.compile(
+    f"[{_SPECIAL_CHARS}{ZH_NUMERALS}]"
+    f"(?:(?<=[{_SPECIAL_CHARS}])|(?=[0-9{ZH_NUMERALS}])|(?<=[0-9{ZH_NUMERALS}].))"
+)
 _SKIPPED = re.compile("[" + re.escape(SKIP) + "]")
 
 
@@ -112,7 +124,7 @@ class Folded:
 
 def fold(text: str) -> tuple[str, Folded | None]:
     """The text the detectors scan, and the offset map back (None: same offsets)."""
-    if text.isascii():  # a flag of the str, O(1)
+    if text.isascii() or _FOLD_AT.search(text) is None:  # isascii: a flag of the str, O(1)
         return text, None
     folded = text if _SPECIAL.search(text) is None else text.translate(_TABLE)
     if _NUMERAL_RUN.search(folded) is not None:

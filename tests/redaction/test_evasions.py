@@ -377,6 +377,23 @@ def test_short_numeral_runs_stay_prose(text: str) -> None:
     assert batch(text) == text
 
 
+# ``fold`` looks for a numeral next to a digit or another numeral, then folds each run of seven or more
+# that holds a numeral, wherever the numeral stands in it; a run of ASCII digits alone stays as it is.
+FOLD_RUNS = [
+    ("号码123456一，", "号码1234561，"),  # the numeral last, after six digits
+    ("一234567", "1234567"),  # first, at the text's start
+    ("共12345678901件", "共12345678901件"),  # ASCII digits alone
+    ("第3一", "第3一"),  # a numeral next to a digit, the run too short
+    ("12345一二三四五六7", "123451234567"),
+    ("号码１２３４５６一", "号码1234561"),  # fullwidth digits fold first, then the run
+]
+
+
+@pytest.mark.parametrize(("text", "folded"), FOLD_RUNS)
+def test_fold_numeral_runs(text: str, folded: str) -> None:
+    assert fold(text) == (folded, None)
+
+
 # A Chinese name in pinyin after a Chinese cue word.
 PINYIN = [
     ("联系人：Wang Xiaoming，电话见附件", "PERSON", "Wang Xiaoming"),
