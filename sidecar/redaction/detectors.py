@@ -999,15 +999,14 @@ _ZH_FOREIGN_BARE_RUN = re.compile(
     f"{_ZH_FOREIGN_CLASS}(?<!{_ZH_FOREIGN_GOES_ON}[\\s\\S]){_ZH_FOREIGN_BARE_REST}(?!{_ZH_FOREIGN_GOES_ON})"
 )
 # A well-known person's name (``zh_known_names.txt``), the longest one starting at a character. Tried
-# only where one of the names' first two characters are (``_ZH_KNOWN_START``, a character class first, so
+# only where one of the names' first two characters are (``_zh_name_starts``, a character class first, so
 # that ``re`` skips to candidates at C speed, then a set): the trie's alternation of ~700 first characters
 # at every position cost four times as much on news.
 _ZH_KNOWN_NAME = re.compile(trie_regex(_ZH_KNOWN_NAMES))
 _ZH_KNOWN_FIRST = frozenset(name[0] for name in _ZH_KNOWN_NAMES)
-_ZH_KNOWN_START = re.compile(
-    _char_class(_ZH_KNOWN_FIRST) + "(?=" + _char_class({n[1] for n in _ZH_KNOWN_NAMES}) + ")"
-)
 _ZH_KNOWN_PAIRS = frozenset(name[:2] for name in _ZH_KNOWN_NAMES)
+# A well-known name's first character, before one of their second characters (after the first).
+_ZH_KNOWN_REST = f"(?<={_char_class(_ZH_KNOWN_FIRST)})(?={_char_class(n[1] for n in _ZH_KNOWN_NAMES)})"
 # On ASCII-only text (most English lines) only the ASCII cue words can match: substring tests (C speed,
 # no regex state) tell whether any occurs, and only then does the pass run. Most of them hold an ``x``,
 # which most lines do not: one test for it spares the tests for those words.
@@ -1451,7 +1450,10 @@ def _cue_adjacent(window: str, words: tuple[str, ...]) -> bool:
 class _ZhWords(NamedTuple):
     """The common Chinese words of ``zh_words.txt``, as the name rules look them up."""
 
-    starts: re.Pattern[str]  # where a bare name may start (a surname before a Chinese character)
+    # Where a bare name may start (a surname before a Chinese character): one of these characters, then
+    # ``start_rest`` (a pattern read after it).
+    start_chars: frozenset[str]
+    start_rest: str
     words: frozenset[str]  # no name starts here or inside
     common: frozenset[str]  # no given name starts here
     inside: frozenset[str]  # no name starts inside (``words`` and ``~``: names)
@@ -1493,16 +1495,17 @@ def _zh_words() -> _ZhWords:
     # position), then: a bare surname before a Chinese character, another surname before two
     # given-name characters, or a compound's first two characters (``_zh_bare_name_end`` tells them
     # apart).
-    firsts = _char_class({*_ZH_ROLE_SURNAMES, *(c[0] for c in compounds)})
+    firsts = frozenset({*_ZH_ROLE_SURNAMES, *(c[0] for c in compounds)})
     seconds = _char_class(c[1] for c in compounds)
     everyday = _char_class(_ZH_ROLE_SURNAMES - _ZH_BARE_SURNAME_SET)
     given_class = _char_class(given)
-    starts = re.compile(
-        f"{firsts}(?:(?<=[{_ZH_BARE_SURNAMES}])(?=[\\u4e00-\\u9fff])|(?<={everyday})(?={given_class}{{2}})"
+    start_rest = (
+        f"(?:(?<=[{_ZH_BARE_SURNAMES}])(?=[\\u4e00-\\u9fff])|(?<={everyday})(?={given_class}{{2}})"
         f"|(?={seconds}))"
     )
     return _ZhWords(
-        starts,
+        firsts,
+        start_rest,
         frozenset(words),
         frozenset(common),
         frozenset(words | names),
@@ -1512,6 +1515,29 @@ def _zh_words() -> _ZhWords:
         frozenset(given),
         frozenset(_data_lines(ZH_FOREIGN_PLACES_PATH)),
     )
+
+
+def _person_ends_at(found: list[Entity], end: int) -> bool:
+    """Whether the last entity found is a name that ends at ``end``."""
+    return bool(found) and found[-1].end == end and found[-1].type == "PERSON"
+
+
+def _zh_name_starts(known: bool, bare: bool, words: _ZhWords) -> re.Pattern[str] | None:
+    """One pass for the two rules that try every start of a name (each match takes one character): a
+    well-known name (``known``) and a bare name (``bare``). The last group says which may start there:
+    ``known``, ``bare`` or ``both``. One class of both rules' first characters, so that ``re`` skips to
+    candidates at C speed once for the two."""
+    bare_rest = f"(?<={_char_class(words.start_chars)}){words.start_rest}"
+    if known and bare:
+        first = _char_class(_ZH_KNOWN_FIRST | words.start_chars)
+        body = f"{_ZH_KNOWN_REST}(?:{bare_rest}(?P<both>)|(?P<known>))|{bare_rest}(?P<bare>)"
+    elif known:
+        first, body = _char_class(_ZH_KNOWN_FIRST), f"{_ZH_KNOWN_REST}(?P<known>)"
+    elif bare:
+        first, body = _char_class(words.start_chars), f"{words.start_rest}(?P<bare>)"
+    else:
+        return None
+    return re.compile(f"{first}(?:{body})")
 
 
 def _zh_bare_name_end(text: str, s: int, bare: _ZhWords) -> int:
@@ -1988,8 +2014,11 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
         "person_zh_japanese",
     }
     zh_words = _zh_words() if zh_rules & set(pats) else None
-    known_pass = "person_zh_known" in pats
-    bare_pass = "person_zh_bare" in pats
+    name_starts = (
+        _zh_name_starts("person_zh_known" in pats, "person_zh_bare" in pats, zh_words)
+        if zh_words is not None
+        else None
+    )
     place_pass = "address_zh_county" in pats
     road_pass = "address_zh_road" in pats
     role_names = "person_zh_role" in pats
@@ -2112,7 +2141,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 # A foreign or Japanese name before a post, a title or a verb (``克林顿总统``, ``克林顿说``;
                 # ``桥本首相``: a Japanese one also before a post written before names), where no Chinese
                 # name ends there.
-                if not any(e.end == s and e.type == "PERSON" for e in (*out[-1:], *early[-1:])):
+                if not (_person_ends_at(out, s) or _person_ends_at(early, s)):
                     b = -1
                     if foreign_names and kind in _ZH_AFTER_FOREIGN and _ZH_AFTER_FOREIGN_AT.match(text, s):
                         b = _zh_foreign_name_before_start(text, s, lo, zh_words)
@@ -2124,8 +2153,9 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
             # Addresses without a province or city, not from inside one found already (by a province,
             # a city or a cue); one found later that starts inside a county-level name
             # (``虹口区四川北路``, where 四川 started one) loses to the name's earlier start.
-            spans = [(e.start, e.end) for e in out if e.type == "ADDRESS"]
-            for m in _finditer(_ZH_ADDR_ANCHOR, text, lo):
+            anchors = _finditer(_ZH_ADDR_ANCHOR, text, lo)
+            spans = [(e.start, e.end) for e in out if e.type == "ADDRESS"] if anchors else []
+            for m in anchors:
                 i = m.start()
                 if any(s0 <= i < e0 for s0, e0 in spans):
                     continue
@@ -2154,21 +2184,19 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 b, s = m.span()
                 if _zh_foreign_bare_name(text, b, s, lo, zh_words):
                     (out if b >= pos else early).append(Entity("PERSON", b, s))
-        if known_pass and zh_words is not None and not ascii_text:
+        if name_starts is not None and zh_words is not None and not ascii_text:
             # Every start (the pattern takes one character), so that a stream's pass (from ``lo``) and the
             # whole text's try the same names.
-            for m in _finditer(_ZH_KNOWN_START, text, lo):
-                s = m.start()
-                if text[s : s + 2] in _ZH_KNOWN_PAIRS:
+            for m in _finditer(name_starts, text, lo):
+                s, rule = m.start(), m.lastgroup
+                if rule != "bare" and text[s : s + 2] in _ZH_KNOWN_PAIRS:
                     name = _ZH_KNOWN_NAME.match(text, s)
                     if name is not None and _zh_known_name(text, s, name.end(), zh_words):
                         (out if s >= pos else early).append(Entity("PERSON", s, name.end()))
-        if bare_pass and zh_words is not None and not ascii_text:
-            for m in _finditer(zh_words.starts, text, lo):
-                s = m.start()
-                end = _zh_bare_name_end(text, s, zh_words)
-                if end:
-                    (out if s >= pos else early).append(Entity("PERSON", s, end))
+                if rule != "known":
+                    end = _zh_bare_name_end(text, s, zh_words)
+                    if end:
+                        (out if s >= pos else early).append(Entity("PERSON", s, end))
         # Most lines of prose hold no digit: one pass over the text's ASCII characters says so faster than
         # the pass finding nothing.
         for run in _finditer(_DIGIT_RUN, text, lo) if _holds_any(ascii_chars, _DIGIT_RUN_FIRST) else ():

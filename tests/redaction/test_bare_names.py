@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.redaction.detectors import _zh_bare_name_end, _zh_foreign_name_before_start, _zh_words, _ZhWords
+from sidecar.redaction.detectors import (
+    _zh_bare_name_end,
+    _zh_foreign_name_before_start,
+    _zh_name_starts,
+    _zh_words,
+    _ZhWords,
+)
 from sidecar.redaction.engine import Redactor
 from sidecar.redaction.policy import EntityRule, Policy
 from tests.redaction.test_evasions import ANSWER_REDACTOR, assert_every_two_chunk_split, batch, stream
@@ -23,7 +29,9 @@ def bare(text: str, names: _ZhWords | None = None) -> list[str]:
     """The bare names the rule takes at every candidate start, left to right, not overlapping."""
     names = names or _zh_words()
     out, end = [], 0
-    for m in names.starts.finditer(text):
+    starts = _zh_name_starts(False, True, names)
+    assert starts is not None
+    for m in starts.finditer(text):
         s = m.start()
         e = _zh_bare_name_end(text, s, names)
         if e and s >= end:
