@@ -2143,9 +2143,13 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
                 # name ends there.
                 if not (_person_ends_at(out, s) or _person_ends_at(early, s)):
                     b = -1
-                    if foreign_names and kind in _ZH_AFTER_FOREIGN and _ZH_AFTER_FOREIGN_AT.match(text, s):
+                    # The word found here is a post, a title or a verb, so ``_ZH_AFTER_FOREIGN_AT`` (and
+                    # ``_ZH_AFTER_JAPANESE_AT``) match at ``s``, unless the one word they hold with a
+                    # condition, ``说``, fails it (``说法``): only that word is matched again.
+                    at_word = m.group() != "说" or _ZH_AFTER_FOREIGN_AT.match(text, s) is not None
+                    if foreign_names and kind in _ZH_AFTER_FOREIGN and at_word:
                         b = _zh_foreign_name_before_start(text, s, lo, zh_words)
-                    if b < 0 and japanese_names and _ZH_AFTER_JAPANESE_AT.match(text, s):
+                    if b < 0 and japanese_names and at_word:
                         b = _zh_japanese_name_before_start(text, s, lo, zh_words)
                     if b >= 0:
                         (out if b >= pos else early).append(Entity("PERSON", b, s))
@@ -2595,7 +2599,8 @@ class Scanner:
         # runs only on a short window around each; prose between them is never tried branch by branch.
         found: list[Entity] = []
         first = _TRIGGER.search(text, pos)
-        anchored = "eyJ" in text or "AKIA" in text or "ASIA" in text
+        # Both AWS prefixes end in ``IA``: one substring test spares the two for most lines.
+        anchored = "eyJ" in text or ("IA" in text and ("AKIA" in text or "ASIA" in text))
         if first is None:
             if not anchored:  # most lines of prose: no window, and no iterator built for none
                 return found
