@@ -1049,7 +1049,7 @@ def _en_capitals(words: bool, cues: bool) -> re.Pattern[str] | None:
     return re.compile(f"[A-Z](?:{body})")
 
 
-# A capitalized word after a word ending in a lower-case letter, ``:`` or ``,``: where a cue may end.
+# A cue word (``Dear``, ``Name:``) and the spaces after it, right before a capital after a word.
 _EN_CUE_BEFORE = re.compile(_EN_NAME_CUES + r"[ ]+\Z")
 # Numbers: a house number, or a number that needs a cue word (QQ, SSN, national-format phones).
 # Written with one leading class (``re`` then skips to candidates at C speed; a top-level alternation is
@@ -1491,10 +1491,10 @@ def _zh_words() -> _ZhWords:
                 foreign_words.add(word)
     # A compound surname that is also a very common word (东方, the east) starts no bare name.
     compounds = frozenset(c for c in _words(_ZH_COMPOUND) if c not in common)
-    # One class first (``re`` skips to candidates at C speed; an alternation is tried at every
-    # position), then: a bare surname before a Chinese character, another surname before two
-    # given-name characters, or a compound's first two characters (``_zh_bare_name_end`` tells them
-    # apart).
+    # Where a bare name may start: one of ``firsts`` (``_zh_name_starts`` makes it the class that
+    # comes first, so that ``re`` skips to candidates at C speed), then: a bare surname before a
+    # Chinese character, another surname before two given-name characters, or a compound's first two
+    # characters (``_zh_bare_name_end`` tells them apart).
     firsts = frozenset({*_ZH_ROLE_SURNAMES, *(c[0] for c in compounds)})
     seconds = _char_class(c[1] for c in compounds)
     everyday = _char_class(_ZH_ROLE_SURNAMES - _ZH_BARE_SURNAME_SET)
