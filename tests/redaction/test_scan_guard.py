@@ -85,3 +85,82 @@ def test_pair_filtered_regex_matches_the_trie() -> None:
         for lo in (0, 1):
             want = [(m.span(), m.group()) for m in trie.finditer(text, lo)]
             assert [(m.span(), m.group()) for m in d._ZH_TRIGGER.finditer(text, lo)] == want, text
+
+
+def test_pair_pass_without_the_one_character_word_matches_the_trie() -> None:
+    """``_ZH_TRIGGER_PAIRS`` (text without ``_ZH_SINGLE``) finds what the trie of every word finds."""
+    words = [w for w in d._ZH_KIND if w != d._ZH_SINGLE]
+    trie = re.compile(d.trie_regex(d._ZH_KIND))
+    rng = random.Random(4)
+    alphabet = sorted(set("".join(words)) - {d._ZH_SINGLE}) + list("的一是了人在，。 ab1")
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(20000)]
+    texts += [a + b for a in words for b in words[:20] if d._ZH_SINGLE not in a + b]
+    for text in texts:
+        want = [(m.span(), m.group()) for m in trie.finditer(text)]
+        assert [(m.span(), m.group()) for m in d._ZH_TRIGGER_PAIRS.finditer(text)] == want, text
+
+
+# ASCII pieces: ``_scan_windows`` finds the trigger clusters of ASCII text from ``_TRIGGER_MARKS``.
+_ASCII_PIECES = [p for p in _PIECES if p.isascii()] + ["\x00", "\x7f", "\x01", " is ", " was ", "my password"]
+
+
+def test_trigger_marks_are_the_trigger_class_on_ascii() -> None:
+    marks = bytes(range(128)).translate(d._TRIGGER_MARKS)
+    for code in range(128):
+        char = chr(code)
+        assert (marks[code] == 0) == (d._TRIGGER.match(char) is not None), repr(char)
+        assert (marks[code] == 1) == (not "!" <= char <= "~"), repr(char)
+
+
+def test_windows_from_the_marks_equal_windows_from_the_search() -> None:
+    rng = random.Random(5)
+    windowed, plain = d.Scanner(d.BUILTIN, windowed=True), d.Scanner(d.BUILTIN)
+    for _ in range(3000):
+        text = "".join(rng.choice(_ASCII_PIECES) for _ in range(rng.randint(1, 30)))
+        marks = text.encode("ascii").translate(d._TRIGGER_MARKS)
+        pos = rng.randrange(len(text))
+        first = d._TRIGGER.search(text, pos)
+        if first is not None:
+            with_marks = list(d.Scanner._trigger_windows(text, pos, first.start(), marks))
+            assert with_marks == list(d.Scanner._trigger_windows(text, pos, first.start(), None)), text
+            for start in range(pos, len(text)):
+                if d._TRIGGER.match(text, start):
+                    got = d._window_start(text, pos, start, marks)
+                    assert got == d._window_start(text, pos, start), (text, pos, start)
+        assert windowed.scan(text, pos) == plain.scan(text, pos), (text, pos)
+
+
+def test_english_capitals_pass_finds_what_one_trie_after_every_capital_finds() -> None:
+    """``_en_capitals`` (one alternative per capital) against one trie of every gazetteer word's rest
+    tried after every capital: the same gazetteer words where a word may start (not after a letter),
+    the same capitals after a word, in the same order."""
+    rest = d.trie_regex({w[1:] for w in d._EN_GAZETTEER}) + r"(?![A-Za-z])"
+    after = r"(?<=[a-z:,][ ][A-Z])"
+    plain = {
+        (True, True): f"[A-Z](?:{after}(?:{rest}(?P<both>)|(?P<cue>))|{rest}(?P<word>))",
+        (True, False): f"[A-Z](?:{rest}(?P<word>))",
+        (False, True): f"[A-Z](?:{after}(?P<cue>))",
+    }
+    rng = random.Random(6)
+    pieces = [*sorted(d._EN_GAZETTEER), "X'", "O'", "Mc", "'", "-", " ", ", ", ": ", "the ", "Dear ", "Q"]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 8))) for _ in range(20000)]
+    texts += ["NatashaEvelynContrerasX'Connor", "xUSNS'Brien", "Met X'Connor Smith", "Dear O'Brien, hi"]
+
+    def seen(
+        pattern: re.Pattern[str], text: str, rules: dict[str, str]
+    ) -> list[tuple[int, str | None, bool]]:
+        out = []
+        for m in pattern.finditer(text):
+            s, rule = m.start(), rules.get(m.lastgroup, m.lastgroup)  # type: ignore[arg-type]
+            word = m.group() if rule != "cue" and m.group() in d._EN_GAZETTEER else None
+            if word is not None and s and text[s - 1].isascii() and text[s - 1].isalpha():
+                word = None  # inside a word: the finder tries no gazetteer word there
+            if word is not None or rule != "word":
+                out.append((s, word, rule != "word"))
+        return out
+
+    for (words, cues), source in plain.items():
+        fast, slow = d._en_capitals(words, cues), re.compile(source)
+        assert fast is not None
+        for text in texts:
+            assert seen(fast, text, d._EN_RULE) == seen(slow, text, {}), (words, cues, text)
