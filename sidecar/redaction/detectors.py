@@ -983,10 +983,17 @@ _ZH_KIND: dict[str, str] = {
 }
 _ZH_TRIGGER = re.compile(pair_filtered_regex(_ZH_KIND))
 # The one one-character trigger word (``说``; the unpacking fails when there are more: test for each
-# then), and the pass for text that does not hold it (most text): without it the search does not try its
-# lookbehind after every start that fails (~14% of the pass).
+# then). Text that does not hold it (most text) is searched with ``_zh_trigger_pairs``.
 (_ZH_SINGLE,) = (w for w in _ZH_KIND if len(w) == 1)
-_ZH_TRIGGER_PAIRS = re.compile(pair_filtered_regex(w for w in _ZH_KIND if len(w) > 1))
+
+
+@functools.cache
+def _zh_trigger_pairs() -> re.Pattern[str]:
+    """``_ZH_TRIGGER`` without ``_ZH_SINGLE``: the search then does not try its lookbehind after every
+    start that fails (~14% of the pass). Compiled when a names finder is built (~15 ms), not at import."""
+    return re.compile(pair_filtered_regex(w for w in _ZH_KIND if w != _ZH_SINGLE))
+
+
 # The kinds of words a name may follow.
 _ZH_BEFORE_NAME = frozenset(("role", "title", "role_before", "age"))
 # The kinds of words a foreign name may come before (``person_zh_foreign``), as its pattern has them
@@ -1049,6 +1056,7 @@ def _en_gazetteer_rest(capital: str) -> str | None:
 _EN_RULE = {f"{rule}_{c}": rule for rule in ("word", "cue", "both") for c in string.ascii_uppercase}
 
 
+@functools.cache  # building the 26 tries takes ~10 ms, and every policy's names finder asks
 def _en_capitals(words: bool, cues: bool) -> re.Pattern[str] | None:
     """One pass over the capitals for both English rules: a gazetteer word (``words``) and a capital
     after a word that ends in a lower-case letter, ``:`` or ``,`` (``cues``: ``Dear John``). One
@@ -2026,6 +2034,7 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
     )
     # Only the passes the enabled detectors need (PERSON/ADDRESS/WECHAT off: the digit pass alone).
     zh_pass = _ZH_TRIGGER if {n for n in pats if "_zh" in n or n == "wechat"} else None
+    zh_pairs = _zh_trigger_pairs() if zh_pass is not None else None
     en_pass = _en_capitals(
         bool({"person_en_title", "person_en", "address_military"} & set(pats)), "person_en_cue" in pats
     )
@@ -2111,10 +2120,10 @@ def names_finder(detectors: Sequence[Detector]) -> Callable[[str, int], list[Ent
         # The passes for digit runs and capitals start at an ASCII character: the text's ASCII characters
         # (a copy of ASCII text; a C pass over other text) tell whether to run them.
         ascii_chars = text.encode("ascii", "ignore")
-        if zh_pass is None or (ascii_text and not _has_zh_ascii_cue(text)):
+        if zh_pass is None or zh_pairs is None or (ascii_text and not _has_zh_ascii_cue(text)):
             zh_iter: Iterable[re.Match[str]] = ()
         else:
-            zh_iter = _finditer(zh_pass if _ZH_SINGLE in text else _ZH_TRIGGER_PAIRS, text, lo)
+            zh_iter = _finditer(zh_pass if _ZH_SINGLE in text else zh_pairs, text, lo)
         for m in zh_iter:
             kind, s = _ZH_KIND.get(m.group()), m.start()
             if role_names and zh_words is not None and kind in _ZH_BEFORE_NAME:  # a name after a title

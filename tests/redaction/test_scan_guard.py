@@ -88,7 +88,7 @@ def test_pair_filtered_regex_matches_the_trie() -> None:
 
 
 def test_pair_pass_without_the_one_character_word_matches_the_trie() -> None:
-    """``_ZH_TRIGGER_PAIRS`` (text without ``_ZH_SINGLE``) finds what the trie of every word finds."""
+    """``_zh_trigger_pairs()`` (text without ``_ZH_SINGLE``) finds what the trie of every word finds."""
     words = [w for w in d._ZH_KIND if w != d._ZH_SINGLE]
     trie = re.compile(d.trie_regex(d._ZH_KIND))
     rng = random.Random(4)
@@ -97,7 +97,7 @@ def test_pair_pass_without_the_one_character_word_matches_the_trie() -> None:
     texts += [a + b for a in words for b in words[:20] if d._ZH_SINGLE not in a + b]
     for text in texts:
         want = [(m.span(), m.group()) for m in trie.finditer(text)]
-        assert [(m.span(), m.group()) for m in d._ZH_TRIGGER_PAIRS.finditer(text)] == want, text
+        assert [(m.span(), m.group()) for m in d._zh_trigger_pairs().finditer(text)] == want, text
 
 
 # ASCII pieces: ``_scan_windows`` finds the trigger clusters of ASCII text from ``_TRIGGER_MARKS``.
