@@ -23,8 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.redaction_throughput import mixed_text
-
-ROOT = Path(__file__).resolve().parents[1]
+from bench.trees import ROOT, archive_sidecar
 
 
 def count(root: Path, text: Path, state: Path) -> int:
@@ -68,12 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         trees = {"working tree": ROOT}
         for rev in args.against:
             tree = tmp / f"rev-{len(trees)}"
-            tree.mkdir()
-            archive = subprocess.run(["git", "archive", rev, "sidecar"], cwd=ROOT, capture_output=True)
-            if archive.returncode:
-                print(f"--against {rev}: {archive.stderr.decode().strip()}", file=sys.stderr)
+            if (complaint := archive_sidecar(rev, tree)) is not None:
+                print(f"--against {rev}: {complaint}", file=sys.stderr)
                 return 2
-            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
             trees[rev] = tree
         counts = {label: per_mb(root, one, four, tmp) for label, root in trees.items()}
     mine = counts["working tree"]

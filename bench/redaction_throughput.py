@@ -2,6 +2,9 @@
 Presidio side by side in one run, one core each; plus the streaming cost per SSE chunk.
 
     ~/.cache/custos/venv/bin/python -m bench.redaction_throughput --mb 2
+    ~/.cache/custos/venv/bin/python -m bench.redaction_throughput --mb 1 --repeat 8 --against b1f6a88
+
+``--against REV`` times ``custos redact`` with a git revision's code too, the trees taking turns.
 
 The mix: Faker zh_CN and en_US paragraphs, with one line of the labelled set (a PII value or a
 near-miss such as an order number or a wrong-checksum ID) after every second paragraph.
@@ -22,6 +25,7 @@ from pathlib import Path
 from faker import Faker
 
 from bench.redaction_data import build
+from bench.trees import ROOT, archive_sidecar
 from sidecar.redaction.detectors import BUILTIN, Scanner
 from sidecar.redaction.engine import Redactor
 from sidecar.redaction.operators import Session
@@ -62,17 +66,20 @@ def best_of(fn, repeat: int) -> float:
     return best
 
 
-def cli_mb_per_s(text: str, repeat: int) -> float:
+def cli_mb_per_s(text: str, repeat: int, roots: dict[str, Path] | None = None) -> dict[str, float]:
     """``custos redact`` as users run it, on the text and on four copies of it: the difference in the
-    child's CPU time is the steady state (start-up, imports and first-seen values cancel out)."""
-    root = Path(__file__).resolve().parents[1]
+    child's CPU time is the steady state (start-up, imports and first-seen values cancel out). Each of
+    ``roots`` (a label: a directory with a ``sidecar`` package; the working tree by default) in turn,
+    ``repeat`` rounds, the best of each: trees run side by side see the same moments of a noisy box."""
+    roots = roots or {"working tree": ROOT}
+    best = dict.fromkeys(roots, 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         one, four = Path(tmp, "one.txt"), Path(tmp, "four.txt")
         one.write_text(text + "\n", encoding="utf-8")
         four.write_text((text + "\n") * 4, encoding="utf-8")
-        env = {**os.environ, "PYTHONPATH": str(root), "CUSTOS_STATE_DIR": str(Path(tmp, "state"))}
 
-        def cpu(path: Path) -> float:
+        def cpu(root: Path, path: Path) -> float:
+            env = {**os.environ, "PYTHONPATH": str(root), "CUSTOS_STATE_DIR": str(Path(tmp, "state"))}
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             with path.open("rb") as stdin:
                 cmd = [sys.executable, "-m", "sidecar.cli", "redact"]
@@ -81,7 +88,10 @@ def cli_mb_per_s(text: str, repeat: int) -> float:
             return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
         extra = four.stat().st_size - one.stat().st_size
-        return max(extra / (cpu(four) - cpu(one)) / 1e6 for _ in range(repeat))
+        for _ in range(repeat):
+            for label, root in roots.items():
+                best[label] = max(best[label], extra / (cpu(root, four) - cpu(root, one)) / 1e6)
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--no-cli", dest="cli", action="store_false", help="skip timing the `custos redact` command itself"
+    )
+    p.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="REV",
+        help="time `custos redact` with a git revision's code too, side by side (repeatable)",
     )
     args = p.parse_args(argv)
 
@@ -142,8 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         dt = best_of(fn, args.repeat)
         rows.append((name, size / dt / 1e6))
     entities = len(r.find(text))
+    command: dict[str, float] = {}
     if args.cli:
-        rows.append(("`custos redact` (the command, steady state)", cli_mb_per_s(text, args.repeat)))
+        with tempfile.TemporaryDirectory() as scratch:
+            roots = {"working tree": ROOT}
+            for rev in args.against:
+                roots[rev] = Path(scratch, f"rev-{len(roots)}")
+                if (complaint := archive_sidecar(rev, roots[rev])) is not None:
+                    print(f"--against {rev}: {complaint}", file=sys.stderr)
+                    return 2
+            command = cli_mb_per_s(text, args.repeat, roots)
+        rows.append(("`custos redact` (the command, steady state)", command.pop("working tree")))
 
     presidio = None
     if PRESIDIO_PY.exists():
@@ -180,6 +206,13 @@ def main(argv: list[str] | None = None) -> int:
             f" | {presidio:.3f} | 1x |"
         )
     print(f"\nstreaming: {per_chunk_us:.1f} µs per 4-character delta (detect + hold-back + restore)")
+    if command:
+        mine = rows[-1][1]
+        print("\n`custos redact` side by side (best of each, the same rounds):\n")
+        print("| code | MB/s | working tree's speed against it |\n|---|---:|---:|")
+        print(f"| working tree | {mine:.1f} | |")
+        for label, mbps in command.items():
+            print(f"| {label} | {mbps:.1f} | {mine / mbps:.2f}x |")
     return 0
 
 

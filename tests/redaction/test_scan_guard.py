@@ -164,3 +164,34 @@ def test_english_capitals_pass_finds_what_one_trie_after_every_capital_finds() -
         assert fast is not None
         for text in texts:
             assert seen(fast, text, d._EN_RULE) == seen(slow, text, {}), (words, cues, text)
+
+
+def test_name_starts_pass_lets_through_every_start_either_rule_takes() -> None:
+    """``_zh_name_starts`` only rules starts out: every start of a well-known name's first two characters
+    and every start where ``_zh_bare_name_end`` takes a bare name is a match with a group (the finder
+    tries bare names only there), for the three rule combinations."""
+    words = d._zh_words()
+    pool = sorted(
+        {c for n in d._ZH_KNOWN_NAMES for c in n[:3]}
+        | words.start_chars
+        | {c for w in words.compounds for c in w}
+        | set(sorted(words.given)[::4])
+        | set("的了是在和有人这中大会见说，。、 a1")
+    )
+    rng = random.Random(8)
+    texts = ["".join(rng.choice(pool) for _ in range(rng.randint(1, 12))) for _ in range(6000)]
+    texts += ["会见了江泽民、李鹏、乔石等", "欧阳娜娜的建议", "于永波会见全军", "中国大卫·尼尔全斗焕"]
+    given = sorted(words.given)
+    texts += [
+        f"在{c}{rng.choice(given)}{rng.choice(given)}的" for c in sorted(words.compounds) for _ in range(5)
+    ]
+    for known, bare in ((True, True), (True, False), (False, True)):
+        starts = d._zh_name_starts(known, bare, words)
+        assert starts is not None
+        for text in texts:
+            found = {m.start(): m.lastindex is not None for m in starts.finditer(text)}
+            for s in range(len(text)):
+                pair = known and text[s : s + 2] in d._ZH_KNOWN_PAIRS
+                assert not pair or s in found, (known, bare, text, s)
+                assert not (bare and d._zh_bare_name_end(text, s, words)) or found.get(s), (text, s)
+                assert found.get(s, True) or text[s] in d._ZH_KNOWN_FIRST, (known, bare, text, s)
