@@ -112,7 +112,19 @@ def main(argv: list[str] | None = None) -> int:
         help="time `custos redact` with a git revision's code too, side by side (repeatable)",
     )
     args = p.parse_args(argv)
+    # The revisions first: an unknown one is refused before minutes of benchmarks, not after.
+    with tempfile.TemporaryDirectory() as scratch:
+        roots = {"working tree": ROOT}
+        for rev in args.against:
+            roots[rev] = Path(scratch, f"rev-{len(roots)}")
+            if (complaint := archive_sidecar(rev, roots[rev])) is not None:
+                print(f"--against {rev}: {complaint}", file=sys.stderr)
+                return 2
+        return run(args, roots)
 
+
+def run(args: argparse.Namespace, roots: dict[str, Path]) -> int:
+    """The benchmarks of ``main``; ``roots``: the trees whose ``custos redact`` is timed."""
     text = mixed_text(args.mb)
     size = len(text.encode())
     lines = text.split("\n")
@@ -161,15 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     entities = len(r.find(text))
     command: dict[str, float] = {}
     if args.cli:
-        with tempfile.TemporaryDirectory() as scratch:
-            roots = {"working tree": ROOT}
-            for rev in args.against:
-                roots[rev] = Path(scratch, f"rev-{len(roots)}")
-                if (complaint := archive_sidecar(rev, roots[rev])) is not None:
-                    print(f"--against {rev}: {complaint}", file=sys.stderr)
-                    return 2
-            command = cli_mb_per_s(text, args.repeat, roots)
-        rows.append(("`custos redact` (the command, steady state)", command.pop("working tree")))
+        command = cli_mb_per_s(text, args.repeat, roots)
+        mine = command.pop("working tree")
+        rows.append(("`custos redact` (the command, steady state)", mine))
 
     presidio = None
     if PRESIDIO_PY.exists():
@@ -207,7 +213,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"\nstreaming: {per_chunk_us:.1f} µs per 4-character delta (detect + hold-back + restore)")
     if command:
-        mine = rows[-1][1]
         print("\n`custos redact` side by side (best of each, the same rounds):\n")
         print("| code | MB/s | working tree's speed against it |\n|---|---:|---:|")
         print(f"| working tree | {mine:.1f} | |")
